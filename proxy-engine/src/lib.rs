@@ -1,0 +1,30 @@
+//! `proxy-engine`: the sans-IO heart of meshtwin.
+//!
+//! A `Proxy` is a pure, synchronous state machine for one sidecar or gateway. It never reads a
+//! clock, never spawns, never touches a socket and never draws from a global RNG: time comes in
+//! as `now` (`Time`, integer nanoseconds), randomness from the proxy's own seeded ChaCha stream,
+//! and what the engine wants done comes out as `Action`s. The simulator (`sim-core`) and the
+//! live runtime drive the same engine.
+//!
+//! Config flows `MeshConfig` (+ `Registry`) → `CompiledMesh` (validated, indexed) → `Proxy`.
+//! Every request ends in exactly one `Action::Complete` carrying an `Outcome`; `metrics` turns
+//! outcomes into streaming statistics.
+
+pub mod config;
+mod idmap;
+pub mod mesh;
+pub mod metrics;
+pub mod proxy;
+pub mod registry;
+pub mod time;
+pub mod types;
+
+pub use config::MeshConfig;
+pub use mesh::{ClusterId, CompiledMesh, ConfigError, DestinationId, RouteId};
+pub use proxy::{Proxy, ProxyRole};
+pub use registry::{Endpoint, EndpointAddr, EndpointId, Registry};
+pub use time::{Nanos, Time};
+pub use types::{
+    Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, Outcome, RequestHead, RequestId,
+    ResponseFlags, ResponseHead,
+};

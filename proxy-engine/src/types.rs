@@ -1,0 +1,293 @@
+//! The values that cross the engine boundary: identifiers, request and response heads, the
+//! actions the engine asks a driver to perform, and the final `Outcome` of a request.
+
+use crate::mesh::{ClusterId, DestinationId, RouteId};
+use crate::registry::EndpointId;
+use std::fmt;
+use std::sync::Arc;
+
+/// A downstream request, identified by the driver; unique among the proxy's open requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// One upstream try of a request, identified by the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptId(pub u64);
+
+/// An upstream connection, identified by the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Request headers as ordered name/value pairs; names are lower-case. Shared, so cloning a head
+/// is a few reference-count increments.
+pub type Headers = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// What the engine needs to know of a request: the HTTP request line and headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    /// HTTP method, upper-case (`GET`).
+    pub method: Arc<str>,
+    /// `:authority` / `Host`: the service the request is for, optionally with `:port`.
+    pub authority: Arc<str>,
+    /// `:path`, including any query string.
+    pub path: Arc<str>,
+    /// Other headers.
+    pub headers: Headers,
+}
+
+impl RequestHead {
+    /// A `GET` for `path` on `authority` with no headers.
+    pub fn get(authority: &str, path: &str) -> RequestHead {
+        RequestHead {
+            method: Arc::from("GET"),
+            authority: Arc::from(authority),
+            path: Arc::from(path),
+            headers: Arc::from(Vec::new()),
+        }
+    }
+
+    /// The host part of the authority, without a port.
+    pub fn host(&self) -> &str {
+        let a: &str = &self.authority;
+        match a.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => a,
+        }
+    }
+
+    /// The first value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| &**v)
+    }
+}
+
+/// What the engine needs to know of an upstream response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// How an upstream attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// The response finished; the connection can carry another request.
+    Done,
+    /// The response finished and the upstream closed the connection.
+    DoneAndClosed,
+    /// The stream was reset or the connection dropped before the response finished.
+    Reset,
+}
+
+/// Why an upstream connection could not be established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// The peer refused the connection (nothing listening).
+    Refused,
+    /// The connect did not finish in time.
+    Timeout,
+}
+
+/// Envoy-style response flags (`UH`, `UF`, `NR`, …), a bit set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResponseFlags(pub u32);
+
+macro_rules! flags {
+    ($($(#[$doc:meta])* $name:ident = $bit:expr, $short:literal;)*) => {
+        impl ResponseFlags {
+            $($(#[$doc])* pub const $name: ResponseFlags = ResponseFlags(1 << $bit);)*
+            /// Every flag with its Envoy short name, in bit order.
+            pub const ALL: &'static [(ResponseFlags, &'static str)] = &[$((ResponseFlags::$name, $short)),*];
+        }
+    };
+}
+
+flags! {
+    /// `UH`: no healthy upstream host.
+    NO_HEALTHY_UPSTREAM = 0, "UH";
+    /// `UF`: upstream connection failure.
+    UPSTREAM_CONNECTION_FAILURE = 1, "UF";
+    /// `UO`: upstream overflow (circuit breaker).
+    UPSTREAM_OVERFLOW = 2, "UO";
+    /// `NR`: no route found.
+    NO_ROUTE_FOUND = 3, "NR";
+    /// `NC`: no cluster found (for example an undefined subset).
+    NO_CLUSTER_FOUND = 4, "NC";
+    /// `URX`: upstream retry limit exceeded.
+    UPSTREAM_RETRY_LIMIT_EXCEEDED = 5, "URX";
+    /// `UT`: upstream request timeout.
+    UPSTREAM_REQUEST_TIMEOUT = 6, "UT";
+    /// `UR`: upstream remote reset.
+    UPSTREAM_REMOTE_RESET = 7, "UR";
+    /// `UC`: upstream connection termination.
+    UPSTREAM_CONNECTION_TERMINATION = 8, "UC";
+    /// `DC`: downstream connection termination (the client went away).
+    DOWNSTREAM_CONNECTION_TERMINATION = 9, "DC";
+    /// `DI`: a fault delay was injected.
+    DELAY_INJECTED = 10, "DI";
+    /// `FI`: a fault abort was injected.
+    FAULT_INJECTED = 11, "FI";
+    /// `RL`: rate limited.
+    RATE_LIMITED = 12, "RL";
+}
+
+impl ResponseFlags {
+    /// No flag set.
+    pub const NONE: ResponseFlags = ResponseFlags(0);
+
+    /// Whether every flag of `other` is set in `self`.
+    pub fn contains(self, other: ResponseFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no flag is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set flags' short names, in bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        ResponseFlags::ALL
+            .iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| *n)
+    }
+}
+
+impl std::ops::BitOr for ResponseFlags {
+    type Output = ResponseFlags;
+    fn bitor(self, rhs: ResponseFlags) -> ResponseFlags {
+        ResponseFlags(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for ResponseFlags {
+    fn bitor_assign(&mut self, rhs: ResponseFlags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Display for ResponseFlags {
+    /// Envoy access-log style: `-` when empty, else comma-separated short names.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for name in self.names() {
+            if !first {
+                f.write_str(",")?;
+            }
+            f.write_str(name)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// The final result of a downstream request: everything metrics need, so drivers record
+/// outcomes without interpreting them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Final HTTP status sent downstream; 0 when the client went away before any response.
+    pub status: u16,
+    /// Envoy response flags.
+    pub flags: ResponseFlags,
+    /// Upstream attempts made (0 for local replies).
+    pub attempts: u32,
+    /// The matched route, if any.
+    pub route: Option<RouteId>,
+    /// The chosen cluster (service or service subset), if any.
+    pub cluster: Option<ClusterId>,
+    /// The destination (service, version) of the last attempt's endpoint, if any.
+    pub destination: Option<DestinationId>,
+    /// The last attempt's endpoint, if any.
+    pub endpoint: Option<EndpointId>,
+}
+
+impl Outcome {
+    /// Whether the request counts as a success: a response was sent and it is not a 5xx
+    /// (the convention of Istio's and Flagger's request-success-rate).
+    pub fn is_success(&self) -> bool {
+        self.status != 0 && self.status < 500
+    }
+}
+
+/// What the engine asks the driver to do. Drain with `Proxy::poll_action` after every input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open an upstream connection to `endpoint`; answer with `handle_connected` or
+    /// `handle_connect_failed`.
+    Connect {
+        /// Engine's id for the new connection.
+        conn: ConnId,
+        /// Where to connect.
+        endpoint: EndpointId,
+    },
+    /// Send an attempt on an established connection.
+    Send {
+        /// The attempt; its response comes back through `handle_response_head` and
+        /// `handle_attempt_end`.
+        attempt: AttemptId,
+        /// The connection to send on.
+        conn: ConnId,
+        /// The request head after rewrites and header operations.
+        head: RequestHead,
+    },
+    /// Abandon an attempt (timeout or downstream cancel): reset its stream.
+    CancelAttempt {
+        /// The attempt to reset.
+        attempt: AttemptId,
+    },
+    /// Close an upstream connection.
+    CloseConnection {
+        /// The connection to close.
+        conn: ConnId,
+    },
+    /// Stream this attempt's response downstream as the answer to `req`.
+    Forward {
+        /// The downstream request.
+        req: RequestId,
+        /// The attempt whose response is the answer.
+        attempt: AttemptId,
+    },
+    /// Answer `req` locally (no upstream response), for example 404 `NR` or 503 `UH`.
+    LocalReply {
+        /// The downstream request.
+        req: RequestId,
+        /// Status to send.
+        status: u16,
+        /// Flags explaining the reply.
+        flags: ResponseFlags,
+    },
+    /// The request is finished; emitted exactly once per request, after any `Forward` or
+    /// `LocalReply` for it.
+    Complete {
+        /// The downstream request.
+        req: RequestId,
+        /// Its final outcome.
+        outcome: Outcome,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_render_like_envoy() {
+        assert_eq!(ResponseFlags::NONE.to_string(), "-");
+        let f = ResponseFlags::UPSTREAM_OVERFLOW | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+        assert_eq!(f.to_string(), "UO,URX");
+    }
+
+    #[test]
+    fn host_strips_port_only() {
+        assert_eq!(RequestHead::get("reviews:9080", "/").host(), "reviews");
+        assert_eq!(RequestHead::get("reviews", "/").host(), "reviews");
+        assert_eq!(RequestHead::get("[::1]:80", "/").host(), "[::1]");
+    }
+}
