@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// The traffic policy of a whole mesh.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, rename = "Mesh")]
 pub struct MeshConfig {
     /// Routing rules per host, Istio `VirtualService`.
     pub virtual_services: Vec<VirtualService>,

@@ -11,7 +11,7 @@
 //! outcomes into streaming statistics.
 
 pub mod config;
-mod idmap;
+pub mod idmap;
 pub mod mesh;
 pub mod metrics;
 pub mod proxy;

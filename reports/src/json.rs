@@ -1,0 +1,214 @@
+//! The JSON report: schema version 1, documented field by field in `reports/SCHEMA.md`.
+
+use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Version of the JSON schema; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What was run (everything here is determined by the scenario and seed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunInfo {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed the run used.
+    pub seed: u64,
+    /// Load phase length, nanoseconds.
+    pub duration_ns: u64,
+    /// `sim` or `live`.
+    pub mode: &'static str,
+}
+
+/// Latency summary in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Latency {
+    /// Exact mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// Outcome statistics of one slice of traffic.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatsReport {
+    /// Requests completed.
+    pub count: u64,
+    /// Requests that succeeded (a response below 500).
+    pub success: u64,
+    /// `success / count` (0 when empty).
+    pub success_rate: f64,
+    /// Count per final status code; `"0"` means no response was sent.
+    pub by_status: BTreeMap<String, u64>,
+    /// Count per Envoy response flag, only flags that occurred.
+    pub by_flag: BTreeMap<String, u64>,
+    /// Latency, milliseconds.
+    pub latency_ms: Latency,
+}
+
+/// A named slice: one route or one destination.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Named {
+    /// Route name (`host/route`) or destination (`service/version`).
+    pub name: String,
+    /// Share of the outcomes of its group that fell here: a route's share among the routes of
+    /// its host, a destination's share among the versions of its service (the part of `name`
+    /// before `/`).
+    pub share: f64,
+    /// Its statistics.
+    #[serde(flatten)]
+    pub stats: StatsReport,
+}
+
+/// One time-series window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WindowReport {
+    /// Window start, seconds from the run start.
+    pub start_s: f64,
+    /// Requests that started in the window.
+    pub requests: u64,
+    /// Of those, the ones that did not succeed.
+    pub errors: u64,
+    /// Their median latency, milliseconds.
+    pub p50_ms: f64,
+    /// Their 99th-percentile latency, milliseconds.
+    pub p99_ms: f64,
+}
+
+/// The whole JSON report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// `SCHEMA_VERSION`.
+    pub schema_version: u32,
+    /// Scenario name.
+    pub scenario: String,
+    /// `sim` or `live`.
+    pub mode: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Load phase length, seconds.
+    pub duration_s: f64,
+    /// Requests the workload generated (equals `totals.count`: nothing is lost).
+    pub generated: u64,
+    /// End-to-end outcomes as clients saw them.
+    pub totals: StatsReport,
+    /// Per route, at every hop, sorted by name.
+    pub routes: Vec<Named>,
+    /// Per destination `service/version`, at every hop, sorted by name.
+    pub destinations: Vec<Named>,
+    /// Window length of `timeseries`, seconds.
+    pub window_s: f64,
+    /// End-to-end outcomes per window, by request start time.
+    pub timeseries: Vec<WindowReport>,
+}
+
+fn ms(ns: u64) -> f64 {
+    // Rounded to the nanosecond so the text form stays short and stable.
+    ns as f64 / 1e6
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl StatsReport {
+    /// Summarises `s`.
+    pub fn from_stats(s: &Stats) -> StatsReport {
+        let h = &s.latency;
+        let q = |p: f64| if s.count == 0 { 0.0 } else { ms(h.value_at_quantile(p)) };
+        StatsReport {
+            count: s.count,
+            success: s.success,
+            success_rate: ratio(s.success, s.count),
+            by_status: s
+                .by_status
+                .iter()
+                .map(|(code, n)| (code.to_string(), *n))
+                .collect(),
+            by_flag: s.flags().map(|(f, n)| (f.to_owned(), n)).collect(),
+            latency_ms: Latency {
+                mean: s.mean_ns() / 1e6,
+                p50: q(0.5),
+                p90: q(0.9),
+                p99: q(0.99),
+                p999: q(0.999),
+                max: if s.count == 0 { 0.0 } else { ms(h.max()) },
+            },
+        }
+    }
+}
+
+fn group(name: &str) -> &str {
+    name.split('/').next().unwrap_or(name)
+}
+
+fn named(section: &[(String, Stats)]) -> Vec<Named> {
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, s) in section {
+        *totals.entry(group(name)).or_default() += s.count;
+    }
+    section
+        .iter()
+        .map(|(name, s)| Named {
+            name: name.clone(),
+            share: ratio(s.count, totals.get(group(name)).copied().unwrap_or(0)),
+            stats: StatsReport::from_stats(s),
+        })
+        .collect()
+}
+
+fn series(ts: &TimeSeries) -> Vec<WindowReport> {
+    ts.windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let q = |p: f64| if w.requests == 0 { 0.0 } else { ms(w.latency.value_at_quantile(p)) };
+            WindowReport {
+                start_s: (i as u64 * ts.window.0) as f64 / 1e9,
+                requests: w.requests,
+                errors: w.errors,
+                p50_ms: q(0.5),
+                p99_ms: q(0.99),
+            }
+        })
+        .collect()
+}
+
+impl Report {
+    /// Builds the report of a run.
+    pub fn new(info: &RunInfo, m: &RunMetrics) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            scenario: info.scenario.clone(),
+            mode: info.mode.to_owned(),
+            seed: info.seed,
+            duration_s: info.duration_ns as f64 / 1e9,
+            generated: m.generated,
+            totals: StatsReport::from_stats(&m.totals),
+            routes: named(&m.routes),
+            destinations: named(&m.destinations),
+            window_s: m.series.window.as_secs_f64(),
+            timeseries: series(&m.series),
+        }
+    }
+
+    /// Pretty-printed JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs, maps with string keys and finite floats cannot fail.
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        s.push('\n');
+        s
+    }
+}

@@ -1,0 +1,87 @@
+//! The terminal summary: totals, per-route and per-destination tables, and (passed in by the
+//! caller, never stored in the JSON) wall-clock figures.
+
+use crate::json::{Named, Report, StatsReport};
+use std::fmt::Write;
+
+/// Wall-clock facts about a run, shown in the terminal only.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Seconds of wall time the run took.
+    pub elapsed_s: f64,
+}
+
+fn flags(s: &StatsReport) -> String {
+    if s.by_flag.is_empty() {
+        return "-".into();
+    }
+    s.by_flag
+        .iter()
+        .map(|(f, n)| format!("{f}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn table(out: &mut String, title: &str, rows: &[Named]) {
+    if rows.is_empty() {
+        return;
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(title.len());
+    let _ = writeln!(
+        out,
+        "\n{title:<width$} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9}  flags",
+        "requests", "share", "success", "p50 ms", "p99 ms", "max ms"
+    );
+    for r in rows {
+        let s = &r.stats;
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9} {:>6.1}% {:>7.2}% {:>9.3} {:>9.3} {:>9.3}  {}",
+            r.name,
+            s.count,
+            r.share * 100.0,
+            s.success_rate * 100.0,
+            s.latency_ms.p50,
+            s.latency_ms.p99,
+            s.latency_ms.max,
+            flags(s)
+        );
+    }
+}
+
+/// Renders the summary; `wall` adds run time and simulated requests per second.
+pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
+    let mut out = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        out,
+        "scenario {} ({}), seed {}, {} s of load",
+        r.scenario, r.mode, r.seed, r.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "requests {}  success {:.3}%  rate {:.1} req/s",
+        t.count,
+        t.success_rate * 100.0,
+        if r.duration_s > 0.0 { t.count as f64 / r.duration_s } else { 0.0 }
+    );
+    let l = &t.latency_ms;
+    let _ = writeln!(
+        out,
+        "latency ms  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        l.mean, l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    let statuses: Vec<String> = t.by_status.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+    let _ = writeln!(out, "status {}  flags {}", statuses.join(" "), flags(t));
+    table(&mut out, "route", &r.routes);
+    table(&mut out, "destination", &r.destinations);
+    if let Some(w) = wall {
+        let per_s = if w.elapsed_s > 0.0 { r.generated as f64 / w.elapsed_s } else { 0.0 };
+        let _ = writeln!(
+            out,
+            "\nwall time {:.3} s, {:.0} simulated requests/s",
+            w.elapsed_s, per_s
+        );
+    }
+    out
+}

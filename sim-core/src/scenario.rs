@@ -1,0 +1,276 @@
+//! The scenario file format (RON): one `Scenario` holds the seed, run length, modeled services,
+//! the mesh config (proxy-engine's types), the workload, and (for later issues) faults and a
+//! timeline. Every struct denies unknown fields; durations are strings such as `"250ms"`.
+
+use crate::dist::Dist;
+use proxy_engine::{MeshConfig, Nanos};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A whole simulation scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name shown in reports; defaults to the file name without extension.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The seed every random stream derives from (`--seed` overrides it).
+    #[serde(default)]
+    pub seed: u64,
+    /// How long the workload generates requests.
+    pub duration: Nanos,
+    /// After `duration`, how long in-flight requests may take to finish before they are
+    /// cancelled (recorded with flag `DC`). Default 30 s.
+    #[serde(default = "default_drain")]
+    pub drain: Nanos,
+    /// Time-series window length. Default 1 s.
+    #[serde(default = "default_window")]
+    pub window: Nanos,
+    /// Network between hops.
+    #[serde(default)]
+    pub network: Network,
+    /// Modeled services by name.
+    pub services: BTreeMap<String, Service>,
+    /// Traffic policy.
+    #[serde(default)]
+    pub mesh: MeshConfig,
+    /// Load sources.
+    pub workload: Vec<Workload>,
+    /// Faults over time (reserved; must be empty for now).
+    #[serde(default)]
+    pub faults: Vec<()>,
+    /// Policy changes over time (reserved; must be empty for now).
+    #[serde(default)]
+    pub timeline: Vec<()>,
+}
+
+fn default_drain() -> Nanos {
+    Nanos::from_secs(30)
+}
+
+fn default_window() -> Nanos {
+    Nanos::from_secs(1)
+}
+
+/// The network between a proxy and the instance it sends to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// One-way latency of each leg (request out, response back; a new connection costs one
+    /// round trip). Default 0.
+    #[serde(default)]
+    pub latency: Dist,
+}
+
+/// A modeled service: its versions and what its handler calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Versions by name (the `version` label of their instances).
+    pub versions: BTreeMap<String, Version>,
+    /// Outbound calls the handler makes, in order, before its own service time; each goes
+    /// through the calling instance's sidecar.
+    #[serde(default)]
+    pub calls: Vec<CallStep>,
+}
+
+/// One version of a service: identical instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    /// Number of instances (endpoints).
+    pub instances: u32,
+    /// Requests an instance serves at once; a worker is held for the whole handler, calls
+    /// included. Default 1.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// Requests an instance queues (FIFO) when all workers are busy; beyond that it answers
+    /// 503 at once. Default 1000.
+    #[serde(default = "default_queue")]
+    pub queue: u32,
+    /// Service time of the handler's own work.
+    pub latency: Dist,
+    /// Probability that a handled request answers `error_status` instead of 200. Default 0.
+    #[serde(default)]
+    pub errors: f64,
+    /// Status of a modeled error. Default 500.
+    #[serde(default = "default_error_status")]
+    pub error_status: u16,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_queue() -> u32 {
+    1000
+}
+
+fn default_error_status() -> u16 {
+    500
+}
+
+/// One step of a handler's outbound calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum CallStep {
+    /// One call, waited for before the next step.
+    Call(Call),
+    /// Several calls issued together; the step ends when all have answered.
+    Parallel(Vec<Call>),
+}
+
+/// An outbound call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    /// Service to call.
+    pub host: String,
+    /// Request path. Default `/`.
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// Request method. Default `GET`.
+    #[serde(default = "get")]
+    pub method: String,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+/// A load source. Each workload has its own client proxy (named after the workload).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Workload {
+    /// Requests arrive on their own schedule, whatever the response times (like wrk2/Fortio
+    /// with a fixed rate).
+    OpenLoop(OpenLoop),
+    /// A fixed number of users, each sending, waiting for the answer, thinking, and sending
+    /// again.
+    ClosedLoop(ClosedLoop),
+}
+
+/// An open-loop workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLoop {
+    /// Name (client proxy and RNG stream); default `load-<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Service the requests are for.
+    pub host: String,
+    /// Requests per second at time 0.
+    pub rate: f64,
+    /// Changes of rate over time, in time order.
+    #[serde(default)]
+    pub schedule: Vec<RateChange>,
+    /// How arrivals are spaced. Default `Poisson`.
+    #[serde(default)]
+    pub arrivals: Arrivals,
+    /// Weighted request mix. Default: `GET /`.
+    #[serde(default)]
+    pub requests: Vec<RequestSpec>,
+}
+
+/// A closed-loop workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosedLoop {
+    /// Name (client proxy and RNG stream); default `load-<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Service the requests are for.
+    pub host: String,
+    /// Concurrent users; all start at time 0.
+    pub users: u32,
+    /// Pause between an answer and the user's next request. Default 0.
+    #[serde(default)]
+    pub think: Dist,
+    /// Weighted request mix. Default: `GET /`.
+    #[serde(default)]
+    pub requests: Vec<RequestSpec>,
+}
+
+/// How open-loop arrivals are spaced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arrivals {
+    /// Exponential gaps (a Poisson process).
+    #[default]
+    Poisson,
+    /// Evenly spaced at 1/rate.
+    Constant,
+}
+
+/// A change of an open-loop rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum RateChange {
+    /// Jump to `rate` at `at`.
+    Step {
+        /// When.
+        at: Nanos,
+        /// New requests per second.
+        rate: f64,
+    },
+    /// Change linearly from the rate in force at `from` to `rate` at `to`.
+    Ramp {
+        /// Start of the ramp.
+        from: Nanos,
+        /// End of the ramp.
+        to: Nanos,
+        /// Requests per second reached at `to`.
+        rate: f64,
+    },
+}
+
+/// One entry of a request mix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    /// Relative weight in the mix. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Method. Default `GET`.
+    #[serde(default = "get")]
+    pub method: String,
+    /// Path (with any query string). Default `/`.
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// Headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Workload {
+    /// The workload's name, given its index in the scenario.
+    pub fn name(&self, index: usize) -> String {
+        let name = match self {
+            Workload::OpenLoop(w) => &w.name,
+            Workload::ClosedLoop(w) => &w.name,
+        };
+        name.clone().unwrap_or_else(|| format!("load-{index}"))
+    }
+
+    /// The service the workload targets.
+    pub fn host(&self) -> &str {
+        match self {
+            Workload::OpenLoop(w) => &w.host,
+            Workload::ClosedLoop(w) => &w.host,
+        }
+    }
+
+    /// The request mix as written (possibly empty, meaning `GET /`).
+    pub fn requests(&self) -> &[RequestSpec] {
+        match self {
+            Workload::OpenLoop(w) => &w.requests,
+            Workload::ClosedLoop(w) => &w.requests,
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! The discrete-event simulation: virtual time, the event queue, modeled instances (workers,
+//! bounded FIFO queue, service time, errors, outbound calls through their sidecar), workloads,
+//! and the drivers' side of the engine contract. All traffic decisions are the engine's; this
+//! module only moves time and requests.
+//!
+//! **Invariant:** every request a workload generates ends in exactly one recorded outcome:
+//! those still open when the drain period ends are cancelled through the engine (flag `DC`).
+
+use crate::dist::Dist;
+use crate::model;
+use crate::queue::EventQueue;
+use crate::rng::{derive_seed, stream, Stream};
+use crate::scenario::{CallStep, Scenario, Workload};
+use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
+use proxy_engine::idmap::IdMap;
+use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
+use proxy_engine::{
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, EndpointAddr, Outcome,
+    Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
+};
+use rand::Rng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Where the simulation stands, for progress display.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Current virtual time.
+    pub now: Time,
+    /// End of the load phase (`duration`).
+    pub end: Time,
+    /// Requests generated so far.
+    pub generated: u64,
+}
+
+/// Runs `scenario` with `seed` to completion and returns what it measured. `progress` is
+/// called every few hundred thousand events.
+pub fn run(
+    scenario: &Scenario,
+    seed: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunMetrics, ConfigError> {
+    let mut sim = Simulation::new(scenario, seed)?;
+    sim.run(progress);
+    Ok(sim.finish())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// An open-loop workload's next request.
+    Arrival { workload: u32 },
+    /// A closed-loop user sends its next request.
+    UserSend { workload: u32, user: u32 },
+    /// A connection a proxy asked for is up.
+    Connected { proxy: u32, conn: ConnId },
+    /// A request reaches its instance.
+    Deliver { job: u32 },
+    /// An instance finished handling a request.
+    Finish { job: u32 },
+    /// A response reaches the proxy that sent the attempt.
+    Respond {
+        proxy: u32,
+        attempt: AttemptId,
+        status: u16,
+    },
+    /// A proxy's timer fires.
+    Timer { proxy: u32, at: Time },
+}
+
+/// Who owns a proxy.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Client { workload: u32 },
+    Sidecar,
+}
+
+/// A request a proxy is handling for its owner.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    start: Time,
+    /// Closed-loop user index, or the job waiting for this call; unused for open loops.
+    parent: u32,
+}
+
+struct ProxySlot {
+    proxy: Proxy,
+    owner: Owner,
+    /// Connection → instance it goes to.
+    conns: IdMap<ConnId, u32>,
+    open: IdMap<RequestId, Open>,
+    armed: Option<Time>,
+}
+
+/// The model of one service version, shared by its instances.
+struct VersionModel {
+    workers: u32,
+    queue_cap: usize,
+    latency: Dist,
+    errors: f64,
+    error_status: u16,
+    /// Outbound call steps, each a set of heads issued together.
+    steps: Arc<Vec<Vec<RequestHead>>>,
+}
+
+struct Instance {
+    model: u32,
+    sidecar: u32,
+    busy: u32,
+    queue: VecDeque<u32>,
+    rng: Stream,
+}
+
+/// A request at (or travelling to) an instance.
+struct Job {
+    proxy: u32,
+    attempt: AttemptId,
+    instance: u32,
+    step: u32,
+    pending: u32,
+    failed: bool,
+}
+
+enum Load {
+    Open(ArrivalProcess),
+    Closed { think: Dist },
+}
+
+struct WorkloadState {
+    proxy: u32,
+    mix: Mix,
+    rng: Stream,
+    load: Load,
+}
+
+/// A simulation in progress.
+struct Simulation {
+    now: Time,
+    end: Time,
+    deadline: Time,
+    stopped: bool,
+    queue: EventQueue<Event>,
+    mesh: Arc<CompiledMesh>,
+    proxies: Vec<ProxySlot>,
+    models: Vec<VersionModel>,
+    instances: Vec<Instance>,
+    jobs: Vec<Option<Job>>,
+    free_jobs: Vec<u32>,
+    workloads: Vec<WorkloadState>,
+    net: Dist,
+    net_rng: Stream,
+    next_req: u64,
+    generated: u64,
+    totals: Stats,
+    routes: Vec<Option<Stats>>,
+    destinations: Vec<Option<Stats>>,
+    series: TimeSeries,
+}
+
+impl Simulation {
+    fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
+        let registry = model::registry(s);
+        let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &registry)?);
+        let end = Time(s.duration.0);
+        let mut sim = Simulation {
+            now: Time::ZERO,
+            end,
+            deadline: end + s.drain,
+            stopped: false,
+            queue: EventQueue::default(),
+            proxies: Vec::new(),
+            models: Vec::new(),
+            instances: Vec::new(),
+            jobs: Vec::new(),
+            free_jobs: Vec::new(),
+            workloads: Vec::new(),
+            net: s.network.latency.clone(),
+            net_rng: stream(seed, "network"),
+            next_req: 0,
+            generated: 0,
+            totals: Stats::default(),
+            routes: vec![None; mesh.routes().len()],
+            destinations: vec![None; mesh.destinations().len()],
+            series: TimeSeries::new(s.window),
+            mesh,
+        };
+        sim.build_instances(s, seed);
+        sim.build_workloads(s, seed);
+        Ok(sim)
+    }
+
+    fn add_proxy(&mut self, name: &str, role: ProxyRole, owner: Owner, seed: u64) -> u32 {
+        let proxy = Proxy::new(
+            self.mesh.clone(),
+            role,
+            derive_seed(seed, &format!("proxy/{name}")),
+        );
+        self.proxies.push(ProxySlot {
+            proxy,
+            owner,
+            conns: IdMap::default(),
+            open: IdMap::default(),
+            armed: None,
+        });
+        (self.proxies.len() - 1) as u32
+    }
+
+    fn build_instances(&mut self, s: &Scenario, seed: u64) {
+        let mut model_ids: HashMap<(&str, &str), u32> = HashMap::new();
+        for spec in model::instances(s) {
+            let next_model = self.models.len() as u32;
+            let model = *model_ids
+                .entry((spec.service, spec.version))
+                .or_insert_with(|| {
+                    let steps = s.services[spec.service]
+                        .calls
+                        .iter()
+                        .map(|step| match step {
+                            CallStep::Call(c) => vec![c],
+                            CallStep::Parallel(cs) => cs.iter().collect(),
+                        })
+                        .map(|calls| {
+                            calls
+                                .into_iter()
+                                .map(|c| head(&c.host, &c.method, &c.path, &c.headers))
+                                .collect()
+                        })
+                        .collect();
+                    self.models.push(VersionModel {
+                        workers: spec.model.workers,
+                        queue_cap: spec.model.queue as usize,
+                        latency: spec.model.latency.clone(),
+                        errors: spec.model.errors,
+                        error_status: spec.model.error_status,
+                        steps: Arc::new(steps),
+                    });
+                    next_model
+                });
+            let name = spec.name();
+            let role = ProxyRole::Sidecar {
+                service: spec.service.to_owned(),
+            };
+            let sidecar = self.add_proxy(&name, role, Owner::Sidecar, seed);
+            self.instances.push(Instance {
+                model,
+                sidecar,
+                busy: 0,
+                queue: VecDeque::new(),
+                rng: stream(seed, &format!("instance/{name}")),
+            });
+        }
+    }
+
+    fn build_workloads(&mut self, s: &Scenario, seed: u64) {
+        for (i, w) in s.workload.iter().enumerate() {
+            let name = w.name(i);
+            let workload = i as u32;
+            let role = ProxyRole::Client { name: name.clone() };
+            let proxy = self.add_proxy(&name, role, Owner::Client { workload }, seed);
+            let load = match w {
+                Workload::OpenLoop(o) => Load::Open(ArrivalProcess::new(
+                    RateSchedule::new(o.rate, &o.schedule),
+                    o.arrivals,
+                    self.end,
+                )),
+                Workload::ClosedLoop(c) => {
+                    for user in 0..c.users {
+                        self.queue
+                            .push(Time::ZERO, Event::UserSend { workload, user });
+                    }
+                    Load::Closed {
+                        think: c.think.clone(),
+                    }
+                }
+            };
+            let mut state = WorkloadState {
+                proxy,
+                mix: Mix::new(w.host(), w.requests()),
+                rng: stream(seed, &format!("workload/{name}")),
+                load,
+            };
+            if let Load::Open(p) = &mut state.load {
+                if let Some(t) = p.next(Time::ZERO, &mut state.rng) {
+                    self.queue.push(t, Event::Arrival { workload });
+                }
+            }
+            self.workloads.push(state);
+        }
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(Progress)) {
+        let mut events: u64 = 0;
+        while let Some(t) = self.queue.peek_time() {
+            if t > self.deadline {
+                break;
+            }
+            let Some((t, event)) = self.queue.pop() else {
+                break;
+            };
+            debug_assert!(t >= self.now, "event queue went back in time");
+            self.now = t;
+            self.dispatch(event);
+            events += 1;
+            if events % (1 << 18) == 0 {
+                progress(self.progress());
+            }
+        }
+        self.cancel_open();
+        progress(self.progress());
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            now: self.now,
+            end: self.end,
+            generated: self.generated,
+        }
+    }
+
+    /// Ends the run: requests still open at the deadline are cancelled through their proxies,
+    /// so each still gets exactly one outcome (flag `DC`).
+    fn cancel_open(&mut self) {
+        if !self.queue.is_empty() {
+            self.now = self.now.max(self.deadline);
+        }
+        self.stopped = true;
+        for p in 0..self.proxies.len() {
+            let mut open: Vec<RequestId> = self.proxies[p].open.keys().copied().collect();
+            open.sort_unstable();
+            for req in open {
+                self.proxies[p].proxy.handle_downstream_cancel(self.now, req);
+                self.drain(p as u32);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Arrival { workload } => self.arrival(workload),
+            Event::UserSend { workload, user } => {
+                if self.now < self.end {
+                    self.send_from_workload(workload, user);
+                }
+            }
+            Event::Connected { proxy, conn } => {
+                self.proxies[proxy as usize]
+                    .proxy
+                    .handle_connected(self.now, conn);
+                self.drain(proxy);
+            }
+            Event::Deliver { job } => self.deliver(job),
+            Event::Finish { job } => self.finish_job(job),
+            Event::Respond {
+                proxy,
+                attempt,
+                status,
+            } => {
+                let p = &mut self.proxies[proxy as usize].proxy;
+                p.handle_response_head(self.now, attempt, ResponseHead { status });
+                p.handle_attempt_end(self.now, attempt, AttemptEnd::Done);
+                self.drain(proxy);
+            }
+            Event::Timer { proxy, at } => {
+                let slot = &mut self.proxies[proxy as usize];
+                if slot.armed == Some(at) {
+                    slot.armed = None;
+                    slot.proxy.handle_timeout(self.now);
+                    self.drain(proxy);
+                }
+            }
+        }
+    }
+
+    fn arrival(&mut self, workload: u32) {
+        self.send_from_workload(workload, 0);
+        let w = &mut self.workloads[workload as usize];
+        if let Load::Open(p) = &mut w.load {
+            if let Some(next) = p.next(self.now, &mut w.rng) {
+                self.queue.push(next, Event::Arrival { workload });
+            }
+        }
+    }
+
+    fn send_from_workload(&mut self, workload: u32, parent: u32) {
+        let w = &mut self.workloads[workload as usize];
+        let head = w.mix.pick(&mut w.rng);
+        let proxy = w.proxy;
+        self.generated += 1;
+        self.issue(proxy, head, parent);
+    }
+
+    /// Hands a new request to proxy `p` on behalf of `parent`.
+    fn issue(&mut self, p: u32, head: RequestHead, parent: u32) {
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        let slot = &mut self.proxies[p as usize];
+        slot.open.insert(
+            req,
+            Open {
+                start: self.now,
+                parent,
+            },
+        );
+        slot.proxy.handle_request(self.now, req, head);
+        self.drain(p);
+    }
+
+    /// One leg of network latency.
+    fn leg(&mut self) -> proxy_engine::Nanos {
+        if self.net.is_zero() {
+            proxy_engine::Nanos::ZERO
+        } else {
+            self.net.sample(&mut self.net_rng)
+        }
+    }
+
+    /// Performs every action proxy `p` has queued, then re-arms its timer.
+    fn drain(&mut self, p: u32) {
+        while let Some(action) = self.proxies[p as usize].proxy.poll_action() {
+            match action {
+                Action::Connect { conn, endpoint } => {
+                    let EndpointAddr::Sim(instance) = self.mesh.endpoint(endpoint).addr else {
+                        debug_assert!(false, "socket endpoint in a simulation");
+                        continue;
+                    };
+                    self.proxies[p as usize].conns.insert(conn, instance);
+                    // A TCP handshake costs a round trip before the request can go.
+                    let rtt = self.leg() + self.leg();
+                    self.queue
+                        .push(self.now + rtt, Event::Connected { proxy: p, conn });
+                }
+                Action::Send { attempt, conn, .. } => {
+                    let Some(&instance) = self.proxies[p as usize].conns.get(&conn) else {
+                        debug_assert!(false, "send on unknown connection {conn:?}");
+                        continue;
+                    };
+                    let job = self.alloc_job(Job {
+                        proxy: p,
+                        attempt,
+                        instance,
+                        step: 0,
+                        pending: 0,
+                        failed: false,
+                    });
+                    let at = self.now + self.leg();
+                    self.queue.push(at, Event::Deliver { job });
+                }
+                Action::CloseConnection { conn } => {
+                    self.proxies[p as usize].conns.remove(&conn);
+                }
+                // The instance keeps working on a cancelled attempt; the engine ignores its
+                // late response. Forward and LocalReply carry nothing the model needs: the
+                // request's `Complete` follows.
+                Action::CancelAttempt { .. } | Action::Forward { .. } | Action::LocalReply { .. } => {}
+                Action::Complete { req, outcome } => self.complete(p, req, outcome),
+            }
+        }
+        let slot = &mut self.proxies[p as usize];
+        let want = slot.proxy.poll_timeout();
+        if want != slot.armed {
+            slot.armed = want;
+            if let Some(at) = want {
+                self.queue.push(at.max(self.now), Event::Timer { proxy: p, at });
+            }
+        }
+    }
+
+    fn complete(&mut self, p: u32, req: RequestId, outcome: Outcome) {
+        let slot = &mut self.proxies[p as usize];
+        let Some(open) = slot.open.remove(&req) else {
+            debug_assert!(false, "outcome for unknown request {req:?}");
+            return;
+        };
+        let owner = slot.owner;
+        let latency = self.now.since(open.start);
+        if let Some(route) = outcome.route {
+            self.routes[route.0 as usize]
+                .get_or_insert_with(Stats::default)
+                .record(&outcome, latency);
+        }
+        if let Some(dest) = outcome.destination {
+            self.destinations[dest.0 as usize]
+                .get_or_insert_with(Stats::default)
+                .record(&outcome, latency);
+        }
+        match owner {
+            Owner::Client { workload } => {
+                self.totals.record(&outcome, latency);
+                self.series.record(open.start, &outcome, latency);
+                let w = &mut self.workloads[workload as usize];
+                if let Load::Closed { think } = &w.load {
+                    if !self.stopped {
+                        let pause = think.sample(&mut w.rng);
+                        let user = open.parent;
+                        self.queue
+                            .push(self.now + pause, Event::UserSend { workload, user });
+                    }
+                }
+            }
+            Owner::Sidecar => {
+                if self.stopped {
+                    return;
+                }
+                let job = open.parent;
+                let Some(j) = self.jobs[job as usize].as_mut() else {
+                    debug_assert!(false, "call finished for a freed job");
+                    return;
+                };
+                j.failed |= !outcome.is_success();
+                j.pending -= 1;
+                if j.pending == 0 {
+                    self.advance_job(job);
+                }
+            }
+        }
+    }
+
+    fn alloc_job(&mut self, job: Job) -> u32 {
+        match self.free_jobs.pop() {
+            Some(i) => {
+                self.jobs[i as usize] = Some(job);
+                i
+            }
+            None => {
+                self.jobs.push(Some(job));
+                (self.jobs.len() - 1) as u32
+            }
+        }
+    }
+
+    fn deliver(&mut self, job: u32) {
+        let Some(instance) = self.jobs[job as usize].as_ref().map(|j| j.instance) else {
+            return;
+        };
+        let inst = &mut self.instances[instance as usize];
+        let model = &self.models[inst.model as usize];
+        if inst.busy < model.workers {
+            inst.busy += 1;
+            self.advance_job(job);
+        } else if inst.queue.len() < model.queue_cap {
+            inst.queue.push_back(job);
+        } else {
+            // Queue full: the instance answers 503 at once.
+            self.respond(job, 503);
+        }
+    }
+
+    /// Runs the job's next call step through the instance's sidecar, or, when all calls are
+    /// done, its own service time.
+    fn advance_job(&mut self, job: u32) {
+        let Some(j) = self.jobs[job as usize].as_mut() else {
+            return;
+        };
+        let inst = &mut self.instances[j.instance as usize];
+        let model = &self.models[inst.model as usize];
+        if let Some(step) = model.steps.get(j.step as usize) {
+            let steps = model.steps.clone();
+            let sidecar = inst.sidecar;
+            let step_index = j.step as usize;
+            j.step += 1;
+            // Set before issuing: calls may complete synchronously (e.g. 404 NR).
+            j.pending = step.len() as u32;
+            for head in &steps[step_index] {
+                self.issue(sidecar, head.clone(), job);
+            }
+        } else {
+            let service = model.latency.sample(&mut inst.rng);
+            self.queue.push(self.now + service, Event::Finish { job });
+        }
+    }
+
+    fn finish_job(&mut self, job: u32) {
+        let Some(j) = self.jobs[job as usize].as_ref() else {
+            return;
+        };
+        let failed = j.failed;
+        let instance = j.instance as usize;
+        let inst = &mut self.instances[instance];
+        let model = &self.models[inst.model as usize];
+        // A handler whose outbound call failed answers 500; otherwise the modeled error rate.
+        let status = if failed {
+            500
+        } else if model.errors > 0.0 && inst.rng.gen::<f64>() < model.errors {
+            model.error_status
+        } else {
+            200
+        };
+        debug_assert!(inst.busy > 0, "finishing on an idle instance");
+        inst.busy -= 1;
+        let next = inst.queue.pop_front();
+        self.respond(job, status);
+        if let Some(next) = next {
+            self.instances[instance].busy += 1;
+            self.advance_job(next);
+        }
+    }
+
+    /// Sends the job's response back to its proxy and frees the job.
+    fn respond(&mut self, job: u32, status: u16) {
+        let Some(j) = self.jobs[job as usize].take() else {
+            return;
+        };
+        self.free_jobs.push(job);
+        let at = self.now + self.leg();
+        self.queue.push(
+            at,
+            Event::Respond {
+                proxy: j.proxy,
+                attempt: j.attempt,
+                status,
+            },
+        );
+    }
+
+    fn finish(self) -> RunMetrics {
+        let named = |stats: Vec<Option<Stats>>, name: &dyn Fn(usize) -> String| {
+            let mut v: Vec<(String, Stats)> = stats
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.map(|s| (name(i), s)))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let mesh = self.mesh.clone();
+        RunMetrics {
+            generated: self.generated,
+            totals: self.totals,
+            routes: named(self.routes, &|i| mesh.routes()[i].name.clone()),
+            destinations: named(self.destinations, &|i| {
+                let d = &mesh.destinations()[i];
+                format!("{}/{}", d.service, d.version)
+            }),
+            series: self.series,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `meshtwin run SCENARIO`.
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use proxy_engine::Nanos;
+use reports::text::{summary, WallClock};
+use reports::{Report, RunInfo};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `meshtwin run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario file (RON), e.g. scenarios/basic.ron.
+    scenario: PathBuf,
+    /// Seed for every random stream (default: the scenario's `seed`). Same seed, same report.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the scenario's load duration, e.g. 10s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Nanos>,
+    /// Write the JSON report (schema: reports/SCHEMA.md) to this path; `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Print nothing but errors (and the JSON if `--json -`).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Nanos, String> {
+    Nanos::parse(s).map_err(|e| e.to_string())
+}
+
+/// Loads, simulates and reports.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut scenario = sim_core::load(&args.scenario)?;
+    if let Some(d) = args.duration {
+        anyhow::ensure!(d.0 > 0, "--duration must be above 0");
+        scenario.duration = d;
+    }
+    let seed = args.seed.unwrap_or(scenario.seed);
+    let bar = progress_bar(args.quiet, scenario.duration);
+    let started = Instant::now();
+    let metrics = sim_core::run(&scenario, seed, &mut |p| {
+        bar.set_position(p.now.0.min(p.end.0) / 1_000_000);
+        bar.set_message(format!("{} requests", p.generated));
+    })
+    .with_context(|| format!("{}: mesh config", args.scenario.display()))?;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let info = RunInfo {
+        scenario: scenario.name.clone().unwrap_or_else(|| "scenario".into()),
+        seed,
+        duration_ns: scenario.duration.0,
+        mode: "sim",
+    };
+    let report = Report::new(&info, &metrics);
+    if !args.quiet {
+        print!("{}", summary(&report, Some(WallClock { elapsed_s })));
+    }
+    if let Some(path) = &args.json {
+        let json = report.to_json();
+        if path.as_os_str() == "-" {
+            print!("{json}");
+        } else {
+            std::fs::write(path, json)
+                .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar over virtual time (ms) on stderr, hidden when quiet or not a terminal.
+/// indicatif only draws after its first tick delay, so short runs show nothing.
+fn progress_bar(quiet: bool, duration: Nanos) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(
+        Some(duration.0 / 1_000_000),
+        ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} simulated {pos}/{len} ms [{bar:30}] {msg} ({elapsed})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
