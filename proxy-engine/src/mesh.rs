@@ -213,7 +213,11 @@ impl<'a> Builder<'a> {
             for ep in &svc.endpoints {
                 let name = DestinationName {
                     service: svc.name.clone(),
-                    version: ep.labels.get("version").cloned().unwrap_or_else(|| "-".into()),
+                    version: ep
+                        .labels
+                        .get("version")
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
                 };
                 let next = DestinationId(mesh.destinations.len() as u32);
                 let id = *dest_ids.entry(name.clone()).or_insert_with(|| {
@@ -321,7 +325,12 @@ impl<'a> Builder<'a> {
             ids.push(self.push_route(format!("{first_host}/{label}"), clusters));
         }
         for (h, host) in vs.hosts.iter().enumerate() {
-            if self.mesh.hosts.insert(host.as_str().into(), ids.clone()).is_some() {
+            if self
+                .mesh
+                .hosts
+                .insert(host.as_str().into(), ids.clone())
+                .is_some()
+            {
                 return Err(ConfigError::DuplicateHost {
                     field: format!("{at}.hosts[{h}]"),
                     host: host.clone(),
@@ -476,7 +485,10 @@ mod tests {
         let err = CompiledMesh::compile(&subset, &registry()).expect_err("unknown subset");
         assert!(matches!(err, ConfigError::UnknownSubset { ref field, .. }
             if field == "virtual_services[0].http[0].route[0].destination.subset"));
-        let zero = split(vec![dest("backend", None, Some(0)), dest("backend", None, None)]);
+        let zero = split(vec![
+            dest("backend", None, Some(0)),
+            dest("backend", None, None),
+        ]);
         let err = CompiledMesh::compile(&zero, &registry()).expect_err("all zero");
         assert!(matches!(err, ConfigError::NoWeight { .. }));
     }

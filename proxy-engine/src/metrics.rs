@@ -52,7 +52,10 @@ impl Stats {
         if outcome.is_success() {
             self.success += 1;
         }
-        match self.by_status.binary_search_by_key(&outcome.status, |e| e.0) {
+        match self
+            .by_status
+            .binary_search_by_key(&outcome.status, |e| e.0)
+        {
             Ok(i) => self.by_status[i].1 += 1,
             Err(i) => self.by_status.insert(i, (outcome.status, 1)),
         }
@@ -177,7 +180,10 @@ mod tests {
     fn stats_count_status_flags_and_latency() {
         let mut s = Stats::default();
         s.record(&outcome(200, ResponseFlags::NONE), Nanos::from_millis(10));
-        s.record(&outcome(503, ResponseFlags::NO_HEALTHY_UPSTREAM), Nanos::from_millis(30));
+        s.record(
+            &outcome(503, ResponseFlags::NO_HEALTHY_UPSTREAM),
+            Nanos::from_millis(30),
+        );
         s.record(&outcome(200, ResponseFlags::NONE), Nanos::from_millis(20));
         assert_eq!((s.count, s.success), (3, 2));
         assert_eq!(s.by_status, vec![(200, 2), (503, 1)]);
@@ -188,7 +194,11 @@ mod tests {
     #[test]
     fn series_buckets_by_start_time() {
         let mut ts = TimeSeries::new(Nanos::from_secs(1));
-        ts.record(Time(1_500_000_000), &outcome(500, ResponseFlags::NONE), Nanos(5));
+        ts.record(
+            Time(1_500_000_000),
+            &outcome(500, ResponseFlags::NONE),
+            Nanos(5),
+        );
         ts.record(Time(100), &outcome(200, ResponseFlags::NONE), Nanos(5));
         assert_eq!(ts.windows.len(), 2);
         assert_eq!((ts.windows[0].requests, ts.windows[0].errors), (1, 0));

@@ -141,12 +141,17 @@ impl Proxy {
     }
 
     fn size_tables(&mut self) {
-        self.idle.resize_with(self.config.endpoints().len(), Vec::new);
+        self.idle
+            .resize_with(self.config.endpoints().len(), Vec::new);
         self.rr = vec![None; self.config.clusters().len()];
     }
 
     fn advance(&mut self, now: Time) {
-        debug_assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
+        debug_assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
         self.now = self.now.max(now);
     }
 
@@ -161,7 +166,10 @@ impl Proxy {
     /// A new downstream request `req` (an id not already open on this proxy).
     pub fn handle_request(&mut self, now: Time, req: RequestId, head: RequestHead) {
         self.advance(now);
-        debug_assert!(!self.requests.contains_key(&req), "request id reused: {req:?}");
+        debug_assert!(
+            !self.requests.contains_key(&req),
+            "request id reused: {req:?}"
+        );
         let mut r = Request {
             head,
             route: None,
@@ -171,7 +179,10 @@ impl Proxy {
             attempt: None,
             status: None,
         };
-        let Some(route) = self.config.routes_for_host(r.head.host()).and_then(|rs| rs.first())
+        let Some(route) = self
+            .config
+            .routes_for_host(r.head.host())
+            .and_then(|rs| rs.first())
         else {
             return self.local_reply(req, r, 404, ResponseFlags::NO_ROUTE_FOUND);
         };
@@ -402,7 +413,8 @@ impl Proxy {
     }
 
     fn local_reply(&mut self, req: RequestId, r: Request, status: u16, flags: ResponseFlags) {
-        self.actions.push_back(Action::LocalReply { req, status, flags });
+        self.actions
+            .push_back(Action::LocalReply { req, status, flags });
         self.requests.insert(req, r);
         self.complete(req, status, flags);
     }
@@ -443,7 +455,9 @@ mod tests {
             .collect();
         reg.add_service("backend", eps);
         let mesh = CompiledMesh::compile(&MeshConfig::default(), &reg).expect("compiles");
-        let role = ProxyRole::Client { name: "test".into() };
+        let role = ProxyRole::Client {
+            name: "test".into(),
+        };
         Proxy::new(Arc::new(mesh), role, 7)
     }
 
@@ -503,7 +517,10 @@ mod tests {
         let mut p = proxy(0);
         p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
         let outcome = completed(&drain(&mut p))[0];
-        assert_eq!((outcome.status, outcome.flags.to_string().as_str()), (503, "UH"));
+        assert_eq!(
+            (outcome.status, outcome.flags.to_string().as_str()),
+            (503, "UH")
+        );
     }
 
     #[test]
@@ -519,7 +536,10 @@ mod tests {
             .collect();
         for i in 0..3 {
             assert_eq!(picks[i].0, picks[i + 3].0, "period 3");
-            assert!(picks[i].1 && !picks[i + 3].1, "second lap reuses connections");
+            assert!(
+                picks[i].1 && !picks[i + 3].1,
+                "second lap reuses connections"
+            );
         }
         let distinct: std::collections::BTreeSet<_> = picks.iter().map(|p| p.0).collect();
         assert_eq!(distinct.len(), 3);
@@ -535,7 +555,10 @@ mod tests {
         };
         p.handle_connect_failed(Time(5), conn, ConnectFailure::Refused);
         let outcome = completed(&drain(&mut p))[0];
-        assert_eq!((outcome.status, outcome.flags.to_string().as_str()), (503, "UF"));
+        assert_eq!(
+            (outcome.status, outcome.flags.to_string().as_str()),
+            (503, "UF")
+        );
         assert_eq!(p.open_connections(), 0);
     }
 
@@ -551,11 +574,18 @@ mod tests {
         let actions = drain(&mut p);
         assert!(actions.contains(&Action::CancelAttempt { attempt }));
         let outcome = completed(&actions)[0];
-        assert_eq!((outcome.status, outcome.flags.to_string().as_str()), (0, "DC"));
+        assert_eq!(
+            (outcome.status, outcome.flags.to_string().as_str()),
+            (0, "DC")
+        );
         // A late report on the cancelled attempt is ignored: still exactly one outcome.
         p.handle_attempt_end(Time(30), attempt, AttemptEnd::Done);
         assert!(completed(&drain(&mut p)).is_empty());
-        assert_eq!(p.open_connections(), 0, "mid-request HTTP/1.1 connection is closed");
+        assert_eq!(
+            p.open_connections(),
+            0,
+            "mid-request HTTP/1.1 connection is closed"
+        );
     }
 
     #[test]
@@ -571,6 +601,9 @@ mod tests {
         };
         p.handle_attempt_end(Time(2), attempt, AttemptEnd::Reset);
         let outcome = completed(&drain(&mut p))[0];
-        assert_eq!((outcome.status, outcome.flags.to_string().as_str()), (503, "UR"));
+        assert_eq!(
+            (outcome.status, outcome.flags.to_string().as_str()),
+            (503, "UR")
+        );
     }
 }

@@ -127,7 +127,13 @@ impl StatsReport {
     /// Summarises `s`.
     pub fn from_stats(s: &Stats) -> StatsReport {
         let h = &s.latency;
-        let q = |p: f64| if s.count == 0 { 0.0 } else { ms(h.value_at_quantile(p)) };
+        let q = |p: f64| {
+            if s.count == 0 {
+                0.0
+            } else {
+                ms(h.value_at_quantile(p))
+            }
+        };
         StatsReport {
             count: s.count,
             success: s.success,
@@ -174,7 +180,13 @@ fn series(ts: &TimeSeries) -> Vec<WindowReport> {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let q = |p: f64| if w.requests == 0 { 0.0 } else { ms(w.latency.value_at_quantile(p)) };
+            let q = |p: f64| {
+                if w.requests == 0 {
+                    0.0
+                } else {
+                    ms(w.latency.value_at_quantile(p))
+                }
+            };
             WindowReport {
                 start_s: (i as u64 * ts.window.0) as f64 / 1e9,
                 requests: w.requests,
@@ -207,7 +219,8 @@ impl Report {
     /// Pretty-printed JSON with a trailing newline.
     pub fn to_json(&self) -> String {
         // Serialising plain structs, maps with string keys and finite floats cannot fail.
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        let mut s = serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
         s.push('\n');
         s
     }

@@ -26,7 +26,12 @@ fn table(out: &mut String, title: &str, rows: &[Named]) {
     if rows.is_empty() {
         return;
     }
-    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(title.len());
+    let width = rows
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(title.len());
     let _ = writeln!(
         out,
         "\n{title:<width$} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9}  flags",
@@ -63,7 +68,11 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         "requests {}  success {:.3}%  rate {:.1} req/s",
         t.count,
         t.success_rate * 100.0,
-        if r.duration_s > 0.0 { t.count as f64 / r.duration_s } else { 0.0 }
+        if r.duration_s > 0.0 {
+            t.count as f64 / r.duration_s
+        } else {
+            0.0
+        }
     );
     let l = &t.latency_ms;
     let _ = writeln!(
@@ -71,12 +80,20 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         "latency ms  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         l.mean, l.p50, l.p90, l.p99, l.p999, l.max
     );
-    let statuses: Vec<String> = t.by_status.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+    let statuses: Vec<String> = t
+        .by_status
+        .iter()
+        .map(|(c, n)| format!("{c}:{n}"))
+        .collect();
     let _ = writeln!(out, "status {}  flags {}", statuses.join(" "), flags(t));
     table(&mut out, "route", &r.routes);
     table(&mut out, "destination", &r.destinations);
     if let Some(w) = wall {
-        let per_s = if w.elapsed_s > 0.0 { r.generated as f64 / w.elapsed_s } else { 0.0 };
+        let per_s = if w.elapsed_s > 0.0 {
+            r.generated as f64 / w.elapsed_s
+        } else {
+            0.0
+        };
         let _ = writeln!(
             out,
             "\nwall time {:.3} s, {:.0} simulated requests/s",

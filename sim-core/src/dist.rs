@@ -79,7 +79,9 @@ impl Dist {
             }
             Dist::Empirical(points) => points
                 .windows(2)
-                .map(|w| (w[1].0 - w[0].0) / 100.0 * (w[0].1.as_secs_f64() + w[1].1.as_secs_f64()) / 2.0)
+                .map(|w| {
+                    (w[1].0 - w[0].0) / 100.0 * (w[0].1.as_secs_f64() + w[1].1.as_secs_f64()) / 2.0
+                })
                 .sum(),
         }
     }
@@ -145,7 +147,9 @@ fn standard_normal(rng: &mut impl Rng) -> f64 {
 
 /// Value at percentile `p` by linear interpolation between points (validated beforehand).
 fn empirical_at(points: &[(f64, Nanos)], p: f64) -> Nanos {
-    let i = points.partition_point(|(q, _)| *q <= p).clamp(1, points.len() - 1);
+    let i = points
+        .partition_point(|(q, _)| *q <= p)
+        .clamp(1, points.len() - 1);
     let (p0, v0) = points[i - 1];
     let (p1, v1) = points[i];
     let f = ((p - p0) / (p1 - p0)).clamp(0.0, 1.0);
@@ -177,15 +181,23 @@ mod tests {
 
     #[test]
     fn exponential_mean_and_median() {
-        let d = Dist::Exponential { mean: Nanos::from_millis(10) };
+        let d = Dist::Exponential {
+            mean: Nanos::from_millis(10),
+        };
         let (mean, below) = summary(&d, N, Nanos::from_secs_f64(0.01 * std::f64::consts::LN_2));
-        assert!((mean - 0.01).abs() < 5.0 * 0.01 / (N as f64).sqrt(), "{mean}");
+        assert!(
+            (mean - 0.01).abs() < 5.0 * 0.01 / (N as f64).sqrt(),
+            "{mean}"
+        );
         assert!((below - 0.5).abs() < 0.006, "{below}");
     }
 
     #[test]
     fn lognormal_hits_its_percentiles() {
-        let d = Dist::LogNormal { p50: Nanos::from_millis(20), p99: Nanos::from_millis(120) };
+        let d = Dist::LogNormal {
+            p50: Nanos::from_millis(20),
+            p99: Nanos::from_millis(120),
+        };
         let (_, below50) = summary(&d, N, Nanos::from_millis(20));
         let (_, below99) = summary(&d, N, Nanos::from_millis(120));
         assert!((below50 - 0.5).abs() < 0.006, "{below50}");
@@ -204,7 +216,10 @@ mod tests {
         let (_, below) = summary(&d, N, Nanos::from_millis(5));
         assert!((below - 0.5).abs() < 0.006, "{below}");
         let mut rng = stream(3, "u");
-        let u = Dist::Uniform { lo: Nanos(10), hi: Nanos(20) };
+        let u = Dist::Uniform {
+            lo: Nanos(10),
+            hi: Nanos(20),
+        };
         assert!((0..1000).all(|_| (10..=20).contains(&u.sample(&mut rng).0)));
         assert!((d.mean_secs() - (0.5 * 0.003 + 0.5 * 0.0275)).abs() < 1e-12);
     }
@@ -212,8 +227,20 @@ mod tests {
     #[test]
     fn bad_parameters_are_rejected() {
         assert!(Dist::Exponential { mean: Nanos(0) }.check().is_err());
-        assert!(Dist::Uniform { lo: Nanos(5), hi: Nanos(1) }.check().is_err());
-        assert!(Dist::LogNormal { p50: Nanos(5), p99: Nanos(1) }.check().is_err());
-        assert!(Dist::Empirical(vec![(10.0, Nanos(1)), (100.0, Nanos(2))]).check().is_err());
+        assert!(Dist::Uniform {
+            lo: Nanos(5),
+            hi: Nanos(1)
+        }
+        .check()
+        .is_err());
+        assert!(Dist::LogNormal {
+            p50: Nanos(5),
+            p99: Nanos(1)
+        }
+        .check()
+        .is_err());
+        assert!(Dist::Empirical(vec![(10.0, Nanos(1)), (100.0, Nanos(2))])
+            .check()
+            .is_err());
     }
 }

@@ -74,11 +74,10 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let result: Result<Scenario, _> = serde_path_to_error::deserialize(&mut de);
     match result {
         Ok(s) => {
-            de.end()
-                .map_err(|code| {
-                    let e = de.span_error(code);
-                    invalid(e.span, "scenario".into(), e.code.to_string())
-                })?;
+            de.end().map_err(|code| {
+                let e = de.span_error(code);
+                invalid(e.span, "scenario".into(), e.code.to_string())
+            })?;
             Ok(s)
         }
         Err(err) => {
@@ -145,7 +144,10 @@ fn check(s: &Scenario) -> Result<(), Problem> {
         return Err(problem("window", "must be above 0"));
     }
     if !s.faults.is_empty() || !s.timeline.is_empty() {
-        return Err(problem("faults", "faults and timeline are not supported yet; leave them empty"));
+        return Err(problem(
+            "faults",
+            "faults and timeline are not supported yet; leave them empty",
+        ));
     }
     check_dist("network.latency".into(), &s.network.latency)?;
     if s.services.is_empty() {
@@ -191,7 +193,10 @@ fn mesh_problem(e: &proxy_engine::ConfigError) -> Problem {
 fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Result<(), Problem> {
     let at = format!("services.{name}");
     if svc.versions.is_empty() {
-        return Err(problem(format!("{at}.versions"), "at least one version is required"));
+        return Err(problem(
+            format!("{at}.versions"),
+            "at least one version is required",
+        ));
     }
     for (vname, v) in &svc.versions {
         let vat = format!("{at}.versions.{vname}");
@@ -204,13 +209,19 @@ fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Re
         if !(0.0..=1.0).contains(&v.errors) {
             return Err(problem(
                 format!("{vat}.errors"),
-                format!("a probability between 0 and 1 is expected, found {}", v.errors),
+                format!(
+                    "a probability between 0 and 1 is expected, found {}",
+                    v.errors
+                ),
             ));
         }
         if !(100..=599).contains(&v.error_status) {
             return Err(problem(
                 format!("{vat}.error_status"),
-                format!("an HTTP status 100..=599 is expected, found {}", v.error_status),
+                format!(
+                    "an HTTP status 100..=599 is expected, found {}",
+                    v.error_status
+                ),
             ));
         }
         check_dist(format!("{vat}.latency"), &v.latency)?;
@@ -221,7 +232,10 @@ fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Re
             CallStep::Parallel(cs) => cs.as_slice(),
         };
         if calls.is_empty() {
-            return Err(problem(format!("{at}.calls[{i}]"), "a Parallel step needs at least one call"));
+            return Err(problem(
+                format!("{at}.calls[{i}]"),
+                "a Parallel step needs at least one call",
+            ));
         }
         for c in calls {
             if !s.services.contains_key(&c.host) {
@@ -237,7 +251,10 @@ fn check_path(field: String, path: &str) -> Result<(), Problem> {
     if path.starts_with('/') {
         Ok(())
     } else {
-        Err(problem(field, format!("a path starting with `/` is expected, found `{path}`")))
+        Err(problem(
+            field,
+            format!("a path starting with `/` is expected, found `{path}`"),
+        ))
     }
 }
 
@@ -313,7 +330,10 @@ fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
                     return Err(problem(field, "a ramp must end after it starts"));
                 }
                 if start < last {
-                    return Err(problem(field, "schedule entries must be in time order and not overlap"));
+                    return Err(problem(
+                        field,
+                        "schedule entries must be in time order and not overlap",
+                    ));
                 }
                 last = end;
             }
@@ -332,7 +352,10 @@ fn check_rate(field: String, rate: f64) -> Result<(), Problem> {
     if rate.is_finite() && rate >= 0.0 {
         Ok(())
     } else {
-        Err(problem(field, format!("a rate >= 0 requests per second is expected, found {rate}")))
+        Err(problem(
+            field,
+            format!("a rate >= 0 requests per second is expected, found {rate}"),
+        ))
     }
 }
 
@@ -340,11 +363,17 @@ fn check_mix(at: &str, mix: &[RequestSpec]) -> Result<(), Problem> {
     for (j, r) in mix.iter().enumerate() {
         check_path(format!("{at}.requests[{j}].path"), &r.path)?;
         if r.method.is_empty() {
-            return Err(problem(format!("{at}.requests[{j}].method"), "must not be empty"));
+            return Err(problem(
+                format!("{at}.requests[{j}].method"),
+                "must not be empty",
+            ));
         }
     }
     if !mix.is_empty() && mix.iter().all(|r| r.weight == 0) {
-        return Err(problem(format!("{at}.requests"), "at least one request needs a weight above 0"));
+        return Err(problem(
+            format!("{at}.requests"),
+            "at least one request needs a weight above 0",
+        ));
     }
     Ok(())
 }
@@ -360,7 +389,11 @@ fn locate(text: &str, field: &str, needle: Option<&str>) -> (usize, usize) {
         if name.is_empty() {
             continue;
         }
-        let candidates = [format!("\"{name}\""), format!("{name}:"), format!("{name} :")];
+        let candidates = [
+            format!("\"{name}\""),
+            format!("{name}:"),
+            format!("{name} :"),
+        ];
         let hit = candidates
             .iter()
             .filter_map(|c| text[cursor..].find(c.as_str()).map(|p| cursor + p))

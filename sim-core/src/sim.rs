@@ -15,8 +15,8 @@ use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
 use proxy_engine::{
-    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, EndpointAddr, Outcome,
-    Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, EndpointAddr, Outcome, Proxy,
+    ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -327,7 +327,9 @@ impl Simulation {
             let mut open: Vec<RequestId> = self.proxies[p].open.keys().copied().collect();
             open.sort_unstable();
             for req in open {
-                self.proxies[p].proxy.handle_downstream_cancel(self.now, req);
+                self.proxies[p]
+                    .proxy
+                    .handle_downstream_cancel(self.now, req);
                 self.drain(p as u32);
             }
         }
@@ -450,7 +452,9 @@ impl Simulation {
                 // The instance keeps working on a cancelled attempt; the engine ignores its
                 // late response. Forward and LocalReply carry nothing the model needs: the
                 // request's `Complete` follows.
-                Action::CancelAttempt { .. } | Action::Forward { .. } | Action::LocalReply { .. } => {}
+                Action::CancelAttempt { .. }
+                | Action::Forward { .. }
+                | Action::LocalReply { .. } => {}
                 Action::Complete { req, outcome } => self.complete(p, req, outcome),
             }
         }
@@ -459,7 +463,8 @@ impl Simulation {
         if want != slot.armed {
             slot.armed = want;
             if let Some(at) = want {
-                self.queue.push(at.max(self.now), Event::Timer { proxy: p, at });
+                self.queue
+                    .push(at.max(self.now), Event::Timer { proxy: p, at });
             }
         }
     }

@@ -48,10 +48,7 @@ impl RateSchedule {
 
     /// The highest rate the schedule reaches, req/s.
     pub fn max_rate(&self) -> f64 {
-        self.changes
-            .iter()
-            .map(|c| c.2)
-            .fold(self.base, f64::max)
+        self.changes.iter().map(|c| c.2).fold(self.base, f64::max)
     }
 
     /// The first change boundary after `t`, if any.
@@ -67,14 +64,22 @@ impl RateSchedule {
     pub fn expected_arrivals(&self, end: Time) -> f64 {
         // The rate is piecewise linear, so the trapezoid rule is exact between boundaries.
         let mut points = vec![Time::ZERO];
-        points.extend(self.changes.iter().flat_map(|&(s, e, _)| [s, e]).filter(|&b| b < end));
+        points.extend(
+            self.changes
+                .iter()
+                .flat_map(|&(s, e, _)| [s, e])
+                .filter(|&b| b < end),
+        );
         points.push(end);
         points
             .windows(2)
             .map(|w| {
                 let dt = w[1].since(w[0]).as_secs_f64();
                 // Just after a step the new rate applies, so evaluate inside the interval.
-                let (a, b) = (self.rate_at(w[0]), self.rate_at(Time(w[1].0.saturating_sub(1))));
+                let (a, b) = (
+                    self.rate_at(w[0]),
+                    self.rate_at(Time(w[1].0.saturating_sub(1))),
+                );
                 dt * (a + b) / 2.0
             })
             .sum()
@@ -223,8 +228,15 @@ mod tests {
         let s = RateSchedule::new(
             100.0,
             &[
-                RateChange::Step { at: Nanos::from_secs(10), rate: 200.0 },
-                RateChange::Ramp { from: Nanos::from_secs(20), to: Nanos::from_secs(30), rate: 0.0 },
+                RateChange::Step {
+                    at: Nanos::from_secs(10),
+                    rate: 200.0,
+                },
+                RateChange::Ramp {
+                    from: Nanos::from_secs(20),
+                    to: Nanos::from_secs(30),
+                    rate: 0.0,
+                },
             ],
         );
         assert_eq!(s.rate_at(Time(0)), 100.0);
@@ -253,19 +265,37 @@ mod tests {
     fn poisson_count_matches_the_rate_integral() {
         let s = RateSchedule::new(
             50.0,
-            &[RateChange::Ramp { from: Nanos::from_secs(10), to: Nanos::from_secs(60), rate: 550.0 }],
+            &[RateChange::Ramp {
+                from: Nanos::from_secs(10),
+                to: Nanos::from_secs(60),
+                rate: 550.0,
+            }],
         );
         let end = Time(Nanos::from_secs(100).0);
         let expected = s.expected_arrivals(end); // 500 + 15000 + 22000 = 37500
         let n = count(&mut ArrivalProcess::new(s, Arrivals::Poisson, end), 9) as f64;
         // A Poisson count has variance equal to its mean: allow 5 standard deviations.
-        assert!((n - expected).abs() < 5.0 * expected.sqrt(), "{n} vs {expected}");
+        assert!(
+            (n - expected).abs() < 5.0 * expected.sqrt(),
+            "{n} vs {expected}"
+        );
     }
 
     #[test]
     fn constant_arrivals_are_exact() {
-        let s = RateSchedule::new(10.0, &[RateChange::Step { at: Nanos::from_secs(1), rate: 0.0 },
-            RateChange::Step { at: Nanos::from_secs(2), rate: 20.0 }]);
+        let s = RateSchedule::new(
+            10.0,
+            &[
+                RateChange::Step {
+                    at: Nanos::from_secs(1),
+                    rate: 0.0,
+                },
+                RateChange::Step {
+                    at: Nanos::from_secs(2),
+                    rate: 20.0,
+                },
+            ],
+        );
         let end = Time(Nanos::from_secs(3).0);
         let n = count(&mut ArrivalProcess::new(s, Arrivals::Constant, end), 1);
         assert_eq!(n, 10 + 20);
@@ -284,7 +314,10 @@ mod tests {
         let n = 40_000;
         let a = (0..n).filter(|_| &*mix.pick(&mut rng).path == "/a").count() as f64;
         // Binomial(n, 0.75): sd = sqrt(n·0.75·0.25) ≈ 87; allow 5 sd.
-        assert!((a - 0.75 * n as f64).abs() < 5.0 * (n as f64 * 0.1875).sqrt(), "{a}");
+        assert!(
+            (a - 0.75 * n as f64).abs() < 5.0 * (n as f64 * 0.1875).sqrt(),
+            "{a}"
+        );
         let h = mix.pick(&mut rng);
         assert_eq!((&*h.method, h.header("end-user")), ("GET", Some("jason")));
     }

@@ -78,10 +78,8 @@ fn progress_bar(quiet: bool, duration: Nanos) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(
-        Some(duration.0 / 1_000_000),
-        ProgressDrawTarget::stderr(),
-    );
+    let bar =
+        ProgressBar::with_draw_target(Some(duration.0 / 1_000_000), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} simulated {pos}/{len} ms [{bar:30}] {msg} ({elapsed})",
     ) {
