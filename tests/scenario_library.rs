@@ -3,7 +3,7 @@
 
 use proxy_engine::Nanos;
 use reports::{Report, RunInfo};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn scenario_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
@@ -17,7 +17,7 @@ fn scenario_files() -> Vec<PathBuf> {
 }
 
 /// Runs `file` for at most `cap` of load with `seed`; returns the JSON report.
-fn report(file: &PathBuf, seed: u64, cap: Nanos) -> (String, u64, u64) {
+fn report(file: &Path, seed: u64, cap: Nanos) -> (String, u64, u64) {
     let mut s = sim_core::load(file).unwrap_or_else(|e| panic!("{e}"));
     s.duration = s.duration.min(cap);
     let m = sim_core::run(&s, seed, &mut |_| {})

@@ -225,3 +225,103 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxy_engine::metrics::{Stats, TimeSeries};
+    use proxy_engine::{Nanos, Outcome, ResponseFlags, Time};
+
+    fn outcome(status: u16, flags: ResponseFlags) -> Outcome {
+        Outcome {
+            status,
+            flags,
+            attempts: 1,
+            route: None,
+            cluster: None,
+            destination: None,
+            endpoint: None,
+        }
+    }
+
+    fn metrics() -> RunMetrics {
+        let mut totals = Stats::default();
+        let mut v1 = Stats::default();
+        let mut v2 = Stats::default();
+        let mut series = TimeSeries::new(Nanos::from_secs(1));
+        for i in 1..=100u64 {
+            let o = if i % 10 == 0 {
+                outcome(503, ResponseFlags::NO_HEALTHY_UPSTREAM)
+            } else {
+                outcome(200, ResponseFlags::NONE)
+            };
+            let latency = Nanos::from_millis(i);
+            totals.record(&o, latency);
+            if i % 4 == 0 { &mut v2 } else { &mut v1 }.record(&o, latency);
+            series.record(Time(i * 20_000_000), &o, latency);
+        }
+        RunMetrics {
+            generated: 100,
+            totals,
+            routes: Vec::new(),
+            destinations: vec![("svc/v1".into(), v1), ("svc/v2".into(), v2)],
+            series,
+        }
+    }
+
+    #[test]
+    fn report_follows_the_documented_schema() {
+        let info = RunInfo {
+            scenario: "t".into(),
+            seed: 3,
+            duration_ns: 2_000_000_000,
+            mode: "sim",
+        };
+        let r = Report::new(&info, &metrics());
+        let t = &r.totals;
+        assert_eq!((t.count, t.success), (100, 90));
+        assert_eq!(t.by_status.get("503"), Some(&10));
+        assert_eq!(t.by_flag.get("UH"), Some(&10));
+        assert_eq!(t.latency_ms.mean, 50.5);
+        // hdrhistogram, 3 significant digits: within 0.1 % of the exact rank statistic.
+        assert!(
+            (t.latency_ms.p50 - 50.0).abs() <= 0.05,
+            "{}",
+            t.latency_ms.p50
+        );
+        assert!(
+            (t.latency_ms.p99 - 99.0).abs() <= 0.1,
+            "{}",
+            t.latency_ms.p99
+        );
+        assert_eq!(r.destinations[1].share, 0.25);
+        assert_eq!(r.timeseries.len(), 3, "starts up to 2 s in 1 s windows");
+        assert_eq!(r.timeseries.iter().map(|w| w.requests).sum::<u64>(), 100);
+        let json = r.to_json();
+        let keys: Vec<&str> = json
+            .lines()
+            .filter(|l| l.starts_with("  \""))
+            .filter_map(|l| l.trim().split('"').nth(1))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "schema_version",
+                "scenario",
+                "mode",
+                "seed",
+                "duration_s",
+                "generated",
+                "totals",
+                "routes",
+                "destinations",
+                "window_s",
+                "timeseries"
+            ]
+        );
+        let text = crate::text::summary(&r, None);
+        assert!(text.contains("requests 100  success 90.000%"), "{text}");
+        assert!(text.contains("svc/v2"), "{text}");
+        assert!(!text.contains("wall time"), "no wall clock unless given");
+    }
+}
