@@ -1,7 +1,9 @@
 //! The mesh configuration as users write it: Istio-shaped `VirtualService` and
-//! `DestinationRule` types (field names follow Istio's API in snake_case). These are plain data;
-//! `compile` turns them, together with a `Registry` of endpoints, into a validated `CompiledMesh`.
+//! `DestinationRule` types (field names follow Istio's API in snake_case; enum values such as
+//! `ROUND_ROBIN` keep Istio's spelling). These are plain data; `CompiledMesh::compile` turns
+//! them, together with a `Registry` of endpoints, into a validated, indexed mesh.
 
+use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -29,15 +31,72 @@ pub struct VirtualService {
     pub http: Vec<HttpRoute>,
 }
 
-/// Istio `HTTPRoute`: where matching requests go.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Istio `HTTPRoute`: which requests it takes (`match`) and what it does with them.
+/// Exactly one of `route`, `redirect`, `direct_response` must be set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpRoute {
     /// Route name, shown in reports; defaults to the route's index.
-    #[serde(default)]
     pub name: Option<String>,
+    /// Match blocks, ORed; conditions inside one block are ANDed. Empty matches everything.
+    #[serde(rename = "match")]
+    pub matches: Vec<HttpMatchRequest>,
     /// Weighted destinations; weights are relative.
     pub route: Vec<RouteDestination>,
+    /// Answer with a redirect instead of forwarding.
+    pub redirect: Option<HttpRedirect>,
+    /// Answer with a fixed response instead of forwarding.
+    pub direct_response: Option<HttpDirectResponse>,
+    /// Rewrite the path prefix or authority before forwarding.
+    pub rewrite: Option<HttpRewrite>,
+    /// Request and response header operations.
+    pub headers: Option<HeaderOperations>,
+    /// Fault injection (delay and/or abort) before routing.
+    pub fault: Option<HttpFaultInjection>,
+    /// Send a fire-and-forget copy to this destination.
+    pub mirror: Option<Destination>,
+    /// Percentage (0–100) of requests mirrored to `mirror`; 100 when unset.
+    pub mirror_percentage: Option<f64>,
+    /// Several mirrors, each with its own percentage.
+    pub mirrors: Vec<HttpMirrorPolicy>,
+}
+
+/// Istio `HTTPMatchRequest`: conditions that must all hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpMatchRequest {
+    /// Name of the match block (reports only).
+    pub name: Option<String>,
+    /// Path: `Exact` (query removed), `Prefix` (raw prefix of the path), `Regex` (whole path,
+    /// query removed).
+    pub uri: Option<StringMatch>,
+    /// Match `uri` exact/prefix ignoring ASCII case (not regex).
+    pub ignore_uri_case: bool,
+    /// `:scheme` (`http`, `https`).
+    pub scheme: Option<StringMatch>,
+    /// `:method`.
+    pub method: Option<StringMatch>,
+    /// `:authority` / Host.
+    pub authority: Option<StringMatch>,
+    /// Headers that must match (lower-case names).
+    pub headers: BTreeMap<String, StringMatch>,
+    /// Headers that must not match (an absent header counts as not matching).
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Query parameters that must match.
+    pub query_params: BTreeMap<String, StringMatch>,
+}
+
+/// Istio `StringMatch`, plus `Present` for Istio's empty match `{}` (the value must exist).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StringMatch {
+    /// Equal, case-sensitive.
+    Exact(String),
+    /// Starts with, case-sensitive.
+    Prefix(String),
+    /// RE2-style regular expression that must match the whole value.
+    Regex(String),
+    /// The value is present, whatever it is.
+    Present,
 }
 
 /// Istio `HTTPRouteDestination`: one weighted destination of a route.
@@ -47,7 +106,7 @@ pub struct RouteDestination {
     /// The service (and optional subset) to send to.
     pub destination: Destination,
     /// Relative weight; entries of weight 0 get no traffic. Defaults to 100 when the route has
-    /// a single destination, as in Istio.
+    /// a single destination, 0 otherwise, as in Istio.
     #[serde(default)]
     pub weight: Option<u32>,
 }
@@ -61,17 +120,122 @@ pub struct Destination {
     /// Subset name defined by a `DestinationRule` for the host.
     #[serde(default)]
     pub subset: Option<String>,
-    /// Port on the service (informational for now: every modeled service has one port).
+    /// Port on the service (informational: every modeled service has one port).
     #[serde(default)]
     pub port: Option<u16>,
 }
 
-/// Istio `DestinationRule`: subsets (and, later, traffic policy) for a host.
+/// Istio `HTTPRedirect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpRedirect {
+    /// Replace the whole path (query included) with this.
+    pub uri: Option<String>,
+    /// Replace the authority with this.
+    pub authority: Option<String>,
+    /// Replace the port.
+    pub port: Option<u16>,
+    /// Replace the scheme.
+    pub scheme: Option<String>,
+    /// Status; default 301.
+    pub redirect_code: Option<u16>,
+}
+
+/// Istio `HTTPDirectResponse`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDirectResponse {
+    /// Status to answer with.
+    pub status: u16,
+    /// Body, as a string.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// Istio `HTTPRewrite`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpRewrite {
+    /// Replaces the matched `uri` prefix (or the whole path for other matches).
+    pub uri: Option<String>,
+    /// Replaces the authority (Host).
+    pub authority: Option<String>,
+}
+
+/// Istio `Headers`: operations on the request (before forwarding) and on the response.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderOperations {
+    /// Operations on the forwarded request.
+    pub request: HeaderOps,
+    /// Operations on the response sent downstream.
+    pub response: HeaderOps,
+}
+
+/// Istio `Headers.HeaderOperations`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderOps {
+    /// Overwrite (or add) these headers.
+    pub set: BTreeMap<String, String>,
+    /// Append these values (comma list if present, else add).
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    pub remove: Vec<String>,
+}
+
+/// Istio `HTTPFaultInjection`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpFaultInjection {
+    /// Delay before forwarding.
+    pub delay: Option<FaultDelay>,
+    /// Answer with an error instead of forwarding.
+    pub abort: Option<FaultAbort>,
+}
+
+/// Istio `HTTPFaultInjection.Delay`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long to hold the request (≥ 1 ms).
+    pub fixed_delay: Nanos,
+    /// Percentage (0–100) of requests delayed; unset means 0, as in Istio.
+    #[serde(default)]
+    pub percentage: Option<f64>,
+}
+
+/// Istio `HTTPFaultInjection.Abort`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// Status to answer with.
+    pub http_status: u16,
+    /// Percentage (0–100) of requests aborted; unset means 0, as in Istio.
+    #[serde(default)]
+    pub percentage: Option<f64>,
+}
+
+/// Istio `HTTPMirrorPolicy`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMirrorPolicy {
+    /// Where copies go.
+    pub destination: Destination,
+    /// Percentage (0–100) mirrored; 100 when unset.
+    #[serde(default)]
+    pub percentage: Option<f64>,
+}
+
+/// Istio `DestinationRule`: traffic policy and subsets for a host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationRule {
     /// Service the rule applies to.
     pub host: String,
+    /// Policy for all traffic to the host.
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
     /// Named groups of endpoints selected by labels.
     #[serde(default)]
     pub subsets: Vec<Subset>,
@@ -85,4 +249,98 @@ pub struct Subset {
     pub name: String,
     /// Labels an endpoint must carry (for example `{"version": "v1"}`).
     pub labels: BTreeMap<String, String>,
+    /// Policy for this subset; each block it sets replaces the rule's block whole.
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+/// Istio `TrafficPolicy`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrafficPolicy {
+    /// Load balancing; default `LEAST_REQUEST`.
+    pub load_balancer: Option<LoadBalancerSettings>,
+}
+
+/// Istio `LoadBalancerSettings`: exactly one of `simple` and `consistent_hash`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadBalancerSettings {
+    /// A simple algorithm.
+    pub simple: Option<SimpleLb>,
+    /// Hash-based affinity.
+    pub consistent_hash: Option<ConsistentHash>,
+}
+
+/// Istio `LoadBalancerSettings.SimpleLB`, spelled as in Istio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SimpleLb {
+    /// Istio's default: `LEAST_REQUEST`.
+    #[serde(rename = "UNSPECIFIED")]
+    Unspecified,
+    /// Each endpoint in turn, starting at a random one.
+    #[serde(rename = "ROUND_ROBIN")]
+    RoundRobin,
+    /// Uniformly random endpoint.
+    #[serde(rename = "RANDOM")]
+    Random,
+    /// Power of two choices by active requests.
+    #[serde(rename = "LEAST_REQUEST")]
+    LeastRequest,
+    /// Deprecated alias of `LEAST_REQUEST`.
+    #[serde(rename = "LEAST_CONN")]
+    LeastConn,
+    /// Forward to the original destination (not modeled: treated as `LEAST_REQUEST`).
+    #[serde(rename = "PASSTHROUGH")]
+    Passthrough,
+}
+
+/// Istio `ConsistentHashLB`: exactly one hash key source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsistentHash {
+    /// Hash on this request header's value.
+    pub http_header_name: Option<String>,
+    /// Hash on this cookie's value.
+    pub http_cookie: Option<HttpCookie>,
+    /// Hash on the downstream source (the calling proxy or client).
+    pub use_source_ip: bool,
+    /// Hash on this query parameter's value.
+    pub http_query_parameter_name: Option<String>,
+    /// Ring hash (the default) with its size.
+    pub ring_hash: Option<RingHash>,
+    /// Maglev with its table size.
+    pub maglev: Option<Maglev>,
+    /// Deprecated ring size; use `ring_hash.minimum_ring_size`.
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// Istio `ConsistentHashLB.HTTPCookie`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCookie {
+    /// Cookie name.
+    pub name: String,
+    /// Cookie path (informational).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Cookie lifetime (informational: the engine never generates cookies).
+    #[serde(default)]
+    pub ttl: Option<Nanos>,
+}
+
+/// Istio `ConsistentHashLB.RingHash`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingHash {
+    /// Minimum ring entries; default 1024.
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// Istio `ConsistentHashLB.MagLev`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Maglev {
+    /// Lookup table size, a prime; default 65537.
+    pub table_size: Option<u64>,
 }

@@ -10,17 +10,22 @@
 //! Every request ends in exactly one `Action::Complete` carrying an `Outcome`; `metrics` turns
 //! outcomes into streaming statistics.
 
+mod compile;
 pub mod config;
+pub mod hash;
 pub mod idmap;
+pub mod lb;
+pub mod matching;
 pub mod mesh;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod rewrite;
 pub mod time;
 pub mod types;
 
 pub use config::MeshConfig;
-pub use mesh::{ClusterId, CompiledMesh, ConfigError, DestinationId, RouteId};
+pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};
 pub use proxy::{Proxy, ProxyRole};
 pub use registry::{Endpoint, EndpointAddr, EndpointId, Registry};
 pub use time::{Nanos, Time};

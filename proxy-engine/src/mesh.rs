@@ -1,10 +1,14 @@
-//! The compiled mesh: `MeshConfig` + `Registry` validated and indexed once, so the per-request
-//! path does no parsing and no allocation it can avoid. Hosts are looked up in a hash map (never
-//! iterated), weights are cumulative, clusters hold their endpoint lists.
+//! The compiled mesh: `MeshConfig` + `Registry` validated and indexed once (see `compile`), so
+//! the per-request path does no parsing and no allocation it can avoid: hosts are looked up in a
+//! hash map (never iterated), regexes are built, weights are cumulative, percentages are parts
+//! per million, clusters carry their endpoints and load-balancing policy.
 
-use crate::config::{HttpRoute, MeshConfig, VirtualService};
-use crate::registry::{EndpointAddr, EndpointId, Registry};
-use std::collections::{BTreeMap, HashMap};
+use crate::lb::LbPolicy;
+use crate::matching::MatchBlock;
+use crate::registry::{EndpointAddr, EndpointId};
+use crate::time::Nanos;
+use std::collections::HashMap;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Index of a route in the `CompiledMesh`.
@@ -19,8 +23,8 @@ pub struct ClusterId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DestinationId(pub u32);
 
-/// A mesh configuration that does not make sense against the registry. `field` is the path of
-/// the offending field inside the mesh config, e.g. `virtual_services[0].http[1].route[0]`.
+/// A mesh configuration that cannot be used. `field` is the path of the offending field inside
+/// the mesh config, e.g. `virtual_services[0].http[1].route[0].destination.host`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
     /// A destination or rule names a service the registry does not have.
@@ -33,35 +37,76 @@ pub enum ConfigError {
         /// Comma-separated known services.
         known: String,
     },
-    /// A destination names a subset no `DestinationRule` defines for its host.
-    #[error("{field}: subset `{subset}` is not defined for host `{host}` by any destination rule")]
-    UnknownSubset {
-        /// Path of the field.
-        field: String,
-        /// The destination host.
-        host: String,
-        /// The subset as written.
-        subset: String,
-    },
-    /// A route has no destinations, or all of them have weight 0.
+    /// A route has no destination with a weight above 0.
     #[error("{field}: route has no destination with a weight above 0")]
     NoWeight {
         /// Path of the field.
         field: String,
     },
-    /// Two virtual services claim the same host.
-    #[error("{field}: host `{host}` already has a virtual service")]
+    /// Two rules of one kind claim the same host.
+    #[error("{field}: host `{host}` already has a {kind}")]
     DuplicateHost {
         /// Path of the field.
         field: String,
         /// The host.
         host: String,
+        /// `virtual service` or `destination rule`.
+        kind: &'static str,
     },
     /// A virtual service lists no host.
     #[error("{field}: a virtual service needs at least one host")]
     NoHosts {
         /// Path of the field.
         field: String,
+    },
+    /// A regular expression does not compile.
+    #[error("{field}: regex `{pattern}` does not compile: {error}")]
+    BadRegex {
+        /// Path of the field.
+        field: String,
+        /// The pattern.
+        pattern: String,
+        /// The compiler's message.
+        error: String,
+    },
+    /// Any other value out of range or combination not allowed; `message` says which.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Path of the field.
+        field: String,
+        /// What was expected and what was found.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The path of the offending field.
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::UnknownHost { field, .. }
+            | ConfigError::NoWeight { field }
+            | ConfigError::DuplicateHost { field, .. }
+            | ConfigError::NoHosts { field }
+            | ConfigError::BadRegex { field, .. }
+            | ConfigError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+/// Something that compiles but will not do what its author likely meant. The engine handles it
+/// at run time (an undefined subset answers 503 `NC`, as Envoy does for a missing cluster);
+/// tools such as `meshtwin validate` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigWarning {
+    /// A destination names a subset no destination rule defines for its host.
+    #[error("{field}: subset `{subset}` is not defined for host `{host}` by any destination rule (requests routed to it get 503 NC)")]
+    UndefinedSubset {
+        /// Path of the field.
+        field: String,
+        /// Destination host.
+        host: String,
+        /// Subset as written.
+        subset: String,
     },
 }
 
@@ -70,26 +115,109 @@ pub enum ConfigError {
 pub struct WeightedCluster {
     /// Cumulative weight up to and including this entry.
     pub cumulative: u32,
-    /// The cluster.
-    pub cluster: ClusterId,
+    /// The cluster; `None` for an undefined subset (503 `NC`).
+    pub cluster: Option<ClusterId>,
 }
 
-/// A compiled route: its report name and cumulative weighted clusters.
+/// A compiled redirect.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// Status (default 301).
+    pub status: u16,
+    /// New path, or keep.
+    pub uri: Option<Arc<str>>,
+    /// New authority, or keep.
+    pub authority: Option<Arc<str>>,
+    /// New port, or keep.
+    pub port: Option<u16>,
+    /// New scheme, or keep.
+    pub scheme: Option<Arc<str>>,
+}
+
+/// What a matched route does.
+#[derive(Clone, Debug)]
+pub enum RouteAction {
+    /// Forward to a weighted pick of clusters; the last `cumulative` is the total (> 0).
+    Forward(Vec<WeightedCluster>),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with a fixed status and body.
+    Direct {
+        /// Status.
+        status: u16,
+        /// Body.
+        body: Option<Arc<str>>,
+    },
+}
+
+/// Compiled header operations; names lower-case.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderEdit {
+    /// Overwrite or add.
+    pub set: Vec<(Arc<str>, Arc<str>)>,
+    /// Append (comma list) or add.
+    pub add: Vec<(Arc<str>, Arc<str>)>,
+    /// Remove.
+    pub remove: Vec<Arc<str>>,
+}
+
+impl HeaderEdit {
+    /// Whether the edit changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Compiled fault injection; percentages in parts per million.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fault {
+    /// Delay and its share.
+    pub delay: Option<(Nanos, u32)>,
+    /// Abort status and its share.
+    pub abort: Option<(u16, u32)>,
+}
+
+/// A compiled mirror policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// Target cluster (`None`: undefined subset, nothing is mirrored).
+    pub cluster: Option<ClusterId>,
+    /// Share mirrored, parts per million.
+    pub ppm: u32,
+}
+
+/// A compiled route.
+#[derive(Clone, Debug)]
 pub struct CompiledRoute {
     /// Name used in reports: `host/route-name` (or `host/index`, `host/default`).
     pub name: String,
-    /// Weighted clusters with cumulative weights; the last `cumulative` is the total (> 0).
-    pub clusters: Vec<WeightedCluster>,
+    /// Match blocks, ORed; empty matches every request.
+    pub matches: Vec<MatchBlock>,
+    /// What to do with a matched request.
+    pub action: RouteAction,
+    /// New path prefix (replacing the matched prefix, or the whole path).
+    pub rewrite_uri: Option<Arc<str>>,
+    /// New authority.
+    pub rewrite_authority: Option<Arc<str>>,
+    /// Request header operations.
+    pub request_headers: HeaderEdit,
+    /// Response header operations, handed to the driver with `Forward`.
+    pub response_headers: Option<Arc<HeaderEdit>>,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// Mirror policies.
+    pub mirrors: Vec<Mirror>,
 }
 
-/// A set of endpoints traffic can be balanced over: a service or a subset.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A set of endpoints traffic is balanced over: a service or a subset.
+#[derive(Clone, Debug)]
 pub struct Cluster {
     /// Envoy-style name: `service` or `service|subset`.
     pub name: String,
     /// Endpoints in registry order.
     pub endpoints: Vec<EndpointId>,
+    /// How an endpoint is chosen.
+    pub lb: LbPolicy,
 }
 
 /// One endpoint as the engine sees it.
@@ -114,39 +242,15 @@ pub struct DestinationName {
 #[derive(Clone, Debug)]
 pub struct CompiledMesh {
     /// Host → ordered routes. Only ever looked up, never iterated.
-    hosts: HashMap<Box<str>, Vec<RouteId>>,
-    routes: Vec<CompiledRoute>,
-    clusters: Vec<Cluster>,
-    endpoints: Vec<CompiledEndpoint>,
-    destinations: Vec<DestinationName>,
+    pub(crate) hosts: HashMap<Box<str>, Vec<RouteId>>,
+    pub(crate) routes: Vec<CompiledRoute>,
+    pub(crate) clusters: Vec<Cluster>,
+    pub(crate) endpoints: Vec<CompiledEndpoint>,
+    pub(crate) destinations: Vec<DestinationName>,
+    pub(crate) warnings: Vec<ConfigWarning>,
 }
 
 impl CompiledMesh {
-    /// Validates `config` against `registry` and indexes it.
-    ///
-    /// Every registry service gets a default route (`service/default`) to all its endpoints,
-    /// used when no virtual service claims its host.
-    pub fn compile(config: &MeshConfig, registry: &Registry) -> Result<CompiledMesh, ConfigError> {
-        let mut b = Builder::new(registry);
-        for (i, vs) in config.virtual_services.iter().enumerate() {
-            b.add_virtual_service(config, i, vs)?;
-        }
-        for (s, svc) in registry.services.iter().enumerate() {
-            if !b.mesh.hosts.contains_key(svc.name.as_str()) {
-                let cluster = b.service_cluster(s);
-                let id = b.push_route(
-                    format!("{}/default", svc.name),
-                    vec![WeightedCluster {
-                        cumulative: 1,
-                        cluster,
-                    }],
-                );
-                b.mesh.hosts.insert(svc.name.clone().into(), vec![id]);
-            }
-        }
-        Ok(b.mesh)
-    }
-
     /// The ordered routes for `host`, if the mesh knows the host.
     pub fn routes_for_host(&self, host: &str) -> Option<&[RouteId]> {
         self.hosts.get(host).map(Vec::as_slice)
@@ -186,218 +290,23 @@ impl CompiledMesh {
     pub fn destinations(&self) -> &[DestinationName] {
         &self.destinations
     }
-}
 
-/// Builds a `CompiledMesh`, deduplicating clusters by name.
-struct Builder<'a> {
-    registry: &'a Registry,
-    mesh: CompiledMesh,
-    cluster_ids: BTreeMap<String, ClusterId>,
-    /// Per registry service, the index of its first endpoint in `mesh.endpoints`.
-    first_endpoint: Vec<u32>,
-}
-
-impl<'a> Builder<'a> {
-    fn new(registry: &'a Registry) -> Self {
-        let mut mesh = CompiledMesh {
-            hosts: HashMap::new(),
-            routes: Vec::new(),
-            clusters: Vec::new(),
-            endpoints: Vec::new(),
-            destinations: Vec::new(),
-        };
-        let mut dest_ids: BTreeMap<DestinationName, DestinationId> = BTreeMap::new();
-        let mut first_endpoint = Vec::with_capacity(registry.services.len());
-        for svc in &registry.services {
-            first_endpoint.push(mesh.endpoints.len() as u32);
-            for ep in &svc.endpoints {
-                let name = DestinationName {
-                    service: svc.name.clone(),
-                    version: ep
-                        .labels
-                        .get("version")
-                        .cloned()
-                        .unwrap_or_else(|| "-".into()),
-                };
-                let next = DestinationId(mesh.destinations.len() as u32);
-                let id = *dest_ids.entry(name.clone()).or_insert_with(|| {
-                    mesh.destinations.push(name);
-                    next
-                });
-                mesh.endpoints.push(CompiledEndpoint {
-                    addr: ep.addr,
-                    destination: id,
-                });
-            }
-        }
-        Builder {
-            registry,
-            mesh,
-            cluster_ids: BTreeMap::new(),
-            first_endpoint,
-        }
-    }
-
-    fn known_services(&self) -> String {
-        let names: Vec<&str> = self
-            .registry
-            .services
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        names.join(", ")
-    }
-
-    fn service_index(&self, host: &str, field: String) -> Result<usize, ConfigError> {
-        self.registry
-            .services
-            .iter()
-            .position(|s| s.name == host)
-            .ok_or_else(|| ConfigError::UnknownHost {
-                field,
-                host: host.to_owned(),
-                known: self.known_services(),
-            })
-    }
-
-    /// The cluster for a whole service, or for the endpoints matching `labels`.
-    fn cluster_for(
-        &mut self,
-        service: usize,
-        subset: Option<(&str, &BTreeMap<String, String>)>,
-    ) -> ClusterId {
-        let svc = &self.registry.services[service];
-        let name = match subset {
-            Some((s, _)) => format!("{}|{s}", svc.name),
-            None => svc.name.clone(),
-        };
-        if let Some(id) = self.cluster_ids.get(&name) {
-            return *id;
-        }
-        let first = self.first_endpoint[service];
-        let endpoints = svc
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, ep)| {
-                subset.is_none_or(|(_, labels)| {
-                    labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
-                })
-            })
-            .map(|(i, _)| EndpointId(first + i as u32))
-            .collect();
-        let id = ClusterId(self.mesh.clusters.len() as u32);
-        self.mesh.clusters.push(Cluster {
-            name: name.clone(),
-            endpoints,
-        });
-        self.cluster_ids.insert(name, id);
-        id
-    }
-
-    fn service_cluster(&mut self, service: usize) -> ClusterId {
-        self.cluster_for(service, None)
-    }
-
-    fn push_route(&mut self, name: String, clusters: Vec<WeightedCluster>) -> RouteId {
-        let id = RouteId(self.mesh.routes.len() as u32);
-        self.mesh.routes.push(CompiledRoute { name, clusters });
-        id
-    }
-
-    fn add_virtual_service(
-        &mut self,
-        config: &MeshConfig,
-        index: usize,
-        vs: &VirtualService,
-    ) -> Result<(), ConfigError> {
-        let at = format!("virtual_services[{index}]");
-        let Some(first_host) = vs.hosts.first() else {
-            return Err(ConfigError::NoHosts { field: at });
-        };
-        for (h, host) in vs.hosts.iter().enumerate() {
-            self.service_index(host, format!("{at}.hosts[{h}]"))?;
-        }
-        let mut ids = Vec::with_capacity(vs.http.len());
-        for (r, route) in vs.http.iter().enumerate() {
-            let clusters = self.route_clusters(config, &format!("{at}.http[{r}]"), route)?;
-            let label = route.name.clone().unwrap_or_else(|| r.to_string());
-            ids.push(self.push_route(format!("{first_host}/{label}"), clusters));
-        }
-        for (h, host) in vs.hosts.iter().enumerate() {
-            if self
-                .mesh
-                .hosts
-                .insert(host.as_str().into(), ids.clone())
-                .is_some()
-            {
-                return Err(ConfigError::DuplicateHost {
-                    field: format!("{at}.hosts[{h}]"),
-                    host: host.clone(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn route_clusters(
-        &mut self,
-        config: &MeshConfig,
-        at: &str,
-        route: &HttpRoute,
-    ) -> Result<Vec<WeightedCluster>, ConfigError> {
-        let single = route.route.len() == 1;
-        let mut total: u32 = 0;
-        let mut out = Vec::with_capacity(route.route.len());
-        for (d, rd) in route.route.iter().enumerate() {
-            let field = format!("{at}.route[{d}].destination");
-            let dest = &rd.destination;
-            let service = self.service_index(&dest.host, format!("{field}.host"))?;
-            let cluster = match &dest.subset {
-                None => self.service_cluster(service),
-                Some(subset) => {
-                    let labels = config
-                        .destination_rules
-                        .iter()
-                        .filter(|dr| dr.host == dest.host)
-                        .flat_map(|dr| dr.subsets.iter())
-                        .find(|s| &s.name == subset)
-                        .map(|s| s.labels.clone())
-                        .ok_or_else(|| ConfigError::UnknownSubset {
-                            field: format!("{field}.subset"),
-                            host: dest.host.clone(),
-                            subset: subset.clone(),
-                        })?;
-                    self.cluster_for(service, Some((subset, &labels)))
-                }
-            };
-            // Istio: a lone destination defaults to weight 100; weight-0 entries are dropped.
-            let weight = rd.weight.unwrap_or(if single { 100 } else { 0 });
-            if weight == 0 {
-                continue;
-            }
-            total = total.saturating_add(weight);
-            out.push(WeightedCluster {
-                cumulative: total,
-                cluster,
-            });
-        }
-        if out.is_empty() {
-            return Err(ConfigError::NoWeight {
-                field: at.to_owned(),
-            });
-        }
-        Ok(out)
+    /// What compiled but deserves a look (e.g. undefined subsets).
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Destination, DestinationRule, RouteDestination, Subset};
-    use crate::registry::Endpoint;
+    use crate::config::{
+        Destination, DestinationRule, HttpRoute, MeshConfig, RouteDestination, Subset,
+        VirtualService,
+    };
+    use crate::registry::{Endpoint, Registry};
+    use std::collections::BTreeMap;
 
-    pub(crate) fn registry() -> Registry {
+    fn registry() -> Registry {
         let mut r = Registry::default();
         let ep = |i: u32, v: &str| Endpoint {
             addr: EndpointAddr::Sim(i),
@@ -420,6 +329,11 @@ mod tests {
     }
 
     fn split(dests: Vec<RouteDestination>) -> MeshConfig {
+        let subset = |v: &str| Subset {
+            name: v.into(),
+            labels: BTreeMap::from([("version".into(), v.into())]),
+            traffic_policy: None,
+        };
         MeshConfig {
             virtual_services: vec![VirtualService {
                 name: None,
@@ -427,21 +341,21 @@ mod tests {
                 http: vec![HttpRoute {
                     name: Some("split".into()),
                     route: dests,
+                    ..Default::default()
                 }],
             }],
             destination_rules: vec![DestinationRule {
                 host: "backend".into(),
-                subsets: vec![
-                    Subset {
-                        name: "v1".into(),
-                        labels: BTreeMap::from([("version".into(), "v1".into())]),
-                    },
-                    Subset {
-                        name: "v2".into(),
-                        labels: BTreeMap::from([("version".into(), "v2".into())]),
-                    },
-                ],
+                traffic_policy: None,
+                subsets: vec![subset("v1"), subset("v2")],
             }],
+        }
+    }
+
+    fn forward(route: &CompiledRoute) -> &[WeightedCluster] {
+        match &route.action {
+            RouteAction::Forward(c) => c,
+            other => panic!("expected forward, got {other:?}"),
         }
     }
 
@@ -451,7 +365,9 @@ mod tests {
         let routes = m.routes_for_host("backend").expect("backend routed");
         let route = m.route(routes[0]);
         assert_eq!(route.name, "backend/default");
-        assert_eq!(m.cluster(route.clusters[0].cluster).endpoints.len(), 3);
+        let cluster = forward(route)[0].cluster.expect("cluster");
+        assert_eq!(m.cluster(cluster).endpoints.len(), 3);
+        assert!(matches!(m.cluster(cluster).lb, crate::lb::LbPolicy::LeastRequest), "Istio default");
         assert_eq!(m.destinations().len(), 3);
         assert!(m.routes_for_host("nope").is_none());
     }
@@ -466,10 +382,26 @@ mod tests {
         let m = CompiledMesh::compile(&cfg, &registry()).expect("compiles");
         let route = m.route(m.routes_for_host("backend").expect("routed")[0]);
         assert_eq!(route.name, "backend/split");
-        let cum: Vec<u32> = route.clusters.iter().map(|c| c.cumulative).collect();
+        let clusters = forward(route);
+        let cum: Vec<u32> = clusters.iter().map(|c| c.cumulative).collect();
         assert_eq!(cum, vec![80, 100], "weight-0 entry dropped");
-        assert_eq!(m.cluster(route.clusters[0].cluster).endpoints.len(), 2);
-        assert_eq!(m.cluster(route.clusters[1].cluster).name, "backend|v2");
+        let v1 = clusters[0].cluster.expect("v1");
+        assert_eq!(m.cluster(v1).endpoints.len(), 2);
+        assert_eq!(m.cluster(clusters[1].cluster.expect("v2")).name, "backend|v2");
+        assert!(m.warnings().is_empty());
+    }
+
+    #[test]
+    fn undefined_subset_compiles_with_a_warning() {
+        let cfg = split(vec![dest("backend", Some("v9"), None)]);
+        let m = CompiledMesh::compile(&cfg, &registry()).expect("compiles");
+        assert_eq!(
+            m.warnings()[0].to_string(),
+            "virtual_services[0].http[0].route[0].destination.subset: subset `v9` is not defined \
+             for host `backend` by any destination rule (requests routed to it get 503 NC)"
+        );
+        let route = m.route(m.routes_for_host("backend").expect("routed")[0]);
+        assert_eq!(forward(route)[0].cluster, None);
     }
 
     #[test]
@@ -481,15 +413,16 @@ mod tests {
             "virtual_services[0].http[0].route[0].destination.host: unknown service `nosuch` \
              (known services: backend, frontend)"
         );
-        let subset = split(vec![dest("backend", Some("v9"), None)]);
-        let err = CompiledMesh::compile(&subset, &registry()).expect_err("unknown subset");
-        assert!(matches!(err, ConfigError::UnknownSubset { ref field, .. }
-            if field == "virtual_services[0].http[0].route[0].destination.subset"));
-        let zero = split(vec![
-            dest("backend", None, Some(0)),
-            dest("backend", None, None),
-        ]);
+        let zero = split(vec![dest("backend", None, Some(0)), dest("backend", None, None)]);
         let err = CompiledMesh::compile(&zero, &registry()).expect_err("all zero");
         assert!(matches!(err, ConfigError::NoWeight { .. }));
+        let mut regex = split(vec![dest("backend", None, None)]);
+        regex.virtual_services[0].http[0].matches = vec![crate::config::HttpMatchRequest {
+            uri: Some(crate::config::StringMatch::Regex("/(unclosed".into())),
+            ..Default::default()
+        }];
+        let err = CompiledMesh::compile(&regex, &registry()).expect_err("bad regex");
+        assert_eq!(err.field(), "virtual_services[0].http[0].match[0].uri");
+        assert!(err.to_string().contains("regex `/(unclosed` does not compile"), "{err}");
     }
 }

@@ -156,6 +156,11 @@ pub struct RunMetrics {
     /// Per destination (`service/version` → stats) at every hop, sorted by name; latency is
     /// the hop's, as the calling proxy saw it.
     pub destinations: Vec<(String, Stats)>,
+    /// Per cluster (`service` or `service|subset` → stats) at every hop, sorted by name.
+    pub clusters: Vec<(String, Stats)>,
+    /// Mirrored copies per destination (`service/version`), sorted by name: what the mirror
+    /// target answered and how long it took. Never part of `totals`.
+    pub mirrors: Vec<(String, Stats)>,
     /// End-to-end time series.
     pub series: TimeSeries,
 }
@@ -165,15 +170,7 @@ mod tests {
     use super::*;
 
     fn outcome(status: u16, flags: ResponseFlags) -> Outcome {
-        Outcome {
-            status,
-            flags,
-            attempts: 1,
-            route: None,
-            cluster: None,
-            destination: None,
-            endpoint: None,
-        }
+        Outcome::bare(status, flags)
     }
 
     #[test]

@@ -5,20 +5,29 @@
 //! * Inputs are `handle_*` calls, each with `now`, which must never go backwards.
 //! * After **every** input, drain `poll_action` until it returns `None` and perform the actions
 //!   in order; then (re)arm a single timer at `poll_timeout` and call `handle_timeout` when it
-//!   fires.
+//!   fires (a late or spurious call is harmless).
 //! * Every `handle_request` ends in exactly one `Action::Complete` for that request, possibly
 //!   within the same call.
 //! * `Connect` is answered by `handle_connected` or `handle_connect_failed`; a `Send` is answered
 //!   by at most one `handle_response_head` and exactly one `handle_attempt_end`, unless the
-//!   engine cancels the attempt first (`CancelAttempt`), after which the driver must not report
-//!   on that attempt again.
+//!   engine cancels the attempt first (`CancelAttempt`), after which reports on that attempt are
+//!   ignored. `Mirror` copies are fire-and-forget: nothing is reported back.
+//!
+//! # Request path
+//!
+//! match route (first match wins; none → 404 `NR`) → fault injection (delay `DI`, then abort
+//! `FI`, drawn independently) → redirect / direct response, or: weighted cluster pick (undefined
+//! subset → 503 `NC`) → rewrites and header operations → mirrors → load balancer (no endpoint →
+//! 503 `UH`) → connection (reuse an idle one or connect; failure → 503 `UF`) → send → forward the
+//! response.
 //!
 //! The proxy owns its state and a ChaCha RNG seeded by the driver; it never reads a clock,
 //! spawns, or touches a socket.
 
 use crate::idmap::IdMap;
-use crate::mesh::{ClusterId, CompiledMesh, RouteId};
+use crate::mesh::{ClusterId, CompiledMesh, RouteAction, RouteId};
 use crate::registry::EndpointId;
+use crate::rewrite::{forwarded_head, redirect_location};
 use crate::time::Time;
 use crate::types::{
     Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, Outcome, RequestHead, RequestId,
@@ -26,7 +35,8 @@ use crate::types::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// What kind of proxy this is; informs defaults and reports.
@@ -47,13 +57,20 @@ pub enum ProxyRole {
 /// A request in flight.
 #[derive(Debug)]
 struct Request {
+    /// The request as received, then (once routed) as forwarded.
     head: RequestHead,
     route: Option<RouteId>,
+    /// Which match block of the route matched (for prefix rewrites).
+    block: Option<u32>,
     cluster: Option<ClusterId>,
     endpoint: Option<EndpointId>,
     attempts: u32,
     attempt: Option<AttemptId>,
     status: Option<u16>,
+    /// Flags gathered on the way (`DI`).
+    flags: ResponseFlags,
+    /// Held by a fault delay; `Some(abort)` says what to do when it ends.
+    delayed: Option<Option<u16>>,
 }
 
 /// An attempt in flight.
@@ -61,6 +78,7 @@ struct Request {
 struct Attempt {
     req: RequestId,
     conn: ConnId,
+    endpoint: EndpointId,
 }
 
 /// State of one upstream connection (HTTP/1.1: one request at a time).
@@ -91,9 +109,12 @@ pub struct Proxy {
     conns: IdMap<ConnId, Conn>,
     /// Idle connections per endpoint (indexed by `EndpointId`), most recently used last.
     idle: Vec<Vec<ConnId>>,
-    /// Round-robin cursor per cluster (indexed by `ClusterId`); `None` until first use, then
-    /// started at a random offset as Envoy seeds each LB.
+    /// Active attempts per endpoint (indexed by `EndpointId`), for least-request balancing.
+    active: Vec<u32>,
+    /// Round-robin cursor per cluster (indexed by `ClusterId`); `None` until first use.
     rr: Vec<Option<u32>>,
+    /// Fault-delay deadlines; stale entries (request gone) are skipped when they fire.
+    timers: BinaryHeap<Reverse<(Time, RequestId)>>,
     next_attempt: u64,
     next_conn: u64,
     actions: VecDeque<Action>,
@@ -111,7 +132,9 @@ impl Proxy {
             attempts: IdMap::default(),
             conns: IdMap::default(),
             idle: Vec::new(),
+            active: Vec::new(),
             rr: Vec::new(),
+            timers: BinaryHeap::new(),
             next_attempt: 0,
             next_conn: 0,
             actions: VecDeque::new(),
@@ -141,17 +164,14 @@ impl Proxy {
     }
 
     fn size_tables(&mut self) {
-        self.idle
-            .resize_with(self.config.endpoints().len(), Vec::new);
+        let endpoints = self.config.endpoints().len();
+        self.idle.resize_with(endpoints, Vec::new);
+        self.active.resize(endpoints, 0);
         self.rr = vec![None; self.config.clusters().len()];
     }
 
     fn advance(&mut self, now: Time) {
-        debug_assert!(
-            now >= self.now,
-            "time went backwards: {now:?} < {:?}",
-            self.now
-        );
+        debug_assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
         self.now = self.now.max(now);
     }
 
@@ -166,66 +186,151 @@ impl Proxy {
     /// A new downstream request `req` (an id not already open on this proxy).
     pub fn handle_request(&mut self, now: Time, req: RequestId, head: RequestHead) {
         self.advance(now);
-        debug_assert!(
-            !self.requests.contains_key(&req),
-            "request id reused: {req:?}"
+        debug_assert!(!self.requests.contains_key(&req), "request id reused: {req:?}");
+        let matched = self.match_route(&head);
+        self.requests.insert(
+            req,
+            Request {
+                head,
+                route: matched.map(|m| m.0),
+                block: matched.and_then(|m| m.1),
+                cluster: None,
+                endpoint: None,
+                attempts: 0,
+                attempt: None,
+                status: None,
+                flags: ResponseFlags::NONE,
+                delayed: None,
+            },
         );
-        let mut r = Request {
-            head,
-            route: None,
-            cluster: None,
-            endpoint: None,
-            attempts: 0,
-            attempt: None,
-            status: None,
+        let Some((route, _)) = matched else {
+            return self.local_reply(req, 404, ResponseFlags::NO_ROUTE_FOUND, Vec::new(), None);
         };
-        let Some(route) = self
-            .config
-            .routes_for_host(r.head.host())
-            .and_then(|rs| rs.first())
-        else {
-            return self.local_reply(req, r, 404, ResponseFlags::NO_ROUTE_FOUND);
+        let Some(fault) = self.config.route(route).fault else {
+            return self.dispatch(req);
         };
-        r.route = Some(*route);
-        let cluster = self.pick_cluster(*route);
-        r.cluster = Some(cluster);
-        let Some(endpoint) = self.pick_endpoint(cluster) else {
-            return self.local_reply(req, r, 503, ResponseFlags::NO_HEALTHY_UPSTREAM);
-        };
-        self.requests.insert(req, r);
-        self.start_attempt(req, endpoint);
+        // Envoy's fault filter: the delay and the abort are decided independently.
+        let delay = fault.delay.filter(|(_, ppm)| self.draw(*ppm));
+        let abort = fault.abort.filter(|(_, ppm)| self.draw(*ppm)).map(|(s, _)| s);
+        match (delay, abort) {
+            (Some((d, _)), abort) => {
+                if let Some(r) = self.requests.get_mut(&req) {
+                    r.flags |= ResponseFlags::DELAY_INJECTED;
+                    r.delayed = Some(abort);
+                }
+                self.timers.push(Reverse((now + d, req)));
+            }
+            (None, Some(status)) => {
+                self.local_reply(req, status, ResponseFlags::FAULT_INJECTED, Vec::new(), None)
+            }
+            (None, None) => self.dispatch(req),
+        }
     }
 
-    /// Weighted pick: `rand % total` over the cumulative list, as Envoy does.
-    fn pick_cluster(&mut self, route: RouteId) -> ClusterId {
-        let clusters = &self.config.route(route).clusters;
-        if let [only] = clusters.as_slice() {
+    /// True with probability `ppm` / 1 000 000; no draw for 0 % or 100 %.
+    fn draw(&mut self, ppm: u32) -> bool {
+        match ppm {
+            0 => false,
+            1_000_000.. => true,
+            p => self.rng.gen_range(0..1_000_000) < p,
+        }
+    }
+
+    /// First route (in order) of the request's host with a matching block, and that block.
+    fn match_route(&self, head: &RequestHead) -> Option<(RouteId, Option<u32>)> {
+        let routes = self.config.routes_for_host(head.host())?;
+        routes.iter().find_map(|&id| {
+            let route = self.config.route(id);
+            if route.matches.is_empty() {
+                return Some((id, None));
+            }
+            route
+                .matches
+                .iter()
+                .position(|m| m.matches(head))
+                .map(|b| (id, Some(b as u32)))
+        })
+    }
+
+    /// Carries out the matched route's action for `req` (after any fault delay).
+    fn dispatch(&mut self, req: RequestId) {
+        let config = self.config.clone();
+        let Some((route_id, block, head)) = self
+            .requests
+            .get(&req)
+            .and_then(|r| Some((r.route?, r.block, r.head.clone())))
+        else {
+            return;
+        };
+        let route = config.route(route_id);
+        let clusters = match &route.action {
+            RouteAction::Redirect(redirect) => {
+                let location = redirect_location(&head, redirect);
+                let headers = vec![(Arc::from("location"), Arc::from(location))];
+                return self.local_reply(req, redirect.status, ResponseFlags::NONE, headers, None);
+            }
+            RouteAction::Direct { status, body } => {
+                return self.local_reply(req, *status, ResponseFlags::NONE, Vec::new(), body.clone());
+            }
+            RouteAction::Forward(clusters) => clusters,
+        };
+        let Some(cluster) = self.pick_cluster(clusters) else {
+            return self.local_reply(req, 503, ResponseFlags::NO_CLUSTER_FOUND, Vec::new(), None);
+        };
+        let block = block.and_then(|b| route.matches.get(b as usize));
+        let head = forwarded_head(&head, route, block);
+        for mirror in &route.mirrors {
+            if let Some(c) = mirror.cluster {
+                if self.draw(mirror.ppm) {
+                    if let Some(endpoint) = self.pick_endpoint(c, &head) {
+                        self.actions.push_back(Action::Mirror {
+                            endpoint,
+                            head: head.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let endpoint = self.pick_endpoint(cluster, &head);
+        if let Some(r) = self.requests.get_mut(&req) {
+            r.cluster = Some(cluster);
+            r.head = head;
+        }
+        match endpoint {
+            Some(endpoint) => self.start_attempt(req, endpoint),
+            None => self.local_reply(req, 503, ResponseFlags::NO_HEALTHY_UPSTREAM, Vec::new(), None),
+        }
+    }
+
+    /// Weighted pick: `rand % total` over the cumulative list, as Envoy does. `None` is an
+    /// undefined subset.
+    fn pick_cluster(&mut self, clusters: &[crate::mesh::WeightedCluster]) -> Option<ClusterId> {
+        if let [only] = clusters {
             return only.cluster;
         }
         // Compilation guarantees a non-empty list with a positive total.
         let total = clusters.last().map_or(1, |c| c.cumulative);
         let draw = self.rng.gen_range(0..total);
-        clusters
-            .iter()
-            .find(|c| draw < c.cumulative)
-            .unwrap_or(&clusters[clusters.len() - 1])
-            .cluster
+        let i = clusters.partition_point(|c| c.cumulative <= draw);
+        clusters.get(i).and_then(|c| c.cluster)
     }
 
-    /// Round robin with a random starting offset per cluster.
-    fn pick_endpoint(&mut self, cluster: ClusterId) -> Option<EndpointId> {
-        let endpoints = &self.config.cluster(cluster).endpoints;
-        let n = endpoints.len() as u32;
+    /// The cluster's load balancer picks an endpoint; `None` when the cluster is empty.
+    fn pick_endpoint(&mut self, cluster: ClusterId, head: &RequestHead) -> Option<EndpointId> {
+        let c = self.config.cluster(cluster);
+        let n = c.endpoints.len();
         if n == 0 {
             return None;
         }
-        let slot = &mut self.rr[cluster.0 as usize];
-        let idx = match *slot {
-            Some(i) => i,
-            None => self.rng.gen_range(0..n),
-        };
-        *slot = Some(idx.wrapping_add(1) % n);
-        Some(endpoints[(idx % n) as usize])
+        let active = &self.active;
+        let i = c.lb.pick(
+            n,
+            head,
+            &mut self.rng,
+            &mut self.rr[cluster.0 as usize],
+            |i| active[c.endpoints[i].0 as usize],
+        );
+        Some(c.endpoints[i])
     }
 
     fn start_attempt(&mut self, req: RequestId, endpoint: EndpointId) {
@@ -247,7 +352,8 @@ impl Proxy {
                 conn
             }
         };
-        self.attempts.insert(attempt, Attempt { req, conn });
+        self.attempts.insert(attempt, Attempt { req, conn, endpoint });
+        self.active[endpoint.0 as usize] += 1;
         if let Some(r) = self.requests.get_mut(&req) {
             r.attempts += 1;
             r.attempt = Some(attempt);
@@ -284,6 +390,15 @@ impl Proxy {
         });
     }
 
+    /// Forgets an attempt and its share of the endpoint's active count.
+    fn end_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
+        let a = self.attempts.remove(&attempt)?;
+        let active = &mut self.active[a.endpoint.0 as usize];
+        debug_assert!(*active > 0, "active count underflow");
+        *active = active.saturating_sub(1);
+        Some(a)
+    }
+
     /// The connection `conn` from an earlier `Action::Connect` is established.
     pub fn handle_connected(&mut self, now: Time, conn: ConnId) {
         self.advance(now);
@@ -303,15 +418,18 @@ impl Proxy {
         }
     }
 
-    /// The connection `conn` could not be established.
-    pub fn handle_connect_failed(&mut self, now: Time, conn: ConnId, why: ConnectFailure) {
+    /// The connection `conn` could not be established (refused or timed out: both are
+    /// Envoy's connect-failure, flag `UF`).
+    pub fn handle_connect_failed(&mut self, now: Time, conn: ConnId, _why: ConnectFailure) {
         self.advance(now);
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         if let ConnState::Connecting(Some(attempt)) = c.state {
-            let _ = why; // Both refusal and timeout are Envoy's `UF` (connect-failure).
-            self.fail_attempt(attempt, 503, ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+            if let Some(a) = self.end_attempt(attempt) {
+                let flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+                self.local_reply(a.req, 503, flags, Vec::new(), None);
+            }
         }
     }
 
@@ -324,14 +442,21 @@ impl Proxy {
         let req = a.req;
         if let Some(r) = self.requests.get_mut(&req) {
             r.status = Some(head.status);
-            self.actions.push_back(Action::Forward { req, attempt });
+            let response_headers = r
+                .route
+                .and_then(|id| self.config.route(id).response_headers.clone());
+            self.actions.push_back(Action::Forward {
+                req,
+                attempt,
+                response_headers,
+            });
         }
     }
 
     /// The attempt's response ended (or the stream broke).
     pub fn handle_attempt_end(&mut self, now: Time, attempt: AttemptId, end: AttemptEnd) {
         self.advance(now);
-        let Some(a) = self.attempts.remove(&attempt) else {
+        let Some(a) = self.end_attempt(attempt) else {
             return;
         };
         self.release_conn(a.conn, end == AttemptEnd::Done);
@@ -346,9 +471,7 @@ impl Proxy {
             // Ended without a response head: the upstream closed on us.
             (_, None) => {
                 let flags = ResponseFlags::UPSTREAM_REMOTE_RESET;
-                if let Some(r) = self.requests.remove(&a.req) {
-                    self.local_reply(a.req, r, 503, flags);
-                }
+                self.local_reply(a.req, 503, flags, Vec::new(), None)
             }
         }
     }
@@ -359,24 +482,36 @@ impl Proxy {
         let Some((attempt, status)) = self.requests.get(&req).map(|r| (r.attempt, r.status)) else {
             return;
         };
-        if let Some(attempt) = attempt {
-            if let Some(a) = self.attempts.remove(&attempt) {
+        if let Some(a) = attempt.and_then(|attempt| self.end_attempt(attempt)) {
+            if let Some(attempt) = attempt {
                 self.actions.push_back(Action::CancelAttempt { attempt });
-                // An HTTP/1.1 connection mid-request cannot be reused.
-                self.release_conn(a.conn, false);
             }
+            // An HTTP/1.1 connection mid-request cannot be reused.
+            self.release_conn(a.conn, false);
         }
-        let status = status.unwrap_or(0);
-        self.complete(
-            req,
-            status,
-            ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
-        );
+        let flags = ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+        self.complete(req, status.unwrap_or(0), flags);
     }
 
-    /// A timer armed at `poll_timeout` fired.
+    /// A timer armed at `poll_timeout` fired: fault delays that are due end.
     pub fn handle_timeout(&mut self, now: Time) {
         self.advance(now);
+        while let Some(&Reverse((at, req))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(abort) = self.requests.get_mut(&req).and_then(|r| r.delayed.take()) else {
+                continue; // the request was cancelled while delayed
+            };
+            match abort {
+                Some(status) => {
+                    let flags = ResponseFlags::FAULT_INJECTED;
+                    self.local_reply(req, status, flags, Vec::new(), None)
+                }
+                None => self.dispatch(req),
+            }
+        }
     }
 
     /// The next action for the driver, if any.
@@ -386,7 +521,7 @@ impl Proxy {
 
     /// When the driver must call `handle_timeout` next, if ever.
     pub fn poll_timeout(&self) -> Option<Time> {
-        None
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Puts a finished connection back in the idle list, or forgets (and closes) it.
@@ -403,19 +538,23 @@ impl Proxy {
         }
     }
 
-    fn fail_attempt(&mut self, attempt: AttemptId, status: u16, flags: ResponseFlags) {
-        let Some(a) = self.attempts.remove(&attempt) else {
-            return;
-        };
-        if let Some(r) = self.requests.remove(&a.req) {
-            self.local_reply(a.req, r, status, flags);
-        }
-    }
-
-    fn local_reply(&mut self, req: RequestId, r: Request, status: u16, flags: ResponseFlags) {
-        self.actions
-            .push_back(Action::LocalReply { req, status, flags });
-        self.requests.insert(req, r);
+    /// Answers `req` locally, then completes it.
+    fn local_reply(
+        &mut self,
+        req: RequestId,
+        status: u16,
+        flags: ResponseFlags,
+        headers: Vec<(Arc<str>, Arc<str>)>,
+        body: Option<Arc<str>>,
+    ) {
+        let all = flags | self.requests.get(&req).map_or(ResponseFlags::NONE, |r| r.flags);
+        self.actions.push_back(Action::LocalReply {
+            req,
+            status,
+            flags: all,
+            headers,
+            body,
+        });
         self.complete(req, status, flags);
     }
 
@@ -427,7 +566,7 @@ impl Proxy {
         };
         let outcome = Outcome {
             status,
-            flags,
+            flags: flags | r.flags,
             attempts: r.attempts,
             route: r.route,
             cluster: r.cluster,
@@ -441,10 +580,11 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MeshConfig;
+    use crate::config::{DestinationRule, LoadBalancerSettings, MeshConfig, SimpleLb, TrafficPolicy};
     use crate::registry::{Endpoint, EndpointAddr, Registry};
     use std::collections::BTreeMap;
 
+    /// A client proxy for service `backend` with `endpoints` endpoints, round robin.
     fn proxy(endpoints: u32) -> Proxy {
         let mut reg = Registry::default();
         let eps = (0..endpoints)
@@ -454,7 +594,20 @@ mod tests {
             })
             .collect();
         reg.add_service("backend", eps);
-        let mesh = CompiledMesh::compile(&MeshConfig::default(), &reg).expect("compiles");
+        let config = MeshConfig {
+            destination_rules: vec![DestinationRule {
+                host: "backend".into(),
+                traffic_policy: Some(TrafficPolicy {
+                    load_balancer: Some(LoadBalancerSettings {
+                        simple: Some(SimpleLb::RoundRobin),
+                        consistent_hash: None,
+                    }),
+                }),
+                subsets: Vec::new(),
+            }],
+            ..Default::default()
+        };
+        let mesh = CompiledMesh::compile(&config, &reg).expect("compiles");
         let role = ProxyRole::Client {
             name: "test".into(),
         };

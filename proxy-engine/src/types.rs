@@ -1,7 +1,7 @@
 //! The values that cross the engine boundary: identifiers, request and response heads, the
 //! actions the engine asks a driver to perform, and the final `Outcome` of a request.
 
-use crate::mesh::{ClusterId, DestinationId, RouteId};
+use crate::mesh::{ClusterId, DestinationId, HeaderEdit, RouteId};
 use crate::registry::EndpointId;
 use std::fmt;
 use std::sync::Arc;
@@ -31,8 +31,13 @@ pub struct RequestHead {
     pub authority: Arc<str>,
     /// `:path`, including any query string.
     pub path: Arc<str>,
+    /// `:scheme`: `http` or `https`.
+    pub scheme: Arc<str>,
     /// Other headers.
     pub headers: Headers,
+    /// The downstream peer (client address or calling workload), used by `use_source_ip`
+    /// consistent hashing.
+    pub source: Arc<str>,
 }
 
 impl RequestHead {
@@ -42,7 +47,9 @@ impl RequestHead {
             method: Arc::from("GET"),
             authority: Arc::from(authority),
             path: Arc::from(path),
+            scheme: Arc::from("http"),
             headers: Arc::from(Vec::new()),
+            source: Arc::from(""),
         }
     }
 
@@ -209,6 +216,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome with only a status and flags (no route, cluster or endpoint): a local reply
+    /// before routing, or a test fixture.
+    pub fn bare(status: u16, flags: ResponseFlags) -> Outcome {
+        Outcome {
+            status,
+            flags,
+            attempts: 0,
+            route: None,
+            cluster: None,
+            destination: None,
+            endpoint: None,
+        }
+    }
+
     /// Whether the request counts as a success: a response was sent and it is not a 5xx
     /// (the convention of Istio's and Flagger's request-success-rate).
     pub fn is_success(&self) -> bool {
@@ -237,6 +258,14 @@ pub enum Action {
         /// The request head after rewrites and header operations.
         head: RequestHead,
     },
+    /// Send a fire-and-forget copy of a request to `endpoint`; its response is discarded and
+    /// never reported back to the engine.
+    Mirror {
+        /// Where the copy goes.
+        endpoint: EndpointId,
+        /// The copy's head (after the route's rewrites and header operations).
+        head: RequestHead,
+    },
     /// Abandon an attempt (timeout or downstream cancel): reset its stream.
     CancelAttempt {
         /// The attempt to reset.
@@ -253,8 +282,11 @@ pub enum Action {
         req: RequestId,
         /// The attempt whose response is the answer.
         attempt: AttemptId,
+        /// Header operations the route applies to the response, if any.
+        response_headers: Option<Arc<HeaderEdit>>,
     },
-    /// Answer `req` locally (no upstream response), for example 404 `NR` or 503 `UH`.
+    /// Answer `req` locally (no upstream response), for example 404 `NR`, 503 `UH`, a
+    /// redirect or a direct response.
     LocalReply {
         /// The downstream request.
         req: RequestId,
@@ -262,6 +294,10 @@ pub enum Action {
         status: u16,
         /// Flags explaining the reply.
         flags: ResponseFlags,
+        /// Response headers (e.g. `location` of a redirect).
+        headers: Vec<(Arc<str>, Arc<str>)>,
+        /// Response body, if any.
+        body: Option<Arc<str>>,
     },
     /// The request is finished; emitted exactly once per request, after any `Forward` or
     /// `LocalReply` for it.

@@ -60,8 +60,8 @@ pub struct Named {
     /// Route name (`host/route`) or destination (`service/version`).
     pub name: String,
     /// Share of the outcomes of its group that fell here: a route's share among the routes of
-    /// its host, a destination's share among the versions of its service (the part of `name`
-    /// before `/`).
+    /// its host, a destination's (or cluster's) share among those of its service (the part of
+    /// `name` before `/` or `|`).
     pub share: f64,
     /// Its statistics.
     #[serde(flatten)]
@@ -104,6 +104,10 @@ pub struct Report {
     pub routes: Vec<Named>,
     /// Per destination `service/version`, at every hop, sorted by name.
     pub destinations: Vec<Named>,
+    /// Per cluster (`service` or `service|subset`), at every hop, sorted by name.
+    pub clusters: Vec<Named>,
+    /// Mirrored copies per destination `service/version` (not part of `totals`).
+    pub mirrors: Vec<Named>,
     /// Window length of `timeseries`, seconds.
     pub window_s: f64,
     /// End-to-end outcomes per window, by request start time.
@@ -157,7 +161,7 @@ impl StatsReport {
 }
 
 fn group(name: &str) -> &str {
-    name.split('/').next().unwrap_or(name)
+    name.split(['/', '|']).next().unwrap_or(name)
 }
 
 fn named(section: &[(String, Stats)]) -> Vec<Named> {
@@ -211,6 +215,8 @@ impl Report {
             totals: StatsReport::from_stats(&m.totals),
             routes: named(&m.routes),
             destinations: named(&m.destinations),
+            clusters: named(&m.clusters),
+            mirrors: named(&m.mirrors),
             window_s: m.series.window.as_secs_f64(),
             timeseries: series(&m.series),
         }
@@ -233,15 +239,7 @@ mod tests {
     use proxy_engine::{Nanos, Outcome, ResponseFlags, Time};
 
     fn outcome(status: u16, flags: ResponseFlags) -> Outcome {
-        Outcome {
-            status,
-            flags,
-            attempts: 1,
-            route: None,
-            cluster: None,
-            destination: None,
-            endpoint: None,
-        }
+        Outcome::bare(status, flags)
     }
 
     fn metrics() -> RunMetrics {
@@ -265,6 +263,8 @@ mod tests {
             totals,
             routes: Vec::new(),
             destinations: vec![("svc/v1".into(), v1), ("svc/v2".into(), v2)],
+            clusters: Vec::new(),
+            mirrors: Vec::new(),
             series,
         }
     }
@@ -315,6 +315,8 @@ mod tests {
                 "totals",
                 "routes",
                 "destinations",
+                "clusters",
+                "mirrors",
                 "window_s",
                 "timeseries"
             ]

@@ -88,6 +88,10 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
     let _ = writeln!(out, "status {}  flags {}", statuses.join(" "), flags(t));
     table(&mut out, "route", &r.routes);
     table(&mut out, "destination", &r.destinations);
+    if r.clusters.iter().any(|c| c.name.contains('|')) {
+        table(&mut out, "cluster", &r.clusters);
+    }
+    table(&mut out, "mirror", &r.mirrors);
     if let Some(w) = wall {
         let per_s = if w.elapsed_s > 0.0 {
             r.generated as f64 / w.elapsed_s

@@ -163,30 +163,41 @@ fn check(s: &Scenario) -> Result<(), Problem> {
     for (i, w) in s.workload.iter().enumerate() {
         check_workload(s, i, w)?;
     }
-    let registry = model::registry(s);
-    CompiledMesh::compile(&s.mesh, &registry).map_err(|e| mesh_problem(&e))?;
-    Ok(())
+    check_mesh(s)
 }
 
-fn mesh_problem(e: &proxy_engine::ConfigError) -> Problem {
-    use proxy_engine::ConfigError as E;
-    let (field, needle) = match e {
-        E::UnknownHost { field, host, .. } | E::DuplicateHost { field, host } => {
-            (field, Some(format!("\"{host}\"")))
-        }
-        E::UnknownSubset { field, subset, .. } => (field, Some(format!("\"{subset}\""))),
-        E::NoWeight { field } | E::NoHosts { field } => (field, None),
-    };
-    // The engine's message starts with the field; keep only what follows it.
-    let full = e.to_string();
-    let message = full
+/// A mesh error or warning as a problem located in the scenario: the engine's message starts
+/// with the field path inside the mesh; `needle` is the offending literal, when there is one.
+fn mesh_problem(field: &str, needle: Option<String>, message: String) -> Problem {
+    let message = message
         .strip_prefix(&format!("{field}: "))
-        .unwrap_or(&full)
+        .unwrap_or(&message)
         .to_owned();
     Problem {
         field: format!("mesh.{field}"),
         needle,
         message,
+    }
+}
+
+/// The mesh must compile against the modeled services, and without warnings: an undefined
+/// subset would silently answer 503 NC, so a scenario treats it as an error.
+fn check_mesh(s: &Scenario) -> Result<(), Problem> {
+    use proxy_engine::{ConfigError as E, ConfigWarning as W};
+    let registry = model::registry(s);
+    let mesh = CompiledMesh::compile(&s.mesh, &registry).map_err(|e| {
+        let needle = match &e {
+            E::UnknownHost { host, .. } | E::DuplicateHost { host, .. } => Some(format!("\"{host}\"")),
+            E::BadRegex { pattern, .. } => Some(pattern.clone()),
+            E::NoWeight { .. } | E::NoHosts { .. } | E::Invalid { .. } => None,
+        };
+        mesh_problem(e.field(), needle, e.to_string())
+    })?;
+    match mesh.warnings().first() {
+        Some(w @ W::UndefinedSubset { field, subset, .. }) => {
+            Err(mesh_problem(field, Some(format!("\"{subset}\"")), w.to_string()))
+        }
+        None => Ok(()),
     }
 }
 

@@ -14,9 +14,10 @@ use crate::scenario::{CallStep, Scenario, Workload};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
+use proxy_engine::types::Headers;
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, EndpointAddr, Outcome, Proxy,
-    ProxyRole, RequestHead, RequestId, ResponseHead, Time,
+    ProxyRole, RequestHead, RequestId, ResponseFlags, ResponseHead, Time,
 };
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -103,6 +104,8 @@ struct VersionModel {
 }
 
 struct Instance {
+    /// `service/version/index`: the source of its sidecar's requests.
+    name: Arc<str>,
     model: u32,
     sidecar: u32,
     busy: u32,
@@ -110,11 +113,21 @@ struct Instance {
     rng: Stream,
 }
 
+/// Where an instance's answer goes.
+#[derive(Clone, Copy)]
+enum ReplyTo {
+    /// Back to the proxy that sent the attempt.
+    Proxy { proxy: u32, attempt: AttemptId },
+    /// A mirrored copy: the answer is only recorded (per destination), never reported.
+    Mirror { destination: u32, sent: Time },
+}
+
 /// A request at (or travelling to) an instance.
 struct Job {
-    proxy: u32,
-    attempt: AttemptId,
+    reply_to: ReplyTo,
     instance: u32,
+    /// The request's headers, propagated to the handler's outbound calls.
+    headers: Headers,
     step: u32,
     pending: u32,
     failed: bool,
@@ -153,6 +166,8 @@ struct Simulation {
     totals: Stats,
     routes: Vec<Option<Stats>>,
     destinations: Vec<Option<Stats>>,
+    clusters: Vec<Option<Stats>>,
+    mirrors: Vec<Option<Stats>>,
     series: TimeSeries,
 }
 
@@ -180,6 +195,8 @@ impl Simulation {
             totals: Stats::default(),
             routes: vec![None; mesh.routes().len()],
             destinations: vec![None; mesh.destinations().len()],
+            clusters: vec![None; mesh.clusters().len()],
+            mirrors: vec![None; mesh.destinations().len()],
             series: TimeSeries::new(s.window),
             mesh,
         };
@@ -221,7 +238,7 @@ impl Simulation {
                         .map(|calls| {
                             calls
                                 .into_iter()
-                                .map(|c| head(&c.host, &c.method, &c.path, &c.headers))
+                                .map(|c| head(&c.host, &c.method, &c.path, &c.headers, ""))
                                 .collect()
                         })
                         .collect();
@@ -241,6 +258,7 @@ impl Simulation {
             };
             let sidecar = self.add_proxy(&name, role, Owner::Sidecar, seed);
             self.instances.push(Instance {
+                name: Arc::from(name.as_str()),
                 model,
                 sidecar,
                 busy: 0,
@@ -274,7 +292,7 @@ impl Simulation {
             };
             let mut state = WorkloadState {
                 proxy,
-                mix: Mix::new(w.host(), w.requests()),
+                mix: Mix::new(w.host(), &name, w.requests()),
                 rng: stream(seed, &format!("workload/{name}")),
                 load,
             };
@@ -430,21 +448,29 @@ impl Simulation {
                     self.queue
                         .push(self.now + rtt, Event::Connected { proxy: p, conn });
                 }
-                Action::Send { attempt, conn, .. } => {
+                Action::Send {
+                    attempt,
+                    conn,
+                    head,
+                } => {
                     let Some(&instance) = self.proxies[p as usize].conns.get(&conn) else {
                         debug_assert!(false, "send on unknown connection {conn:?}");
                         continue;
                     };
-                    let job = self.alloc_job(Job {
-                        proxy: p,
-                        attempt,
-                        instance,
-                        step: 0,
-                        pending: 0,
-                        failed: false,
-                    });
-                    let at = self.now + self.leg();
-                    self.queue.push(at, Event::Deliver { job });
+                    let reply_to = ReplyTo::Proxy { proxy: p, attempt };
+                    self.send_job(reply_to, instance, head.headers);
+                }
+                Action::Mirror { endpoint, head } => {
+                    let ep = self.mesh.endpoint(endpoint);
+                    let EndpointAddr::Sim(instance) = ep.addr else {
+                        debug_assert!(false, "socket endpoint in a simulation");
+                        continue;
+                    };
+                    let reply_to = ReplyTo::Mirror {
+                        destination: ep.destination.0,
+                        sent: self.now,
+                    };
+                    self.send_job(reply_to, instance, head.headers);
                 }
                 Action::CloseConnection { conn } => {
                     self.proxies[p as usize].conns.remove(&conn);
@@ -469,6 +495,20 @@ impl Simulation {
         }
     }
 
+    /// A request travels one network leg to `instance`.
+    fn send_job(&mut self, reply_to: ReplyTo, instance: u32, headers: Headers) {
+        let job = self.alloc_job(Job {
+            reply_to,
+            instance,
+            headers,
+            step: 0,
+            pending: 0,
+            failed: false,
+        });
+        let at = self.now + self.leg();
+        self.queue.push(at, Event::Deliver { job });
+    }
+
     fn complete(&mut self, p: u32, req: RequestId, outcome: Outcome) {
         let slot = &mut self.proxies[p as usize];
         let Some(open) = slot.open.remove(&req) else {
@@ -484,6 +524,11 @@ impl Simulation {
         }
         if let Some(dest) = outcome.destination {
             self.destinations[dest.0 as usize]
+                .get_or_insert_with(Stats::default)
+                .record(&outcome, latency);
+        }
+        if let Some(cluster) = outcome.cluster {
+            self.clusters[cluster.0 as usize]
                 .get_or_insert_with(Stats::default)
                 .record(&outcome, latency);
         }
@@ -560,12 +605,19 @@ impl Simulation {
         if let Some(step) = model.steps.get(j.step as usize) {
             let steps = model.steps.clone();
             let sidecar = inst.sidecar;
+            let source = inst.name.clone();
+            let incoming = j.headers.clone();
             let step_index = j.step as usize;
             j.step += 1;
             // Set before issuing: calls may complete synchronously (e.g. 404 NR).
             j.pending = step.len() as u32;
-            for head in &steps[step_index] {
-                self.issue(sidecar, head.clone(), job);
+            for call in &steps[step_index] {
+                let mut head = call.clone();
+                head.source = source.clone();
+                if !incoming.is_empty() {
+                    head.headers = propagate(&call.headers, &incoming);
+                }
+                self.issue(sidecar, head, job);
             }
         } else {
             let service = model.latency.sample(&mut inst.rng);
@@ -599,21 +651,29 @@ impl Simulation {
         }
     }
 
-    /// Sends the job's response back to its proxy and frees the job.
+    /// Sends the job's response back to its proxy (or records a mirror's) and frees the job.
     fn respond(&mut self, job: u32, status: u16) {
         let Some(j) = self.jobs[job as usize].take() else {
             return;
         };
         self.free_jobs.push(job);
         let at = self.now + self.leg();
-        self.queue.push(
-            at,
-            Event::Respond {
-                proxy: j.proxy,
-                attempt: j.attempt,
-                status,
-            },
-        );
+        match j.reply_to {
+            ReplyTo::Proxy { proxy, attempt } => self.queue.push(
+                at,
+                Event::Respond {
+                    proxy,
+                    attempt,
+                    status,
+                },
+            ),
+            ReplyTo::Mirror { destination, sent } => {
+                let outcome = Outcome::bare(status, ResponseFlags::NONE);
+                self.mirrors[destination as usize]
+                    .get_or_insert_with(Stats::default)
+                    .record(&outcome, at.since(sent));
+            }
+        }
     }
 
     fn finish(self) -> RunMetrics {
@@ -627,15 +687,30 @@ impl Simulation {
             v
         };
         let mesh = self.mesh.clone();
+        let destination = |i: usize| {
+            let d = &mesh.destinations()[i];
+            format!("{}/{}", d.service, d.version)
+        };
         RunMetrics {
             generated: self.generated,
             totals: self.totals,
             routes: named(self.routes, &|i| mesh.routes()[i].name.clone()),
-            destinations: named(self.destinations, &|i| {
-                let d = &mesh.destinations()[i];
-                format!("{}/{}", d.service, d.version)
-            }),
+            destinations: named(self.destinations, &destination),
+            clusters: named(self.clusters, &|i| mesh.clusters()[i].name.clone()),
+            mirrors: named(self.mirrors, &destination),
             series: self.series,
         }
     }
+}
+
+/// A call's headers plus the incoming request's headers it does not set itself (the handler
+/// propagates what it received, as Bookinfo's services propagate `end-user`).
+fn propagate(own: &Headers, incoming: &Headers) -> Headers {
+    let mut out: Vec<(Arc<str>, Arc<str>)> = own.to_vec();
+    for (name, value) in incoming.iter() {
+        if !own.iter().any(|(n, _)| n == name) {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    Arc::from(out)
 }

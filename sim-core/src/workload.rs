@@ -168,11 +168,13 @@ pub struct Mix {
 }
 
 impl Mix {
-    /// The mix for requests to `host`; an empty spec list means `GET /`.
-    pub fn new(host: &str, specs: &[RequestSpec]) -> Mix {
+    /// The mix for requests to `host` from `source`; an empty spec list means `GET /`.
+    pub fn new(host: &str, source: &str, specs: &[RequestSpec]) -> Mix {
         if specs.is_empty() {
+            let mut head = RequestHead::get(host, "/");
+            head.source = Arc::from(source);
             return Mix {
-                heads: vec![RequestHead::get(host, "/")],
+                heads: vec![head],
                 cumulative: vec![1],
             };
         }
@@ -182,7 +184,7 @@ impl Mix {
         for spec in specs.iter().filter(|s| s.weight > 0) {
             total += spec.weight;
             cumulative.push(total);
-            heads.push(head(host, &spec.method, &spec.path, &spec.headers));
+            heads.push(head(host, &spec.method, &spec.path, &spec.headers, source));
         }
         Mix { heads, cumulative }
     }
@@ -199,12 +201,13 @@ impl Mix {
     }
 }
 
-/// Builds a request head; header names are lower-cased.
+/// Builds a request head from `source`; header names are lower-cased.
 pub fn head(
     host: &str,
     method: &str,
     path: &str,
     headers: &std::collections::BTreeMap<String, String>,
+    source: &str,
 ) -> RequestHead {
     let headers: Vec<(Arc<str>, Arc<str>)> = headers
         .iter()
@@ -214,7 +217,9 @@ pub fn head(
         method: Arc::from(method.to_ascii_uppercase()),
         authority: Arc::from(host),
         path: Arc::from(path),
+        scheme: Arc::from("http"),
         headers: Arc::from(headers),
+        source: Arc::from(source),
     }
 }
 
@@ -309,7 +314,7 @@ mod tests {
             path: path.into(),
             headers: [("End-User".to_owned(), "jason".to_owned())].into(),
         };
-        let mix = Mix::new("svc", &[spec(3, "/a"), spec(1, "/b"), spec(0, "/never")]);
+        let mix = Mix::new("svc", "test", &[spec(3, "/a"), spec(1, "/b"), spec(0, "/never")]);
         let mut rng = stream(5, "mix");
         let n = 40_000;
         let a = (0..n).filter(|_| &*mix.pick(&mut rng).path == "/a").count() as f64;

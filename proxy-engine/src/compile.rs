@@ -1,0 +1,439 @@
+//! `CompiledMesh::compile`: validation and indexing of a `MeshConfig` against a `Registry`.
+//! Every error names the field path; undefined subsets compile (503 `NC` at run time) and are
+//! listed as warnings.
+
+use crate::config::{
+    Destination, DestinationRule, HeaderOps, HttpRoute, LoadBalancerSettings, MeshConfig,
+    VirtualService,
+};
+use crate::lb::LbPolicy;
+use crate::matching::MatchBlock;
+use crate::mesh::{
+    Cluster, ClusterId, CompiledEndpoint, CompiledMesh, CompiledRoute, ConfigError,
+    ConfigWarning, DestinationId, DestinationName, Fault, HeaderEdit, Mirror, Redirect, RouteAction,
+    RouteId, WeightedCluster,
+};
+use crate::registry::{EndpointAddr, EndpointId, Registry};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+impl CompiledMesh {
+    /// Validates `config` against `registry` and indexes it.
+    ///
+    /// Every registry service gets a default route (`service/default`) to all its endpoints,
+    /// used when no virtual service claims its host.
+    pub fn compile(config: &MeshConfig, registry: &Registry) -> Result<CompiledMesh, ConfigError> {
+        let mut b = Builder::new(config, registry)?;
+        for (i, vs) in config.virtual_services.iter().enumerate() {
+            b.add_virtual_service(i, vs)?;
+        }
+        for (s, svc) in registry.services.iter().enumerate() {
+            if !b.mesh.hosts.contains_key(svc.name.as_str()) {
+                let cluster = b.cluster_for(s, None)?;
+                let id = b.push_route(CompiledRoute {
+                    name: format!("{}/default", svc.name),
+                    matches: Vec::new(),
+                    action: RouteAction::Forward(vec![WeightedCluster {
+                        cumulative: 1,
+                        cluster: Some(cluster),
+                    }]),
+                    rewrite_uri: None,
+                    rewrite_authority: None,
+                    request_headers: HeaderEdit::default(),
+                    response_headers: None,
+                    fault: None,
+                    mirrors: Vec::new(),
+                });
+                b.mesh.hosts.insert(svc.name.clone().into(), vec![id]);
+            }
+        }
+        Ok(b.mesh)
+    }
+}
+
+/// Parts per million of a 0–100 percentage, as Envoy's `FractionalPercent` (value × 10 000).
+fn ppm(field: String, percent: Option<f64>, default: f64) -> Result<u32, ConfigError> {
+    let p = percent.unwrap_or(default);
+    if !(0.0..=100.0).contains(&p) {
+        return Err(ConfigError::Invalid {
+            field,
+            message: format!("a percentage between 0 and 100 is expected, found {p}"),
+        });
+    }
+    Ok((p * 10_000.0).round() as u32)
+}
+
+fn status(field: String, code: u16) -> Result<u16, ConfigError> {
+    if (200..=599).contains(&code) {
+        Ok(code)
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            message: format!("an HTTP status 200..=599 is expected, found {code}"),
+        })
+    }
+}
+
+/// Istio drops pseudo-headers and `host` from header operations; a `set`/`add` of `host` or
+/// `:authority` becomes an authority rewrite (`set` wins).
+fn header_edit(ops: &HeaderOps) -> (HeaderEdit, Option<Arc<str>>) {
+    let is_host = |k: &str| k.eq_ignore_ascii_case("host") || k == ":authority";
+    let keep = |k: &str| !k.starts_with(':') && !k.eq_ignore_ascii_case("host");
+    let pairs = |m: &BTreeMap<String, String>| -> Vec<(Arc<str>, Arc<str>)> {
+        m.iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (Arc::from(k.to_ascii_lowercase()), Arc::from(v.as_str())))
+            .collect()
+    };
+    let host = ops
+        .set
+        .iter()
+        .chain(ops.add.iter())
+        .find(|(k, _)| is_host(k))
+        .map(|(_, v)| Arc::from(v.as_str()));
+    let edit = HeaderEdit {
+        set: pairs(&ops.set),
+        add: pairs(&ops.add),
+        remove: ops
+            .remove
+            .iter()
+            .filter(|k| keep(k))
+            .map(|k| Arc::from(k.to_ascii_lowercase()))
+            .collect(),
+    };
+    (edit, host)
+}
+
+/// Builds a `CompiledMesh`, deduplicating clusters by name.
+struct Builder<'a> {
+    config: &'a MeshConfig,
+    registry: &'a Registry,
+    mesh: CompiledMesh,
+    cluster_ids: BTreeMap<String, ClusterId>,
+    /// Per registry service, the index of its first endpoint in `mesh.endpoints`.
+    first_endpoint: Vec<u32>,
+    /// Destination rule index per host.
+    rules: BTreeMap<&'a str, usize>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(config: &'a MeshConfig, registry: &'a Registry) -> Result<Self, ConfigError> {
+        let mut mesh = CompiledMesh {
+            hosts: HashMap::new(),
+            routes: Vec::new(),
+            clusters: Vec::new(),
+            endpoints: Vec::new(),
+            destinations: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut dest_ids: BTreeMap<DestinationName, DestinationId> = BTreeMap::new();
+        let mut first_endpoint = Vec::with_capacity(registry.services.len());
+        for svc in &registry.services {
+            first_endpoint.push(mesh.endpoints.len() as u32);
+            for ep in &svc.endpoints {
+                let name = DestinationName {
+                    service: svc.name.clone(),
+                    version: ep.labels.get("version").cloned().unwrap_or_else(|| "-".into()),
+                };
+                let next = DestinationId(mesh.destinations.len() as u32);
+                let id = *dest_ids.entry(name.clone()).or_insert_with(|| {
+                    mesh.destinations.push(name);
+                    next
+                });
+                mesh.endpoints.push(CompiledEndpoint {
+                    addr: ep.addr,
+                    destination: id,
+                });
+            }
+        }
+        let mut b = Builder {
+            config,
+            registry,
+            mesh,
+            cluster_ids: BTreeMap::new(),
+            first_endpoint,
+            rules: BTreeMap::new(),
+        };
+        for (i, dr) in config.destination_rules.iter().enumerate() {
+            b.check_rule(i, dr)?;
+        }
+        Ok(b)
+    }
+
+    fn check_rule(&mut self, i: usize, dr: &'a DestinationRule) -> Result<(), ConfigError> {
+        let at = format!("destination_rules[{i}]");
+        let service = self.service_index(&dr.host, format!("{at}.host"))?;
+        if self.rules.insert(dr.host.as_str(), i).is_some() {
+            return Err(ConfigError::DuplicateHost {
+                field: format!("{at}.host"),
+                host: dr.host.clone(),
+                kind: "destination rule",
+            });
+        }
+        // Compile every policy once here so errors name the rule, not a route using it.
+        let addrs = self.addrs(service, None);
+        let lb = |field: String, s: Option<&LoadBalancerSettings>, addrs: &[EndpointAddr]| {
+            LbPolicy::compile(s, addrs).map(|_| ()).map_err(|message| ConfigError::Invalid { field, message })
+        };
+        let top = dr.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref());
+        lb(format!("{at}.traffic_policy.load_balancer"), top, &addrs)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (j, s) in dr.subsets.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: format!("{at}.subsets[{j}].name"),
+                    message: format!("subset `{}` is defined twice", s.name),
+                });
+            }
+            let own = s.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref());
+            let addrs = self.addrs(service, Some(&s.labels));
+            lb(format!("{at}.subsets[{j}].traffic_policy.load_balancer"), own, &addrs)?;
+        }
+        Ok(())
+    }
+
+    fn known_services(&self) -> String {
+        let names: Vec<&str> = self.registry.services.iter().map(|s| s.name.as_str()).collect();
+        names.join(", ")
+    }
+
+    fn service_index(&self, host: &str, field: String) -> Result<usize, ConfigError> {
+        self.registry
+            .services
+            .iter()
+            .position(|s| s.name == host)
+            .ok_or_else(|| ConfigError::UnknownHost {
+                field,
+                host: host.to_owned(),
+                known: self.known_services(),
+            })
+    }
+
+    fn members(&self, service: usize, labels: Option<&BTreeMap<String, String>>) -> Vec<usize> {
+        self.registry.services[service]
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, ep)| labels.is_none_or(|l| l.iter().all(|(k, v)| ep.labels.get(k) == Some(v))))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn addrs(&self, service: usize, labels: Option<&BTreeMap<String, String>>) -> Vec<EndpointAddr> {
+        let eps = &self.registry.services[service].endpoints;
+        self.members(service, labels).into_iter().map(|i| eps[i].addr).collect()
+    }
+
+    /// The cluster for a whole service (`subset` None) or a subset; `Ok(None)`-free: an
+    /// undefined subset is handled by the caller.
+    fn cluster_for(&mut self, service: usize, subset: Option<&str>) -> Result<ClusterId, ConfigError> {
+        let svc = &self.registry.services[service];
+        let name = match subset {
+            Some(s) => format!("{}|{s}", svc.name),
+            None => svc.name.clone(),
+        };
+        if let Some(id) = self.cluster_ids.get(&name) {
+            return Ok(*id);
+        }
+        let rule = self.rules.get(svc.name.as_str()).map(|&i| &self.config.destination_rules[i]);
+        let subset_def = subset.and_then(|s| rule?.subsets.iter().find(|d| d.name == s));
+        let labels = subset_def.map(|d| &d.labels);
+        // A subset's load_balancer block replaces the rule's whole block.
+        let settings = subset_def
+            .and_then(|d| d.traffic_policy.as_ref())
+            .and_then(|p| p.load_balancer.as_ref())
+            .or_else(|| rule?.traffic_policy.as_ref()?.load_balancer.as_ref());
+        let members = self.members(service, labels);
+        let first = self.first_endpoint[service];
+        let endpoints: Vec<EndpointId> = members.iter().map(|&i| EndpointId(first + i as u32)).collect();
+        let addrs = self.addrs(service, labels);
+        // Checked in `check_rule`; a failure here would be a bug, reported as config error.
+        let lb = LbPolicy::compile(settings, &addrs).map_err(|message| ConfigError::Invalid {
+            field: format!("destination_rules (host {})", svc.name),
+            message,
+        })?;
+        let id = ClusterId(self.mesh.clusters.len() as u32);
+        self.mesh.clusters.push(Cluster { name: name.clone(), endpoints, lb });
+        self.cluster_ids.insert(name, id);
+        Ok(id)
+    }
+
+    /// The cluster a destination names, or `None` (with a warning) for an undefined subset.
+    fn destination(&mut self, field: &str, dest: &Destination) -> Result<Option<ClusterId>, ConfigError> {
+        let service = self.service_index(&dest.host, format!("{field}.host"))?;
+        let Some(subset) = &dest.subset else {
+            return self.cluster_for(service, None).map(Some);
+        };
+        let defined = self
+            .rules
+            .get(dest.host.as_str())
+            .is_some_and(|&i| self.config.destination_rules[i].subsets.iter().any(|s| &s.name == subset));
+        if !defined {
+            self.mesh.warnings.push(ConfigWarning::UndefinedSubset {
+                field: format!("{field}.subset"),
+                host: dest.host.clone(),
+                subset: subset.clone(),
+            });
+            return Ok(None);
+        }
+        self.cluster_for(service, Some(subset)).map(Some)
+    }
+
+    fn push_route(&mut self, route: CompiledRoute) -> RouteId {
+        let id = RouteId(self.mesh.routes.len() as u32);
+        self.mesh.routes.push(route);
+        id
+    }
+
+    fn add_virtual_service(&mut self, index: usize, vs: &VirtualService) -> Result<(), ConfigError> {
+        let at = format!("virtual_services[{index}]");
+        let Some(first_host) = vs.hosts.first() else {
+            return Err(ConfigError::NoHosts { field: at });
+        };
+        for (h, host) in vs.hosts.iter().enumerate() {
+            self.service_index(host, format!("{at}.hosts[{h}]"))?;
+        }
+        let mut ids = Vec::with_capacity(vs.http.len());
+        for (r, route) in vs.http.iter().enumerate() {
+            let label = route.name.clone().unwrap_or_else(|| r.to_string());
+            let compiled = self.route(&format!("{at}.http[{r}]"), format!("{first_host}/{label}"), route)?;
+            ids.push(self.push_route(compiled));
+        }
+        for (h, host) in vs.hosts.iter().enumerate() {
+            if self.mesh.hosts.insert(host.as_str().into(), ids.clone()).is_some() {
+                return Err(ConfigError::DuplicateHost {
+                    field: format!("{at}.hosts[{h}]"),
+                    host: host.clone(),
+                    kind: "virtual service",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn route(&mut self, at: &str, name: String, route: &HttpRoute) -> Result<CompiledRoute, ConfigError> {
+        let matches = route
+            .matches
+            .iter()
+            .enumerate()
+            .map(|(m, block)| {
+                MatchBlock::compile(block).map_err(|(field, e)| ConfigError::BadRegex {
+                    field: format!("{at}.match[{m}].{field}"),
+                    pattern: e.pattern,
+                    error: e.error,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let action = self.action(at, route)?;
+        let (request_headers, host_rewrite) = route
+            .headers
+            .as_ref()
+            .map(|h| header_edit(&h.request))
+            .unwrap_or_default();
+        let response_headers = route
+            .headers
+            .as_ref()
+            .map(|h| header_edit(&h.response).0)
+            .filter(|e| !e.is_empty())
+            .map(Arc::new);
+        let rewrite = route.rewrite.as_ref();
+        let fault = route.fault.as_ref().map(|f| self.fault(&format!("{at}.fault"), f)).transpose()?;
+        Ok(CompiledRoute {
+            name,
+            matches,
+            action,
+            rewrite_uri: rewrite.and_then(|r| r.uri.as_deref()).map(Arc::from),
+            rewrite_authority: rewrite
+                .and_then(|r| r.authority.as_deref())
+                .map(Arc::from)
+                .or(host_rewrite),
+            request_headers,
+            response_headers,
+            fault,
+            mirrors: self.mirrors(at, route)?,
+        })
+    }
+
+    fn action(&mut self, at: &str, route: &HttpRoute) -> Result<RouteAction, ConfigError> {
+        let set = [!route.route.is_empty(), route.redirect.is_some(), route.direct_response.is_some()];
+        if set.iter().filter(|s| **s).count() != 1 {
+            return Err(ConfigError::Invalid {
+                field: at.to_owned(),
+                message: "exactly one of `route`, `redirect` and `direct_response` must be set".into(),
+            });
+        }
+        if let Some(r) = &route.redirect {
+            return Ok(RouteAction::Redirect(Redirect {
+                status: status(format!("{at}.redirect.redirect_code"), r.redirect_code.unwrap_or(301))?,
+                uri: r.uri.as_deref().map(Arc::from),
+                authority: r.authority.as_deref().map(Arc::from),
+                port: r.port,
+                scheme: r.scheme.as_deref().map(Arc::from),
+            }));
+        }
+        if let Some(d) = &route.direct_response {
+            return Ok(RouteAction::Direct {
+                status: status(format!("{at}.direct_response.status"), d.status)?,
+                body: d.body.as_deref().map(Arc::from),
+            });
+        }
+        let single = route.route.len() == 1;
+        let mut total: u32 = 0;
+        let mut out = Vec::with_capacity(route.route.len());
+        for (d, rd) in route.route.iter().enumerate() {
+            let cluster = self.destination(&format!("{at}.route[{d}].destination"), &rd.destination)?;
+            // Istio: a lone destination defaults to weight 100; weight-0 entries are dropped.
+            let weight = rd.weight.unwrap_or(if single { 100 } else { 0 });
+            if weight == 0 {
+                continue;
+            }
+            total = total.checked_add(weight).ok_or_else(|| ConfigError::Invalid {
+                field: format!("{at}.route[{d}].weight"),
+                message: "weights add up to more than 4294967295".into(),
+            })?;
+            out.push(WeightedCluster { cumulative: total, cluster });
+        }
+        if out.is_empty() {
+            return Err(ConfigError::NoWeight { field: at.to_owned() });
+        }
+        Ok(RouteAction::Forward(out))
+    }
+
+    fn fault(&self, at: &str, f: &crate::config::HttpFaultInjection) -> Result<Fault, ConfigError> {
+        let delay = match &f.delay {
+            Some(d) => {
+                if d.fixed_delay.0 < 1_000_000 {
+                    return Err(ConfigError::Invalid {
+                        field: format!("{at}.delay.fixed_delay"),
+                        message: format!("a delay of at least 1ms is expected, found {}", d.fixed_delay),
+                    });
+                }
+                Some((d.fixed_delay, ppm(format!("{at}.delay.percentage"), d.percentage, 0.0)?))
+            }
+            None => None,
+        };
+        let abort = match &f.abort {
+            Some(a) => Some((
+                status(format!("{at}.abort.http_status"), a.http_status)?,
+                ppm(format!("{at}.abort.percentage"), a.percentage, 0.0)?,
+            )),
+            None => None,
+        };
+        Ok(Fault { delay, abort })
+    }
+
+    fn mirrors(&mut self, at: &str, route: &HttpRoute) -> Result<Vec<Mirror>, ConfigError> {
+        let mut out = Vec::new();
+        if let Some(dest) = &route.mirror {
+            let cluster = self.destination(&format!("{at}.mirror"), dest)?;
+            let ppm = ppm(format!("{at}.mirror_percentage"), route.mirror_percentage, 100.0)?;
+            out.push(Mirror { cluster, ppm });
+        }
+        for (i, m) in route.mirrors.iter().enumerate() {
+            let cluster = self.destination(&format!("{at}.mirrors[{i}].destination"), &m.destination)?;
+            let ppm = ppm(format!("{at}.mirrors[{i}].percentage"), m.percentage, 100.0)?;
+            out.push(Mirror { cluster, ppm });
+        }
+        Ok(out)
+    }
+}

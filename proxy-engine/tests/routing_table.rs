@@ -1,0 +1,222 @@
+//! Table-driven routing: request → expected destination or local reply, through a real `Proxy`
+//! on a mesh written in the scenario format. Covers precedence (first match wins), case
+//! sensitivity, raw-string prefixes, whole-path regexes, `without_headers` with absent headers,
+//! presence matches, query parameters, OR across match blocks, redirects, direct responses,
+//! rewrites, header operations, undefined subsets (`NC`) and no route (`NR`).
+
+use proxy_engine::{
+    Action, AttemptEnd, CompiledMesh, Endpoint, EndpointAddr, MeshConfig, Proxy, ProxyRole,
+    Registry, RequestHead, RequestId, ResponseHead, Time,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const MESH: &str = r#"Mesh(
+    virtual_services: [
+        VirtualService(hosts: ["reviews"], http: [
+            HttpRoute(name: "jason", match: [(headers: {"end-user": Exact("jason")})],
+                route: [(destination: (host: "reviews", subset: "v2"))]),
+            HttpRoute(name: "prefix-v2", match: [(uri: Prefix("/v2"))],
+                route: [(destination: (host: "reviews", subset: "v3"))]),
+            HttpRoute(name: "exact-ci", match: [(uri: Exact("/Reviews/Exact"), ignore_uri_case: true)],
+                route: [(destination: (host: "reviews", subset: "v1"))]),
+            HttpRoute(name: "regex", match: [(uri: Regex("/items/[0-9]+"))],
+                route: [(destination: (host: "reviews", subset: "v2"))]),
+            HttpRoute(name: "without", match: [(uri: Prefix("/w"), without_headers: {"x-canary": Exact("true")})],
+                route: [(destination: (host: "reviews", subset: "v1"))]),
+            HttpRoute(name: "present", match: [(headers: {"x-debug": Present})],
+                route: [(destination: (host: "reviews", subset: "v3"))]),
+            HttpRoute(name: "query", match: [(query_params: {"mode": Exact("beta")})],
+                route: [(destination: (host: "reviews", subset: "v2"))]),
+            HttpRoute(name: "or", match: [(method: Exact("POST")), (authority: Exact("reviews:9080"))],
+                route: [(destination: (host: "reviews", subset: "v3"))]),
+            HttpRoute(name: "redirect", match: [(uri: Prefix("/old"))], redirect: (uri: "/new")),
+            HttpRoute(name: "moved", match: [(uri: Exact("/moved"))],
+                redirect: (authority: "reviews.example.com", scheme: "https", redirect_code: 302)),
+            HttpRoute(name: "direct", match: [(uri: Prefix("/health"))],
+                direct_response: (status: 200, body: "ok")),
+            HttpRoute(name: "rewrite", match: [(uri: Prefix("/api/"))], rewrite: (uri: "/"),
+                route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "rewrite-auth", match: [(uri: Prefix("/auth"))], rewrite: (authority: "ratings.internal"),
+                route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "nc", match: [(uri: Prefix("/nc"))],
+                route: [(destination: (host: "reviews", subset: "v9"))]),
+            HttpRoute(name: "hdr", match: [(uri: Prefix("/hdr"))],
+                headers: (request: (set: {"x-a": "1"}, add: {"x-b": "2"}, remove: ["x-c"])),
+                route: [(destination: (host: "reviews", subset: "v1"))]),
+            HttpRoute(name: "user-prefix", match: [(headers: {"x-user": Prefix("admin-")})],
+                route: [(destination: (host: "reviews", subset: "v3"))]),
+            HttpRoute(name: "tenant-regex", match: [(headers: {"x-tenant": Regex("t[0-9]{2}")})],
+                route: [(destination: (host: "reviews", subset: "v1"))]),
+            HttpRoute(name: "scheme", match: [(scheme: Exact("https"), uri: Prefix("/secure"))],
+                route: [(destination: (host: "reviews", subset: "v2"))]),
+            HttpRoute(name: "method-regex", match: [(method: Regex("PUT|PATCH"))],
+                route: [(destination: (host: "ratings"))]),
+        ]),
+        VirtualService(hosts: ["ratings"], http: [
+            HttpRoute(name: "all", route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "unreachable", route: [(destination: (host: "reviews"))]),
+        ]),
+    ],
+    destination_rules: [
+        DestinationRule(host: "reviews", subsets: [
+            (name: "v1", labels: {"version": "v1"}),
+            (name: "v2", labels: {"version": "v2"}),
+            (name: "v3", labels: {"version": "v3"}),
+        ]),
+    ],
+)"#;
+
+fn mesh() -> Arc<CompiledMesh> {
+    let options = ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+        .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+    let config: MeshConfig = options.from_str(MESH).unwrap_or_else(|e| panic!("{e}"));
+    let mut reg = Registry::default();
+    let ep = |i: u32, v: &str| Endpoint {
+        addr: EndpointAddr::Sim(i),
+        labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
+    };
+    reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2"), ep(2, "v3")]);
+    reg.add_service("ratings", vec![ep(3, "v1")]);
+    reg.add_service("productpage", vec![ep(4, "v1")]);
+    Arc::new(CompiledMesh::compile(&config, &reg).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// What happened to a request: `service/version [route]` plus the forwarded path when it was
+/// rewritten, or the local reply `status FLAGS [location|body]`.
+fn route(proxy: &mut Proxy, id: u64, method: &str, authority: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut head = RequestHead::get(authority, path);
+    head.method = method.into();
+    if path.starts_with("/secure") {
+        head.scheme = "https".into();
+    }
+    head.headers = headers.iter().map(|(k, v)| (Arc::from(*k), Arc::from(*v))).collect::<Vec<_>>().into();
+    let now = Time(id);
+    proxy.handle_request(now, RequestId(id), head);
+    let mut sent: Option<RequestHead> = None;
+    let mut reply = String::new();
+    while let Some(action) = proxy.poll_action() {
+        match action {
+            Action::Connect { conn, .. } => proxy.handle_connected(now, conn),
+            Action::Send { attempt, head, .. } => {
+                sent = Some(head);
+                proxy.handle_response_head(now, attempt, ResponseHead { status: 200 });
+                proxy.handle_attempt_end(now, attempt, AttemptEnd::Done);
+            }
+            Action::LocalReply { status, flags, headers, body, .. } => {
+                reply = format!("{status} {flags}");
+                if let Some((_, loc)) = headers.iter().find(|(n, _)| &**n == "location") {
+                    reply += &format!(" {loc}");
+                }
+                if let Some(b) = body {
+                    reply += &format!(" body={b}");
+                }
+            }
+            Action::Complete { outcome, .. } => {
+                if !reply.is_empty() {
+                    return reply;
+                }
+                let mesh = proxy.config().clone();
+                let d = &mesh.destinations()[outcome.destination.expect("destination").0 as usize];
+                let route = &mesh.route(outcome.route.expect("route")).name;
+                let mut out = format!("{}/{} [{route}]", d.service, d.version);
+                let sent = sent.take().expect("sent");
+                if &*sent.path != path {
+                    out += &format!(" path={}", sent.path);
+                }
+                if &*sent.authority != authority {
+                    out += &format!(" authority={}", sent.authority);
+                }
+                let hs: Vec<String> = sent.headers.iter().filter(|(k, _)| k.starts_with("x-")).map(|(k, v)| format!("{k}={v}")).collect();
+                if !hs.is_empty() && path.starts_with("/hdr") {
+                    out += &format!(" headers={}", hs.join(","));
+                }
+                return out;
+            }
+            _ => {}
+        }
+    }
+    panic!("request {id} did not complete")
+}
+
+#[test]
+fn routing_table() {
+    let mut proxy = Proxy::new(mesh(), ProxyRole::Client { name: "table".into() }, 1);
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
+        // Header match, and precedence: the first route wins even when later ones match too.
+        ("GET", "reviews", "/", &[("end-user", "jason")], "reviews/v2 [reviews/jason]"),
+        ("GET", "reviews", "/v2", &[("end-user", "jason")], "reviews/v2 [reviews/jason]"),
+        ("GET", "reviews", "/", &[("end-user", "Jason")], "404 NR"),
+        ("GET", "reviews", "/", &[("end-user", "jason2")], "404 NR"),
+        // Raw-string prefix: /v2 matches /v2example; case-sensitive.
+        ("GET", "reviews", "/v2", &[], "reviews/v3 [reviews/prefix-v2]"),
+        ("GET", "reviews", "/v2example", &[], "reviews/v3 [reviews/prefix-v2]"),
+        ("GET", "reviews", "/v2/x?y=1", &[], "reviews/v3 [reviews/prefix-v2]"),
+        ("GET", "reviews", "/V2", &[], "404 NR"),
+        // Exact with ignore_uri_case; the query string is not part of an exact match.
+        ("GET", "reviews", "/reviews/exact", &[], "reviews/v1 [reviews/exact-ci]"),
+        ("GET", "reviews", "/REVIEWS/EXACT?x=1", &[], "reviews/v1 [reviews/exact-ci]"),
+        ("GET", "reviews", "/reviews/exact/more", &[], "404 NR"),
+        // Regex must match the whole path (query removed).
+        ("GET", "reviews", "/items/42", &[], "reviews/v2 [reviews/regex]"),
+        ("GET", "reviews", "/items/42?sort=asc", &[], "reviews/v2 [reviews/regex]"),
+        ("GET", "reviews", "/items/42/extra", &[], "404 NR"),
+        ("GET", "reviews", "/x/items/42", &[], "404 NR"),
+        // without_headers: absent header matches, a different value matches, the value does not.
+        ("GET", "reviews", "/w", &[], "reviews/v1 [reviews/without]"),
+        ("GET", "reviews", "/w", &[("x-canary", "false")], "reviews/v1 [reviews/without]"),
+        ("GET", "reviews", "/w", &[("x-canary", "true")], "404 NR"),
+        // Presence match: any value, even empty.
+        ("GET", "reviews", "/p", &[("x-debug", "")], "reviews/v3 [reviews/present]"),
+        ("GET", "reviews", "/p", &[("x-debug", "1")], "reviews/v3 [reviews/present]"),
+        ("GET", "reviews", "/p", &[("x-debugging", "1")], "404 NR"),
+        // Query parameters: exact value.
+        ("GET", "reviews", "/q?mode=beta", &[], "reviews/v2 [reviews/query]"),
+        ("GET", "reviews", "/q?a=1&mode=beta", &[], "reviews/v2 [reviews/query]"),
+        ("GET", "reviews", "/q?mode=beta2", &[], "404 NR"),
+        ("GET", "reviews", "/q?mode", &[], "404 NR"),
+        // OR across match blocks: method POST, or authority with the port.
+        ("POST", "reviews", "/anything", &[], "reviews/v3 [reviews/or]"),
+        ("GET", "reviews:9080", "/anything", &[], "reviews/v3 [reviews/or]"),
+        ("post", "reviews", "/anything", &[], "404 NR"),
+        // Redirects: default 301 keeps the rest; 302 with new scheme and authority.
+        ("GET", "reviews", "/old/page", &[], "301 - http://reviews/new"),
+        ("GET", "reviews", "/moved", &[], "302 - https://reviews.example.com/moved"),
+        // Direct response.
+        ("GET", "reviews", "/healthz", &[], "200 - body=ok"),
+        // Rewrites: the matched prefix is replaced, the rest (query included) kept.
+        ("GET", "reviews", "/api/ratings/1?v=2", &[], "ratings/v1 [reviews/rewrite] path=/ratings/1?v=2"),
+        ("GET", "reviews", "/auth/x", &[], "ratings/v1 [reviews/rewrite-auth] authority=ratings.internal"),
+        // Undefined subset: 503 NC.
+        ("GET", "reviews", "/nc", &[], "503 NC"),
+        // Header operations on the forwarded request.
+        ("GET", "reviews", "/hdr", &[("x-c", "gone"), ("x-b", "1")], "reviews/v1 [reviews/hdr] headers=x-b=1,2,x-a=1"),
+        // Header prefix and whole-value regex.
+        ("GET", "reviews", "/u", &[("x-user", "admin-bob")], "reviews/v3 [reviews/user-prefix]"),
+        ("GET", "reviews", "/u", &[("x-user", "bob-admin-")], "404 NR"),
+        ("GET", "reviews", "/t", &[("x-tenant", "t42")], "reviews/v1 [reviews/tenant-regex]"),
+        ("GET", "reviews", "/t", &[("x-tenant", "t421")], "404 NR"),
+        // Scheme and method regex.
+        ("GET", "reviews", "/secure/a", &[], "reviews/v2 [reviews/scheme]"),
+        ("PUT", "reviews", "/m", &[], "ratings/v1 [reviews/method-regex]"),
+        ("PATCH", "reviews", "/m", &[], "ratings/v1 [reviews/method-regex]"),
+        ("DELETE", "reviews", "/m", &[], "404 NR"),
+        // A catch-all route makes later routes unreachable.
+        ("GET", "ratings", "/anything", &[], "ratings/v1 [ratings/all]"),
+        // No virtual service: the service's default route; unknown host: 404 NR.
+        ("GET", "productpage", "/", &[], "productpage/v1 [productpage/default]"),
+        ("GET", "productpage:9080", "/x", &[], "productpage/v1 [productpage/default]"),
+        ("GET", "nosuch", "/", &[], "404 NR"),
+    ];
+    assert!(cases.len() >= 40);
+    let mut failures = Vec::new();
+    for (i, (method, authority, path, headers, want)) in cases.iter().enumerate() {
+        let got = route(&mut proxy, i as u64, method, authority, path, headers);
+        if got != *want {
+            failures.push(format!("{method} {authority}{path} {headers:?}\n   want {want}\n    got {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
