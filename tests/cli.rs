@@ -163,3 +163,91 @@ fn run_prints_a_summary_with_wall_clock_figures() {
         assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
     }
 }
+
+const ROUTED: &str = r#"Scenario(
+    duration: "2s",
+    services: {
+        "web": Service(versions: {
+            "v1": (instances: 1, latency: Constant("1ms")),
+            "v2": (instances: 1, latency: Constant("1ms")),
+        }),
+    },
+    mesh: Mesh(
+        virtual_services: [VirtualService(hosts: ["web"], http: [
+            HttpRoute(match: [(uri: Regex("/api/.*"))], route: [(destination: (host: "web", subset: "v2"))]),
+            HttpRoute(route: [(destination: (host: "web", subset: "v1"), weight: 90), (destination: (host: "web", subset: "v2"), weight: 10)]),
+        ])],
+        destination_rules: [DestinationRule(host: "web", subsets: [
+            (name: "v1", labels: {"version": "v1"}), (name: "v2", labels: {"version": "v2"}),
+        ])],
+    ),
+    workload: [OpenLoop(host: "web", rate: 10)],
+)
+"#;
+
+/// Writes `ROUTED` with `from` replaced by `to`, validates it, returns stderr.
+fn invalid_mesh(test: &str, from: &str, to: &str) -> String {
+    assert!(
+        ROUTED.contains(from),
+        "bad test: {from:?} not in the template"
+    );
+    let path = scratch(test).join("bad.ron");
+    std::fs::write(&path, ROUTED.replacen(from, to, 1)).expect("write");
+    let out = meshtwin(&["validate", path.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn routed_template_is_valid() {
+    let path = scratch("routed").join("ok.ron");
+    std::fs::write(&path, ROUTED).expect("write");
+    let out = meshtwin(&["validate", path.to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn regex_that_does_not_compile_is_located() {
+    let err = invalid_mesh("regex", "\"/api/.*\"", "\"/api/(.*\"");
+    assert!(err.contains("bad.ron:11:"), "line: {err}");
+    assert!(
+        err.contains("mesh.virtual_services[0].http[0].match[0].uri"),
+        "field: {err}"
+    );
+    assert!(err.contains("regex `/api/(.*` does not compile"), "{err}");
+}
+
+#[test]
+fn undefined_subset_is_located() {
+    let err = invalid_mesh(
+        "subset",
+        "subset: \"v2\"), weight: 10",
+        "subset: \"v3\"), weight: 10",
+    );
+    assert!(err.contains("bad.ron:12:"), "line: {err}");
+    assert!(
+        err.contains("mesh.virtual_services[0].http[1].route[1].destination.subset"),
+        "field: {err}"
+    );
+    assert!(
+        err.contains("subset `v3` is not defined for host `web`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn negative_weight_is_located() {
+    let err = invalid_mesh("negative", "weight: 90", "weight: -90");
+    assert!(err.contains("bad.ron:12:"), "line: {err}");
+    assert!(
+        err.contains("mesh.virtual_services[0].http[1].route[0].weight"),
+        "field: {err}"
+    );
+    assert!(err.to_lowercase().contains("expected"), "{err}");
+}

@@ -9,8 +9,8 @@ use crate::config::{
 use crate::lb::LbPolicy;
 use crate::matching::MatchBlock;
 use crate::mesh::{
-    Cluster, ClusterId, CompiledEndpoint, CompiledMesh, CompiledRoute, ConfigError,
-    ConfigWarning, DestinationId, DestinationName, Fault, HeaderEdit, Mirror, Redirect, RouteAction,
+    Cluster, ClusterId, CompiledEndpoint, CompiledMesh, CompiledRoute, ConfigError, ConfigWarning,
+    DestinationId, DestinationName, Fault, HeaderEdit, HostTable, Mirror, Redirect, RouteAction,
     RouteId, WeightedCluster,
 };
 use crate::registry::{EndpointAddr, EndpointId, Registry};
@@ -44,7 +44,8 @@ impl CompiledMesh {
                     fault: None,
                     mirrors: Vec::new(),
                 });
-                b.mesh.hosts.insert(svc.name.clone().into(), vec![id]);
+                let table = HostTable::new(vec![id], &b.mesh.routes);
+                b.mesh.hosts.insert(svc.name.clone().into(), table);
             }
         }
         Ok(b.mesh)
@@ -119,7 +120,7 @@ struct Builder<'a> {
 impl<'a> Builder<'a> {
     fn new(config: &'a MeshConfig, registry: &'a Registry) -> Result<Self, ConfigError> {
         let mut mesh = CompiledMesh {
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
             routes: Vec::new(),
             clusters: Vec::new(),
             endpoints: Vec::new(),
@@ -133,7 +134,11 @@ impl<'a> Builder<'a> {
             for ep in &svc.endpoints {
                 let name = DestinationName {
                     service: svc.name.clone(),
-                    version: ep.labels.get("version").cloned().unwrap_or_else(|| "-".into()),
+                    version: ep
+                        .labels
+                        .get("version")
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
                 };
                 let next = DestinationId(mesh.destinations.len() as u32);
                 let id = *dest_ids.entry(name.clone()).or_insert_with(|| {
@@ -173,9 +178,14 @@ impl<'a> Builder<'a> {
         // Compile every policy once here so errors name the rule, not a route using it.
         let addrs = self.addrs(service, None);
         let lb = |field: String, s: Option<&LoadBalancerSettings>, addrs: &[EndpointAddr]| {
-            LbPolicy::compile(s, addrs).map(|_| ()).map_err(|message| ConfigError::Invalid { field, message })
+            LbPolicy::compile(s, addrs)
+                .map(|_| ())
+                .map_err(|message| ConfigError::Invalid { field, message })
         };
-        let top = dr.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref());
+        let top = dr
+            .traffic_policy
+            .as_ref()
+            .and_then(|p| p.load_balancer.as_ref());
         lb(format!("{at}.traffic_policy.load_balancer"), top, &addrs)?;
         let mut names = std::collections::BTreeSet::new();
         for (j, s) in dr.subsets.iter().enumerate() {
@@ -185,15 +195,27 @@ impl<'a> Builder<'a> {
                     message: format!("subset `{}` is defined twice", s.name),
                 });
             }
-            let own = s.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref());
+            let own = s
+                .traffic_policy
+                .as_ref()
+                .and_then(|p| p.load_balancer.as_ref());
             let addrs = self.addrs(service, Some(&s.labels));
-            lb(format!("{at}.subsets[{j}].traffic_policy.load_balancer"), own, &addrs)?;
+            lb(
+                format!("{at}.subsets[{j}].traffic_policy.load_balancer"),
+                own,
+                &addrs,
+            )?;
         }
         Ok(())
     }
 
     fn known_services(&self) -> String {
-        let names: Vec<&str> = self.registry.services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .registry
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         names.join(", ")
     }
 
@@ -214,19 +236,32 @@ impl<'a> Builder<'a> {
             .endpoints
             .iter()
             .enumerate()
-            .filter(|(_, ep)| labels.is_none_or(|l| l.iter().all(|(k, v)| ep.labels.get(k) == Some(v))))
+            .filter(|(_, ep)| {
+                labels.is_none_or(|l| l.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
+            })
             .map(|(i, _)| i)
             .collect()
     }
 
-    fn addrs(&self, service: usize, labels: Option<&BTreeMap<String, String>>) -> Vec<EndpointAddr> {
+    fn addrs(
+        &self,
+        service: usize,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Vec<EndpointAddr> {
         let eps = &self.registry.services[service].endpoints;
-        self.members(service, labels).into_iter().map(|i| eps[i].addr).collect()
+        self.members(service, labels)
+            .into_iter()
+            .map(|i| eps[i].addr)
+            .collect()
     }
 
     /// The cluster for a whole service (`subset` None) or a subset; `Ok(None)`-free: an
     /// undefined subset is handled by the caller.
-    fn cluster_for(&mut self, service: usize, subset: Option<&str>) -> Result<ClusterId, ConfigError> {
+    fn cluster_for(
+        &mut self,
+        service: usize,
+        subset: Option<&str>,
+    ) -> Result<ClusterId, ConfigError> {
         let svc = &self.registry.services[service];
         let name = match subset {
             Some(s) => format!("{}|{s}", svc.name),
@@ -235,7 +270,10 @@ impl<'a> Builder<'a> {
         if let Some(id) = self.cluster_ids.get(&name) {
             return Ok(*id);
         }
-        let rule = self.rules.get(svc.name.as_str()).map(|&i| &self.config.destination_rules[i]);
+        let rule = self
+            .rules
+            .get(svc.name.as_str())
+            .map(|&i| &self.config.destination_rules[i]);
         let subset_def = subset.and_then(|s| rule?.subsets.iter().find(|d| d.name == s));
         let labels = subset_def.map(|d| &d.labels);
         // A subset's load_balancer block replaces the rule's whole block.
@@ -245,7 +283,10 @@ impl<'a> Builder<'a> {
             .or_else(|| rule?.traffic_policy.as_ref()?.load_balancer.as_ref());
         let members = self.members(service, labels);
         let first = self.first_endpoint[service];
-        let endpoints: Vec<EndpointId> = members.iter().map(|&i| EndpointId(first + i as u32)).collect();
+        let endpoints: Vec<EndpointId> = members
+            .iter()
+            .map(|&i| EndpointId(first + i as u32))
+            .collect();
         let addrs = self.addrs(service, labels);
         // Checked in `check_rule`; a failure here would be a bug, reported as config error.
         let lb = LbPolicy::compile(settings, &addrs).map_err(|message| ConfigError::Invalid {
@@ -253,21 +294,31 @@ impl<'a> Builder<'a> {
             message,
         })?;
         let id = ClusterId(self.mesh.clusters.len() as u32);
-        self.mesh.clusters.push(Cluster { name: name.clone(), endpoints, lb });
+        self.mesh.clusters.push(Cluster {
+            name: name.clone(),
+            endpoints,
+            lb,
+        });
         self.cluster_ids.insert(name, id);
         Ok(id)
     }
 
     /// The cluster a destination names, or `None` (with a warning) for an undefined subset.
-    fn destination(&mut self, field: &str, dest: &Destination) -> Result<Option<ClusterId>, ConfigError> {
+    fn destination(
+        &mut self,
+        field: &str,
+        dest: &Destination,
+    ) -> Result<Option<ClusterId>, ConfigError> {
         let service = self.service_index(&dest.host, format!("{field}.host"))?;
         let Some(subset) = &dest.subset else {
             return self.cluster_for(service, None).map(Some);
         };
-        let defined = self
-            .rules
-            .get(dest.host.as_str())
-            .is_some_and(|&i| self.config.destination_rules[i].subsets.iter().any(|s| &s.name == subset));
+        let defined = self.rules.get(dest.host.as_str()).is_some_and(|&i| {
+            self.config.destination_rules[i]
+                .subsets
+                .iter()
+                .any(|s| &s.name == subset)
+        });
         if !defined {
             self.mesh.warnings.push(ConfigWarning::UndefinedSubset {
                 field: format!("{field}.subset"),
@@ -285,7 +336,11 @@ impl<'a> Builder<'a> {
         id
     }
 
-    fn add_virtual_service(&mut self, index: usize, vs: &VirtualService) -> Result<(), ConfigError> {
+    fn add_virtual_service(
+        &mut self,
+        index: usize,
+        vs: &VirtualService,
+    ) -> Result<(), ConfigError> {
         let at = format!("virtual_services[{index}]");
         let Some(first_host) = vs.hosts.first() else {
             return Err(ConfigError::NoHosts { field: at });
@@ -296,11 +351,21 @@ impl<'a> Builder<'a> {
         let mut ids = Vec::with_capacity(vs.http.len());
         for (r, route) in vs.http.iter().enumerate() {
             let label = route.name.clone().unwrap_or_else(|| r.to_string());
-            let compiled = self.route(&format!("{at}.http[{r}]"), format!("{first_host}/{label}"), route)?;
+            let compiled = self.route(
+                &format!("{at}.http[{r}]"),
+                format!("{first_host}/{label}"),
+                route,
+            )?;
             ids.push(self.push_route(compiled));
         }
+        let table = HostTable::new(ids, &self.mesh.routes);
         for (h, host) in vs.hosts.iter().enumerate() {
-            if self.mesh.hosts.insert(host.as_str().into(), ids.clone()).is_some() {
+            if self
+                .mesh
+                .hosts
+                .insert(host.as_str().into(), table.clone())
+                .is_some()
+            {
                 return Err(ConfigError::DuplicateHost {
                     field: format!("{at}.hosts[{h}]"),
                     host: host.clone(),
@@ -311,7 +376,12 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn route(&mut self, at: &str, name: String, route: &HttpRoute) -> Result<CompiledRoute, ConfigError> {
+    fn route(
+        &mut self,
+        at: &str,
+        name: String,
+        route: &HttpRoute,
+    ) -> Result<CompiledRoute, ConfigError> {
         let matches = route
             .matches
             .iter()
@@ -337,7 +407,11 @@ impl<'a> Builder<'a> {
             .filter(|e| !e.is_empty())
             .map(Arc::new);
         let rewrite = route.rewrite.as_ref();
-        let fault = route.fault.as_ref().map(|f| self.fault(&format!("{at}.fault"), f)).transpose()?;
+        let fault = route
+            .fault
+            .as_ref()
+            .map(|f| self.fault(&format!("{at}.fault"), f))
+            .transpose()?;
         Ok(CompiledRoute {
             name,
             matches,
@@ -355,16 +429,24 @@ impl<'a> Builder<'a> {
     }
 
     fn action(&mut self, at: &str, route: &HttpRoute) -> Result<RouteAction, ConfigError> {
-        let set = [!route.route.is_empty(), route.redirect.is_some(), route.direct_response.is_some()];
+        let set = [
+            !route.route.is_empty(),
+            route.redirect.is_some(),
+            route.direct_response.is_some(),
+        ];
         if set.iter().filter(|s| **s).count() != 1 {
             return Err(ConfigError::Invalid {
                 field: at.to_owned(),
-                message: "exactly one of `route`, `redirect` and `direct_response` must be set".into(),
+                message: "exactly one of `route`, `redirect` and `direct_response` must be set"
+                    .into(),
             });
         }
         if let Some(r) = &route.redirect {
             return Ok(RouteAction::Redirect(Redirect {
-                status: status(format!("{at}.redirect.redirect_code"), r.redirect_code.unwrap_or(301))?,
+                status: status(
+                    format!("{at}.redirect.redirect_code"),
+                    r.redirect_code.unwrap_or(301),
+                )?,
                 uri: r.uri.as_deref().map(Arc::from),
                 authority: r.authority.as_deref().map(Arc::from),
                 port: r.port,
@@ -381,20 +463,28 @@ impl<'a> Builder<'a> {
         let mut total: u32 = 0;
         let mut out = Vec::with_capacity(route.route.len());
         for (d, rd) in route.route.iter().enumerate() {
-            let cluster = self.destination(&format!("{at}.route[{d}].destination"), &rd.destination)?;
+            let cluster =
+                self.destination(&format!("{at}.route[{d}].destination"), &rd.destination)?;
             // Istio: a lone destination defaults to weight 100; weight-0 entries are dropped.
             let weight = rd.weight.unwrap_or(if single { 100 } else { 0 });
             if weight == 0 {
                 continue;
             }
-            total = total.checked_add(weight).ok_or_else(|| ConfigError::Invalid {
-                field: format!("{at}.route[{d}].weight"),
-                message: "weights add up to more than 4294967295".into(),
-            })?;
-            out.push(WeightedCluster { cumulative: total, cluster });
+            total = total
+                .checked_add(weight)
+                .ok_or_else(|| ConfigError::Invalid {
+                    field: format!("{at}.route[{d}].weight"),
+                    message: "weights add up to more than 4294967295".into(),
+                })?;
+            out.push(WeightedCluster {
+                cumulative: total,
+                cluster,
+            });
         }
         if out.is_empty() {
-            return Err(ConfigError::NoWeight { field: at.to_owned() });
+            return Err(ConfigError::NoWeight {
+                field: at.to_owned(),
+            });
         }
         Ok(RouteAction::Forward(out))
     }
@@ -405,10 +495,16 @@ impl<'a> Builder<'a> {
                 if d.fixed_delay.0 < 1_000_000 {
                     return Err(ConfigError::Invalid {
                         field: format!("{at}.delay.fixed_delay"),
-                        message: format!("a delay of at least 1ms is expected, found {}", d.fixed_delay),
+                        message: format!(
+                            "a delay of at least 1ms is expected, found {}",
+                            d.fixed_delay
+                        ),
                     });
                 }
-                Some((d.fixed_delay, ppm(format!("{at}.delay.percentage"), d.percentage, 0.0)?))
+                Some((
+                    d.fixed_delay,
+                    ppm(format!("{at}.delay.percentage"), d.percentage, 0.0)?,
+                ))
             }
             None => None,
         };
@@ -426,11 +522,16 @@ impl<'a> Builder<'a> {
         let mut out = Vec::new();
         if let Some(dest) = &route.mirror {
             let cluster = self.destination(&format!("{at}.mirror"), dest)?;
-            let ppm = ppm(format!("{at}.mirror_percentage"), route.mirror_percentage, 100.0)?;
+            let ppm = ppm(
+                format!("{at}.mirror_percentage"),
+                route.mirror_percentage,
+                100.0,
+            )?;
             out.push(Mirror { cluster, ppm });
         }
         for (i, m) in route.mirrors.iter().enumerate() {
-            let cluster = self.destination(&format!("{at}.mirrors[{i}].destination"), &m.destination)?;
+            let cluster =
+                self.destination(&format!("{at}.mirrors[{i}].destination"), &m.destination)?;
             let ppm = ppm(format!("{at}.mirrors[{i}].percentage"), m.percentage, 100.0)?;
             out.push(Mirror { cluster, ppm });
         }

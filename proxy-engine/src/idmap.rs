@@ -1,6 +1,7 @@
-//! A hash map for the engine's integer ids. Lookups only: the engine never iterates these maps
-//! into output, so their order cannot leak into results. The hasher is a fixed multiplicative
-//! hash (no per-process random state), which is fast for sequential ids.
+//! A hash map for the engine's integer ids (and short host names). Lookups only: the engine
+//! never iterates these maps into output, so their order cannot leak into results. The hasher
+//! is a fixed multiplicative hash (no per-process random state): fast, but not meant for keys
+//! an attacker chooses in bulk.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -18,7 +19,13 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for b in chunks.remainder() {
             self.write_u64(u64::from(*b));
         }
     }

@@ -99,9 +99,7 @@ impl LbPolicy {
             return Ok(LbPolicy::LeastRequest);
         };
         match (&s.simple, &s.consistent_hash) {
-            (Some(_), Some(_)) => {
-                Err("set only one of `simple` and `consistent_hash`".into())
-            }
+            (Some(_), Some(_)) => Err("set only one of `simple` and `consistent_hash`".into()),
             (None, None) => Err("set one of `simple` or `consistent_hash`".into()),
             (Some(simple), None) => Ok(match simple {
                 SimpleLb::RoundRobin => LbPolicy::RoundRobin,
@@ -186,7 +184,9 @@ fn compile_hash(ch: &ConsistentHash, addrs: &[EndpointAddr]) -> Result<LbPolicy,
         }
         let size = m.table_size.unwrap_or(DEFAULT_MAGLEV_SIZE);
         if !is_prime(size) || size > 5_000_011 {
-            return Err(format!("maglev table_size must be a prime up to 5000011, found {size}"));
+            return Err(format!(
+                "maglev table_size must be a prime up to 5000011, found {size}"
+            ));
         }
         return Ok(LbPolicy::Maglev {
             key,
@@ -200,7 +200,9 @@ fn compile_hash(ch: &ConsistentHash, addrs: &[EndpointAddr]) -> Result<LbPolicy,
         .or(ch.minimum_ring_size)
         .unwrap_or(DEFAULT_RING_SIZE);
     if min == 0 || min > MAX_RING_SIZE {
-        return Err(format!("minimum_ring_size must be 1..={MAX_RING_SIZE}, found {min}"));
+        return Err(format!(
+            "minimum_ring_size must be 1..={MAX_RING_SIZE}, found {min}"
+        ));
     }
     Ok(LbPolicy::RingHash {
         key,
@@ -299,7 +301,13 @@ mod tests {
         let n = 20_000;
         let zero = (0..n)
             .filter(|_| {
-                LbPolicy::LeastRequest.pick(2, &RequestHead::get("s", "/"), &mut rng, &mut None, |i| active[i]) == 1
+                LbPolicy::LeastRequest.pick(
+                    2,
+                    &RequestHead::get("s", "/"),
+                    &mut rng,
+                    &mut None,
+                    |i| active[i],
+                ) == 1
             })
             .count() as f64;
         // P(at least one of two samples is endpoint 1) = 1 - 1/4 = 0.75; binomial 5 sd.
@@ -318,7 +326,11 @@ mod tests {
             for k in 0..keys {
                 let user = format!("user-{k}");
                 let before = pick_for(&a, all.len(), &user);
-                assert_eq!(before, pick_for(&a, all.len(), &user), "stable while the set is");
+                assert_eq!(
+                    before,
+                    pick_for(&a, all.len(), &user),
+                    "stable while the set is"
+                );
                 if all[before] != fewer[pick_for(&b, fewer.len(), &user)] {
                     moved += 1;
                 }
@@ -338,9 +350,13 @@ mod tests {
         assert!(compile_hash(&none, &addrs(0..2)).is_err());
         let not_prime = ConsistentHash {
             use_source_ip: true,
-            maglev: Some(crate::config::Maglev { table_size: Some(1000) }),
+            maglev: Some(crate::config::Maglev {
+                table_size: Some(1000),
+            }),
             ..Default::default()
         };
-        assert!(compile_hash(&not_prime, &addrs(0..2)).unwrap_err().contains("prime"));
+        assert!(compile_hash(&not_prime, &addrs(0..2))
+            .unwrap_err()
+            .contains("prime"));
     }
 }

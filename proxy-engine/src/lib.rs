@@ -26,7 +26,7 @@ pub mod types;
 
 pub use config::MeshConfig;
 pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};
-pub use proxy::{Proxy, ProxyRole};
+pub use proxy::{Decision, Proxy, ProxyRole};
 pub use registry::{Endpoint, EndpointAddr, EndpointId, Registry};
 pub use time::{Nanos, Time};
 pub use types::{

@@ -3,11 +3,13 @@
 //! hash map (never iterated), regexes are built, weights are cumulative, percentages are parts
 //! per million, clusters carry their endpoints and load-balancing policy.
 
+use crate::idmap::IdHasher;
 use crate::lb::LbPolicy;
-use crate::matching::MatchBlock;
+use crate::matching::{MatchBlock, MatchInput};
 use crate::registry::{EndpointAddr, EndpointId};
 use crate::time::Nanos;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -238,11 +240,47 @@ pub struct DestinationName {
     pub version: String,
 }
 
+/// The routes of one host, and their match blocks flattened in evaluation order (route order,
+/// then block order), so matching walks one contiguous list.
+#[derive(Clone, Debug, Default)]
+pub struct HostTable {
+    /// The routes, in order.
+    pub routes: Vec<RouteId>,
+    /// `(block, route, block index)`; a route without match blocks contributes one empty block
+    /// (which matches everything) with index `None`.
+    pub blocks: Vec<(MatchBlock, RouteId, Option<u32>)>,
+}
+
+impl HostTable {
+    /// The table of `routes` (ids into `all`).
+    pub fn new(routes: Vec<RouteId>, all: &[CompiledRoute]) -> HostTable {
+        let mut blocks = Vec::new();
+        for &id in &routes {
+            let route = &all[id.0 as usize];
+            if route.matches.is_empty() {
+                blocks.push((MatchBlock::default(), id, None));
+            }
+            for (j, b) in route.matches.iter().enumerate() {
+                blocks.push((b.clone(), id, Some(j as u32)));
+            }
+        }
+        HostTable { routes, blocks }
+    }
+
+    /// The first route with a block matching `input`, and that block's index.
+    pub fn find(&self, input: &MatchInput<'_>) -> Option<(RouteId, Option<u32>)> {
+        self.blocks
+            .iter()
+            .find(|(b, _, _)| b.matches(input))
+            .map(|(_, id, j)| (*id, *j))
+    }
+}
+
 /// The validated, indexed mesh a `Proxy` runs on.
 #[derive(Clone, Debug)]
 pub struct CompiledMesh {
-    /// Host → ordered routes. Only ever looked up, never iterated.
-    pub(crate) hosts: HashMap<Box<str>, Vec<RouteId>>,
+    /// Host → its routes. Only ever looked up, never iterated.
+    pub(crate) hosts: HashMap<Box<str>, HostTable, BuildHasherDefault<IdHasher>>,
     pub(crate) routes: Vec<CompiledRoute>,
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) endpoints: Vec<CompiledEndpoint>,
@@ -253,7 +291,12 @@ pub struct CompiledMesh {
 impl CompiledMesh {
     /// The ordered routes for `host`, if the mesh knows the host.
     pub fn routes_for_host(&self, host: &str) -> Option<&[RouteId]> {
-        self.hosts.get(host).map(Vec::as_slice)
+        self.hosts.get(host).map(|t| t.routes.as_slice())
+    }
+
+    /// The route table of `host`, if the mesh knows the host.
+    pub fn host_table(&self, host: &str) -> Option<&HostTable> {
+        self.hosts.get(host)
     }
 
     /// A route by id. Ids come from this mesh, so the index is in bounds.
@@ -367,7 +410,10 @@ mod tests {
         assert_eq!(route.name, "backend/default");
         let cluster = forward(route)[0].cluster.expect("cluster");
         assert_eq!(m.cluster(cluster).endpoints.len(), 3);
-        assert!(matches!(m.cluster(cluster).lb, crate::lb::LbPolicy::LeastRequest), "Istio default");
+        assert!(
+            matches!(m.cluster(cluster).lb, crate::lb::LbPolicy::LeastRequest),
+            "Istio default"
+        );
         assert_eq!(m.destinations().len(), 3);
         assert!(m.routes_for_host("nope").is_none());
     }
@@ -387,7 +433,10 @@ mod tests {
         assert_eq!(cum, vec![80, 100], "weight-0 entry dropped");
         let v1 = clusters[0].cluster.expect("v1");
         assert_eq!(m.cluster(v1).endpoints.len(), 2);
-        assert_eq!(m.cluster(clusters[1].cluster.expect("v2")).name, "backend|v2");
+        assert_eq!(
+            m.cluster(clusters[1].cluster.expect("v2")).name,
+            "backend|v2"
+        );
         assert!(m.warnings().is_empty());
     }
 
@@ -413,7 +462,10 @@ mod tests {
             "virtual_services[0].http[0].route[0].destination.host: unknown service `nosuch` \
              (known services: backend, frontend)"
         );
-        let zero = split(vec![dest("backend", None, Some(0)), dest("backend", None, None)]);
+        let zero = split(vec![
+            dest("backend", None, Some(0)),
+            dest("backend", None, None),
+        ]);
         let err = CompiledMesh::compile(&zero, &registry()).expect_err("all zero");
         assert!(matches!(err, ConfigError::NoWeight { .. }));
         let mut regex = split(vec![dest("backend", None, None)]);
@@ -423,6 +475,10 @@ mod tests {
         }];
         let err = CompiledMesh::compile(&regex, &registry()).expect_err("bad regex");
         assert_eq!(err.field(), "virtual_services[0].http[0].match[0].uri");
-        assert!(err.to_string().contains("regex `/(unclosed` does not compile"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("regex `/(unclosed` does not compile"),
+            "{err}"
+        );
     }
 }

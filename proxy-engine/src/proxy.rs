@@ -25,7 +25,8 @@
 //! spawns, or touches a socket.
 
 use crate::idmap::IdMap;
-use crate::mesh::{ClusterId, CompiledMesh, RouteAction, RouteId};
+use crate::matching::MatchInput;
+use crate::mesh::{Cluster, ClusterId, CompiledMesh, Mirror, RouteAction, RouteId};
 use crate::registry::EndpointId;
 use crate::rewrite::{forwarded_head, redirect_location};
 use crate::time::Time;
@@ -39,6 +40,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
+/// Salt of the mirror stream's seed.
+const MIRROR_STREAM: u64 = 0x6d69_7272_6f72; // "mirror"
+
 /// What kind of proxy this is; informs defaults and reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyRole {
@@ -51,6 +55,39 @@ pub enum ProxyRole {
     Client {
         /// The workload's name.
         name: String,
+    },
+}
+
+/// Where a request would be sent (see `Proxy::decide`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// No route matches: 404 `NR`.
+    NoRoute,
+    /// The route answers itself (redirect or direct response).
+    LocalReply {
+        /// The matched route.
+        route: RouteId,
+    },
+    /// The weighted pick landed on an undefined subset: 503 `NC`.
+    NoCluster {
+        /// The matched route.
+        route: RouteId,
+    },
+    /// The cluster has no endpoint: 503 `UH`.
+    NoEndpoint {
+        /// The matched route.
+        route: RouteId,
+        /// The picked cluster.
+        cluster: ClusterId,
+    },
+    /// Forwarded to this endpoint.
+    Endpoint {
+        /// The matched route.
+        route: RouteId,
+        /// The picked cluster.
+        cluster: ClusterId,
+        /// The picked endpoint.
+        endpoint: EndpointId,
     },
 }
 
@@ -103,6 +140,9 @@ pub struct Proxy {
     config: Arc<CompiledMesh>,
     role: ProxyRole,
     rng: ChaCha8Rng,
+    /// Mirror decisions and mirror endpoint picks draw from their own stream, so adding or
+    /// removing a mirror never changes the primary traffic's draws.
+    mirror_rng: ChaCha8Rng,
     now: Time,
     requests: IdMap<RequestId, Request>,
     attempts: IdMap<AttemptId, Attempt>,
@@ -127,6 +167,7 @@ impl Proxy {
             config,
             role,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            mirror_rng: ChaCha8Rng::seed_from_u64(crate::hash::mix64(seed ^ MIRROR_STREAM)),
             now: Time::ZERO,
             requests: IdMap::default(),
             attempts: IdMap::default(),
@@ -171,7 +212,11 @@ impl Proxy {
     }
 
     fn advance(&mut self, now: Time) {
-        debug_assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
+        debug_assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
         self.now = self.now.max(now);
     }
 
@@ -186,7 +231,10 @@ impl Proxy {
     /// A new downstream request `req` (an id not already open on this proxy).
     pub fn handle_request(&mut self, now: Time, req: RequestId, head: RequestHead) {
         self.advance(now);
-        debug_assert!(!self.requests.contains_key(&req), "request id reused: {req:?}");
+        debug_assert!(
+            !self.requests.contains_key(&req),
+            "request id reused: {req:?}"
+        );
         let matched = self.match_route(&head);
         self.requests.insert(
             req,
@@ -211,7 +259,10 @@ impl Proxy {
         };
         // Envoy's fault filter: the delay and the abort are decided independently.
         let delay = fault.delay.filter(|(_, ppm)| self.draw(*ppm));
-        let abort = fault.abort.filter(|(_, ppm)| self.draw(*ppm)).map(|(s, _)| s);
+        let abort = fault
+            .abort
+            .filter(|(_, ppm)| self.draw(*ppm))
+            .map(|(s, _)| s);
         match (delay, abort) {
             (Some((d, _)), abort) => {
                 if let Some(r) = self.requests.get_mut(&req) {
@@ -229,27 +280,41 @@ impl Proxy {
 
     /// True with probability `ppm` / 1 000 000; no draw for 0 % or 100 %.
     fn draw(&mut self, ppm: u32) -> bool {
-        match ppm {
-            0 => false,
-            1_000_000.. => true,
-            p => self.rng.gen_range(0..1_000_000) < p,
+        chance(&mut self.rng, ppm)
+    }
+
+    /// Where `head` would go, without sending anything: the matched route, the weighted
+    /// cluster pick and the load balancer's endpoint pick — the same functions the request
+    /// path uses (fault injection and mirrors aside). Like a real pick it advances the
+    /// balancer's state (round-robin cursor, RNG).
+    pub fn decide(&mut self, head: &RequestHead) -> Decision {
+        let Some((route, block)) = self.match_route(head) else {
+            return Decision::NoRoute;
+        };
+        let config = self.config.clone();
+        let compiled = config.route(route);
+        let RouteAction::Forward(clusters) = &compiled.action else {
+            return Decision::LocalReply { route };
+        };
+        let Some(cluster) = self.pick_cluster(clusters) else {
+            return Decision::NoCluster { route };
+        };
+        let block = block.and_then(|b| compiled.matches.get(b as usize));
+        let forwarded = forwarded_head(head, compiled, block);
+        match self.pick_endpoint(cluster, &forwarded) {
+            Some(endpoint) => Decision::Endpoint {
+                route,
+                cluster,
+                endpoint,
+            },
+            None => Decision::NoEndpoint { route, cluster },
         }
     }
 
     /// First route (in order) of the request's host with a matching block, and that block.
     fn match_route(&self, head: &RequestHead) -> Option<(RouteId, Option<u32>)> {
-        let routes = self.config.routes_for_host(head.host())?;
-        routes.iter().find_map(|&id| {
-            let route = self.config.route(id);
-            if route.matches.is_empty() {
-                return Some((id, None));
-            }
-            route
-                .matches
-                .iter()
-                .position(|m| m.matches(head))
-                .map(|b| (id, Some(b as u32)))
-        })
+        let table = self.config.host_table(head.host())?;
+        table.find(&MatchInput::new(head))
     }
 
     /// Carries out the matched route's action for `req` (after any fault delay).
@@ -270,7 +335,13 @@ impl Proxy {
                 return self.local_reply(req, redirect.status, ResponseFlags::NONE, headers, None);
             }
             RouteAction::Direct { status, body } => {
-                return self.local_reply(req, *status, ResponseFlags::NONE, Vec::new(), body.clone());
+                return self.local_reply(
+                    req,
+                    *status,
+                    ResponseFlags::NONE,
+                    Vec::new(),
+                    body.clone(),
+                );
             }
             RouteAction::Forward(clusters) => clusters,
         };
@@ -278,17 +349,13 @@ impl Proxy {
             return self.local_reply(req, 503, ResponseFlags::NO_CLUSTER_FOUND, Vec::new(), None);
         };
         let block = block.and_then(|b| route.matches.get(b as usize));
-        let head = forwarded_head(&head, route, block);
+        let head = forwarded_head(&head, route, block).into_owned();
         for mirror in &route.mirrors {
-            if let Some(c) = mirror.cluster {
-                if self.draw(mirror.ppm) {
-                    if let Some(endpoint) = self.pick_endpoint(c, &head) {
-                        self.actions.push_back(Action::Mirror {
-                            endpoint,
-                            head: head.clone(),
-                        });
-                    }
-                }
+            if let Some(endpoint) = self.pick_mirror(mirror, &head) {
+                self.actions.push_back(Action::Mirror {
+                    endpoint,
+                    head: head.clone(),
+                });
             }
         }
         let endpoint = self.pick_endpoint(cluster, &head);
@@ -298,7 +365,13 @@ impl Proxy {
         }
         match endpoint {
             Some(endpoint) => self.start_attempt(req, endpoint),
-            None => self.local_reply(req, 503, ResponseFlags::NO_HEALTHY_UPSTREAM, Vec::new(), None),
+            None => self.local_reply(
+                req,
+                503,
+                ResponseFlags::NO_HEALTHY_UPSTREAM,
+                Vec::new(),
+                None,
+            ),
         }
     }
 
@@ -318,19 +391,23 @@ impl Proxy {
     /// The cluster's load balancer picks an endpoint; `None` when the cluster is empty.
     fn pick_endpoint(&mut self, cluster: ClusterId, head: &RequestHead) -> Option<EndpointId> {
         let c = self.config.cluster(cluster);
-        let n = c.endpoints.len();
-        if n == 0 {
+        let active = &self.active;
+        let rr = &mut self.rr[cluster.0 as usize];
+        pick(c, head, &mut self.rng, rr, |e| active[e.0 as usize])
+    }
+
+    /// Whether `mirror` takes a copy of this request, and where it goes. Uses the mirror
+    /// stream and a throwaway round-robin cursor, so the primary's picks are untouched.
+    fn pick_mirror(&mut self, mirror: &Mirror, head: &RequestHead) -> Option<EndpointId> {
+        let cluster = mirror.cluster?;
+        if !chance(&mut self.mirror_rng, mirror.ppm) {
             return None;
         }
+        let c = self.config.cluster(cluster);
         let active = &self.active;
-        let i = c.lb.pick(
-            n,
-            head,
-            &mut self.rng,
-            &mut self.rr[cluster.0 as usize],
-            |i| active[c.endpoints[i].0 as usize],
-        );
-        Some(c.endpoints[i])
+        pick(c, head, &mut self.mirror_rng, &mut None, |e| {
+            active[e.0 as usize]
+        })
     }
 
     fn start_attempt(&mut self, req: RequestId, endpoint: EndpointId) {
@@ -352,7 +429,14 @@ impl Proxy {
                 conn
             }
         };
-        self.attempts.insert(attempt, Attempt { req, conn, endpoint });
+        self.attempts.insert(
+            attempt,
+            Attempt {
+                req,
+                conn,
+                endpoint,
+            },
+        );
         self.active[endpoint.0 as usize] += 1;
         if let Some(r) = self.requests.get_mut(&req) {
             r.attempts += 1;
@@ -547,7 +631,11 @@ impl Proxy {
         headers: Vec<(Arc<str>, Arc<str>)>,
         body: Option<Arc<str>>,
     ) {
-        let all = flags | self.requests.get(&req).map_or(ResponseFlags::NONE, |r| r.flags);
+        let all = flags
+            | self
+                .requests
+                .get(&req)
+                .map_or(ResponseFlags::NONE, |r| r.flags);
         self.actions.push_back(Action::LocalReply {
             req,
             status,
@@ -577,10 +665,37 @@ impl Proxy {
     }
 }
 
+/// True with probability `ppm` / 1 000 000; no draw for 0 % or 100 %.
+fn chance(rng: &mut ChaCha8Rng, ppm: u32) -> bool {
+    match ppm {
+        0 => false,
+        1_000_000.. => true,
+        p => rng.gen_range(0..1_000_000) < p,
+    }
+}
+
+/// The cluster's load balancer picks an endpoint; `None` when the cluster is empty.
+fn pick(
+    c: &Cluster,
+    head: &RequestHead,
+    rng: &mut ChaCha8Rng,
+    rr: &mut Option<u32>,
+    active: impl Fn(EndpointId) -> u32,
+) -> Option<EndpointId> {
+    if c.endpoints.is_empty() {
+        return None;
+    }
+    let i =
+        c.lb.pick(c.endpoints.len(), head, rng, rr, |i| active(c.endpoints[i]));
+    Some(c.endpoints[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DestinationRule, LoadBalancerSettings, MeshConfig, SimpleLb, TrafficPolicy};
+    use crate::config::{
+        DestinationRule, LoadBalancerSettings, MeshConfig, SimpleLb, TrafficPolicy,
+    };
     use crate::registry::{Endpoint, EndpointAddr, Registry};
     use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@
 use crate::matching::MatchBlock;
 use crate::mesh::{CompiledRoute, HeaderEdit, Redirect};
 use crate::types::{Headers, RequestHead};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Applies `edit` to `headers`: remove, then set (overwrite or add), then add (append to an
@@ -28,13 +29,25 @@ pub fn edit_headers(headers: &Headers, edit: &HeaderEdit) -> Headers {
 }
 
 /// The request as forwarded by `route`, matched by `block` (None: the route has no match
-/// blocks). Returns the input unchanged (no allocation) when the route edits nothing.
-pub fn forwarded_head(head: &RequestHead, route: &CompiledRoute, block: Option<&MatchBlock>) -> RequestHead {
+/// blocks). Borrows the input (no copy) when the route edits nothing.
+pub fn forwarded_head<'a>(
+    head: &'a RequestHead,
+    route: &CompiledRoute,
+    block: Option<&MatchBlock>,
+) -> Cow<'a, RequestHead> {
+    let edits = route.rewrite_uri.is_some()
+        || route.rewrite_authority.is_some()
+        || !route.request_headers.is_empty();
+    if !edits {
+        return Cow::Borrowed(head);
+    }
     let mut out = head.clone();
     if let Some(new) = &route.rewrite_uri {
         out.path = match block.and_then(MatchBlock::uri_prefix) {
             // Replace the matched prefix, keep the rest (query included).
-            Some(prefix) if head.path.len() >= prefix.len() && head.path.is_char_boundary(prefix.len()) => {
+            Some(prefix)
+                if head.path.len() >= prefix.len() && head.path.is_char_boundary(prefix.len()) =>
+            {
                 Arc::from(format!("{new}{}", &head.path[prefix.len()..]))
             }
             _ => new.clone(),
@@ -46,7 +59,7 @@ pub fn forwarded_head(head: &RequestHead, route: &CompiledRoute, block: Option<&
     if !route.request_headers.is_empty() {
         out.headers = edit_headers(&head.headers, &route.request_headers);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The `Location` of a redirect: each part replaced if the redirect sets it.
@@ -56,7 +69,11 @@ pub fn redirect_location(head: &RequestHead, r: &Redirect) -> String {
     let authority = match r.port {
         Some(port) => {
             let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
-                if p.bytes().all(|b| b.is_ascii_digit()) { h } else { authority }
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    authority
+                }
             });
             format!("{host}:{port}")
         }

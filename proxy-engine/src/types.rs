@@ -66,7 +66,7 @@ impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| &**n == name)
+            .find(|(n, _)| n.len() == name.len() && crate::matching::starts_with(n, name))
             .map(|(_, v)| &**v)
     }
 }

@@ -85,13 +85,24 @@ fn mesh() -> Arc<CompiledMesh> {
 
 /// What happened to a request: `service/version [route]` plus the forwarded path when it was
 /// rewritten, or the local reply `status FLAGS [location|body]`.
-fn route(proxy: &mut Proxy, id: u64, method: &str, authority: &str, path: &str, headers: &[(&str, &str)]) -> String {
+fn route(
+    proxy: &mut Proxy,
+    id: u64,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
     let mut head = RequestHead::get(authority, path);
     head.method = method.into();
     if path.starts_with("/secure") {
         head.scheme = "https".into();
     }
-    head.headers = headers.iter().map(|(k, v)| (Arc::from(*k), Arc::from(*v))).collect::<Vec<_>>().into();
+    head.headers = headers
+        .iter()
+        .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
+        .collect::<Vec<_>>()
+        .into();
     let now = Time(id);
     proxy.handle_request(now, RequestId(id), head);
     let mut sent: Option<RequestHead> = None;
@@ -104,7 +115,13 @@ fn route(proxy: &mut Proxy, id: u64, method: &str, authority: &str, path: &str, 
                 proxy.handle_response_head(now, attempt, ResponseHead { status: 200 });
                 proxy.handle_attempt_end(now, attempt, AttemptEnd::Done);
             }
-            Action::LocalReply { status, flags, headers, body, .. } => {
+            Action::LocalReply {
+                status,
+                flags,
+                headers,
+                body,
+                ..
+            } => {
                 reply = format!("{status} {flags}");
                 if let Some((_, loc)) = headers.iter().find(|(n, _)| &**n == "location") {
                     reply += &format!(" {loc}");
@@ -128,7 +145,12 @@ fn route(proxy: &mut Proxy, id: u64, method: &str, authority: &str, path: &str, 
                 if &*sent.authority != authority {
                     out += &format!(" authority={}", sent.authority);
                 }
-                let hs: Vec<String> = sent.headers.iter().filter(|(k, _)| k.starts_with("x-")).map(|(k, v)| format!("{k}={v}")).collect();
+                let hs: Vec<String> = sent
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("x-"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 if !hs.is_empty() && path.starts_with("/hdr") {
                     out += &format!(" headers={}", hs.join(","));
                 }
@@ -142,7 +164,13 @@ fn route(proxy: &mut Proxy, id: u64, method: &str, authority: &str, path: &str, 
 
 #[test]
 fn routing_table() {
-    let mut proxy = Proxy::new(mesh(), ProxyRole::Client { name: "table".into() }, 1);
+    let mut proxy = Proxy::new(
+        mesh(),
+        ProxyRole::Client {
+            name: "table".into(),
+        },
+        1,
+    );
     #[rustfmt::skip]
     let cases: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
         // Header match, and precedence: the first route wins even when later ones match too.
@@ -215,8 +243,16 @@ fn routing_table() {
     for (i, (method, authority, path, headers, want)) in cases.iter().enumerate() {
         let got = route(&mut proxy, i as u64, method, authority, path, headers);
         if got != *want {
-            failures.push(format!("{method} {authority}{path} {headers:?}\n   want {want}\n    got {got}"));
+            failures.push(format!(
+                "{method} {authority}{path} {headers:?}\n   want {want}\n    got {got}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

@@ -85,8 +85,19 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             let field = if path == "." { "scenario".into() } else { path };
             let code = err.into_inner();
             let spanned = de.span_error(code);
-            Err(invalid(spanned.span, field, spanned.code.to_string()))
+            Err(invalid(spanned.span, field, explain(&spanned.code)))
         }
+    }
+}
+
+/// ron's message, with what was expected where ron leaves it out.
+fn explain(code: &ron::Error) -> String {
+    match code {
+        ron::Error::IntegerOutOfBounds => "integer out of range: expected a whole number \
+            that fits the field (counts, weights and rates cannot be negative)"
+            .into(),
+        ron::Error::ExpectedInteger => "expected an integer (a whole number, no quotes)".into(),
+        other => other.to_string(),
     }
 }
 
@@ -187,16 +198,20 @@ fn check_mesh(s: &Scenario) -> Result<(), Problem> {
     let registry = model::registry(s);
     let mesh = CompiledMesh::compile(&s.mesh, &registry).map_err(|e| {
         let needle = match &e {
-            E::UnknownHost { host, .. } | E::DuplicateHost { host, .. } => Some(format!("\"{host}\"")),
+            E::UnknownHost { host, .. } | E::DuplicateHost { host, .. } => {
+                Some(format!("\"{host}\""))
+            }
             E::BadRegex { pattern, .. } => Some(pattern.clone()),
             E::NoWeight { .. } | E::NoHosts { .. } | E::Invalid { .. } => None,
         };
         mesh_problem(e.field(), needle, e.to_string())
     })?;
     match mesh.warnings().first() {
-        Some(w @ W::UndefinedSubset { field, subset, .. }) => {
-            Err(mesh_problem(field, Some(format!("\"{subset}\"")), w.to_string()))
-        }
+        Some(w @ W::UndefinedSubset { field, subset, .. }) => Err(mesh_problem(
+            field,
+            Some(format!("\"{subset}\"")),
+            w.to_string(),
+        )),
         None => Ok(()),
     }
 }

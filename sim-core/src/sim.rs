@@ -161,6 +161,9 @@ struct Simulation {
     workloads: Vec<WorkloadState>,
     net: Dist,
     net_rng: Stream,
+    /// Network draws of mirrored copies: a stream of their own, so mirrors never shift the
+    /// primary traffic's latencies.
+    mirror_net_rng: Stream,
     next_req: u64,
     generated: u64,
     totals: Stats,
@@ -190,6 +193,7 @@ impl Simulation {
             workloads: Vec::new(),
             net: s.network.latency.clone(),
             net_rng: stream(seed, "network"),
+            mirror_net_rng: stream(seed, "network/mirror"),
             next_req: 0,
             generated: 0,
             totals: Stats::default(),
@@ -433,6 +437,15 @@ impl Simulation {
         }
     }
 
+    /// One leg of network latency for a mirrored copy.
+    fn mirror_leg(&mut self) -> proxy_engine::Nanos {
+        if self.net.is_zero() {
+            proxy_engine::Nanos::ZERO
+        } else {
+            self.net.sample(&mut self.mirror_net_rng)
+        }
+    }
+
     /// Performs every action proxy `p` has queued, then re-arms its timer.
     fn drain(&mut self, p: u32) {
         while let Some(action) = self.proxies[p as usize].proxy.poll_action() {
@@ -505,8 +518,11 @@ impl Simulation {
             pending: 0,
             failed: false,
         });
-        let at = self.now + self.leg();
-        self.queue.push(at, Event::Deliver { job });
+        let leg = match reply_to {
+            ReplyTo::Proxy { .. } => self.leg(),
+            ReplyTo::Mirror { .. } => self.mirror_leg(),
+        };
+        self.queue.push(self.now + leg, Event::Deliver { job });
     }
 
     fn complete(&mut self, p: u32, req: RequestId, outcome: Outcome) {
@@ -657,17 +673,18 @@ impl Simulation {
             return;
         };
         self.free_jobs.push(job);
-        let at = self.now + self.leg();
         match j.reply_to {
-            ReplyTo::Proxy { proxy, attempt } => self.queue.push(
-                at,
-                Event::Respond {
+            ReplyTo::Proxy { proxy, attempt } => {
+                let at = self.now + self.leg();
+                let respond = Event::Respond {
                     proxy,
                     attempt,
                     status,
-                },
-            ),
+                };
+                self.queue.push(at, respond);
+            }
             ReplyTo::Mirror { destination, sent } => {
+                let at = self.now + self.mirror_leg();
                 let outcome = Outcome::bare(status, ResponseFlags::NONE);
                 self.mirrors[destination as usize]
                     .get_or_insert_with(Stats::default)

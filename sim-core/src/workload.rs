@@ -314,7 +314,11 @@ mod tests {
             path: path.into(),
             headers: [("End-User".to_owned(), "jason".to_owned())].into(),
         };
-        let mix = Mix::new("svc", "test", &[spec(3, "/a"), spec(1, "/b"), spec(0, "/never")]);
+        let mix = Mix::new(
+            "svc",
+            "test",
+            &[spec(3, "/a"), spec(1, "/b"), spec(0, "/never")],
+        );
         let mut rng = stream(5, "mix");
         let n = 40_000;
         let a = (0..n).filter(|_| &*mix.pick(&mut rng).path == "/a").count() as f64;
