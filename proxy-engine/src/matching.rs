@@ -362,7 +362,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let alphabet = ["/", "a", "b", "?", "=", "1", "ab", "/a"];
-        let mut text = |rng: &mut rand_chacha::ChaCha8Rng, max: usize| -> String {
+        let text = |rng: &mut rand_chacha::ChaCha8Rng, max: usize| -> String {
             (0..rng.gen_range(0..max))
                 .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
                 .collect()

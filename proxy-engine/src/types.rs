@@ -23,8 +23,16 @@ pub struct ConnId(pub u64);
 pub type Headers = Arc<[(Arc<str>, Arc<str>)]>;
 
 /// What the engine needs to know of a request: the HTTP request line and headers.
+///
+/// Shared copy-on-write: cloning is one reference-count increment (heads are cloned on every
+/// hop and action), and writing a field through `DerefMut` copies the parts only if they are
+/// shared. Read fields directly (`head.path`); build one with `RequestHead::new`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestHead {
+pub struct RequestHead(Arc<HeadParts>);
+
+/// The fields of a `RequestHead`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadParts {
     /// HTTP method, upper-case (`GET`).
     pub method: Arc<str>,
     /// `:authority` / `Host`: the service the request is for, optionally with `:port`.
@@ -40,17 +48,36 @@ pub struct RequestHead {
     pub source: Arc<str>,
 }
 
+impl std::ops::Deref for RequestHead {
+    type Target = HeadParts;
+    fn deref(&self) -> &HeadParts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RequestHead {
+    /// Copy-on-write: the parts are copied first if another head shares them.
+    fn deref_mut(&mut self) -> &mut HeadParts {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
 impl RequestHead {
+    /// A head with these parts.
+    pub fn new(parts: HeadParts) -> RequestHead {
+        RequestHead(Arc::new(parts))
+    }
+
     /// A `GET` for `path` on `authority` with no headers.
     pub fn get(authority: &str, path: &str) -> RequestHead {
-        RequestHead {
+        RequestHead::new(HeadParts {
             method: Arc::from("GET"),
             authority: Arc::from(authority),
             path: Arc::from(path),
             scheme: Arc::from("http"),
             headers: Arc::from(Vec::new()),
             source: Arc::from(""),
-        }
+        })
     }
 
     /// The host part of the authority, without a port.

@@ -126,8 +126,8 @@ enum ReplyTo {
 struct Job {
     reply_to: ReplyTo,
     instance: u32,
-    /// The request's headers, propagated to the handler's outbound calls.
-    headers: Headers,
+    /// The request (its headers are propagated to the handler's outbound calls).
+    head: RequestHead,
     step: u32,
     pending: u32,
     failed: bool,
@@ -471,7 +471,7 @@ impl Simulation {
                         continue;
                     };
                     let reply_to = ReplyTo::Proxy { proxy: p, attempt };
-                    self.send_job(reply_to, instance, head.headers);
+                    self.send_job(reply_to, instance, head);
                 }
                 Action::Mirror { endpoint, head } => {
                     let ep = self.mesh.endpoint(endpoint);
@@ -483,7 +483,7 @@ impl Simulation {
                         destination: ep.destination.0,
                         sent: self.now,
                     };
-                    self.send_job(reply_to, instance, head.headers);
+                    self.send_job(reply_to, instance, head);
                 }
                 Action::CloseConnection { conn } => {
                     self.proxies[p as usize].conns.remove(&conn);
@@ -509,11 +509,11 @@ impl Simulation {
     }
 
     /// A request travels one network leg to `instance`.
-    fn send_job(&mut self, reply_to: ReplyTo, instance: u32, headers: Headers) {
+    fn send_job(&mut self, reply_to: ReplyTo, instance: u32, head: RequestHead) {
         let job = self.alloc_job(Job {
             reply_to,
             instance,
-            headers,
+            head,
             step: 0,
             pending: 0,
             failed: false,
@@ -622,7 +622,7 @@ impl Simulation {
             let steps = model.steps.clone();
             let sidecar = inst.sidecar;
             let source = inst.name.clone();
-            let incoming = j.headers.clone();
+            let incoming = j.head.headers.clone();
             let step_index = j.step as usize;
             j.step += 1;
             // Set before issuing: calls may complete synchronously (e.g. 404 NR).

@@ -4,6 +4,7 @@
 
 use crate::rng::Stream;
 use crate::scenario::{Arrivals, RateChange, RequestSpec};
+use proxy_engine::types::HeadParts;
 use proxy_engine::{Nanos, RequestHead, Time};
 use rand::Rng;
 use std::sync::Arc;
@@ -213,14 +214,14 @@ pub fn head(
         .iter()
         .map(|(k, v)| (Arc::from(k.to_ascii_lowercase()), Arc::from(v.as_str())))
         .collect();
-    RequestHead {
+    RequestHead::new(HeadParts {
         method: Arc::from(method.to_ascii_uppercase()),
         authority: Arc::from(host),
         path: Arc::from(path),
         scheme: Arc::from("http"),
         headers: Arc::from(headers),
         source: Arc::from(source),
-    }
+    })
 }
 
 #[cfg(test)]
