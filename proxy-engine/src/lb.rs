@@ -356,7 +356,7 @@ mod tests {
             ..Default::default()
         };
         assert!(compile_hash(&not_prime, &addrs(0..2))
-            .unwrap_err()
+            .expect_err("not a prime")
             .contains("prime"));
     }
 }

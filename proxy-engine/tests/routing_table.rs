@@ -162,6 +162,9 @@ fn route(
     panic!("request {id} did not complete")
 }
 
+/// method, authority, path, headers, expected result.
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn routing_table() {
     let mut proxy = Proxy::new(
@@ -172,7 +175,7 @@ fn routing_table() {
         1,
     );
     #[rustfmt::skip]
-    let cases: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         // Header match, and precedence: the first route wins even when later ones match too.
         ("GET", "reviews", "/", &[("end-user", "jason")], "reviews/v2 [reviews/jason]"),
         ("GET", "reviews", "/v2", &[("end-user", "jason")], "reviews/v2 [reviews/jason]"),
