@@ -165,6 +165,140 @@ pub struct RunMetrics {
     pub series: TimeSeries,
 }
 
+/// Records outcomes against one compiled mesh, by id (no string work per request), and names
+/// them at the end. Both drivers use it: every proxy's outcomes are hop records (routes,
+/// destinations, clusters); the client's are also end-to-end records (totals, time series).
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    mesh: std::sync::Arc<crate::mesh::CompiledMesh>,
+    /// Requests generated (counted by the load source).
+    pub generated: u64,
+    totals: Stats,
+    routes: Vec<Option<Stats>>,
+    destinations: Vec<Option<Stats>>,
+    clusters: Vec<Option<Stats>>,
+    mirrors: Vec<Option<Stats>>,
+    series: TimeSeries,
+}
+
+impl Recorder {
+    /// A recorder for outcomes of `mesh`, with time-series windows of `window`.
+    pub fn new(mesh: std::sync::Arc<crate::mesh::CompiledMesh>, window: Nanos) -> Recorder {
+        Recorder {
+            generated: 0,
+            totals: Stats::default(),
+            routes: vec![None; mesh.routes().len()],
+            destinations: vec![None; mesh.destinations().len()],
+            clusters: vec![None; mesh.clusters().len()],
+            mirrors: vec![None; mesh.destinations().len()],
+            series: TimeSeries::new(window),
+            mesh,
+        }
+    }
+
+    /// One hop's outcome, as the proxy that handled it saw it.
+    pub fn record_hop(&mut self, outcome: &Outcome, latency: Nanos) {
+        let slots = [
+            (&mut self.routes, outcome.route.map(|r| r.0)),
+            (&mut self.destinations, outcome.destination.map(|d| d.0)),
+            (&mut self.clusters, outcome.cluster.map(|c| c.0)),
+        ];
+        for (table, id) in slots {
+            if let Some(slot) = id.and_then(|i| table.get_mut(i as usize)) {
+                slot.get_or_insert_with(Stats::default)
+                    .record(outcome, latency);
+            }
+        }
+    }
+
+    /// A client's end-to-end outcome of a request started at `start`.
+    pub fn record_end_to_end(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
+        self.totals.record(outcome, latency);
+        self.series.record(start, outcome, latency);
+    }
+
+    /// A mirrored copy's answer from `destination`.
+    pub fn record_mirror(
+        &mut self,
+        destination: crate::mesh::DestinationId,
+        status: u16,
+        latency: Nanos,
+    ) {
+        if let Some(slot) = self.mirrors.get_mut(destination.0 as usize) {
+            let outcome = Outcome::bare(status, ResponseFlags::NONE);
+            slot.get_or_insert_with(Stats::default)
+                .record(&outcome, latency);
+        }
+    }
+
+    /// Adds `other`'s hop and mirror records (same mesh) to these.
+    pub fn merge_hops(&mut self, other: &Recorder) {
+        let pairs = [
+            (&mut self.routes, &other.routes),
+            (&mut self.destinations, &other.destinations),
+            (&mut self.clusters, &other.clusters),
+            (&mut self.mirrors, &other.mirrors),
+        ];
+        for (mine, theirs) in pairs {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                if let Some(t) = t {
+                    m.get_or_insert_with(Stats::default).merge(t);
+                }
+            }
+        }
+    }
+
+    /// The named, sorted metrics.
+    pub fn finish(self) -> RunMetrics {
+        fn named(
+            stats: Vec<Option<Stats>>,
+            name: &dyn Fn(usize) -> String,
+        ) -> Vec<(String, Stats)> {
+            let mut v: Vec<(String, Stats)> = stats
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.map(|s| (name(i), s)))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        }
+        let mesh = self.mesh;
+        let destination = |i: usize| {
+            let d = &mesh.destinations()[i];
+            format!("{}/{}", d.service, d.version)
+        };
+        RunMetrics {
+            generated: self.generated,
+            totals: self.totals,
+            routes: named(self.routes, &|i| mesh.routes()[i].name.clone()),
+            destinations: named(self.destinations, &destination),
+            clusters: named(self.clusters, &|i| mesh.clusters()[i].name.clone()),
+            mirrors: named(self.mirrors, &destination),
+            series: self.series,
+        }
+    }
+}
+
+impl Stats {
+    /// Adds `other`'s counts and latencies to these.
+    pub fn merge(&mut self, other: &Stats) {
+        self.count += other.count;
+        self.success += other.success;
+        for &(status, n) in &other.by_status {
+            match self.by_status.binary_search_by_key(&status, |e| e.0) {
+                Ok(i) => self.by_status[i].1 += n,
+                Err(i) => self.by_status.insert(i, (status, n)),
+            }
+        }
+        for (mine, theirs) in self.by_flag.iter_mut().zip(&other.by_flag) {
+            *mine += theirs;
+        }
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        self.latency_sum_ns += other.latency_sum_ns;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

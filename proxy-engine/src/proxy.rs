@@ -353,6 +353,7 @@ impl Proxy {
         for mirror in &route.mirrors {
             if let Some(endpoint) = self.pick_mirror(mirror, &head) {
                 self.actions.push_back(Action::Mirror {
+                    req,
                     endpoint,
                     head: head.clone(),
                 });
@@ -468,6 +469,7 @@ impl Proxy {
         };
         let head = r.head.clone();
         self.actions.push_back(Action::Send {
+            req: a.req,
             attempt,
             conn,
             head,

@@ -277,6 +277,8 @@ pub enum Action {
     },
     /// Send an attempt on an established connection.
     Send {
+        /// The downstream request this attempt serves (its body is the driver's to send).
+        req: RequestId,
         /// The attempt; its response comes back through `handle_response_head` and
         /// `handle_attempt_end`.
         attempt: AttemptId,
@@ -288,6 +290,8 @@ pub enum Action {
     /// Send a fire-and-forget copy of a request to `endpoint`; its response is discarded and
     /// never reported back to the engine.
     Mirror {
+        /// The downstream request copied (its body is the driver's to send).
+        req: RequestId,
         /// Where the copy goes.
         endpoint: EndpointId,
         /// The copy's head (after the route's rewrites and header operations).

@@ -13,11 +13,11 @@ use crate::rng::{derive_seed, stream, Stream};
 use crate::scenario::{CallStep, Scenario, Workload};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use proxy_engine::idmap::IdMap;
-use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
+use proxy_engine::metrics::{Recorder, RunMetrics};
 use proxy_engine::types::Headers;
 use proxy_engine::{
-    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, EndpointAddr, Outcome, Proxy,
-    ProxyRole, RequestHead, RequestId, ResponseFlags, ResponseHead, Time,
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, DestinationId, EndpointAddr,
+    Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -119,7 +119,10 @@ enum ReplyTo {
     /// Back to the proxy that sent the attempt.
     Proxy { proxy: u32, attempt: AttemptId },
     /// A mirrored copy: the answer is only recorded (per destination), never reported.
-    Mirror { destination: u32, sent: Time },
+    Mirror {
+        destination: DestinationId,
+        sent: Time,
+    },
 }
 
 /// A request at (or travelling to) an instance.
@@ -165,13 +168,7 @@ struct Simulation {
     /// primary traffic's latencies.
     mirror_net_rng: Stream,
     next_req: u64,
-    generated: u64,
-    totals: Stats,
-    routes: Vec<Option<Stats>>,
-    destinations: Vec<Option<Stats>>,
-    clusters: Vec<Option<Stats>>,
-    mirrors: Vec<Option<Stats>>,
-    series: TimeSeries,
+    metrics: Recorder,
 }
 
 impl Simulation {
@@ -195,13 +192,7 @@ impl Simulation {
             net_rng: stream(seed, "network"),
             mirror_net_rng: stream(seed, "network/mirror"),
             next_req: 0,
-            generated: 0,
-            totals: Stats::default(),
-            routes: vec![None; mesh.routes().len()],
-            destinations: vec![None; mesh.destinations().len()],
-            clusters: vec![None; mesh.clusters().len()],
-            mirrors: vec![None; mesh.destinations().len()],
-            series: TimeSeries::new(s.window),
+            metrics: Recorder::new(mesh.clone(), s.window),
             mesh,
         };
         sim.build_instances(s, seed);
@@ -334,7 +325,7 @@ impl Simulation {
         Progress {
             now: self.now,
             end: self.end,
-            generated: self.generated,
+            generated: self.metrics.generated,
         }
     }
 
@@ -408,7 +399,7 @@ impl Simulation {
         let w = &mut self.workloads[workload as usize];
         let head = w.mix.pick(&mut w.rng);
         let proxy = w.proxy;
-        self.generated += 1;
+        self.metrics.generated += 1;
         self.issue(proxy, head, parent);
     }
 
@@ -465,6 +456,7 @@ impl Simulation {
                     attempt,
                     conn,
                     head,
+                    ..
                 } => {
                     let Some(&instance) = self.proxies[p as usize].conns.get(&conn) else {
                         debug_assert!(false, "send on unknown connection {conn:?}");
@@ -473,14 +465,14 @@ impl Simulation {
                     let reply_to = ReplyTo::Proxy { proxy: p, attempt };
                     self.send_job(reply_to, instance, head);
                 }
-                Action::Mirror { endpoint, head } => {
+                Action::Mirror { endpoint, head, .. } => {
                     let ep = self.mesh.endpoint(endpoint);
                     let EndpointAddr::Sim(instance) = ep.addr else {
                         debug_assert!(false, "socket endpoint in a simulation");
                         continue;
                     };
                     let reply_to = ReplyTo::Mirror {
-                        destination: ep.destination.0,
+                        destination: ep.destination,
                         sent: self.now,
                     };
                     self.send_job(reply_to, instance, head);
@@ -533,25 +525,11 @@ impl Simulation {
         };
         let owner = slot.owner;
         let latency = self.now.since(open.start);
-        if let Some(route) = outcome.route {
-            self.routes[route.0 as usize]
-                .get_or_insert_with(Stats::default)
-                .record(&outcome, latency);
-        }
-        if let Some(dest) = outcome.destination {
-            self.destinations[dest.0 as usize]
-                .get_or_insert_with(Stats::default)
-                .record(&outcome, latency);
-        }
-        if let Some(cluster) = outcome.cluster {
-            self.clusters[cluster.0 as usize]
-                .get_or_insert_with(Stats::default)
-                .record(&outcome, latency);
-        }
+        self.metrics.record_hop(&outcome, latency);
         match owner {
             Owner::Client { workload } => {
-                self.totals.record(&outcome, latency);
-                self.series.record(open.start, &outcome, latency);
+                self.metrics
+                    .record_end_to_end(open.start, &outcome, latency);
                 let w = &mut self.workloads[workload as usize];
                 if let Load::Closed { think } = &w.load {
                     if !self.stopped {
@@ -685,38 +663,14 @@ impl Simulation {
             }
             ReplyTo::Mirror { destination, sent } => {
                 let at = self.now + self.mirror_leg();
-                let outcome = Outcome::bare(status, ResponseFlags::NONE);
-                self.mirrors[destination as usize]
-                    .get_or_insert_with(Stats::default)
-                    .record(&outcome, at.since(sent));
+                let latency = at.since(sent);
+                self.metrics.record_mirror(destination, status, latency);
             }
         }
     }
 
     fn finish(self) -> RunMetrics {
-        let named = |stats: Vec<Option<Stats>>, name: &dyn Fn(usize) -> String| {
-            let mut v: Vec<(String, Stats)> = stats
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.map(|s| (name(i), s)))
-                .collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
-        let mesh = self.mesh.clone();
-        let destination = |i: usize| {
-            let d = &mesh.destinations()[i];
-            format!("{}/{}", d.service, d.version)
-        };
-        RunMetrics {
-            generated: self.generated,
-            totals: self.totals,
-            routes: named(self.routes, &|i| mesh.routes()[i].name.clone()),
-            destinations: named(self.destinations, &destination),
-            clusters: named(self.clusters, &|i| mesh.clusters()[i].name.clone()),
-            mirrors: named(self.mirrors, &destination),
-            series: self.series,
-        }
+        self.metrics.finish()
     }
 }
 
