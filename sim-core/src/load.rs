@@ -57,6 +57,12 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 
 /// Parses scenario text (syntax and types only). `file` is used in error messages.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    parse_as(file, text)
+}
+
+/// Parses any meshtwin RON file (scenario, proxy config, endpoints) with the same extensions and
+/// the same file:line:column field errors.
+pub fn parse_as<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ScenarioError> {
     // `implicit_some`: optional fields are written bare, not as `Some(..)`;
     // `unwrap_variant_newtypes`: `Call(host: "x")` instead of `Call(Call(host: "x"))`.
     let options = ron::Options::default()
@@ -70,19 +76,19 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         message,
     };
     let mut de = ron::Deserializer::from_str_with_options(text, &options)
-        .map_err(|e| invalid(e.span, "scenario".into(), e.code.to_string()))?;
-    let result: Result<Scenario, _> = serde_path_to_error::deserialize(&mut de);
+        .map_err(|e| invalid(e.span, "(syntax)".into(), e.code.to_string()))?;
+    let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     match result {
         Ok(s) => {
             de.end().map_err(|code| {
                 let e = de.span_error(code);
-                invalid(e.span, "scenario".into(), e.code.to_string())
+                invalid(e.span, "(syntax)".into(), e.code.to_string())
             })?;
             Ok(s)
         }
         Err(err) => {
             let path = err.path().to_string();
-            let field = if path == "." { "scenario".into() } else { path };
+            let field = if path == "." { "(top level)".into() } else { path };
             let code = err.into_inner();
             let spanned = de.span_error(code);
             Err(invalid(spanned.span, field, explain(&spanned.code)))

@@ -2,7 +2,8 @@
 //! (services by name, versions by name, then instance index) shared by the registry the engine
 //! sees and the simulator's instance table.
 
-use crate::scenario::{Scenario, Version};
+use crate::scenario::{CallStep, Scenario, Version};
+use rand::Rng;
 use proxy_engine::{Endpoint, EndpointAddr, Registry};
 use std::collections::BTreeMap;
 
@@ -62,4 +63,33 @@ pub fn registry(s: &Scenario) -> Registry {
         reg.add_service(service.clone(), endpoints);
     }
     reg
+}
+
+/// The status a modeled handler answers with, once its calls and service time are done: 500 if
+/// an outbound call failed (5xx or no response), else `error_status` with probability `errors`,
+/// else 200. Shared by the simulator and live modeled services, so both run one model.
+pub fn handler_status(call_failed: bool, model: &Version, rng: &mut impl Rng) -> u16 {
+    if call_failed {
+        500
+    } else if model.errors > 0.0 && rng.gen::<f64>() < model.errors {
+        model.error_status
+    } else {
+        200
+    }
+}
+
+/// A service's call steps as lists of calls (a `Call` step is a list of one).
+pub fn call_steps(s: &Scenario, service: &str) -> Vec<Vec<crate::scenario::Call>> {
+    s.services
+        .get(service)
+        .map(|svc| {
+            svc.calls
+                .iter()
+                .map(|step| match step {
+                    CallStep::Call(c) => vec![c.clone()],
+                    CallStep::Parallel(cs) => cs.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

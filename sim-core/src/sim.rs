@@ -10,7 +10,7 @@ use crate::dist::Dist;
 use crate::model;
 use crate::queue::EventQueue;
 use crate::rng::{derive_seed, stream, Stream};
-use crate::scenario::{CallStep, Scenario, Workload};
+use crate::scenario::{CallStep, Scenario, Version, Workload};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::metrics::{Recorder, RunMetrics};
@@ -19,7 +19,6 @@ use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, DestinationId, EndpointAddr,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
-use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -94,11 +93,8 @@ struct ProxySlot {
 
 /// The model of one service version, shared by its instances.
 struct VersionModel {
-    workers: u32,
-    queue_cap: usize,
-    latency: Dist,
-    errors: f64,
-    error_status: u16,
+    /// The scenario's model of the version (workers, queue, latency, errors).
+    spec: Version,
     /// Outbound call steps, each a set of heads issued together.
     steps: Arc<Vec<Vec<RequestHead>>>,
 }
@@ -238,11 +234,7 @@ impl Simulation {
                         })
                         .collect();
                     self.models.push(VersionModel {
-                        workers: spec.model.workers,
-                        queue_cap: spec.model.queue as usize,
-                        latency: spec.model.latency.clone(),
-                        errors: spec.model.errors,
-                        error_status: spec.model.error_status,
+                        spec: spec.model.clone(),
                         steps: Arc::new(steps),
                     });
                     next_model
@@ -577,10 +569,10 @@ impl Simulation {
         };
         let inst = &mut self.instances[instance as usize];
         let model = &self.models[inst.model as usize];
-        if inst.busy < model.workers {
+        if inst.busy < model.spec.workers {
             inst.busy += 1;
             self.advance_job(job);
-        } else if inst.queue.len() < model.queue_cap {
+        } else if inst.queue.len() < model.spec.queue as usize {
             inst.queue.push_back(job);
         } else {
             // Queue full: the instance answers 503 at once.
@@ -614,7 +606,7 @@ impl Simulation {
                 self.issue(sidecar, head, job);
             }
         } else {
-            let service = model.latency.sample(&mut inst.rng);
+            let service = model.spec.latency.sample(&mut inst.rng);
             self.queue.push(self.now + service, Event::Finish { job });
         }
     }
@@ -627,14 +619,7 @@ impl Simulation {
         let instance = j.instance as usize;
         let inst = &mut self.instances[instance];
         let model = &self.models[inst.model as usize];
-        // A handler whose outbound call failed answers 500; otherwise the modeled error rate.
-        let status = if failed {
-            500
-        } else if model.errors > 0.0 && inst.rng.gen::<f64>() < model.errors {
-            model.error_status
-        } else {
-            200
-        };
+        let status = model::handler_status(failed, &model.spec, &mut inst.rng);
         debug_assert!(inst.busy > 0, "finishing on an idle instance");
         inst.busy -= 1;
         let next = inst.queue.pop_front();
