@@ -144,6 +144,26 @@ impl TimeSeries {
     }
 }
 
+impl TimeSeries {
+    /// Adds `other`'s windows (same window length) to these.
+    pub fn merge(&mut self, other: &TimeSeries) {
+        for (i, w) in other.windows.iter().enumerate() {
+            while self.windows.len() <= i {
+                self.windows.push(Window {
+                    requests: 0,
+                    errors: 0,
+                    latency: histogram(2),
+                });
+            }
+            let mine = &mut self.windows[i];
+            mine.requests += w.requests;
+            mine.errors += w.errors;
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = mine.latency.add(&w.latency);
+        }
+    }
+}
+
 /// Everything a run measured: what reports are made from.
 #[derive(Clone, Debug)]
 pub struct RunMetrics {

@@ -92,17 +92,23 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         table(&mut out, "cluster", &r.clusters);
     }
     table(&mut out, "mirror", &r.mirrors);
-    if let Some(w) = wall {
-        let per_s = if w.elapsed_s > 0.0 {
-            r.generated as f64 / w.elapsed_s
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            out,
-            "\nwall time {:.3} s, {:.0} simulated requests/s",
-            w.elapsed_s, per_s
-        );
+    match wall {
+        Some(w) if r.mode == "sim" => {
+            let per_s = if w.elapsed_s > 0.0 {
+                r.generated as f64 / w.elapsed_s
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "\nwall time {:.3} s, {:.0} simulated requests/s",
+                w.elapsed_s, per_s
+            );
+        }
+        Some(w) => {
+            let _ = writeln!(out, "\nwall time {:.3} s", w.elapsed_s);
+        }
+        None => {}
     }
     out
 }

@@ -62,7 +62,10 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
 
 /// Parses any meshtwin RON file (scenario, proxy config, endpoints) with the same extensions and
 /// the same file:line:column field errors.
-pub fn parse_as<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ScenarioError> {
+pub fn parse_as<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ScenarioError> {
     // `implicit_some`: optional fields are written bare, not as `Some(..)`;
     // `unwrap_variant_newtypes`: `Call(host: "x")` instead of `Call(Call(host: "x"))`.
     let options = ron::Options::default()
@@ -88,7 +91,11 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Resul
         }
         Err(err) => {
             let path = err.path().to_string();
-            let field = if path == "." { "(top level)".into() } else { path };
+            let field = if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            };
             let code = err.into_inner();
             let spanned = de.span_error(code);
             Err(invalid(spanned.span, field, explain(&spanned.code)))

@@ -3,8 +3,8 @@
 //! sees and the simulator's instance table.
 
 use crate::scenario::{CallStep, Scenario, Version};
-use rand::Rng;
 use proxy_engine::{Endpoint, EndpointAddr, Registry};
+use rand::Rng;
 use std::collections::BTreeMap;
 
 /// One modeled instance of a service version.

@@ -1,6 +1,9 @@
 //! Argument parsing (clap derive) and one module per subcommand.
 
+mod load;
+mod proxy;
 mod run;
+mod serve;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -9,7 +12,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Describe services, their versions, the traffic policy (Istio-style virtual services and
 /// destination rules) and the load in a scenario file (RON); meshtwin simulates it with a seeded
-/// discrete-event simulator driving the real proxy engine and reports what users would see.
+/// discrete-event simulator driving the real proxy engine and reports what users would see. The
+/// same engine runs live as a real HTTP proxy, so the twin can be checked against reality.
 #[derive(Debug, Parser)]
 #[command(name = "meshtwin", version, about, long_about)]
 pub struct Cli {
@@ -19,7 +23,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Simulate a scenario and print a summary (optionally write the JSON report).
+    /// Simulate a scenario (or run it live on loopback) and print a summary.
     ///
     /// Example: meshtwin run scenarios/basic.ron --json report.json
     Run(run::RunArgs),
@@ -27,6 +31,18 @@ enum Command {
     ///
     /// Example: meshtwin validate scenarios/basic.ron
     Validate(validate::ValidateArgs),
+    /// Run the proxy engine as a real HTTP proxy (HTTP/1.1, h2c, TLS) with an admin endpoint.
+    ///
+    /// Example: meshtwin proxy --config proxy.ron --endpoints endpoints.ron
+    Proxy(proxy::ProxyArgs),
+    /// Run a scenario's services as real HTTP servers on loopback, each behind its sidecar.
+    ///
+    /// Example: meshtwin serve scenarios/basic.ron
+    Serve(serve::ServeArgs),
+    /// Open-loop HTTP load (wrk2-style, coordinated-omission corrected) with the report schema.
+    ///
+    /// Example: meshtwin load http://127.0.0.1:8080/ --rate 500 --duration 30s --connections 8
+    Load(load::LoadArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -34,5 +50,45 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::validate(args),
+        Command::Proxy(args) => proxy::proxy(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Load(args) => load::load(args),
+    }
+}
+
+/// A tokio runtime with `workers` threads (0 = one per core).
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    Ok(b.enable_all().build()?)
+}
+
+/// Parses a duration flag such as `30s`.
+fn parse_duration(s: &str) -> Result<proxy_engine::Nanos, String> {
+    proxy_engine::Nanos::parse(s).map_err(|e| e.to_string())
+}
+
+/// Waits for ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -27,10 +27,32 @@ pub struct RunArgs {
     /// Print nothing but errors (and the JSON if `--json -`).
     #[arg(long, short)]
     quiet: bool,
+    /// Run it for real on loopback: every instance a live HTTP server behind its own sidecar
+    /// proxy, the load from the open-loop generator; same report schema (mode `live`).
+    #[arg(long)]
+    live: bool,
+    /// With --live: load-generator connections per workload.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Nanos, String> {
-    Nanos::parse(s).map_err(|e| e.to_string())
+    super::parse_duration(s)
+}
+
+/// Writes the report's JSON to `path` (`-` = stdout), if given.
+pub fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let json = report.to_json();
+    if path.as_os_str() == "-" {
+        print!("{json}");
+    } else {
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Loads, simulates and reports.
@@ -43,33 +65,57 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or(scenario.seed);
     let bar = progress_bar(args.quiet, scenario.duration);
     let started = Instant::now();
-    let metrics = sim_core::run(&scenario, seed, &mut |p| {
-        bar.set_position(p.now.0.min(p.end.0) / 1_000_000);
-        bar.set_message(format!("{} requests", p.generated));
-    })
-    .with_context(|| format!("{}: mesh config", args.scenario.display()))?;
+    let metrics = if args.live {
+        live_run(&scenario, seed, args.connections, &bar)?
+    } else {
+        sim_core::run(&scenario, seed, &mut |p| {
+            bar.set_position(p.now.0.min(p.end.0) / 1_000_000);
+            bar.set_message(format!("{} requests", p.generated));
+        })
+        .with_context(|| format!("{}: mesh config", args.scenario.display()))?
+    };
     let elapsed_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let info = RunInfo {
         scenario: scenario.name.clone().unwrap_or_else(|| "scenario".into()),
         seed,
         duration_ns: scenario.duration.0,
-        mode: "sim",
+        mode: if args.live { "live" } else { "sim" },
     };
     let report = Report::new(&info, &metrics);
     if !args.quiet {
         print!("{}", summary(&report, Some(WallClock { elapsed_s })));
     }
-    if let Some(path) = &args.json {
-        let json = report.to_json();
-        if path.as_os_str() == "-" {
-            print!("{json}");
-        } else {
-            std::fs::write(path, json)
-                .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    write_json(&report, args.json.as_deref())
+}
+
+/// Runs the scenario live on loopback, showing progress in wall-clock milliseconds.
+fn live_run(
+    scenario: &sim_core::Scenario,
+    seed: u64,
+    connections: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<proxy_engine::metrics::RunMetrics> {
+    let progress = std::sync::Arc::new(live::loadgen::Progress::default());
+    super::runtime(0)?.block_on(async {
+        let run = tokio::spawn({
+            let (s, p) = (scenario.clone(), progress.clone());
+            async move { live::lab::run(&s, seed, connections, p).await }
+        });
+        tokio::pin!(run);
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                r = &mut run => break Ok(r??),
+                _ = tick.tick() => {
+                    bar.set_position(started.elapsed().as_millis() as u64);
+                    let sent = progress.sent.load(std::sync::atomic::Ordering::Relaxed);
+                    bar.set_message(format!("{sent} requests (live)"));
+                }
+            }
         }
-    }
-    Ok(())
+    })
 }
 
 /// A progress bar over virtual time (ms) on stderr, hidden when quiet or not a terminal.

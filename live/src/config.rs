@@ -1,0 +1,183 @@
+//! The live proxy's configuration files (RON, same error reporting as scenarios):
+//!
+//! ```ron
+//! Proxy(
+//!     listeners: [
+//!         (name: "ingress", bind: "127.0.0.1:8080"),
+//!         (name: "ingress-tls", bind: "127.0.0.1:8443", tls: (cert: "cert.pem", key: "key.pem")),
+//!     ],
+//!     admin: "127.0.0.1:15000",
+//!     mesh: Mesh(virtual_services: [...], destination_rules: [...]),
+//!     endpoints: { "reviews": [(addr: "127.0.0.1:9081", labels: {"version": "v1"})] },
+//! )
+//! ```
+//!
+//! `endpoints` may instead come from a separate file (`--endpoints`), holding just the map.
+
+use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, MeshConfig, Nanos, Registry};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A live proxy's whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename = "Proxy")]
+pub struct ProxyConfig {
+    /// Downstream listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Admin endpoint address; default `127.0.0.1:15000`. Only loopback by default.
+    #[serde(default = "default_admin")]
+    pub admin: Option<SocketAddr>,
+    /// Traffic policy.
+    #[serde(default)]
+    pub mesh: MeshConfig,
+    /// Services and their endpoints (or pass `--endpoints FILE`).
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Vec<EndpointSpec>>,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Print an Envoy-style access log line per request to stdout. Default false.
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 15000)))
+}
+
+/// One downstream listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name (logs and metrics).
+    pub name: String,
+    /// Address to bind (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Terminate TLS with this certificate (ALPN offers h2 and http/1.1).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// One endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Socket address.
+    pub addr: SocketAddr,
+    /// Labels such as `version`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Protective bounds of a listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest wait for a complete request head; slower clients are disconnected. Default 10 s.
+    pub header_read_timeout: Nanos,
+    /// Largest request head (request line and headers), bytes; larger gets 431. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Largest request body, bytes; larger gets 413. Default 1 MiB (Envoy's buffer limit).
+    pub max_body_bytes: usize,
+    /// Largest upstream response body, bytes; larger is a reset (503). Default 16 MiB.
+    pub max_response_bytes: usize,
+    /// Most downstream connections open at once per listener; more wait in the accept queue.
+    /// Default 10 000.
+    pub max_connections: usize,
+    /// Upstream connect timeout (Istio's mesh default 10 s).
+    pub connect_timeout: Nanos,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Nanos::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            connect_timeout: Nanos::from_secs(10),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigFileError {
+    /// Unreadable or invalid RON (names file, line, column, field).
+    #[error(transparent)]
+    File(#[from] sim_core::ScenarioError),
+    /// The mesh does not compile against the endpoints.
+    #[error("{file}: mesh.{0}", file = .1)]
+    Mesh(proxy_engine::ConfigError, String),
+    /// A listener or endpoint is missing.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn read(path: &Path) -> Result<String, ConfigFileError> {
+    std::fs::read_to_string(path).map_err(|source| {
+        ConfigFileError::File(sim_core::ScenarioError::Read {
+            file: path.display().to_string(),
+            source,
+        })
+    })
+}
+
+impl ProxyConfig {
+    /// Reads `path`, and the endpoints from `endpoints` when given.
+    pub fn load(path: &Path, endpoints: Option<&Path>) -> Result<ProxyConfig, ConfigFileError> {
+        let file = path.display().to_string();
+        let mut config: ProxyConfig = sim_core::load::parse_as(&file, &read(path)?)?;
+        if let Some(ep) = endpoints {
+            let text = read(ep)?;
+            config.endpoints = sim_core::load::parse_as(&ep.display().to_string(), &text)?;
+        }
+        if config.listeners.is_empty() {
+            return Err(ConfigFileError::Invalid(format!(
+                "{file}: listeners: at least one listener is required"
+            )));
+        }
+        config.compile(&file)?;
+        Ok(config)
+    }
+
+    /// The registry of endpoints.
+    pub fn registry(&self) -> Registry {
+        let mut reg = Registry::default();
+        for (service, eps) in &self.endpoints {
+            let endpoints = eps
+                .iter()
+                .map(|e| Endpoint {
+                    addr: EndpointAddr::Socket(e.addr),
+                    labels: e.labels.clone(),
+                })
+                .collect();
+            reg.add_service(service.clone(), endpoints);
+        }
+        reg
+    }
+
+    /// The compiled mesh; an undefined subset is an error here, as in `meshtwin validate`.
+    pub fn compile(&self, file: &str) -> Result<CompiledMesh, ConfigFileError> {
+        let mesh = CompiledMesh::compile(&self.mesh, &self.registry())
+            .map_err(|e| ConfigFileError::Mesh(e, file.to_owned()))?;
+        if let Some(w) = mesh.warnings().first() {
+            return Err(ConfigFileError::Invalid(format!("{file}: mesh.{w}")));
+        }
+        Ok(mesh)
+    }
+}

@@ -1,0 +1,197 @@
+//! Conversions between hyper's types and the engine's: request heads in, upstream requests and
+//! downstream responses out. Hop-by-hop headers are dropped in both directions, as a proxy must.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use proxy_engine::mesh::HeaderEdit;
+use proxy_engine::types::HeadParts;
+use proxy_engine::{RequestHead, ResponseFlags};
+use std::sync::Arc;
+
+/// The body type used throughout live mode: fully buffered.
+pub type Body = Full<Bytes>;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
+/// The engine's view of a downstream request. `source` is the peer address.
+pub fn head_from_request(parts: &http::request::Parts, scheme: &str, source: &str) -> RequestHead {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let headers: Vec<(Arc<str>, Arc<str>)> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| !is_hop_by_hop(n.as_str()))
+        .filter_map(|(n, v)| Some((Arc::from(n.as_str()), Arc::from(v.to_str().ok()?))))
+        .collect();
+    RequestHead::new(HeadParts {
+        method: Arc::from(parts.method.as_str()),
+        authority: Arc::from(authority),
+        path: Arc::from(path),
+        scheme: Arc::from(scheme),
+        headers: Arc::from(headers),
+        source: Arc::from(source),
+    })
+}
+
+/// The HTTP/1.1 request to send upstream for `head` (origin-form URI, `Host` from the
+/// authority), with `extra` headers appended.
+pub fn upstream_request(
+    head: &RequestHead,
+    body: Bytes,
+    extra: &[(&str, String)],
+) -> Option<Request<Body>> {
+    let mut b = Request::builder()
+        .method(http::Method::from_bytes(head.method.as_bytes()).ok()?)
+        .uri(&*head.path)
+        .header(http::header::HOST, &*head.authority);
+    for (name, value) in head.headers.iter() {
+        b = b.header(&**name, &**value);
+    }
+    for (name, value) in extra {
+        b = b.header(*name, value);
+    }
+    b.body(Full::new(body)).ok()
+}
+
+/// The response to send downstream for an upstream answer, after the route's header edits.
+pub fn forward_response(
+    parts: &http::response::Parts,
+    body: Bytes,
+    edit: Option<&HeaderEdit>,
+) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = parts.status;
+    let headers = resp.headers_mut();
+    for (n, v) in &parts.headers {
+        if !is_hop_by_hop(n.as_str()) && n != http::header::CONTENT_LENGTH {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+    if let Some(edit) = edit {
+        apply_edit(headers, edit);
+    }
+    resp
+}
+
+/// Applies a route's header operations to response headers.
+pub fn apply_edit(headers: &mut http::HeaderMap, edit: &HeaderEdit) {
+    for name in &edit.remove {
+        headers.remove(&**name);
+    }
+    for (name, value) in &edit.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &edit.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+}
+
+/// Envoy's body for a local reply with these flags.
+fn local_body(flags: ResponseFlags) -> &'static str {
+    const BODIES: &[(ResponseFlags, &str)] = &[
+        (ResponseFlags::NO_HEALTHY_UPSTREAM, "no healthy upstream"),
+        (
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        ),
+        (
+            ResponseFlags::UPSTREAM_OVERFLOW,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        ),
+        (
+            ResponseFlags::UPSTREAM_REMOTE_RESET,
+            "upstream connect error or disconnect/reset before headers. reset reason: remote reset",
+        ),
+        (ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, "upstream request timeout"),
+        (ResponseFlags::FAULT_INJECTED, "fault filter abort"),
+        (ResponseFlags::RATE_LIMITED, "local_rate_limited"),
+    ];
+    BODIES
+        .iter()
+        .find(|(f, _)| flags.contains(*f))
+        .map_or("", |(_, b)| b)
+}
+
+/// A locally generated response (Envoy's local reply): the engine's status, headers and body,
+/// or Envoy's standard body for the flags.
+pub fn local_reply(
+    status: u16,
+    flags: ResponseFlags,
+    headers: &[(Arc<str>, Arc<str>)],
+    body: Option<&str>,
+) -> Response<Body> {
+    let body = body.unwrap_or_else(|| local_body(flags));
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let h = resp.headers_mut();
+    if !body.is_empty() {
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    if flags.contains(ResponseFlags::UPSTREAM_OVERFLOW) {
+        h.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    resp
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}

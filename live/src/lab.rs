@@ -1,0 +1,193 @@
+//! `meshtwin run --live`: a scenario on loopback. Every instance becomes a live modeled service
+//! with its own sidecar (an engine driver and a listener), every open-loop workload a client
+//! proxy fed by the load generator; after the run everything is stopped and the same report as a
+//! simulation comes out: totals and time series from the load generators (what users saw),
+//! routes, destinations, clusters and mirrors from every proxy's hop records.
+
+use crate::config::Limits;
+use crate::driver::{self, DriverOptions, ProxyHandle};
+use crate::loadgen::{self, LoadOptions, Progress};
+use crate::server::{self, Listener};
+use crate::service::{Instance, InstanceModel};
+use proxy_engine::metrics::{Recorder, RunMetrics};
+use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, ProxyRole, Registry};
+use sim_core::scenario::{Scenario, Workload};
+use sim_core::workload::Mix;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a live run could not happen.
+#[derive(Debug, Error)]
+pub enum LabError {
+    /// A socket could not be bound.
+    #[error("cannot bind a loopback socket: {0}")]
+    Bind(#[from] std::io::Error),
+    /// The mesh does not compile against the live endpoints.
+    #[error("mesh config: {0}")]
+    Mesh(#[from] proxy_engine::ConfigError),
+    /// The scenario uses something live mode does not run.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The scenario's services running live, each instance with its sidecar.
+pub struct Services {
+    /// The instances, in the simulator's order.
+    pub instances: Vec<Instance>,
+    sidecars: Vec<(ProxyHandle, Listener)>,
+    /// The compiled mesh over the live endpoints.
+    pub mesh: Arc<CompiledMesh>,
+}
+
+fn driver_options(name: &str, seed: u64, s: &Scenario) -> DriverOptions {
+    DriverOptions {
+        name: name.to_owned(),
+        seed: sim_core::rng::derive_seed(seed, &format!("proxy/{name}")),
+        connect_timeout: Duration::from_secs(10),
+        max_response_bytes: Limits::default().max_response_bytes,
+        access_log: false,
+        window: s.window,
+    }
+}
+
+/// Starts every instance of `s` and its sidecar on loopback.
+pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabError> {
+    let mut instances = Vec::new();
+    let mut endpoints: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
+    for spec in sim_core::model::instances(s) {
+        let model = InstanceModel {
+            name: spec.name(),
+            version: spec.model.clone(),
+            steps: sim_core::model::call_steps(s, spec.service),
+        };
+        let inst = Instance::start(model, seed).await?;
+        endpoints.entry(spec.service).or_default().push(Endpoint {
+            addr: EndpointAddr::Socket(inst.addr),
+            labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
+        });
+        instances.push(inst);
+    }
+    let mut registry = Registry::default();
+    for (service, eps) in endpoints {
+        registry.add_service(service, eps);
+    }
+    let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &registry)?);
+    let mut sidecars = Vec::new();
+    for (inst, spec) in instances.iter().zip(sim_core::model::instances(s)) {
+        let role = ProxyRole::Sidecar {
+            service: spec.service.to_owned(),
+        };
+        let handle = driver::spawn(mesh.clone(), role, driver_options(inst.name(), seed, s));
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
+        inst.set_sidecar(listener.addr);
+        sidecars.push((handle, listener));
+    }
+    Ok(Services {
+        instances,
+        sidecars,
+        mesh,
+    })
+}
+
+impl Services {
+    /// Every sidecar's hop records, merged.
+    pub fn hops(&self, into: &mut Recorder) {
+        for (h, _) in &self.sidecars {
+            into.merge_hops(&h.snapshot());
+        }
+    }
+
+    /// Stops the sidecars (gracefully) and the instances.
+    pub async fn stop(self) {
+        for (_, l) in self.sidecars {
+            l.shutdown().await;
+        }
+        drop(self.instances);
+    }
+}
+
+/// A client proxy and the load aimed at it.
+struct Client {
+    handle: ProxyHandle,
+    listener: Listener,
+    load: LoadOptions,
+}
+
+/// Runs scenario `s` live with `seed` and returns the metrics (the report's content).
+pub async fn run(
+    s: &Scenario,
+    seed: u64,
+    connections: usize,
+    progress: Arc<Progress>,
+) -> Result<RunMetrics, LabError> {
+    let services = start_services(s, seed).await?;
+    let mut clients = Vec::new();
+    for (i, w) in s.workload.iter().enumerate() {
+        let Workload::OpenLoop(o) = w else {
+            return Err(LabError::Unsupported(format!(
+                "workload[{i}]: live mode runs open-loop workloads only (closed-loop users are simulation-only for now)"
+            )));
+        };
+        let name = w.name(i);
+        let role = ProxyRole::Client { name: name.clone() };
+        let handle = driver::spawn(services.mesh.clone(), role, driver_options(&name, seed, s));
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
+        let load = LoadOptions {
+            target: listener.addr,
+            mix: Mix::new(&o.host, &name, &o.requests),
+            rate: o.rate,
+            schedule: o.schedule.clone(),
+            arrivals: o.arrivals,
+            duration: Duration::from_nanos(s.duration.0),
+            drain: Duration::from_nanos(s.drain.0),
+            connections,
+            seed: sim_core::rng::derive_seed(seed, &format!("workload/{name}")),
+            window: s.window,
+        };
+        clients.push(Client {
+            handle,
+            listener,
+            load,
+        });
+    }
+    let runs = clients
+        .iter()
+        .map(|c| loadgen::run(c.load.clone(), progress.clone()));
+    let mut results = Vec::new();
+    let mut set = tokio::task::JoinSet::new();
+    for r in runs {
+        set.spawn(r);
+    }
+    while let Some(r) = set.join_next().await {
+        if let Ok(m) = r {
+            results.push(m);
+        }
+    }
+    let mut hops = Recorder::new(services.mesh.clone(), s.window);
+    for c in &clients {
+        hops.merge_hops(&c.handle.snapshot());
+    }
+    services.hops(&mut hops);
+    for c in clients {
+        c.listener.shutdown().await;
+    }
+    services.stop().await;
+    let mut m = hops.finish();
+    let mut load = results.into_iter();
+    if let Some(first) = load.next() {
+        m.generated = first.generated;
+        m.totals = first.totals;
+        m.series = first.series;
+        for other in load {
+            m.generated += other.generated;
+            m.totals.merge(&other.totals);
+            m.series.merge(&other.series);
+        }
+    }
+    Ok(m)
+}

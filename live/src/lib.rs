@@ -1,0 +1,24 @@
+//! `live`: the socket driver of `proxy-engine`, next to the simulator.
+//!
+//! It moves bytes and time only. Every routing, balancing and pooling decision is the engine's:
+//! a `driver` task owns one `proxy_engine::Proxy`, feeds it inputs stamped with a monotonic
+//! clock, and performs its actions — opening upstream connections with hyper's low-level
+//! `client::conn` API when the engine says `Connect`, sending on the connection the engine
+//! names, answering the downstream request the engine completes.
+//!
+//! Around the driver: `server` (downstream listeners: HTTP/1.1, h2c, TLS with ALPN via rustls),
+//! `admin` (`/metrics`, `/ready`, `/config`), `service` (the scenario's modeled services as real
+//! HTTP servers), `loadgen` (an open-loop, coordinated-omission-corrected load generator) and
+//! `lab` (`run --live`: all of it on loopback from one scenario).
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod driver;
+pub mod http_util;
+pub mod lab;
+pub mod loadgen;
+pub mod server;
+pub mod service;
+pub mod tls;
+pub mod upstream;

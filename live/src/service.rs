@@ -1,0 +1,239 @@
+//! Live modeled services (`meshtwin serve`): every instance of a scenario as a real HTTP server
+//! on loopback, running the simulator's model — `workers` requests at once (a worker is held for
+//! the whole handler), a bounded FIFO queue (full → 503 at once), the outbound call steps (each
+//! call an HTTP request to the instance's sidecar listener, incoming headers propagated), the
+//! service-time distribution as a real sleep, and the status rule of
+//! `sim_core::model::handler_status`. Each instance draws from the same named stream as in the
+//! simulator (`instance/<service>/<version>/<index>`).
+
+use crate::http_util::{self, Body};
+use crate::upstream::{self, Sender};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sim_core::rng::{stream, Stream};
+use sim_core::scenario::{Call, Version};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// One instance's model.
+pub struct InstanceModel {
+    /// `service/version/index`.
+    pub name: String,
+    /// The version's parameters.
+    pub version: Version,
+    /// Outbound call steps.
+    pub steps: Vec<Vec<Call>>,
+}
+
+struct State {
+    model: InstanceModel,
+    workers: Semaphore,
+    waiting: AtomicUsize,
+    rng: Mutex<Stream>,
+    sidecar: OnceLock<SocketAddr>,
+    idle: Mutex<Vec<Sender>>,
+}
+
+/// A running instance.
+pub struct Instance {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    /// Binds a loopback port and starts serving. Outbound calls go to the sidecar set with
+    /// `set_sidecar` (calls made before that fail with 503).
+    pub async fn start(model: InstanceModel, seed: u64) -> std::io::Result<Instance> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            workers: Semaphore::new(model.version.workers as usize),
+            waiting: AtomicUsize::new(0),
+            rng: Mutex::new(stream(seed, &format!("instance/{}", model.name))),
+            sidecar: OnceLock::new(),
+            idle: Mutex::new(Vec::new()),
+            model,
+        });
+        let task = tokio::spawn(accept(listener, state.clone()));
+        Ok(Instance { addr, state, task })
+    }
+
+    /// Where the instance's outbound calls go.
+    pub fn set_sidecar(&self, addr: SocketAddr) {
+        let _ = self.state.sidecar.set(addr);
+    }
+
+    /// The instance's name.
+    pub fn name(&self) -> &str {
+        &self.state.model.name
+    }
+
+    /// Crashes the instance: the listener closes (new connections are refused) and every open
+    /// connection is dropped mid-request (resets).
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept(listener: TcpListener, state: Arc<State>) {
+    // Connections live in this set so that aborting the accept task drops them all.
+    let mut conns = tokio::task::JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        conns.spawn(async move {
+            let svc = service_fn(move |req| handle(req, state.clone()));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
+    let v = &state.model.version;
+    // Admission: a free worker, or a place in the bounded queue, or 503 at once.
+    if state.workers.available_permits() == 0
+        && state.waiting.load(Ordering::Relaxed) >= v.queue as usize
+    {
+        return Ok(status_only(503));
+    }
+    state.waiting.fetch_add(1, Ordering::Relaxed);
+    let permit = state.workers.acquire().await;
+    state.waiting.fetch_sub(1, Ordering::Relaxed);
+    let Ok(_permit) = permit else {
+        return Ok(status_only(503));
+    };
+    let mut failed = false;
+    for step in &state.model.steps {
+        let calls = step.iter().map(|c| call(&state, c, &parts.headers));
+        let statuses = join_all(calls.collect()).await;
+        failed |= statuses.iter().any(|s| *s == 0 || *s >= 500);
+    }
+    let (service, status) = {
+        let mut rng = match state.rng.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let service = v.latency.sample(&mut *rng);
+        (
+            service,
+            sim_core::model::handler_status(failed, v, &mut *rng),
+        )
+    };
+    tokio::time::sleep(Duration::from_nanos(service.0)).await;
+    Ok(status_only(status))
+}
+
+fn status_only(status: u16) -> Response<Body> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    http_util::text(code, Bytes::new())
+}
+
+/// Runs futures concurrently on this task and collects their outputs in order (calls borrow
+/// the handler's state, so they cannot be spawned).
+async fn join_all<F: std::future::Future<Output = u16>>(futs: Vec<F>) -> Vec<u16> {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    struct JoinAll<F: std::future::Future<Output = u16>> {
+        futs: Vec<Option<Pin<Box<F>>>>,
+        out: Vec<u16>,
+    }
+    impl<F: std::future::Future<Output = u16>> std::future::Future for JoinAll<F> {
+        type Output = Vec<u16>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<u16>> {
+            let this = &mut *self;
+            let mut pending = false;
+            for (i, slot) in this.futs.iter_mut().enumerate() {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(v) => {
+                            this.out[i] = v;
+                            *slot = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(std::mem::take(&mut this.out))
+            }
+        }
+    }
+    let n = futs.len();
+    JoinAll {
+        futs: futs.into_iter().map(|f| Some(Box::pin(f))).collect(),
+        out: vec![0; n],
+    }
+    .await
+}
+
+/// One outbound call through the sidecar; the status, or 0 when it failed outright.
+async fn call(state: &State, c: &Call, incoming: &http::HeaderMap) -> u16 {
+    let Some(&sidecar) = state.sidecar.get() else {
+        return 0;
+    };
+    let mut b = Request::builder()
+        .method(c.method.as_str())
+        .uri(c.path.as_str())
+        .header(http::header::HOST, c.host.as_str());
+    for (k, v) in &c.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    // Propagate what the handler received unless the call sets it itself.
+    for (k, v) in incoming {
+        let skip = k == http::header::HOST
+            || k == http::header::CONTENT_LENGTH
+            || k == http::header::CONNECTION
+            || c.headers
+                .keys()
+                .any(|own| own.eq_ignore_ascii_case(k.as_str()));
+        if !skip {
+            b = b.header(k, v);
+        }
+    }
+    let Ok(req) = b.body(Full::new(Bytes::new())) else {
+        return 0;
+    };
+    let pooled = state.idle.lock().ok().and_then(|mut idle| idle.pop());
+    let mut sender = match pooled {
+        Some(s) if !s.is_closed() => s,
+        _ => match upstream::connect(sidecar, Duration::from_secs(10)).await {
+            Ok(s) => s,
+            Err(_) => return 0,
+        },
+    };
+    match upstream::exchange(&mut sender, req, 16 * 1024 * 1024).await {
+        Ok((parts, _)) => {
+            if !upstream::closes(&parts) {
+                if let Ok(mut idle) = state.idle.lock() {
+                    idle.push(sender);
+                }
+            }
+            parts.status.as_u16()
+        }
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,165 @@
+//! `meshtwin load URL --rate R --duration D --connections C`.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use live::loadgen::{self, LoadOptions, Progress};
+use proxy_engine::Nanos;
+use reports::text::{summary, WallClock};
+use reports::{Report, RunInfo};
+use sim_core::scenario::{Arrivals, RequestSpec};
+use sim_core::workload::Mix;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Arrival spacing.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArrivalsArg {
+    /// Evenly spaced (wrk2).
+    Constant,
+    /// Exponential gaps.
+    Poisson,
+}
+
+/// Arguments of `meshtwin load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Target, e.g. http://127.0.0.1:8080/productpage (the authority becomes the Host header).
+    url: String,
+    /// Requests per second (total over all connections).
+    #[arg(long)]
+    rate: f64,
+    /// How long to send, e.g. 30s.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
+    duration: Nanos,
+    /// Connections, each with an equal share of the rate.
+    #[arg(long, short, default_value_t = 8)]
+    connections: usize,
+    /// Extra header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Host header to send instead of the URL's authority.
+    #[arg(long)]
+    host: Option<String>,
+    /// Arrival spacing.
+    #[arg(long, value_enum, default_value = "constant")]
+    arrivals: ArrivalsArg,
+    /// After the duration, how long to wait for outstanding responses.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
+    drain: Nanos,
+    /// Write the JSON report here (`-` for stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress line or summary.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Seed of the arrival streams.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Splits `http://host:port/path` into authority and path.
+fn split_url(url: &str) -> anyhow::Result<(String, String)> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("{url}: only http:// URLs are supported (expected http://HOST:PORT/PATH)");
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        bail!("{url}: missing host");
+    }
+    Ok((authority.to_owned(), path.to_owned()))
+}
+
+/// Runs the load, prints a progress line each second and a summary, writes the JSON report.
+pub fn load(args: LoadArgs) -> anyhow::Result<()> {
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate must be a number above 0, found {}", args.rate);
+    }
+    let (authority, path) = split_url(&args.url)?;
+    let with_port = if authority.contains(':') {
+        authority.clone()
+    } else {
+        format!("{authority}:80")
+    };
+    let target = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {with_port}"))?
+        .next()
+        .with_context(|| format!("{with_port} resolves to nothing"))?;
+    let mut headers = BTreeMap::new();
+    for h in &args.headers {
+        let Some((k, v)) = h.split_once(':') else {
+            bail!("--header {h:?}: expected `name: value`");
+        };
+        headers.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let spec = RequestSpec {
+        weight: 1,
+        method: "GET".into(),
+        path,
+        headers,
+    };
+    let host = args.host.clone().unwrap_or(authority);
+    let opts = LoadOptions {
+        target,
+        mix: Mix::new(&host, "loadgen", &[spec]),
+        rate: args.rate,
+        schedule: Vec::new(),
+        arrivals: match args.arrivals {
+            ArrivalsArg::Constant => Arrivals::Constant,
+            ArrivalsArg::Poisson => Arrivals::Poisson,
+        },
+        duration: Duration::from_nanos(args.duration.0),
+        drain: Duration::from_nanos(args.drain.0),
+        connections: args.connections,
+        seed: args.seed,
+        window: Nanos::from_secs(1),
+    };
+    let progress = Arc::new(Progress::default());
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let metrics = super::runtime(0)?.block_on(async {
+        let run = tokio::spawn(loadgen::run(opts, progress.clone()));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick() => if show {
+                    let p = &progress;
+                    eprint!("\r{:>6.1}s sent {} done {} errors {}   ", started.elapsed().as_secs_f64(),
+                        p.sent.load(Ordering::Relaxed), p.done.load(Ordering::Relaxed), p.errors.load(Ordering::Relaxed));
+                }
+            }
+        }
+    })?;
+    if show {
+        eprintln!();
+    }
+    let info = RunInfo {
+        scenario: args.url.clone(),
+        seed: args.seed,
+        duration_ns: args.duration.0,
+        mode: "live",
+    };
+    let report = Report::new(&info, &metrics);
+    if !args.quiet {
+        print!(
+            "{}",
+            summary(
+                &report,
+                Some(WallClock {
+                    elapsed_s: started.elapsed().as_secs_f64()
+                })
+            )
+        );
+    }
+    super::run::write_json(&report, args.json.as_deref())
+}

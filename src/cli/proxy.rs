@@ -1,0 +1,143 @@
+//! `meshtwin proxy --config FILE [--endpoints FILE]`.
+
+use anyhow::Context;
+use clap::Args;
+use live::admin::{self, AdminState};
+use live::config::ProxyConfig;
+use live::driver::{self, Command, DriverOptions};
+use live::server;
+use proxy_engine::ProxyRole;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Arguments of `meshtwin proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Proxy configuration (RON `Proxy(listeners: [...], mesh: Mesh(...), ...)`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Endpoints file (RON map: service -> [(addr, labels)]), instead of `endpoints` in the config.
+    #[arg(long)]
+    endpoints: Option<PathBuf>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Seed of the engine's RNG (splits, random balancing).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Starts listeners and the admin endpoint; reloads on SIGHUP or when a file changes; drains
+/// and stops on ctrl-c or SIGTERM.
+pub fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let config = ProxyConfig::load(&args.config, args.endpoints.as_deref())?;
+    let rt = super::runtime(args.workers)?;
+    rt.block_on(run(args, config))
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
+    let file = args.config.display().to_string();
+    let mesh = Arc::new(config.compile(&file)?);
+    let opts = DriverOptions {
+        name: "proxy".into(),
+        seed: args.seed,
+        connect_timeout: Duration::from_nanos(config.limits.connect_timeout.0),
+        max_response_bytes: config.limits.max_response_bytes,
+        access_log: config.access_log,
+        window: proxy_engine::Nanos::from_secs(1),
+    };
+    let role = ProxyRole::Client {
+        name: "proxy".into(),
+    };
+    let handle = driver::spawn(mesh, role, opts);
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let tls = match &l.tls {
+            Some(t) => Some(live::tls::server_config(&t.cert, &t.key)?),
+            None => None,
+        };
+        let listener = server::listen(l.bind, handle.clone(), config.limits.clone(), tls)
+            .await
+            .with_context(|| format!("listener `{}`: cannot bind {}", l.name, l.bind))?;
+        eprintln!(
+            "listener {} on {}{}",
+            l.name,
+            listener.addr,
+            if l.tls.is_some() { " (TLS)" } else { "" }
+        );
+        listeners.push(listener);
+    }
+    let config_json = Arc::new(Mutex::new(serde_json::to_value(&config)?));
+    if let Some(addr) = config.admin {
+        let state = AdminState {
+            proxy: handle.clone(),
+            config: config_json.clone(),
+        };
+        let (bound, _task) = admin::serve(addr, state)
+            .await
+            .with_context(|| format!("admin: cannot bind {addr}"))?;
+        eprintln!("admin on http://{bound} (/metrics /ready /config)");
+    }
+    let watched: Vec<PathBuf> = std::iter::once(args.config.clone())
+        .chain(args.endpoints.clone())
+        .collect();
+    let mut stamps: Vec<Option<SystemTime>> = watched.iter().map(|p| mtime(p)).collect();
+    let mut hup = hangup()?;
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hup.recv() => reload(&args, &handle, &config_json, "SIGHUP"),
+            _ = tick.tick() => {
+                let now: Vec<Option<SystemTime>> = watched.iter().map(|p| mtime(p)).collect();
+                if now != stamps {
+                    stamps = now;
+                    reload(&args, &handle, &config_json, "file change");
+                }
+            }
+        }
+    }
+    eprintln!("draining...");
+    for l in listeners {
+        l.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Re-reads and recompiles the configuration; on success the driver swaps meshes without
+/// dropping requests in flight; on failure the old configuration stays and the error is printed.
+fn reload(
+    args: &ProxyArgs,
+    handle: &driver::ProxyHandle,
+    json: &Mutex<serde_json::Value>,
+    why: &str,
+) {
+    let file = args.config.display().to_string();
+    let loaded = ProxyConfig::load(&args.config, args.endpoints.as_deref())
+        .map_err(anyhow::Error::from)
+        .and_then(|c| Ok((c.compile(&file)?, serde_json::to_value(&c)?)));
+    match loaded {
+        Ok((mesh, value)) => {
+            handle.send(Command::Reload(Arc::new(mesh)));
+            if let Ok(mut j) = json.lock() {
+                *j = value;
+            }
+            eprintln!("reloaded {file} ({why})");
+        }
+        Err(e) => eprintln!("reload ({why}) rejected, keeping the running config: {e:#}"),
+    }
+}
+
+#[cfg(unix)]
+fn hangup() -> anyhow::Result<tokio::signal::unix::Signal> {
+    Ok(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::hangup(),
+    )?)
+}
