@@ -1,0 +1,136 @@
+//! Helpers for live end-to-end tests: echo upstreams, a proxy built from RON, a raw client.
+
+#![allow(dead_code, missing_docs)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use live::config::Limits;
+use live::driver::{self, DriverOptions, ProxyHandle};
+use live::server::{self, Listener};
+use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, MeshConfig, ProxyRole, Registry};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// An upstream that answers 200 with its name (body and `x-served-by`), and remembers what it
+/// received.
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    pub seen: Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn echo(name: &str) -> Echo {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (h, s, name) = (hits.clone(), seen.clone(), name.to_owned());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (h, s, name) = (h.clone(), s.clone(), name.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (h, s, name) = (h.clone(), s.clone(), name.clone());
+                    async move {
+                        h.fetch_add(1, Ordering::Relaxed);
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                        s.lock().expect("lock").push((host, req.uri().to_string(), headers));
+                        let resp = http::Response::builder()
+                            .header("x-served-by", name.as_str())
+                            .body(Full::new(Bytes::from(name)))
+                            .expect("response");
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Echo { addr, hits, seen, task }
+}
+
+pub fn parse_mesh(text: &str) -> MeshConfig {
+    sim_core::load::parse_as("test-mesh.ron", text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A proxy (driver + plain listener) over `services` (name → [(addr, version)]).
+pub async fn proxy(mesh: &str, services: &[(&str, Vec<(SocketAddr, &str)>)], limits: Limits) -> (ProxyHandle, Listener) {
+    proxy_tls(mesh, services, limits, None).await
+}
+
+pub async fn proxy_tls(
+    mesh: &str,
+    services: &[(&str, Vec<(SocketAddr, &str)>)],
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (ProxyHandle, Listener) {
+    let mut reg = Registry::default();
+    for (name, eps) in services {
+        let endpoints = eps
+            .iter()
+            .map(|(addr, v)| Endpoint {
+                addr: EndpointAddr::Socket(*addr),
+                labels: BTreeMap::from([("version".to_owned(), (*v).to_owned())]),
+            })
+            .collect();
+        reg.add_service(*name, endpoints);
+    }
+    let compiled = CompiledMesh::compile(&parse_mesh(mesh), &reg).unwrap_or_else(|e| panic!("{e}"));
+    let opts = DriverOptions {
+        name: "test".into(),
+        seed: 7,
+        connect_timeout: Duration::from_secs(2),
+        max_response_bytes: 1 << 20,
+        access_log: false,
+        window: proxy_engine::Nanos::from_secs(1),
+    };
+    let handle = driver::spawn(Arc::new(compiled), ProxyRole::Client { name: "test".into() }, opts);
+    let listener = server::listen("127.0.0.1:0".parse().expect("addr"), handle.clone(), limits, tls)
+        .await
+        .expect("listen");
+    (handle, listener)
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut b = http::Request::builder().uri(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = sender.send_request(b.body(Full::new(Bytes::new())).expect("req")).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
