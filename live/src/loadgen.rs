@@ -159,7 +159,7 @@ async fn connection(
         if intended >= epoch + opts.duration {
             break;
         }
-        tokio::time::sleep_until(intended.into()).await;
+        crate::clock::sleep_until_precise(intended).await;
         let head = opts.mix.pick(&mut rng);
         progress.sent.fetch_add(1, Ordering::Relaxed);
         let outcome = send(&mut sender, opts.target, &head).await;

@@ -141,7 +141,8 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             sim_core::model::handler_status(failed, v, &mut *rng),
         )
     };
-    tokio::time::sleep(Duration::from_nanos(service.0)).await;
+    let done = std::time::Instant::now() + Duration::from_nanos(service.0);
+    crate::clock::sleep_until_precise(done).await;
     Ok(status_only(status))
 }
 

@@ -58,14 +58,25 @@ async fn routing_split_mirror_faults_and_edits_on_real_sockets() {
         to_v2 += usize::from(got.body == "v2");
     }
     let (nf, k) = (n as f64, to_v2 as f64);
-    assert!((k - 0.2 * nf).abs() < 5.0 * (nf * 0.16).sqrt(), "{to_v2} of {n} to v2");
+    assert!(
+        (k - 0.2 * nf).abs() < 5.0 * (nf * 0.16).sqrt(),
+        "{to_v2} of {n} to v2"
+    );
     // The mirror received a copy of every split request (fire and forget: wait a little).
     let deadline = Instant::now() + Duration::from_secs(5);
     while shadow.hits.load(Ordering::Relaxed) < n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(shadow.hits.load(Ordering::Relaxed), n as u64);
-    assert!(shadow.seen.lock().expect("lock").iter().all(|(host, _, _)| host == "reviews"), "no -shadow suffix (Istio >= 1.28)");
+    assert!(
+        shadow
+            .seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|(host, _, _)| host == "reviews"),
+        "no -shadow suffix (Istio >= 1.28)"
+    );
 
     // Redirect, abort, delay, rewrite and header edits.
     let got = get(addr, "reviews", "/old/page", &[]).await;
@@ -76,10 +87,19 @@ async fn routing_split_mirror_faults_and_edits_on_real_sockets() {
     let started = Instant::now();
     let got = get(addr, "reviews", "/delay", &[]).await;
     assert_eq!(got.status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(300), "delay is real time");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "delay is real time"
+    );
     let got = get(addr, "reviews", "/edit/a?b=1", &[]).await;
     assert_eq!(got.headers["x-resp"], "1");
-    let last = v1.seen.lock().expect("lock").last().cloned().expect("v1 saw it");
+    let last = v1
+        .seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("v1 saw it");
     assert_eq!(last.1, "/rewritten/a?b=1");
     assert!(last.2.iter().any(|(k, v)| k == "x-added" && v == "yes"));
     // No route: 404 NR.
@@ -89,16 +109,27 @@ async fn routing_split_mirror_faults_and_edits_on_real_sockets() {
     // Every request got one recorded outcome, with the flags.
     let m = handle.snapshot().finish();
     assert_eq!(m.totals.count, 10 + n as u64 + 5);
-    let flag = |f: &str| m.totals.flags().find(|(n, _)| *n == f).map_or(0, |(_, c)| c);
+    let flag = |f: &str| {
+        m.totals
+            .flags()
+            .find(|(n, _)| *n == f)
+            .map_or(0, |(_, c)| c)
+    };
     assert_eq!((flag("FI"), flag("DI"), flag("NR")), (1, 1, 1));
     listener.shutdown().await;
 }
 
-fn test_tls() -> (std::sync::Arc<rustls::ServerConfig>, rustls::pki_types::CertificateDer<'static>) {
+fn test_tls() -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    rustls::pki_types::CertificateDer<'static>,
+) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let der = cert.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    (live::tls::server_config_der(vec![der.clone()], key).expect("tls config"), der)
+    (
+        live::tls::server_config_der(vec![der.clone()], key).expect("tls config"),
+        der,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +137,13 @@ async fn tls_termination_and_http2() {
     let v1 = echo("v1").await;
     let services = [("reviews", vec![(v1.addr, "v1")])];
     let (server_config, cert) = test_tls();
-    let (_h, tls_listener) = proxy_tls(r#"Mesh()"#, &services, Limits::default(), Some(server_config)).await;
+    let (_h, tls_listener) = proxy_tls(
+        r#"Mesh()"#,
+        &services,
+        Limits::default(),
+        Some(server_config),
+    )
+    .await;
 
     // TLS with ALPN h2: a real rustls client speaking HTTP/2.
     let mut roots = rustls::RootCertStore::empty();
@@ -119,13 +156,18 @@ async fn tls_termination_and_http2() {
         .with_no_client_auth();
     client.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(tls_listener.addr).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(tls_listener.addr)
+        .await
+        .expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let tls = connector.connect(name, tcp).await.expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
     tokio::spawn(conn);
     for _ in 0..3 {
         let req = http::Request::builder()
@@ -136,19 +178,32 @@ async fn tls_termination_and_http2() {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), http::Version::HTTP_2);
     }
-    assert!(v1.seen.lock().expect("lock").iter().all(|(host, _, _)| host == "reviews"));
+    assert!(v1
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .all(|(host, _, _)| host == "reviews"));
 
     // h2c (HTTP/2 with prior knowledge) on a plain listener.
     let (_h2, plain) = common::proxy(r#"Mesh()"#, &services, Limits::default()).await;
-    let tcp = tokio::net::TcpStream::connect(plain.addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+    let tcp = tokio::net::TcpStream::connect(plain.addr)
         .await
-        .expect("h2c handshake");
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
     tokio::spawn(conn);
     let req = http::Request::builder()
         .uri("http://reviews/h2c")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("req");
     let resp = sender.send_request(req).await.expect("response");
-    assert_eq!((resp.status(), resp.version()), (http::StatusCode::OK, http::Version::HTTP_2));
+    assert_eq!(
+        (resp.status(), resp.version()),
+        (http::StatusCode::OK, http::Version::HTTP_2)
+    );
 }

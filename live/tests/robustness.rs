@@ -33,18 +33,38 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
         ..Limits::default()
     };
     let (_h, l) = proxy("Mesh()", &[("svc", vec![(v1.addr, "v1")])], limits).await;
-    let malformed = raw(l.addr, b"GET / HTTP/1.1\r\nHost svc\r\n\r\n", Duration::from_secs(2)).await;
+    let malformed = raw(
+        l.addr,
+        b"GET / HTTP/1.1\r\nHost svc\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(status_line(&malformed).contains(" 400 "), "{malformed:?}");
-    let big = format!("GET / HTTP/1.1\r\nHost: svc\r\nx-big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: svc\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let too_big = raw(l.addr, big.as_bytes(), Duration::from_secs(2)).await;
     assert!(status_line(&too_big).contains(" 431 "), "{too_big:?}");
-    let body = format!("POST / HTTP/1.1\r\nHost: svc\r\ncontent-length: 5000\r\n\r\n{}", "b".repeat(5000));
+    let body = format!(
+        "POST / HTTP/1.1\r\nHost: svc\r\ncontent-length: 5000\r\n\r\n{}",
+        "b".repeat(5000)
+    );
     let huge_body = raw(l.addr, body.as_bytes(), Duration::from_secs(2)).await;
     assert!(status_line(&huge_body).contains(" 413 "), "{huge_body:?}");
     // A head that never completes: the connection is closed after the header read timeout.
     let started = std::time::Instant::now();
-    let slow = raw(l.addr, b"GET / HTTP/1.1\r\nHost: svc\r\n", Duration::from_secs(5)).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "slow client held for {:?}", started.elapsed());
+    let slow = raw(
+        l.addr,
+        b"GET / HTTP/1.1\r\nHost: svc\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "slow client held for {:?}",
+        started.elapsed()
+    );
     assert!(!slow.contains(" 200 "), "{slow:?}");
     // The proxy still serves.
     assert_eq!(get(l.addr, "svc", "/", &[]).await.status, 200);
@@ -53,7 +73,11 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_reset_upstreams_are_flagged() {
     // A port nothing listens on: bind, learn the port, close.
-    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     // An upstream that reads the request, starts a response, then drops the connection.
     let resetter = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let reset_addr = resetter.local_addr().expect("addr");
@@ -62,16 +86,25 @@ async fn refused_and_reset_upstreams_are_flagged() {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+                    .await;
                 // Dropped here: the body never completes.
             });
         }
     });
-    let services = [("gone", vec![(closed, "v1")]), ("flaky", vec![(reset_addr, "v1")])];
+    let services = [
+        ("gone", vec![(closed, "v1")]),
+        ("flaky", vec![(reset_addr, "v1")]),
+    ];
     let (handle, l) = proxy("Mesh()", &services, Limits::default()).await;
     let refused = get(l.addr, "gone", "/", &[]).await;
     assert_eq!(refused.status, 503);
-    assert!(refused.body.contains("connection failure"), "{}", refused.body);
+    assert!(
+        refused.body.contains("connection failure"),
+        "{}",
+        refused.body
+    );
     let reset = get(l.addr, "flaky", "/", &[]).await;
     assert_eq!(reset.status, 503);
     assert!(reset.body.contains("remote reset"), "{}", reset.body);

@@ -31,8 +31,10 @@ pub struct RunArgs {
     /// proxy, the load from the open-loop generator; same report schema (mode `live`).
     #[arg(long)]
     live: bool,
-    /// With --live: load-generator connections per workload.
-    #[arg(long, default_value_t = 16)]
+    /// With --live: load-generator connections per workload. Each carries an equal share of the
+    /// rate and one request at a time, so too few connections queue requests at the client
+    /// (counted, as wrk2 does, from their intended send time).
+    #[arg(long, default_value_t = 64)]
     connections: usize,
 }
 

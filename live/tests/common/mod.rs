@@ -52,8 +52,15 @@ pub async fn echo(name: &str) -> Echo {
                             .iter()
                             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
                             .collect();
-                        let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                        s.lock().expect("lock").push((host, req.uri().to_string(), headers));
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        s.lock()
+                            .expect("lock")
+                            .push((host, req.uri().to_string(), headers));
                         let resp = http::Response::builder()
                             .header("x-served-by", name.as_str())
                             .body(Full::new(Bytes::from(name)))
@@ -67,7 +74,12 @@ pub async fn echo(name: &str) -> Echo {
             });
         }
     });
-    Echo { addr, hits, seen, task }
+    Echo {
+        addr,
+        hits,
+        seen,
+        task,
+    }
 }
 
 pub fn parse_mesh(text: &str) -> MeshConfig {
@@ -75,7 +87,11 @@ pub fn parse_mesh(text: &str) -> MeshConfig {
 }
 
 /// A proxy (driver + plain listener) over `services` (name → [(addr, version)]).
-pub async fn proxy(mesh: &str, services: &[(&str, Vec<(SocketAddr, &str)>)], limits: Limits) -> (ProxyHandle, Listener) {
+pub async fn proxy(
+    mesh: &str,
+    services: &[(&str, Vec<(SocketAddr, &str)>)],
+    limits: Limits,
+) -> (ProxyHandle, Listener) {
     proxy_tls(mesh, services, limits, None).await
 }
 
@@ -105,10 +121,21 @@ pub async fn proxy_tls(
         access_log: false,
         window: proxy_engine::Nanos::from_secs(1),
     };
-    let handle = driver::spawn(Arc::new(compiled), ProxyRole::Client { name: "test".into() }, opts);
-    let listener = server::listen("127.0.0.1:0".parse().expect("addr"), handle.clone(), limits, tls)
-        .await
-        .expect("listen");
+    let handle = driver::spawn(
+        Arc::new(compiled),
+        ProxyRole::Client {
+            name: "test".into(),
+        },
+        opts,
+    );
+    let listener = server::listen(
+        "127.0.0.1:0".parse().expect("addr"),
+        handle.clone(),
+        limits,
+        tls,
+    )
+    .await
+    .expect("listen");
     (handle, listener)
 }
 
@@ -123,14 +150,23 @@ pub struct Got {
 /// One HTTP/1.1 request on a fresh connection.
 pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     let mut b = http::Request::builder().uri(path).header("host", host);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = sender.send_request(b.body(Full::new(Bytes::new())).expect("req")).await.expect("response");
+    let resp = sender
+        .send_request(b.body(Full::new(Bytes::new())).expect("req"))
+        .await
+        .expect("response");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Got { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
