@@ -18,12 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// What an echo upstream received: Host, URI, headers.
+pub type Seen = (String, String, Vec<(String, String)>);
+
 /// An upstream that answers 200 with its name (body and `x-served-by`), and remembers what it
 /// received.
 pub struct Echo {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
-    pub seen: Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
