@@ -1,0 +1,77 @@
+//! Nothing lost on real sockets: requests the load generator sent = outcomes the proxy recorded
+//! = outcomes in the report, even when an upstream instance is killed mid-run.
+
+use live::config::Limits;
+use live::driver::{self, DriverOptions};
+use live::loadgen::{self, LoadOptions, Progress};
+use proxy_engine::ProxyRole;
+use reports::{Report, RunInfo};
+use sim_core::scenario::Arrivals;
+use sim_core::workload::Mix;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SCENARIO: &str = r#"Scenario(
+    duration: "3s",
+    services: {
+        "api": Service(versions: {"v1": (instances: 3, workers: 8, latency: LogNormal(p50: "5ms", p99: "20ms"))}),
+    },
+    mesh: Mesh(destination_rules: [DestinationRule(host: "api", traffic_policy: (load_balancer: (simple: ROUND_ROBIN)))]),
+    workload: [OpenLoop(host: "api", rate: 200)],
+)"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_counted_once_even_when_an_instance_dies() {
+    let s = sim_core::load::parse("accounting.ron", SCENARIO).unwrap_or_else(|e| panic!("{e}"));
+    let services = live::lab::start_services(&s, 1).await.expect("services");
+    let opts = DriverOptions {
+        name: "client".into(),
+        seed: 1,
+        connect_timeout: Duration::from_secs(1),
+        max_response_bytes: 1 << 20,
+        access_log: false,
+        window: s.window,
+    };
+    let client = driver::spawn(services.mesh.clone(), ProxyRole::Client { name: "client".into() }, opts);
+    let listener = live::server::listen("127.0.0.1:0".parse().expect("addr"), client.clone(), Limits::default(), None)
+        .await
+        .expect("listen");
+    let load = LoadOptions {
+        target: listener.addr,
+        mix: Mix::new("api", "load", &[]),
+        rate: 200.0,
+        schedule: Vec::new(),
+        arrivals: Arrivals::Poisson,
+        duration: Duration::from_secs(3),
+        drain: Duration::from_secs(5),
+        connections: 32,
+        seed: 5,
+        window: s.window,
+    };
+    let progress = Arc::new(Progress::default());
+    let run = tokio::spawn(loadgen::run(load, progress.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    services.instances[0].kill();
+    let m = run.await.expect("load ran");
+    // Let the proxy record the last completions.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let proxy = client.snapshot().finish();
+
+    let sent = progress.sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(m.generated, sent);
+    assert_eq!(m.totals.count, sent, "load generator: one outcome per request sent");
+    assert_eq!(proxy.totals.count, sent, "proxy: one outcome per request received");
+    let hop_total: u64 = proxy.destinations.iter().map(|(_, st)| st.count).sum();
+    assert_eq!(hop_total, sent, "every request reached a destination (or failed at one)");
+    let report = Report::new(&RunInfo { scenario: "accounting".into(), seed: 1, duration_ns: 3_000_000_000, mode: "live" }, &m);
+    let by_status: u64 = report.totals.by_status.values().sum();
+    assert_eq!(by_status, sent, "report: one outcome per request");
+    // The kill mattered: requests failed on the dead instance (reset or refused) ...
+    let failed: u64 = proxy.totals.flags().filter(|(f, _)| *f == "UF" || *f == "UR").map(|(_, n)| n).sum();
+    assert!(failed > 10, "flags after the kill: {:?}", proxy.totals.flags().collect::<Vec<_>>());
+    // ... and the others kept serving.
+    assert!(m.totals.success as f64 > 0.6 * sent as f64);
+    assert_eq!(m.totals.count - m.totals.success, proxy.totals.count - proxy.totals.success);
+    listener.shutdown().await;
+    services.stop().await;
+}
