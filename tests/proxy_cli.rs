@@ -9,14 +9,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A minimal HTTP/1.1 GET with `Connection: close`; returns (status, body).
 fn get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split(' ').nth(1)?.parse().ok()?;
@@ -51,7 +59,10 @@ impl Drop for Proc {
 }
 
 fn signal(p: &Proc, sig: &str) {
-    let status = Command::new("kill").args([sig, &p.0.id().to_string()]).status().expect("kill runs");
+    let status = Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .expect("kill runs");
     assert!(status.success());
 }
 
@@ -74,7 +85,13 @@ fn scratch(name: &str) -> PathBuf {
 
 fn start(cfg: &Path) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_meshtwin"))
-        .args(["proxy", "--config", cfg.to_str().expect("utf-8"), "--workers", "2"])
+        .args([
+            "proxy",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--workers",
+            "2",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -89,12 +106,23 @@ fn admin_reload_and_graceful_drain() {
     let cfg = dir.join("proxy.ron");
     std::fs::write(&cfg, config(port, admin, "one")).expect("write");
     let p = start(&cfg);
-    wait_for("/ready", || get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200));
+    wait_for("/ready", || {
+        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+    });
     assert_eq!(get(port, "svc", "/"), Some((200, "one".into())));
     let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
-    assert!(metrics.contains(r#"meshtwin_route_requests_total{route="svc/hello",code="200"} 1"#), "{metrics}");
-    assert!(metrics.contains("# TYPE meshtwin_route_latency_seconds histogram"), "{metrics}");
-    assert!(metrics.contains("meshtwin_downstream_connections"), "{metrics}");
+    assert!(
+        metrics.contains(r#"meshtwin_route_requests_total{route="svc/hello",code="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE meshtwin_route_latency_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshtwin_downstream_connections"),
+        "{metrics}"
+    );
     let (_, json) = get(admin, "admin", "/config").expect("config");
     assert!(json.contains("\"one\""), "{json}");
 
@@ -103,12 +131,20 @@ fn admin_reload_and_graceful_drain() {
     std::thread::sleep(Duration::from_millis(200));
     std::fs::write(&cfg, config(port, admin, "two")).expect("write");
     signal(&p, "-HUP");
-    wait_for("reload", || get(port, "svc", "/").is_some_and(|r| r.1 == "two"));
-    assert_eq!(slow.join().expect("thread"), Some((200, "slow".into())), "in-flight request survived the reload");
+    wait_for("reload", || {
+        get(port, "svc", "/").is_some_and(|r| r.1 == "two")
+    });
+    assert_eq!(
+        slow.join().expect("thread"),
+        Some((200, "slow".into())),
+        "in-flight request survived the reload"
+    );
 
     // Reload on file change alone (the file is polled each second).
     std::fs::write(&cfg, config(port, admin, "three")).expect("write");
-    wait_for("file-change reload", || get(port, "svc", "/").is_some_and(|r| r.1 == "three"));
+    wait_for("file-change reload", || {
+        get(port, "svc", "/").is_some_and(|r| r.1 == "three")
+    });
     // A broken file is rejected and the running config stays.
     std::fs::write(&cfg, "Proxy(listeners: [], oops: 1)").expect("write");
     std::thread::sleep(Duration::from_millis(1500));
@@ -119,7 +155,11 @@ fn admin_reload_and_graceful_drain() {
     std::thread::sleep(Duration::from_millis(300));
     let mut p = p;
     signal(&p, "-TERM");
-    assert_eq!(slow.join().expect("thread"), Some((200, "slow".into())), "drained, not dropped");
+    assert_eq!(
+        slow.join().expect("thread"),
+        Some((200, "slow".into())),
+        "drained, not dropped"
+    );
     let status = p.0.wait().expect("exit");
     assert!(status.success(), "{status:?}");
     std::mem::forget(p);
@@ -132,12 +172,32 @@ fn load_generator_reports_every_request() {
     let cfg = dir.join("proxy.ron");
     std::fs::write(&cfg, config(port, admin, "hi")).expect("write");
     let _p = start(&cfg);
-    wait_for("/ready", || get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200));
+    wait_for("/ready", || {
+        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+    });
     let out = Command::new(env!("CARGO_BIN_EXE_meshtwin"))
-        .args(["load", &format!("http://127.0.0.1:{port}/"), "--host", "svc", "--rate", "200", "--duration", "2s", "-c", "4", "--quiet", "--json", "-"])
+        .args([
+            "load",
+            &format!("http://127.0.0.1:{port}/"),
+            "--host",
+            "svc",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "-c",
+            "4",
+            "--quiet",
+            "--json",
+            "-",
+        ])
         .output()
         .expect("load runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(v["mode"], "live");
     let generated = v["generated"].as_u64().expect("generated");
@@ -146,5 +206,10 @@ fn load_generator_reports_every_request() {
     // Constant rate 200/s for 2 s: 400 sends (±1 per connection at the edges).
     assert!((396..=404).contains(&generated), "{generated}");
     let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
-    assert!(metrics.contains(&format!(r#"meshtwin_route_requests_total{{route="svc/hello",code="200"}} {generated}"#)), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            r#"meshtwin_route_requests_total{{route="svc/hello",code="200"}} {generated}"#
+        )),
+        "{metrics}"
+    );
 }

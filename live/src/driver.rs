@@ -1,86 +1,35 @@
-//! The engine driver: one task owns one `proxy_engine::Proxy` and is the only code that calls
-//! it. Everything else talks to it through `ProxyHandle` commands; it stamps each input with the
-//! clock, drains the engine's actions and performs them (spawning connect and send tasks whose
-//! results come back as commands), and arms the engine's one timer.
+//! The engine driver: one `proxy_engine::Proxy` behind a mutex, driven by whichever task has
+//! news for it. A downstream request's own task feeds the engine, takes the I/O the engine asks
+//! for (connect, send), performs it *inline* — awaiting the upstream without a hop through
+//! another task — and feeds the result back, until the engine completes the request. Work that
+//! belongs to no waiting task (a fault delay ending, a mirror) runs on a spawned task. The lock
+//! is never held across an await.
 //!
-//! **Invariant:** every `Command::Request` ends in exactly one engine `Complete`, which the
-//! driver records (metrics and access log) before forgetting the request. A downstream that
-//! goes away sends `Cancel` (see `server`), which the engine completes with `DC`.
+//! The engine makes every decision; this module only moves bytes and time: it stamps inputs with
+//! the clock, turns `Action`s into socket work, answers the downstream, records outcomes.
+//!
+//! **Invariant:** every request handed to `ProxyHandle::request` ends in exactly one engine
+//! `Complete`, which is recorded (metrics, access log) before the request is forgotten. A
+//! downstream that goes away calls `cancel`, which the engine completes with `DC`.
 
 use crate::clock::Clock;
 use crate::http_util::{self, Body};
 use crate::upstream::{self, Answer, AttemptFailure, Sender};
 use bytes::Bytes;
 use http::Response;
+use proxy_engine::idmap::IdMap;
 use proxy_engine::metrics::Recorder;
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointAddr, EndpointId,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::sync::{oneshot, Notify};
 
-/// Inputs to a driver.
-pub enum Command {
-    /// A new downstream request; the response goes to `reply`.
-    Request {
-        /// Unique id (from `ProxyHandle::next_id`).
-        req: RequestId,
-        /// The request head.
-        head: RequestHead,
-        /// The whole request body.
-        body: Bytes,
-        /// Where the response goes.
-        reply: oneshot::Sender<Response<Body>>,
-    },
-    /// The downstream went away before its response.
-    Cancel {
-        /// The request.
-        req: RequestId,
-    },
-    /// An upstream connection is up.
-    Connected {
-        /// The engine's connection.
-        conn: ConnId,
-        /// Its sender.
-        sender: Sender,
-    },
-    /// An upstream connection could not be made.
-    ConnectFailed {
-        /// The engine's connection.
-        conn: ConnId,
-        /// Why.
-        why: ConnectFailure,
-    },
-    /// An attempt finished (or failed); the sender comes back for reuse.
-    Answered {
-        /// The attempt.
-        attempt: AttemptId,
-        /// Its connection.
-        conn: ConnId,
-        /// The connection's sender, to be reused if the engine keeps the connection.
-        sender: Sender,
-        /// The response, or why there is none.
-        result: Result<Answer, AttemptFailure>,
-    },
-    /// A mirrored copy was answered (or failed: status 0).
-    Mirrored {
-        /// Where the copy went.
-        endpoint: EndpointId,
-        /// Status, 0 if it failed.
-        status: u16,
-        /// How long it took.
-        latency: Duration,
-    },
-    /// Swap in a new mesh (config reload).
-    Reload(Arc<CompiledMesh>),
-}
-
-/// Live gauges a driver publishes after every input (read by the admin endpoint).
+/// Live gauges (read by the admin endpoint).
 #[derive(Debug, Default)]
 pub struct Gauges {
     /// Downstream requests not yet completed.
@@ -91,55 +40,6 @@ pub struct Gauges {
     pub downstream_connections: AtomicU64,
     /// Requests received.
     pub requests_total: AtomicU64,
-}
-
-/// A cloneable handle to a running driver.
-#[derive(Clone)]
-pub struct ProxyHandle {
-    tx: mpsc::UnboundedSender<Command>,
-    next: Arc<AtomicU64>,
-    /// What the proxy measured: every outcome is a hop record and a proxy-observed
-    /// end-to-end record.
-    pub metrics: Arc<Mutex<Recorder>>,
-    /// Live gauges.
-    pub gauges: Arc<Gauges>,
-    /// The mesh currently applied (for `/config`).
-    pub mesh: Arc<Mutex<Arc<CompiledMesh>>>,
-}
-
-impl ProxyHandle {
-    /// A fresh request id.
-    pub fn next_id(&self) -> RequestId {
-        RequestId(self.next.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Sends a command; false when the driver has stopped.
-    pub fn send(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).is_ok()
-    }
-
-    /// Runs one request through the proxy and waits for its response.
-    pub async fn request(&self, head: RequestHead, body: Bytes) -> Option<Response<Body>> {
-        let (reply, rx) = oneshot::channel();
-        let req = self.next_id();
-        if !self.send(Command::Request {
-            req,
-            head,
-            body,
-            reply,
-        }) {
-            return None;
-        }
-        rx.await.ok()
-    }
-
-    /// A snapshot of the metrics.
-    pub fn snapshot(&self) -> Recorder {
-        self.metrics
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
-    }
 }
 
 /// Driver settings.
@@ -159,226 +59,406 @@ pub struct DriverOptions {
     pub window: proxy_engine::Nanos,
 }
 
+/// Socket work the engine asked for, to be performed outside the lock.
+enum Work {
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+    },
+    Exchange {
+        attempt: AttemptId,
+        conn: ConnId,
+        sender: Sender,
+        request: http::Request<Body>,
+    },
+    Mirror {
+        endpoint: EndpointId,
+        addr: SocketAddr,
+        request: http::Request<Body>,
+    },
+}
+
 /// A request the driver is handling.
 struct Pending {
     reply: Option<oneshot::Sender<Response<Body>>>,
     body: Bytes,
     start: Time,
-    start_wall: std::time::SystemTime,
+    /// Wall-clock start, only taken when the access log is on.
+    start_wall: Option<std::time::SystemTime>,
     method: Arc<str>,
     path: Arc<str>,
 }
 
-struct Driver {
+/// Everything behind the lock.
+struct State {
     engine: Proxy,
-    clock: Clock,
-    tx: mpsc::UnboundedSender<Command>,
-    opts: DriverOptions,
-    conns: HashMap<ConnId, Option<Sender>>,
-    attempts: HashMap<AttemptId, AbortHandle>,
-    answers: HashMap<AttemptId, Answer>,
-    reqs: HashMap<RequestId, Pending>,
-    metrics: Arc<Mutex<Recorder>>,
-    gauges: Arc<Gauges>,
-    mesh: Arc<Mutex<Arc<CompiledMesh>>>,
+    conns: IdMap<ConnId, Option<Sender>>,
+    /// Attempts whose exchange is under way (cancelled ones are removed).
+    attempts: IdMap<AttemptId, ()>,
+    answers: IdMap<AttemptId, Answer>,
+    reqs: IdMap<RequestId, Pending>,
+    metrics: Recorder,
+    /// The deadline the timer task sleeps towards.
+    armed: Option<Time>,
 }
 
-/// Starts a driver task for `mesh` on the current tokio runtime.
+struct Shared {
+    state: Mutex<State>,
+    clock: Clock,
+    opts: DriverOptions,
+    gauges: Arc<Gauges>,
+    next: AtomicU64,
+    /// Wakes the timer task when the engine's deadline changes.
+    timer: Notify,
+}
+
+/// A cloneable handle to a running driver.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    /// Live gauges.
+    pub gauges: Arc<Gauges>,
+}
+
+/// Starts a driver for `mesh` (and its timer task) on the current tokio runtime.
 pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> ProxyHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let metrics = Arc::new(Mutex::new(Recorder::new(mesh.clone(), opts.window)));
     let gauges = Arc::new(Gauges::default());
-    let shared_mesh = Arc::new(Mutex::new(mesh.clone()));
-    let driver = Driver {
-        engine: Proxy::new(mesh, role, opts.seed),
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            engine: Proxy::new(mesh.clone(), role, opts.seed),
+            conns: IdMap::default(),
+            attempts: IdMap::default(),
+            answers: IdMap::default(),
+            reqs: IdMap::default(),
+            metrics: Recorder::new(mesh, opts.window),
+            armed: None,
+        }),
         clock: Clock::new(),
-        tx: tx.clone(),
         opts,
-        conns: HashMap::new(),
-        attempts: HashMap::new(),
-        answers: HashMap::new(),
-        reqs: HashMap::new(),
-        metrics: metrics.clone(),
         gauges: gauges.clone(),
-        mesh: shared_mesh.clone(),
-    };
-    tokio::spawn(driver.run(rx));
-    ProxyHandle {
-        tx,
-        next: Arc::new(AtomicU64::new(0)),
-        metrics,
-        gauges,
-        mesh: shared_mesh,
+        next: AtomicU64::new(0),
+        timer: Notify::new(),
+    });
+    tokio::spawn(timer_task(shared.clone()));
+    ProxyHandle { shared, gauges }
+}
+
+impl ProxyHandle {
+    /// A fresh request id.
+    pub fn next_id(&self) -> RequestId {
+        RequestId(self.shared.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Runs one request through the proxy and waits for its response.
+    pub async fn request(&self, head: RequestHead, body: Bytes) -> Option<Response<Body>> {
+        let req = self.next_id();
+        self.request_with_id(req, head, body).await
+    }
+
+    /// Like `request`, with an id from `next_id` (so the caller can `cancel` it).
+    pub async fn request_with_id(
+        &self,
+        req: RequestId,
+        head: RequestHead,
+        body: Bytes,
+    ) -> Option<Response<Body>> {
+        let (reply, rx) = oneshot::channel();
+        let work = {
+            let mut st = self.shared.lock();
+            let now = self.shared.clock.now();
+            self.gauges.requests_total.fetch_add(1, Ordering::Relaxed);
+            st.reqs.insert(
+                req,
+                Pending {
+                    reply: Some(reply),
+                    body,
+                    start: now,
+                    start_wall: self.shared.opts.access_log.then(std::time::SystemTime::now),
+                    method: head.method.clone(),
+                    path: head.path.clone(),
+                },
+            );
+            st.engine.handle_request(now, req, head);
+            self.shared.drain(&mut st)
+        };
+        self.shared.clone().perform_inline(work).await;
+        rx.await.ok()
+    }
+
+    /// The downstream of `req` went away: the engine completes it with `DC`.
+    pub fn cancel(&self, req: RequestId) {
+        let work = {
+            let mut st = self.shared.lock();
+            if !st.reqs.contains_key(&req) {
+                return;
+            }
+            let now = self.shared.clock.now();
+            st.engine.handle_downstream_cancel(now, req);
+            self.shared.drain(&mut st)
+        };
+        self.shared.clone().spawn_all(work);
+    }
+
+    /// Swaps in a new mesh; requests in flight finish on the routes they chose.
+    pub fn reload(&self, mesh: Arc<CompiledMesh>) {
+        let mut st = self.shared.lock();
+        let now = self.shared.clock.now();
+        st.engine.apply_config(now, mesh);
+        let work = self.shared.drain(&mut st);
+        drop(st);
+        self.shared.clone().spawn_all(work);
+    }
+
+    /// A snapshot of what the proxy measured: every outcome is a hop record and a
+    /// proxy-observed end-to-end record.
+    pub fn snapshot(&self) -> Recorder {
+        self.shared.lock().metrics.clone()
     }
 }
 
-impl Driver {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        loop {
-            let deadline = self.engine.poll_timeout().map(|t| self.clock.instant_of(t));
-            let cmd = match deadline {
-                Some(at) => tokio::select! {
-                    cmd = rx.recv() => cmd,
-                    _ = tokio::time::sleep_until(at.into()) => {
-                        let now = self.clock.now();
-                        self.engine.handle_timeout(now);
-                        self.drain();
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            let Some(cmd) = cmd else {
-                break; // every handle is gone
-            };
-            self.handle(cmd);
-            // Take whatever else is queued before publishing gauges.
-            while let Ok(cmd) = rx.try_recv() {
-                self.handle(cmd);
+/// Sleeps towards the engine's next deadline and fires `handle_timeout`; re-arms whenever a
+/// drain changes the deadline. Ends when every `ProxyHandle` is gone.
+async fn timer_task(shared: Arc<Shared>) {
+    loop {
+        if Arc::strong_count(&shared) == 1 {
+            return; // only this task is left
+        }
+        let notified = shared.timer.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let armed = shared.lock().armed;
+        let sleep = match armed {
+            Some(t) => tokio::time::sleep_until(shared.clock.instant_of(t).into()),
+            // Nothing armed: look again in a while (and notice when the proxy is dropped).
+            None => tokio::time::sleep(Duration::from_secs(1)),
+        };
+        tokio::select! {
+            _ = sleep => {
+                if armed.is_none() {
+                    continue;
+                }
+                let work = {
+                    let mut st = shared.lock();
+                    let now = shared.clock.now();
+                    st.engine.handle_timeout(now);
+                    shared.drain(&mut st)
+                };
+                shared.clone().spawn_all(work);
             }
-            self.publish();
+            _ = &mut notified => {}
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Performs `work`: the first item inline (this task waits for it anyway), the rest on
+    /// spawned tasks; then whatever the results lead to, the same way.
+    async fn perform_inline(self: Arc<Self>, mut work: Vec<Work>) {
+        while let Some(first) = work.pop() {
+            self.clone().spawn_all(std::mem::take(&mut work));
+            work = self.clone().perform(first).await;
         }
     }
 
-    fn publish(&self) {
-        let g = &self.gauges;
-        g.active_requests
-            .store(self.engine.open_requests() as u64, Ordering::Relaxed);
-        g.upstream_connections
-            .store(self.engine.open_connections() as u64, Ordering::Relaxed);
+    fn spawn_all(self: Arc<Self>, work: Vec<Work>) {
+        for w in work {
+            let s = self.clone();
+            tokio::spawn(async move {
+                let more = s.clone().perform(w).await;
+                s.perform_inline(more).await;
+            });
+        }
     }
 
-    fn handle(&mut self, cmd: Command) {
-        let now = self.clock.now();
-        match cmd {
-            Command::Request {
-                req,
-                head,
-                body,
-                reply,
-            } => {
-                self.gauges.requests_total.fetch_add(1, Ordering::Relaxed);
-                self.reqs.insert(
-                    req,
-                    Pending {
-                        reply: Some(reply),
-                        body,
-                        start: now,
-                        start_wall: std::time::SystemTime::now(),
-                        method: head.method.clone(),
-                        path: head.path.clone(),
-                    },
-                );
-                self.engine.handle_request(now, req, head);
-            }
-            Command::Cancel { req } => self.engine.handle_downstream_cancel(now, req),
-            Command::Connected { conn, sender } => {
-                if let Some(slot) = self.conns.get_mut(&conn) {
-                    *slot = Some(sender);
+    /// One piece of socket work; returns the work its result leads to.
+    async fn perform(self: Arc<Self>, work: Work) -> Vec<Work> {
+        match work {
+            Work::Connect { conn, addr } => {
+                let result = upstream::connect(addr, self.opts.connect_timeout).await;
+                let mut st = self.lock();
+                let now = self.clock.now();
+                match result {
+                    Ok(sender) => {
+                        if let Some(slot) = st.conns.get_mut(&conn) {
+                            *slot = Some(sender);
+                        }
+                        st.engine.handle_connected(now, conn);
+                    }
+                    Err(why) => {
+                        st.conns.remove(&conn);
+                        st.engine.handle_connect_failed(now, conn, why);
+                    }
                 }
-                self.engine.handle_connected(now, conn);
+                self.drain(&mut st)
             }
-            Command::ConnectFailed { conn, why } => {
-                self.conns.remove(&conn);
-                self.engine.handle_connect_failed(now, conn, why);
-            }
-            Command::Answered {
+            Work::Exchange {
                 attempt,
                 conn,
-                sender,
-                result,
+                mut sender,
+                request,
             } => {
-                if self.attempts.remove(&attempt).is_none() {
-                    return; // cancelled: the engine no longer wants it
-                }
-                match result {
-                    Ok(answer) => {
-                        let end = if upstream::closes(&answer.0) {
-                            AttemptEnd::DoneAndClosed
-                        } else {
-                            if let Some(slot) = self.conns.get_mut(&conn) {
-                                *slot = Some(sender);
-                            }
-                            AttemptEnd::Done
-                        };
-                        let status = answer.0.status.as_u16();
-                        self.answers.insert(attempt, answer);
-                        self.engine
-                            .handle_response_head(now, attempt, ResponseHead { status });
-                        self.engine.handle_attempt_end(now, attempt, end);
-                    }
-                    Err(_) => self
-                        .engine
-                        .handle_attempt_end(now, attempt, AttemptEnd::Reset),
-                }
+                let result =
+                    upstream::exchange(&mut sender, request, self.opts.max_response_bytes).await;
+                let mut st = self.lock();
+                self.answered(&mut st, attempt, conn, sender, result);
+                self.drain(&mut st)
             }
-            Command::Mirrored {
+            Work::Mirror {
                 endpoint,
-                status,
-                latency,
+                addr,
+                request,
             } => {
-                let dest = self.engine.config().endpoint(endpoint).destination;
-                let latency = proxy_engine::Nanos(latency.as_nanos() as u64);
-                self.with_metrics(|m| m.record_mirror(dest, status, latency));
-            }
-            Command::Reload(mesh) => {
-                if let Ok(mut m) = self.mesh.lock() {
-                    *m = mesh.clone();
-                }
-                self.engine.apply_config(now, mesh);
+                let started = std::time::Instant::now();
+                let status = match upstream::connect(addr, self.opts.connect_timeout).await {
+                    Ok(mut sender) => {
+                        match upstream::exchange(&mut sender, request, self.opts.max_response_bytes)
+                            .await
+                        {
+                            Ok((parts, _)) => parts.status.as_u16(),
+                            Err(_) => 0,
+                        }
+                    }
+                    Err(_) => 0,
+                };
+                let latency = proxy_engine::Nanos(started.elapsed().as_nanos() as u64);
+                let mut st = self.lock();
+                let dest = st.engine.config().endpoint(endpoint).destination;
+                st.metrics.record_mirror(dest, status, latency);
+                Vec::new()
             }
         }
-        self.drain();
     }
 
-    fn with_metrics(&self, f: impl FnOnce(&mut Recorder)) {
-        match self.metrics.lock() {
-            Ok(mut m) => f(&mut m),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
+    fn answered(
+        &self,
+        st: &mut State,
+        attempt: AttemptId,
+        conn: ConnId,
+        sender: Sender,
+        result: Result<Answer, AttemptFailure>,
+    ) {
+        if st.attempts.remove(&attempt).is_none() {
+            return; // cancelled: the engine no longer wants it
+        }
+        let now = self.clock.now();
+        match result {
+            Ok(answer) => {
+                let end = if upstream::closes(&answer.0) {
+                    AttemptEnd::DoneAndClosed
+                } else {
+                    if let Some(slot) = st.conns.get_mut(&conn) {
+                        *slot = Some(sender);
+                    }
+                    AttemptEnd::Done
+                };
+                let status = answer.0.status.as_u16();
+                st.answers.insert(attempt, answer);
+                st.engine
+                    .handle_response_head(now, attempt, ResponseHead { status });
+                st.engine.handle_attempt_end(now, attempt, end);
+            }
+            Err(_) => st
+                .engine
+                .handle_attempt_end(now, attempt, AttemptEnd::Reset),
         }
     }
 
-    fn addr(&self, endpoint: EndpointId) -> Option<std::net::SocketAddr> {
-        match self.engine.config().endpoint(endpoint).addr {
+    fn addr(st: &State, endpoint: EndpointId) -> Option<SocketAddr> {
+        match st.engine.config().endpoint(endpoint).addr {
             EndpointAddr::Socket(a) => Some(a),
             EndpointAddr::Sim(_) => None,
         }
     }
 
-    /// Performs every queued engine action.
-    fn drain(&mut self) {
-        while let Some(action) = self.engine.poll_action() {
+    /// Performs every queued engine action that needs no waiting, and returns the socket work.
+    fn drain(&self, st: &mut State) -> Vec<Work> {
+        let mut work = Vec::new();
+        while let Some(action) = st.engine.poll_action() {
             match action {
-                Action::Connect { conn, endpoint } => self.connect(conn, endpoint),
+                Action::Connect { conn, endpoint } => match Self::addr(st, endpoint) {
+                    Some(addr) => {
+                        st.conns.insert(conn, None);
+                        work.push(Work::Connect { conn, addr });
+                    }
+                    None => {
+                        let now = self.clock.now();
+                        st.engine
+                            .handle_connect_failed(now, conn, ConnectFailure::Refused);
+                    }
+                },
                 Action::Send {
                     req,
                     attempt,
                     conn,
                     head,
-                } => self.send(req, attempt, conn, &head),
+                } => {
+                    let body = st
+                        .reqs
+                        .get(&req)
+                        .map(|p| p.body.clone())
+                        .unwrap_or_default();
+                    let sender = st.conns.get_mut(&conn).and_then(Option::take);
+                    match (sender, http_util::upstream_request(&head, body, &[])) {
+                        (Some(sender), Some(request)) => {
+                            st.attempts.insert(attempt, ());
+                            work.push(Work::Exchange {
+                                attempt,
+                                conn,
+                                sender,
+                                request,
+                            });
+                        }
+                        // No usable connection or an unsendable head: a reset, so the engine
+                        // completes the request (503 UR) rather than waiting forever.
+                        _ => {
+                            let now = self.clock.now();
+                            st.engine
+                                .handle_attempt_end(now, attempt, AttemptEnd::Reset);
+                        }
+                    }
+                }
                 Action::Mirror {
                     req,
                     endpoint,
                     head,
-                } => self.mirror(req, endpoint, &head),
-                Action::CancelAttempt { attempt } => {
-                    if let Some(h) = self.attempts.remove(&attempt) {
-                        h.abort();
+                } => {
+                    let body = st
+                        .reqs
+                        .get(&req)
+                        .map(|p| p.body.clone())
+                        .unwrap_or_default();
+                    if let (Some(addr), Some(request)) = (
+                        Self::addr(st, endpoint),
+                        http_util::upstream_request(&head, body, &[]),
+                    ) {
+                        work.push(Work::Mirror {
+                            endpoint,
+                            addr,
+                            request,
+                        });
                     }
-                    self.answers.remove(&attempt);
+                }
+                Action::CancelAttempt { attempt } => {
+                    // The exchange's task sees the attempt gone when it reports back.
+                    st.attempts.remove(&attempt);
+                    st.answers.remove(&attempt);
                 }
                 Action::CloseConnection { conn } => {
-                    self.conns.remove(&conn);
+                    st.conns.remove(&conn);
                 }
                 Action::Forward {
                     req,
                     attempt,
                     response_headers,
                 } => {
-                    if let Some((parts, body)) = self.answers.remove(&attempt) {
+                    if let Some((parts, body)) = st.answers.remove(&attempt) {
                         let resp =
-                            http_util::forward_response(&parts, body, response_headers.as_deref());
-                        self.reply(req, resp);
+                            http_util::forward_response(parts, body, response_headers.as_deref());
+                        reply(st, req, resp);
                     }
                 }
                 Action::LocalReply {
@@ -389,124 +469,56 @@ impl Driver {
                     body,
                 } => {
                     let resp = http_util::local_reply(status, flags, &headers, body.as_deref());
-                    self.reply(req, resp);
+                    reply(st, req, resp);
                 }
-                Action::Complete { req, outcome } => self.complete(req, outcome),
+                Action::Complete { req, outcome } => self.complete(st, req, outcome),
             }
         }
+        self.publish(st);
+        work
     }
 
-    fn reply(&mut self, req: RequestId, resp: Response<Body>) {
-        if let Some(reply) = self.reqs.get_mut(&req).and_then(|p| p.reply.take()) {
-            let _ = reply.send(resp); // the downstream may have gone
+    fn publish(&self, st: &mut State) {
+        let g = &self.gauges;
+        g.active_requests
+            .store(st.engine.open_requests() as u64, Ordering::Relaxed);
+        g.upstream_connections
+            .store(st.engine.open_connections() as u64, Ordering::Relaxed);
+        let want = st.engine.poll_timeout();
+        if want != st.armed {
+            st.armed = want;
+            self.timer.notify_one();
         }
     }
 
-    fn connect(&mut self, conn: ConnId, endpoint: EndpointId) {
-        let tx = self.tx.clone();
-        let Some(addr) = self.addr(endpoint) else {
-            let _ = tx.send(Command::ConnectFailed {
-                conn,
-                why: ConnectFailure::Refused,
-            });
+    fn complete(&self, st: &mut State, req: RequestId, outcome: Outcome) {
+        let Some(p) = st.reqs.remove(&req) else {
             return;
         };
-        self.conns.insert(conn, None);
-        let timeout = self.opts.connect_timeout;
-        tokio::spawn(async move {
-            let cmd = match upstream::connect(addr, timeout).await {
-                Ok(sender) => Command::Connected { conn, sender },
-                Err(why) => Command::ConnectFailed { conn, why },
-            };
-            let _ = tx.send(cmd);
-        });
-    }
-
-    fn send(&mut self, req: RequestId, attempt: AttemptId, conn: ConnId, head: &RequestHead) {
-        let body = self
-            .reqs
-            .get(&req)
-            .map(|p| p.body.clone())
-            .unwrap_or_default();
-        let sender = self.conns.get_mut(&conn).and_then(Option::take);
-        let request = upstream_or_none(head, body);
-        let tx = self.tx.clone();
-        let (Some(mut sender), Some(request)) = (sender, request) else {
-            // No usable connection or an unsendable head: report a reset so the engine
-            // completes the request (503 UR) rather than waiting forever.
-            let now = self.clock.now();
-            self.engine
-                .handle_attempt_end(now, attempt, AttemptEnd::Reset);
-            return;
-        };
-        let max = self.opts.max_response_bytes;
-        let task = tokio::spawn(async move {
-            let result = upstream::exchange(&mut sender, request, max).await;
-            let _ = tx.send(Command::Answered {
-                attempt,
-                conn,
-                sender,
-                result,
-            });
-        });
-        self.attempts.insert(attempt, task.abort_handle());
-    }
-
-    fn mirror(&mut self, req: RequestId, endpoint: EndpointId, head: &RequestHead) {
-        let body = self
-            .reqs
-            .get(&req)
-            .map(|p| p.body.clone())
-            .unwrap_or_default();
-        let (Some(addr), Some(request)) = (self.addr(endpoint), upstream_or_none(head, body))
-        else {
-            return;
-        };
-        let tx = self.tx.clone();
-        let (timeout, max) = (self.opts.connect_timeout, self.opts.max_response_bytes);
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let status = match upstream::connect(addr, timeout).await {
-                Ok(mut sender) => match upstream::exchange(&mut sender, request, max).await {
-                    Ok((parts, _)) => parts.status.as_u16(),
-                    Err(_) => 0,
-                },
-                Err(_) => 0,
-            };
-            let latency = started.elapsed();
-            let _ = tx.send(Command::Mirrored {
-                endpoint,
-                status,
-                latency,
-            });
-        });
-    }
-
-    fn complete(&mut self, req: RequestId, outcome: Outcome) {
-        let Some(p) = self.reqs.remove(&req) else {
-            return;
-        };
-        let now = self.clock.now();
-        let latency = now.since(p.start);
-        self.with_metrics(|m| {
-            m.record_hop(&outcome, latency);
-            m.record_end_to_end(p.start, &outcome, latency);
-        });
+        let latency = self.clock.now().since(p.start);
+        st.metrics.record_hop(&outcome, latency);
+        st.metrics.record_end_to_end(p.start, &outcome, latency);
         if self.opts.access_log {
-            println!("{}", self.log_line(&p, &outcome, latency));
+            println!("{}", self.log_line(st, &p, &outcome, latency));
         }
     }
 
     /// An Envoy-style access log line: start time, method, path, status, flags, upstream
-    /// host, duration in ms.
-    fn log_line(&self, p: &Pending, o: &Outcome, latency: proxy_engine::Nanos) -> String {
+    /// host, duration in ms, proxy name.
+    fn log_line(
+        &self,
+        st: &State,
+        p: &Pending,
+        o: &Outcome,
+        latency: proxy_engine::Nanos,
+    ) -> String {
         let start = p
             .start_wall
-            .duration_since(std::time::UNIX_EPOCH)
+            .and_then(|w| w.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
         let upstream = o
             .endpoint
-            .and_then(|e| self.addr(e))
+            .and_then(|e| Self::addr(st, e))
             .map_or_else(|| "-".to_owned(), |a| a.to_string());
         format!(
             "[{start:.3}] \"{} {}\" {} {} {} {} {}",
@@ -521,8 +533,8 @@ impl Driver {
     }
 }
 
-/// `x-envoy-attempt-count` is added by the engine's caller in Envoy when Istio asks; live mode
-/// sends the head as the engine left it.
-fn upstream_or_none(head: &RequestHead, body: Bytes) -> Option<http::Request<Body>> {
-    http_util::upstream_request(head, body, &[])
+fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {
+    if let Some(reply) = st.reqs.get_mut(&req).and_then(|p| p.reply.take()) {
+        let _ = reply.send(resp); // the downstream may have gone
+    }
 }

@@ -29,25 +29,76 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
-/// The engine's view of a downstream request. `source` is the peer address.
-pub fn head_from_request(parts: &http::request::Parts, scheme: &str, source: &str) -> RequestHead {
+/// Per-connection strings shared by the heads of its requests, so a request allocates only
+/// what differs (path, headers): the peer address, the scheme, and the last authority seen.
+#[derive(Clone, Debug)]
+pub struct ConnStrings {
+    /// The peer address (`source` of every request on the connection).
+    pub source: Arc<str>,
+    /// `http` or `https`.
+    pub scheme: Arc<str>,
+    authority: Arc<str>,
+}
+
+impl ConnStrings {
+    /// Strings for a connection from `source` over `scheme`.
+    pub fn new(source: &str, scheme: &str) -> ConnStrings {
+        ConnStrings {
+            source: Arc::from(source),
+            scheme: Arc::from(scheme),
+            authority: Arc::from(""),
+        }
+    }
+
+    fn authority(&mut self, a: &str) -> Arc<str> {
+        if &*self.authority != a {
+            self.authority = Arc::from(a);
+        }
+        self.authority.clone()
+    }
+}
+
+/// The method as a shared string (the common ones are never allocated).
+fn method(m: &http::Method) -> Arc<str> {
+    use std::sync::OnceLock;
+    static COMMON: OnceLock<Vec<(http::Method, Arc<str>)>> = OnceLock::new();
+    let common = COMMON.get_or_init(|| {
+        [
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::DELETE,
+            http::Method::HEAD,
+            http::Method::PATCH,
+            http::Method::OPTIONS,
+        ]
+        .into_iter()
+        .map(|m| {
+            let s = Arc::from(m.as_str());
+            (m, s)
+        })
+        .collect()
+    });
+    common
+        .iter()
+        .find(|(c, _)| c == m)
+        .map_or_else(|| Arc::from(m.as_str()), |(_, s)| s.clone())
+}
+
+/// The engine's view of a downstream request on a connection with `strings`.
+pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings) -> RequestHead {
     let authority = parts
         .uri
         .authority()
-        .map(|a| a.as_str().to_owned())
+        .map(|a| a.as_str())
         .or_else(|| {
             parts
                 .headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
         })
         .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let headers: Vec<(Arc<str>, Arc<str>)> = parts
         .headers
         .iter()
@@ -55,12 +106,12 @@ pub fn head_from_request(parts: &http::request::Parts, scheme: &str, source: &st
         .filter_map(|(n, v)| Some((Arc::from(n.as_str()), Arc::from(v.to_str().ok()?))))
         .collect();
     RequestHead::new(HeadParts {
-        method: Arc::from(parts.method.as_str()),
-        authority: Arc::from(authority),
+        method: method(&parts.method),
+        authority: strings.authority(authority),
         path: Arc::from(path),
-        scheme: Arc::from(scheme),
+        scheme: strings.scheme.clone(),
         headers: Arc::from(headers),
-        source: Arc::from(source),
+        source: strings.source.clone(),
     })
 }
 
@@ -86,22 +137,18 @@ pub fn upstream_request(
 
 /// The response to send downstream for an upstream answer, after the route's header edits.
 pub fn forward_response(
-    parts: &http::response::Parts,
+    mut parts: http::response::Parts,
     body: Bytes,
     edit: Option<&HeaderEdit>,
 ) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = parts.status;
-    let headers = resp.headers_mut();
-    for (n, v) in &parts.headers {
-        if !is_hop_by_hop(n.as_str()) && n != http::header::CONTENT_LENGTH {
-            headers.append(n.clone(), v.clone());
-        }
+    for name in HOP_BY_HOP.iter().chain(&["content-length"]) {
+        parts.headers.remove(*name);
     }
     if let Some(edit) = edit {
-        apply_edit(headers, edit);
+        apply_edit(&mut parts.headers, edit);
     }
-    resp
+    parts.version = http::Version::HTTP_11;
+    Response::from_parts(parts, Full::new(body))
 }
 
 /// Applies a route's header operations to response headers.

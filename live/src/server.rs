@@ -6,11 +6,12 @@
 //! hyper's 400. A client that goes away mid-request cancels it through the engine (`DC`).
 
 use crate::config::Limits;
-use crate::driver::{Command, ProxyHandle};
+use crate::driver::ProxyHandle;
 use crate::http_util::{self, Body};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -136,8 +137,12 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(ctx.limits.max_header_bytes as u32);
-    let source = peer.ip().to_string();
-    let svc = service_fn(move |req| handle(req, ctx.clone(), source.clone()));
+    // Shared by the connection's requests (HTTP/2 may run several at once, hence the lock).
+    let strings = Arc::new(std::sync::Mutex::new(http_util::ConnStrings::new(
+        &peer.ip().to_string(),
+        ctx.scheme,
+    )));
+    let svc = service_fn(move |req| handle(req, ctx.clone(), strings.clone()));
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -159,7 +164,7 @@ struct CancelGuard {
 impl Drop for CancelGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.proxy.send(Command::Cancel { req: self.req });
+            self.proxy.cancel(self.req);
         }
     }
 }
@@ -167,49 +172,41 @@ impl Drop for CancelGuard {
 async fn handle(
     req: Request<Incoming>,
     ctx: Arc<Ctx>,
-    source: String,
+    strings: Arc<std::sync::Mutex<http_util::ConnStrings>>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body: Bytes = match Limited::new(body, ctx.limits.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
+    let body: Bytes = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        match Limited::new(body, ctx.limits.max_body_bytes)
+            .collect()
+            .await
         {
-            return Ok(http_util::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
+            Ok(c) => c.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                let msg = "request body too large";
+                return Ok(http_util::text(StatusCode::PAYLOAD_TOO_LARGE, msg));
+            }
+            Err(_) => return Ok(http_util::text(StatusCode::BAD_REQUEST, "bad request body")),
         }
-        Err(_) => return Ok(http_util::text(StatusCode::BAD_REQUEST, "bad request body")),
     };
-    let head = http_util::head_from_request(&parts, ctx.scheme, &source);
+    let head = {
+        let mut strings = strings.lock().unwrap_or_else(|p| p.into_inner());
+        http_util::head_from_request(&parts, &mut strings)
+    };
     if head.authority.is_empty() {
         return Ok(http_util::text(StatusCode::BAD_REQUEST, "missing Host"));
     }
-    let (reply, rx) = tokio::sync::oneshot::channel();
     let id = ctx.proxy.next_id();
     let mut guard = CancelGuard {
         proxy: ctx.proxy.clone(),
         req: id,
         armed: true,
     };
-    if !ctx.proxy.send(Command::Request {
-        req: id,
-        head,
-        body,
-        reply,
-    }) {
-        guard.armed = false;
-        return Ok(http_util::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "proxy stopped",
-        ));
-    }
-    let resp = rx.await;
+    let resp = ctx.proxy.request_with_id(id, head, body).await;
     guard.armed = false;
-    Ok(resp.unwrap_or_else(|_| http_util::text(StatusCode::SERVICE_UNAVAILABLE, "proxy stopped")))
+    Ok(resp.unwrap_or_else(|| http_util::text(StatusCode::SERVICE_UNAVAILABLE, "proxy stopped")))
 }

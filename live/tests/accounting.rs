@@ -32,10 +32,21 @@ async fn every_request_is_counted_once_even_when_an_instance_dies() {
         access_log: false,
         window: s.window,
     };
-    let client = driver::spawn(services.mesh.clone(), ProxyRole::Client { name: "client".into() }, opts);
-    let listener = live::server::listen("127.0.0.1:0".parse().expect("addr"), client.clone(), Limits::default(), None)
-        .await
-        .expect("listen");
+    let client = driver::spawn(
+        services.mesh.clone(),
+        ProxyRole::Client {
+            name: "client".into(),
+        },
+        opts,
+    );
+    let listener = live::server::listen(
+        "127.0.0.1:0".parse().expect("addr"),
+        client.clone(),
+        Limits::default(),
+        None,
+    )
+    .await
+    .expect("listen");
     let load = LoadOptions {
         target: listener.addr,
         mix: Mix::new("api", "load", &[]),
@@ -59,19 +70,48 @@ async fn every_request_is_counted_once_even_when_an_instance_dies() {
 
     let sent = progress.sent.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(m.generated, sent);
-    assert_eq!(m.totals.count, sent, "load generator: one outcome per request sent");
-    assert_eq!(proxy.totals.count, sent, "proxy: one outcome per request received");
+    assert_eq!(
+        m.totals.count, sent,
+        "load generator: one outcome per request sent"
+    );
+    assert_eq!(
+        proxy.totals.count, sent,
+        "proxy: one outcome per request received"
+    );
     let hop_total: u64 = proxy.destinations.iter().map(|(_, st)| st.count).sum();
-    assert_eq!(hop_total, sent, "every request reached a destination (or failed at one)");
-    let report = Report::new(&RunInfo { scenario: "accounting".into(), seed: 1, duration_ns: 3_000_000_000, mode: "live" }, &m);
+    assert_eq!(
+        hop_total, sent,
+        "every request reached a destination (or failed at one)"
+    );
+    let report = Report::new(
+        &RunInfo {
+            scenario: "accounting".into(),
+            seed: 1,
+            duration_ns: 3_000_000_000,
+            mode: "live",
+        },
+        &m,
+    );
     let by_status: u64 = report.totals.by_status.values().sum();
     assert_eq!(by_status, sent, "report: one outcome per request");
     // The kill mattered: requests failed on the dead instance (reset or refused) ...
-    let failed: u64 = proxy.totals.flags().filter(|(f, _)| *f == "UF" || *f == "UR").map(|(_, n)| n).sum();
-    assert!(failed > 10, "flags after the kill: {:?}", proxy.totals.flags().collect::<Vec<_>>());
+    let failed: u64 = proxy
+        .totals
+        .flags()
+        .filter(|(f, _)| *f == "UF" || *f == "UR")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        failed > 10,
+        "flags after the kill: {:?}",
+        proxy.totals.flags().collect::<Vec<_>>()
+    );
     // ... and the others kept serving.
     assert!(m.totals.success as f64 > 0.6 * sent as f64);
-    assert_eq!(m.totals.count - m.totals.success, proxy.totals.count - proxy.totals.success);
+    assert_eq!(
+        m.totals.count - m.totals.success,
+        proxy.totals.count - proxy.totals.success
+    );
     listener.shutdown().await;
     services.stop().await;
 }

@@ -56,12 +56,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A tokio runtime with `workers` threads (0 = one per core).
+/// A tokio runtime with `workers` threads (0 = one per core). One worker means a
+/// current-thread runtime: no work-stealing machinery, as an Envoy or HAProxy worker.
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        b.worker_threads(workers);
-    }
+    let mut b = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     Ok(b.enable_all().build()?)
 }
 

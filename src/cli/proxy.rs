@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use live::admin::{self, AdminState};
 use live::config::ProxyConfig;
-use live::driver::{self, Command, DriverOptions};
+use live::driver::{self, DriverOptions};
 use live::server;
 use proxy_engine::ProxyRole;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ fn reload(
         .and_then(|c| Ok((c.compile(&file)?, serde_json::to_value(&c)?)));
     match loaded {
         Ok((mesh, value)) => {
-            handle.send(Command::Reload(Arc::new(mesh)));
+            handle.reload(Arc::new(mesh));
             if let Ok(mut j) = json.lock() {
                 *j = value;
             }
