@@ -64,6 +64,7 @@ enum Work {
     Connect {
         conn: ConnId,
         addr: SocketAddr,
+        http2: bool,
     },
     Exchange {
         attempt: AttemptId,
@@ -277,8 +278,8 @@ impl Shared {
     /// One piece of socket work; returns the work its result leads to.
     async fn perform(self: Arc<Self>, work: Work) -> Vec<Work> {
         match work {
-            Work::Connect { conn, addr } => {
-                let result = upstream::connect(addr, self.opts.connect_timeout).await;
+            Work::Connect { conn, addr, http2 } => {
+                let result = upstream::connect(addr, self.opts.connect_timeout, http2).await;
                 let mut st = self.lock();
                 let now = self.clock.now();
                 match result {
@@ -313,7 +314,7 @@ impl Shared {
                 request,
             } => {
                 let started = std::time::Instant::now();
-                let status = match upstream::connect(addr, self.opts.connect_timeout).await {
+                let status = match upstream::connect(addr, self.opts.connect_timeout, false).await {
                     Ok(mut sender) => {
                         match upstream::exchange(&mut sender, request, self.opts.max_response_bytes)
                             .await
@@ -345,13 +346,21 @@ impl Shared {
             return; // cancelled: the engine no longer wants it
         }
         let now = self.clock.now();
+        let h1 = matches!(sender, Sender::H1(_));
+        if !h1 && sender.is_closed() {
+            // The HTTP/2 connection itself is gone, not just this stream.
+            st.conns.remove(&conn);
+            st.engine.handle_connection_closed(now, conn);
+        }
         match result {
             Ok(answer) => {
                 let end = if upstream::closes(&answer.0) {
                     AttemptEnd::DoneAndClosed
                 } else {
-                    if let Some(slot) = st.conns.get_mut(&conn) {
-                        *slot = Some(sender);
+                    if h1 {
+                        if let Some(slot) = st.conns.get_mut(&conn) {
+                            *slot = Some(sender);
+                        }
                     }
                     AttemptEnd::Done
                 };
@@ -379,10 +388,14 @@ impl Shared {
         let mut work = Vec::new();
         while let Some(action) = st.engine.poll_action() {
             match action {
-                Action::Connect { conn, endpoint } => match Self::addr(st, endpoint) {
+                Action::Connect {
+                    conn,
+                    endpoint,
+                    http2,
+                } => match Self::addr(st, endpoint) {
                     Some(addr) => {
                         st.conns.insert(conn, None);
-                        work.push(Work::Connect { conn, addr });
+                        work.push(Work::Connect { conn, addr, http2 });
                     }
                     None => {
                         let now = self.clock.now();
@@ -401,7 +414,11 @@ impl Shared {
                         .get(&req)
                         .map(|p| p.body.clone())
                         .unwrap_or_default();
-                    let sender = st.conns.get_mut(&conn).and_then(Option::take);
+                    // HTTP/1.1: take the connection for the exchange; HTTP/2: share it.
+                    let sender = st.conns.get_mut(&conn).and_then(|slot| match slot {
+                        Some(s) => s.share().or_else(|| slot.take()),
+                        None => None,
+                    });
                     match (sender, http_util::upstream_request(&head, body, &[])) {
                         (Some(sender), Some(request)) => {
                             st.attempts.insert(attempt, ());

@@ -221,7 +221,7 @@ async fn call(state: &State, c: &Call, incoming: &http::HeaderMap) -> u16 {
     let pooled = state.idle.lock().ok().and_then(|mut idle| idle.pop());
     let mut sender = match pooled {
         Some(s) if !s.is_closed() => s,
-        _ => match upstream::connect(sidecar, Duration::from_secs(10)).await {
+        _ => match upstream::connect(sidecar, Duration::from_secs(10), false).await {
             Ok(s) => s,
             Err(_) => return 0,
         },

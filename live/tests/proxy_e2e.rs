@@ -207,3 +207,40 @@ async fn tls_termination_and_http2() {
         (http::StatusCode::OK, http::Version::HTTP_2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstream_multiplexes_one_connection_per_endpoint() {
+    let v1 = echo("v1").await;
+    let mesh = r#"Mesh(destination_rules: [DestinationRule(host: "grpc-ish",
+        traffic_policy: (connection_pool: (http: (h2_upgrade_policy: UPGRADE))))])"#;
+    let (handle, listener) = proxy(
+        mesh,
+        &[("grpc-ish", vec![(v1.addr, "v1")])],
+        Limits::default(),
+    )
+    .await;
+    let addr = listener.addr;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        set.spawn(async move { get(addr, "grpc-ish", &format!("/call/{i}"), &[]).await });
+    }
+    while let Some(got) = set.join_next().await {
+        let got = got.expect("task");
+        assert_eq!((got.status, got.body.as_str()), (200, "v1"));
+    }
+    // All 40 went as HTTP/2 streams (absolute URIs carry the :authority) on one connection.
+    let seen = v1.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 40);
+    assert!(
+        seen.iter()
+            .all(|(_, uri, _)| uri.starts_with("http://grpc-ish/call/")),
+        "{:?}",
+        seen[0]
+    );
+    assert_eq!(
+        handle.gauges.upstream_connections.load(Ordering::Relaxed),
+        1
+    );
+    let m = handle.snapshot().finish();
+    assert_eq!((m.totals.count, m.totals.success), (40, 40));
+}

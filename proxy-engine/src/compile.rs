@@ -276,11 +276,19 @@ impl<'a> Builder<'a> {
             .map(|&i| &self.config.destination_rules[i]);
         let subset_def = subset.and_then(|s| rule?.subsets.iter().find(|d| d.name == s));
         let labels = subset_def.map(|d| &d.labels);
-        // A subset's load_balancer block replaces the rule's whole block.
-        let settings = subset_def
-            .and_then(|d| d.traffic_policy.as_ref())
+        // A subset's block replaces the rule's whole block (Istio's MergeTrafficPolicy).
+        let subset_policy = subset_def.and_then(|d| d.traffic_policy.as_ref());
+        let rule_policy = rule.and_then(|r| r.traffic_policy.as_ref());
+        let settings = subset_policy
             .and_then(|p| p.load_balancer.as_ref())
-            .or_else(|| rule?.traffic_policy.as_ref()?.load_balancer.as_ref());
+            .or_else(|| rule_policy?.load_balancer.as_ref());
+        let pool = subset_policy
+            .and_then(|p| p.connection_pool.as_ref())
+            .or_else(|| rule_policy?.connection_pool.as_ref());
+        let http2 = pool
+            .and_then(|p| p.http.as_ref())
+            .and_then(|h| h.h2_upgrade_policy)
+            == Some(crate::config::H2UpgradePolicy::Upgrade);
         let members = self.members(service, labels);
         let first = self.first_endpoint[service];
         let endpoints: Vec<EndpointId> = members
@@ -298,6 +306,7 @@ impl<'a> Builder<'a> {
             name: name.clone(),
             endpoints,
             lb,
+            http2,
         });
         self.cluster_ids.insert(name, id);
         Ok(id)

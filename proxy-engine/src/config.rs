@@ -260,6 +260,38 @@ pub struct Subset {
 pub struct TrafficPolicy {
     /// Load balancing; default `LEAST_REQUEST`.
     pub load_balancer: Option<LoadBalancerSettings>,
+    /// Upstream connection settings.
+    pub connection_pool: Option<ConnectionPoolSettings>,
+}
+
+/// Istio `ConnectionPoolSettings` (the parts modeled so far).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionPoolSettings {
+    /// HTTP settings.
+    pub http: Option<HttpPoolSettings>,
+}
+
+/// Istio `ConnectionPoolSettings.HTTPSettings` (the parts modeled so far).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpPoolSettings {
+    /// Whether to speak HTTP/2 to the upstream; default `DEFAULT` (HTTP/1.1 here).
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+}
+
+/// Istio `ConnectionPoolSettings.HTTPSettings.H2UpgradePolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum H2UpgradePolicy {
+    /// The mesh default (HTTP/1.1 here).
+    #[serde(rename = "DEFAULT")]
+    Default,
+    /// Keep HTTP/1.1.
+    #[serde(rename = "DO_NOT_UPGRADE")]
+    DoNotUpgrade,
+    /// Use HTTP/2 (prior knowledge) to the upstream.
+    #[serde(rename = "UPGRADE")]
+    Upgrade,
 }
 
 /// Istio `LoadBalancerSettings`: exactly one of `simple` and `consistent_hash`.

@@ -18,6 +18,7 @@ pub mod lb;
 pub mod matching;
 pub mod mesh;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod registry;
 pub mod rewrite;

@@ -220,6 +220,8 @@ pub struct Cluster {
     pub endpoints: Vec<EndpointId>,
     /// How an endpoint is chosen.
     pub lb: LbPolicy,
+    /// Upstream connections speak HTTP/2 (`h2_upgrade_policy: UPGRADE`).
+    pub http2: bool,
 }
 
 /// One endpoint as the engine sees it.

@@ -27,6 +27,7 @@
 use crate::idmap::IdMap;
 use crate::matching::MatchInput;
 use crate::mesh::{Cluster, ClusterId, CompiledMesh, Mirror, RouteAction, RouteId};
+use crate::pool::{Placement, Pool};
 use crate::registry::EndpointId;
 use crate::rewrite::{forwarded_head, redirect_location};
 use crate::time::Time;
@@ -118,23 +119,6 @@ struct Attempt {
     endpoint: EndpointId,
 }
 
-/// State of one upstream connection (HTTP/1.1: one request at a time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnState {
-    /// Connect requested; the attempt waits for it, if it is still wanted.
-    Connecting(Option<AttemptId>),
-    /// Carrying this attempt.
-    Busy(AttemptId),
-    /// Open and unused, listed in `idle` for its endpoint.
-    Idle,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Conn {
-    endpoint: EndpointId,
-    state: ConnState,
-}
-
 /// The sans-IO proxy engine. See the module documentation for the driver contract.
 pub struct Proxy {
     config: Arc<CompiledMesh>,
@@ -146,9 +130,7 @@ pub struct Proxy {
     now: Time,
     requests: IdMap<RequestId, Request>,
     attempts: IdMap<AttemptId, Attempt>,
-    conns: IdMap<ConnId, Conn>,
-    /// Idle connections per endpoint (indexed by `EndpointId`), most recently used last.
-    idle: Vec<Vec<ConnId>>,
+    pool: Pool,
     /// Active attempts per endpoint (indexed by `EndpointId`), for least-request balancing.
     active: Vec<u32>,
     /// Round-robin cursor per cluster (indexed by `ClusterId`); `None` until first use.
@@ -156,7 +138,6 @@ pub struct Proxy {
     /// Fault-delay deadlines; stale entries (request gone) are skipped when they fire.
     timers: BinaryHeap<Reverse<(Time, RequestId)>>,
     next_attempt: u64,
-    next_conn: u64,
     actions: VecDeque<Action>,
 }
 
@@ -171,13 +152,11 @@ impl Proxy {
             now: Time::ZERO,
             requests: IdMap::default(),
             attempts: IdMap::default(),
-            conns: IdMap::default(),
-            idle: Vec::new(),
+            pool: Pool::default(),
             active: Vec::new(),
             rr: Vec::new(),
             timers: BinaryHeap::new(),
             next_attempt: 0,
-            next_conn: 0,
             actions: VecDeque::new(),
         };
         p.size_tables();
@@ -201,12 +180,12 @@ impl Proxy {
 
     /// Number of upstream connections (connecting, busy or idle).
     pub fn open_connections(&self) -> usize {
-        self.conns.len()
+        self.pool.len()
     }
 
     fn size_tables(&mut self) {
         let endpoints = self.config.endpoints().len();
-        self.idle.resize_with(endpoints, Vec::new);
+        self.pool.resize(endpoints);
         self.active.resize(endpoints, 0);
         self.rr = vec![None; self.config.clusters().len()];
     }
@@ -414,21 +393,14 @@ impl Proxy {
     fn start_attempt(&mut self, req: RequestId, endpoint: EndpointId) {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
-        let conn = match self.idle[endpoint.0 as usize].pop() {
-            Some(conn) => conn,
-            None => {
-                let conn = ConnId(self.next_conn);
-                self.next_conn += 1;
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        endpoint,
-                        state: ConnState::Connecting(None),
-                    },
-                );
-                self.actions.push_back(Action::Connect { conn, endpoint });
-                conn
-            }
+        let http2 = self
+            .requests
+            .get(&req)
+            .and_then(|r| r.cluster)
+            .is_some_and(|c| self.config.cluster(c).http2);
+        let placement = self.pool.place(endpoint, attempt, http2);
+        let conn = match placement {
+            Placement::Ready(c) | Placement::Pending(c) | Placement::Opened(c) => c,
         };
         self.attempts.insert(
             attempt,
@@ -444,19 +416,14 @@ impl Proxy {
             r.attempt = Some(attempt);
             r.endpoint = Some(endpoint);
         }
-        let Some(c) = self.conns.get_mut(&conn) else {
-            debug_assert!(false, "connection {conn:?} vanished");
-            return;
-        };
-        match c.state {
-            ConnState::Idle => {
-                c.state = ConnState::Busy(attempt);
-                self.send(attempt, conn);
-            }
-            ConnState::Connecting(_) => c.state = ConnState::Connecting(Some(attempt)),
-            ConnState::Busy(other) => {
-                debug_assert!(false, "idle list held busy {conn:?} ({other:?})")
-            }
+        match placement {
+            Placement::Ready(conn) => self.send(attempt, conn),
+            Placement::Pending(_) => {}
+            Placement::Opened(conn) => self.actions.push_back(Action::Connect {
+                conn,
+                endpoint,
+                http2,
+            }),
         }
     }
 
@@ -488,19 +455,8 @@ impl Proxy {
     /// The connection `conn` from an earlier `Action::Connect` is established.
     pub fn handle_connected(&mut self, now: Time, conn: ConnId) {
         self.advance(now);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        match c.state {
-            ConnState::Connecting(Some(attempt)) => {
-                c.state = ConnState::Busy(attempt);
-                self.send(attempt, conn);
-            }
-            ConnState::Connecting(None) => {
-                c.state = ConnState::Idle;
-                self.idle[c.endpoint.0 as usize].push(conn);
-            }
-            ConnState::Busy(_) | ConnState::Idle => {}
+        for attempt in self.pool.connected(conn) {
+            self.send(attempt, conn);
         }
     }
 
@@ -508,15 +464,19 @@ impl Proxy {
     /// Envoy's connect-failure, flag `UF`).
     pub fn handle_connect_failed(&mut self, now: Time, conn: ConnId, _why: ConnectFailure) {
         self.advance(now);
-        let Some(c) = self.conns.remove(&conn) else {
-            return;
-        };
-        if let ConnState::Connecting(Some(attempt)) = c.state {
+        for attempt in self.pool.connect_failed(conn) {
             if let Some(a) = self.end_attempt(attempt) {
                 let flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
                 self.local_reply(a.req, 503, flags, Vec::new(), None);
             }
         }
+    }
+
+    /// The upstream closed `conn` (or it broke) outside any attempt's report: it is not used
+    /// again. Attempts still on it are reported by the driver as ended (`Reset`).
+    pub fn handle_connection_closed(&mut self, now: Time, conn: ConnId) {
+        self.advance(now);
+        self.pool.closed(conn);
     }
 
     /// The response head for `attempt` arrived; it is streamed downstream at once.
@@ -545,7 +505,7 @@ impl Proxy {
         let Some(a) = self.end_attempt(attempt) else {
             return;
         };
-        self.release_conn(a.conn, end == AttemptEnd::Done);
+        self.release_conn(a.conn, attempt, end == AttemptEnd::Done);
         let status = self.requests.get(&a.req).and_then(|r| r.status);
         match (end, status) {
             (AttemptEnd::Done | AttemptEnd::DoneAndClosed, Some(status)) => {
@@ -568,12 +528,13 @@ impl Proxy {
         let Some((attempt, status)) = self.requests.get(&req).map(|r| (r.attempt, r.status)) else {
             return;
         };
-        if let Some(a) = attempt.and_then(|attempt| self.end_attempt(attempt)) {
-            if let Some(attempt) = attempt {
+        if let Some(attempt) = attempt {
+            if let Some(a) = self.end_attempt(attempt) {
                 self.actions.push_back(Action::CancelAttempt { attempt });
+                // An HTTP/1.1 connection mid-request cannot be reused (HTTP/2: only the
+                // stream is reset).
+                self.release_conn(a.conn, attempt, false);
             }
-            // An HTTP/1.1 connection mid-request cannot be reused.
-            self.release_conn(a.conn, false);
         }
         let flags = ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
         self.complete(req, status.unwrap_or(0), flags);
@@ -610,17 +571,11 @@ impl Proxy {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Puts a finished connection back in the idle list, or forgets (and closes) it.
-    fn release_conn(&mut self, conn: ConnId, reusable: bool) {
-        if reusable {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.state = ConnState::Idle;
-                self.idle[c.endpoint.0 as usize].push(conn);
-            }
-        } else if let Some(c) = self.conns.remove(&conn) {
-            if c.state != ConnState::Connecting(None) {
-                self.actions.push_back(Action::CloseConnection { conn });
-            }
+    /// Returns a finished attempt's connection to the pool, closing it if the pool says so.
+    /// `reusable`: the response completed and the connection stays open.
+    fn release_conn(&mut self, conn: ConnId, attempt: AttemptId, reusable: bool) {
+        if self.pool.finished(conn, attempt, reusable) {
+            self.actions.push_back(Action::CloseConnection { conn });
         }
     }
 
@@ -719,6 +674,7 @@ mod tests {
                         simple: Some(SimpleLb::RoundRobin),
                         consistent_hash: None,
                     }),
+                    connection_pool: None,
                 }),
                 subsets: Vec::new(),
             }],
@@ -757,16 +713,16 @@ mod tests {
             p.handle_connected(now, conn);
             actions = drain(p);
         }
-        let Some(Action::Send { attempt, conn, .. }) = actions.first().cloned() else {
+        let Some(Action::Send { attempt, .. }) = actions.first().cloned() else {
             panic!("expected a send, got {actions:?}");
         };
-        let endpoint = p.conns[&conn].endpoint;
         p.handle_response_head(now, attempt, ResponseHead { status });
         p.handle_attempt_end(now, attempt, AttemptEnd::Done);
         let actions = drain(p);
         assert!(matches!(actions[0], Action::Forward { .. }));
         let outcomes = completed(&actions);
         assert_eq!(outcomes.len(), 1);
+        let endpoint = outcomes[0].endpoint.expect("an endpoint was used");
         (endpoint, outcomes[0], opened)
     }
 

@@ -274,6 +274,8 @@ pub enum Action {
         conn: ConnId,
         /// Where to connect.
         endpoint: EndpointId,
+        /// Speak HTTP/2 on it (many attempts at once) instead of HTTP/1.1.
+        http2: bool,
     },
     /// Send an attempt on an established connection.
     Send {

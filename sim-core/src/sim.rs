@@ -433,7 +433,7 @@ impl Simulation {
     fn drain(&mut self, p: u32) {
         while let Some(action) = self.proxies[p as usize].proxy.poll_action() {
             match action {
-                Action::Connect { conn, endpoint } => {
+                Action::Connect { conn, endpoint, .. } => {
                     let EndpointAddr::Sim(instance) = self.mesh.endpoint(endpoint).addr else {
                         debug_assert!(false, "socket endpoint in a simulation");
                         continue;
