@@ -165,6 +165,16 @@ pub fn prometheus(proxy: &ProxyHandle) -> String {
             "counter",
             g.requests_total.load(Ordering::Relaxed),
         ),
+        (
+            "meshtwin_downstream_protocol_errors_total",
+            "counter",
+            g.protocol_errors_total.load(Ordering::Relaxed),
+        ),
+        (
+            "meshtwin_downstream_rejected_total",
+            "counter",
+            g.rejected_total.load(Ordering::Relaxed),
+        ),
     ];
     for (name, kind, value) in gauges {
         let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");

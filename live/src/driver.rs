@@ -40,6 +40,12 @@ pub struct Gauges {
     pub downstream_connections: AtomicU64,
     /// Requests received.
     pub requests_total: AtomicU64,
+    /// Downstream connections that ended in a protocol error (hyper answered 400 or 431, or the
+    /// header read timeout cut the client off).
+    pub protocol_errors_total: AtomicU64,
+    /// Requests the listener refused before the engine saw them (413 body too large, 400
+    /// missing Host).
+    pub rejected_total: AtomicU64,
 }
 
 /// Driver settings.

@@ -138,19 +138,24 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(ctx.limits.max_header_bytes as u32);
     // Shared by the connection's requests (HTTP/2 may run several at once, hence the lock).
+    let ctx_gauges = ctx.proxy.gauges.clone();
     let strings = Arc::new(std::sync::Mutex::new(http_util::ConnStrings::new(
         &peer.ip().to_string(),
         ctx.scheme,
     )));
     let svc = service_fn(move |req| handle(req, ctx.clone(), strings.clone()));
+    let gauges = ctx_gauges.clone();
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            conn.await
         }
+    };
+    if result.is_err() {
+        gauges.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -187,10 +192,20 @@ async fn handle(
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some() =>
             {
+                ctx.proxy
+                    .gauges
+                    .rejected_total
+                    .fetch_add(1, Ordering::Relaxed);
                 let msg = "request body too large";
                 return Ok(http_util::text(StatusCode::PAYLOAD_TOO_LARGE, msg));
             }
-            Err(_) => return Ok(http_util::text(StatusCode::BAD_REQUEST, "bad request body")),
+            Err(_) => {
+                ctx.proxy
+                    .gauges
+                    .rejected_total
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(http_util::text(StatusCode::BAD_REQUEST, "bad request body"));
+            }
         }
     };
     let head = {
@@ -198,6 +213,10 @@ async fn handle(
         http_util::head_from_request(&parts, &mut strings)
     };
     if head.authority.is_empty() {
+        ctx.proxy
+            .gauges
+            .rejected_total
+            .fetch_add(1, Ordering::Relaxed);
         return Ok(http_util::text(StatusCode::BAD_REQUEST, "missing Host"));
     }
     let id = ctx.proxy.next_id();

@@ -32,7 +32,7 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
         max_body_bytes: 1024,
         ..Limits::default()
     };
-    let (_h, l) = proxy("Mesh()", &[("svc", vec![(v1.addr, "v1")])], limits).await;
+    let (h, l) = proxy("Mesh()", &[("svc", vec![(v1.addr, "v1")])], limits).await;
     let malformed = raw(
         l.addr,
         b"GET / HTTP/1.1\r\nHost svc\r\n\r\n",
@@ -68,6 +68,19 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
     assert!(!slow.contains(" 200 "), "{slow:?}");
     // The proxy still serves.
     assert_eq!(get(l.addr, "svc", "/", &[]).await.status, 200);
+    // Every error path is counted: 413 as a rejection; 400, 431, the timeout — and the 413's
+    // connection, closed with its body unread — as connections ending in a protocol error.
+    // Only the good request reached the engine.
+    let g = &h.gauges;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(g.rejected_total.load(Relaxed), 1);
+    assert_eq!(g.protocol_errors_total.load(Relaxed), 4);
+    assert_eq!(h.snapshot().finish().totals.count, 1);
+    let text = live::admin::prometheus(&h);
+    assert!(
+        text.contains("meshtwin_downstream_protocol_errors_total 4"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
