@@ -32,5 +32,5 @@ check "header routing" "v2" "$(curl -s -H 'Host: web' -H 'end-user: jason' "http
 check "redirect" "301 http://web/new" "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: web' "http://127.0.0.1:$port/old")"
 check "no route" "404" "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: nosuch' "http://127.0.0.1:$port/")"
 check "h2c" "2 v1" "$(curl -s --http2-prior-knowledge -w ' ' -o "$dir/h2" "http://web:$port/" --resolve "web:$port:127.0.0.1" -w '%{http_version}'; echo -n ' '; cat "$dir/h2")"
-check "metrics" "1" "$(curl -s "http://127.0.0.1:$admin/metrics" | grep -c 'meshtwin_route_requests_total{route="web/jason",code="200"} 1')"
+check "metrics" "1" "$(curl -s "http://127.0.0.1:$admin/metrics" | grep -c 'meshtwin_route_requests_total{listener="main",route="web/jason",code="200"} 1')"
 echo "live smoke: all ok"

@@ -112,7 +112,9 @@ fn admin_reload_and_graceful_drain() {
     assert_eq!(get(port, "svc", "/"), Some((200, "one".into())));
     let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
     assert!(
-        metrics.contains(r#"meshtwin_route_requests_total{route="svc/hello",code="200"} 1"#),
+        metrics.contains(
+            r#"meshtwin_route_requests_total{listener="main",route="svc/hello",code="200"} 1"#
+        ),
         "{metrics}"
     );
     assert!(
@@ -120,7 +122,7 @@ fn admin_reload_and_graceful_drain() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("meshtwin_downstream_connections"),
+        metrics.contains(r#"meshtwin_downstream_connections{listener="main"}"#),
         "{metrics}"
     );
     let (_, json) = get(admin, "admin", "/config").expect("config");
@@ -208,7 +210,7 @@ fn load_generator_reports_every_request() {
     let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
     assert!(
         metrics.contains(&format!(
-            r#"meshtwin_route_requests_total{{route="svc/hello",code="200"}} {generated}"#
+            r#"meshtwin_route_requests_total{{listener="main",route="svc/hello",code="200"}} {generated}"#
         )),
         "{metrics}"
     );

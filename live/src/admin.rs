@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 /// What the admin endpoint shows.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The proxy (metrics and gauges).
-    pub proxy: ProxyHandle,
+    /// The proxies, by listener name (metrics and gauges).
+    pub proxies: Vec<(String, ProxyHandle)>,
     /// The active configuration, as JSON (replaced on reload).
     pub config: Arc<Mutex<serde_json::Value>>,
 }
@@ -49,7 +49,7 @@ async fn route(req: Request<Incoming>, state: AdminState) -> Result<Response<Bod
     Ok(match req.uri().path() {
         "/ready" => http_util::text(StatusCode::OK, "LIVE\n"),
         "/metrics" => {
-            let mut resp = http_util::text(StatusCode::OK, prometheus(&state.proxy));
+            let mut resp = http_util::text(StatusCode::OK, prometheus(&state.proxies));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -82,102 +82,121 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn counters(out: &mut String, metric: &str, label: &str, rows: &[(String, Stats)]) {
+/// One proxy's metrics, named by its listener.
+struct Snapshot<'a> {
+    listener: &'a str,
+    metrics: RunMetrics,
+    gauges: &'a crate::driver::Gauges,
+}
+
+type Section = fn(&RunMetrics) -> &[(String, Stats)];
+
+fn family(out: &mut String, snaps: &[Snapshot<'_>], metric: &str, label: &str, rows: Section) {
     let _ = writeln!(out, "# TYPE {metric}_requests_total counter");
-    for (name, s) in rows {
-        for (code, n) in &s.by_status {
-            let _ = writeln!(
-                out,
-                "{metric}_requests_total{{{label}=\"{}\",code=\"{code}\"}} {n}",
-                escape(name)
-            );
+    for s in snaps {
+        let l = escape(s.listener);
+        for (name, st) in rows(&s.metrics) {
+            for (code, n) in &st.by_status {
+                let _ = writeln!(out, "{metric}_requests_total{{listener=\"{l}\",{label}=\"{}\",code=\"{code}\"}} {n}", escape(name));
+            }
         }
     }
     let _ = writeln!(out, "# TYPE {metric}_flags_total counter");
-    for (name, s) in rows {
-        for (flag, n) in s.flags() {
-            let _ = writeln!(
-                out,
-                "{metric}_flags_total{{{label}=\"{}\",flag=\"{flag}\"}} {n}",
-                escape(name)
-            );
+    for s in snaps {
+        let l = escape(s.listener);
+        for (name, st) in rows(&s.metrics) {
+            for (flag, n) in st.flags() {
+                let _ = writeln!(
+                    out,
+                    "{metric}_flags_total{{listener=\"{l}\",{label}=\"{}\",flag=\"{flag}\"}} {n}",
+                    escape(name)
+                );
+            }
         }
     }
     let _ = writeln!(out, "# TYPE {metric}_latency_seconds histogram");
-    for (name, s) in rows {
-        let name = escape(name);
-        for le in BUCKETS_S {
-            let n = s.latency.count_between(0, (le * 1e9) as u64);
+    for s in snaps {
+        let l = escape(s.listener);
+        for (name, st) in rows(&s.metrics) {
+            let key = format!("listener=\"{l}\",{label}=\"{}\"", escape(name));
+            for le in BUCKETS_S {
+                let n = st.latency.count_between(0, (le * 1e9) as u64);
+                let _ = writeln!(
+                    out,
+                    "{metric}_latency_seconds_bucket{{{key},le=\"{le}\"}} {n}"
+                );
+            }
             let _ = writeln!(
                 out,
-                "{metric}_latency_seconds_bucket{{{label}=\"{name}\",le=\"{le}\"}} {n}"
+                "{metric}_latency_seconds_bucket{{{key},le=\"+Inf\"}} {}",
+                st.count
             );
+            let _ = writeln!(
+                out,
+                "{metric}_latency_seconds_sum{{{key}}} {}",
+                st.latency_sum_ns as f64 / 1e9
+            );
+            let _ = writeln!(out, "{metric}_latency_seconds_count{{{key}}} {}", st.count);
         }
-        let _ = writeln!(
-            out,
-            "{metric}_latency_seconds_bucket{{{label}=\"{name}\",le=\"+Inf\"}} {}",
-            s.count
-        );
-        let _ = writeln!(
-            out,
-            "{metric}_latency_seconds_sum{{{label}=\"{name}\"}} {}",
-            s.latency_sum_ns as f64 / 1e9
-        );
-        let _ = writeln!(
-            out,
-            "{metric}_latency_seconds_count{{{label}=\"{name}\"}} {}",
-            s.count
-        );
     }
 }
 
-/// The Prometheus text exposition of a proxy's metrics and gauges.
-pub fn prometheus(proxy: &ProxyHandle) -> String {
-    let m: RunMetrics = proxy.snapshot().finish();
+/// The Prometheus text exposition of the proxies' metrics and gauges, labelled by listener.
+pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
+    let snaps: Vec<Snapshot<'_>> = proxies
+        .iter()
+        .map(|(name, h)| Snapshot {
+            listener: name,
+            metrics: h.snapshot().finish(),
+            gauges: &h.gauges,
+        })
+        .collect();
     let mut out = String::new();
-    counters(&mut out, "meshtwin_route", "route", &m.routes);
-    counters(
+    family(&mut out, &snaps, "meshtwin_route", "route", |m| &m.routes);
+    family(
         &mut out,
+        &snaps,
         "meshtwin_destination",
         "destination",
-        &m.destinations,
+        |m| &m.destinations,
     );
-    counters(&mut out, "meshtwin_cluster", "cluster", &m.clusters);
-    let g = &proxy.gauges;
-    let gauges = [
-        (
-            "meshtwin_active_requests",
-            "gauge",
-            g.active_requests.load(Ordering::Relaxed),
-        ),
-        (
-            "meshtwin_upstream_connections",
-            "gauge",
-            g.upstream_connections.load(Ordering::Relaxed),
-        ),
-        (
-            "meshtwin_downstream_connections",
-            "gauge",
-            g.downstream_connections.load(Ordering::Relaxed),
-        ),
-        (
-            "meshtwin_downstream_requests_total",
-            "counter",
-            g.requests_total.load(Ordering::Relaxed),
-        ),
+    family(&mut out, &snaps, "meshtwin_cluster", "cluster", |m| {
+        &m.clusters
+    });
+    type Gauge = fn(&crate::driver::Gauges) -> u64;
+    let gauges: [(&str, &str, Gauge); 7] = [
+        ("meshtwin_active_requests", "gauge", |g| {
+            g.active_requests.load(Ordering::Relaxed)
+        }),
+        ("meshtwin_upstream_connections", "gauge", |g| {
+            g.upstream_connections.load(Ordering::Relaxed)
+        }),
+        ("meshtwin_downstream_connections", "gauge", |g| {
+            g.downstream_connections.load(Ordering::Relaxed)
+        }),
+        ("meshtwin_downstream_requests_total", "counter", |g| {
+            g.requests_total.load(Ordering::Relaxed)
+        }),
         (
             "meshtwin_downstream_protocol_errors_total",
             "counter",
-            g.protocol_errors_total.load(Ordering::Relaxed),
+            |g| g.protocol_errors_total.load(Ordering::Relaxed),
         ),
-        (
-            "meshtwin_downstream_rejected_total",
-            "counter",
-            g.rejected_total.load(Ordering::Relaxed),
-        ),
+        ("meshtwin_downstream_rejected_total", "counter", |g| {
+            g.rejected_total.load(Ordering::Relaxed)
+        }),
+        ("meshtwin_listener_up", "gauge", |_| 1),
     ];
-    for (name, kind, value) in gauges {
-        let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+    for (name, kind, read) in gauges {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in &snaps {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\"}} {}",
+                escape(s.listener),
+                read(s.gauges)
+            );
+        }
     }
     out
 }

@@ -59,6 +59,22 @@ pub struct ListenerConfig {
     /// Terminate TLS with this certificate (ALPN offers h2 and http/1.1).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// What this listener is; each listener runs its own engine. Default `Ingress`.
+    #[serde(default)]
+    pub role: ListenerRole,
+}
+
+/// The role of a listener's proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerRole {
+    /// An ingress gateway: the mesh's entry point.
+    #[default]
+    Ingress,
+    /// The outbound side of a service's sidecar.
+    Sidecar {
+        /// The service the sidecar belongs to.
+        service: String,
+    },
 }
 
 /// PEM files of a TLS listener.

@@ -76,9 +76,9 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
     assert_eq!(g.rejected_total.load(Relaxed), 1);
     assert_eq!(g.protocol_errors_total.load(Relaxed), 4);
     assert_eq!(h.snapshot().finish().totals.count, 1);
-    let text = live::admin::prometheus(&h);
+    let text = live::admin::prometheus(&[("main".to_owned(), h.clone())]);
     assert!(
-        text.contains("meshtwin_downstream_protocol_errors_total 4"),
+        text.contains(r#"meshtwin_downstream_protocol_errors_total{listener="main"} 4"#),
         "{text}"
     );
 }

@@ -52,6 +52,11 @@ pub enum ProxyRole {
         /// The service the sidecar belongs to.
         service: String,
     },
+    /// A gateway: the mesh's entry (ingress) or exit (egress) point.
+    Gateway {
+        /// The gateway's name.
+        name: String,
+    },
     /// The client side of a load generator (a workload's own outbound proxy).
     Client {
         /// The workload's name.

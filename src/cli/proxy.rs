@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use live::admin::{self, AdminState};
-use live::config::ProxyConfig;
+use live::config::{ListenerRole, ProxyConfig};
 use live::driver::{self, DriverOptions};
 use live::server;
 use proxy_engine::ProxyRole;
@@ -51,12 +51,23 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         access_log: config.access_log,
         window: proxy_engine::Nanos::from_secs(1),
     };
-    let role = ProxyRole::Client {
-        name: "proxy".into(),
-    };
-    let handle = driver::spawn(mesh, role, opts);
+    // Each listener runs its own engine, with its own role.
     let mut listeners = Vec::new();
+    let mut handles: Vec<(String, driver::ProxyHandle)> = Vec::new();
     for l in &config.listeners {
+        let role = match &l.role {
+            ListenerRole::Ingress => ProxyRole::Gateway {
+                name: l.name.clone(),
+            },
+            ListenerRole::Sidecar { service } => ProxyRole::Sidecar {
+                service: service.clone(),
+            },
+        };
+        let opts = DriverOptions {
+            name: l.name.clone(),
+            ..opts.clone()
+        };
+        let handle = driver::spawn(mesh.clone(), role, opts);
         let tls = match &l.tls {
             Some(t) => Some(live::tls::server_config(&t.cert, &t.key)?),
             None => None,
@@ -64,18 +75,18 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         let listener = server::listen(l.bind, handle.clone(), config.limits.clone(), tls)
             .await
             .with_context(|| format!("listener `{}`: cannot bind {}", l.name, l.bind))?;
+        let tls_note = if l.tls.is_some() { " (TLS)" } else { "" };
         eprintln!(
-            "listener {} on {}{}",
-            l.name,
-            listener.addr,
-            if l.tls.is_some() { " (TLS)" } else { "" }
+            "listener {} ({:?}) on {}{tls_note}",
+            l.name, l.role, listener.addr
         );
         listeners.push(listener);
+        handles.push((l.name.clone(), handle));
     }
     let config_json = Arc::new(Mutex::new(serde_json::to_value(&config)?));
     if let Some(addr) = config.admin {
         let state = AdminState {
-            proxy: handle.clone(),
+            proxies: handles.clone(),
             config: config_json.clone(),
         };
         let (bound, _task) = admin::serve(addr, state)
@@ -94,12 +105,12 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hup.recv() => reload(&args, &handle, &config_json, "SIGHUP"),
+            _ = hup.recv() => reload(&args, &handles, &config_json, "SIGHUP"),
             _ = tick.tick() => {
                 let now: Vec<Option<SystemTime>> = watched.iter().map(|p| mtime(p)).collect();
                 if now != stamps {
                     stamps = now;
-                    reload(&args, &handle, &config_json, "file change");
+                    reload(&args, &handles, &config_json, "file change");
                 }
             }
         }
@@ -115,7 +126,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
 /// dropping requests in flight; on failure the old configuration stays and the error is printed.
 fn reload(
     args: &ProxyArgs,
-    handle: &driver::ProxyHandle,
+    handles: &[(String, driver::ProxyHandle)],
     json: &Mutex<serde_json::Value>,
     why: &str,
 ) {
@@ -125,7 +136,10 @@ fn reload(
         .and_then(|c| Ok((c.compile(&file)?, serde_json::to_value(&c)?)));
     match loaded {
         Ok((mesh, value)) => {
-            handle.reload(Arc::new(mesh));
+            let mesh = Arc::new(mesh);
+            for (_, h) in handles {
+                h.reload(mesh.clone());
+            }
             if let Ok(mut j) = json.lock() {
                 *j = value;
             }
