@@ -415,17 +415,12 @@ impl Shared {
                     conn,
                     head,
                 } => {
-                    let body = st
-                        .reqs
-                        .get(&req)
-                        .map(|p| p.body.clone())
-                        .unwrap_or_default();
                     // HTTP/1.1: take the connection for the exchange; HTTP/2: share it.
                     let sender = st.conns.get_mut(&conn).and_then(|slot| match slot {
                         Some(s) => s.share().or_else(|| slot.take()),
                         None => None,
                     });
-                    match (sender, http_util::upstream_request(&head, body, &[])) {
+                    match (sender, outgoing(st, req, &head)) {
                         (Some(sender), Some(request)) => {
                             st.attempts.insert(attempt, ());
                             work.push(Work::Exchange {
@@ -449,15 +444,8 @@ impl Shared {
                     endpoint,
                     head,
                 } => {
-                    let body = st
-                        .reqs
-                        .get(&req)
-                        .map(|p| p.body.clone())
-                        .unwrap_or_default();
-                    if let (Some(addr), Some(request)) = (
-                        Self::addr(st, endpoint),
-                        http_util::upstream_request(&head, body, &[]),
-                    ) {
+                    let addr = Self::addr(st, endpoint);
+                    if let (Some(addr), Some(request)) = (addr, outgoing(st, req, &head)) {
                         work.push(Work::Mirror {
                             endpoint,
                             addr,
@@ -554,6 +542,16 @@ impl Shared {
             self.opts.name
         )
     }
+}
+
+/// The upstream request for `head`, carrying `req`'s body.
+fn outgoing(st: &State, req: RequestId, head: &RequestHead) -> Option<http::Request<Body>> {
+    let body = st
+        .reqs
+        .get(&req)
+        .map(|p| p.body.clone())
+        .unwrap_or_default();
+    http_util::upstream_request(head, body, &[])
 }
 
 fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {
