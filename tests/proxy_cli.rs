@@ -99,16 +99,21 @@ fn start(cfg: &Path) -> Proc {
     Proc(child)
 }
 
-#[test]
-fn admin_reload_and_graceful_drain() {
+/// A proxy process answering `body`, ready: (process, config path, port, admin port).
+fn running(test: &str, body: &str) -> (Proc, PathBuf, u16, u16) {
     let (port, admin) = (free_port(), free_port());
-    let dir = scratch("reload");
-    let cfg = dir.join("proxy.ron");
-    std::fs::write(&cfg, config(port, admin, "one")).expect("write");
+    let cfg = scratch(test).join("proxy.ron");
+    std::fs::write(&cfg, config(port, admin, body)).expect("write");
     let p = start(&cfg);
     wait_for("/ready", || {
         get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
     });
+    (p, cfg, port, admin)
+}
+
+#[test]
+fn admin_reload_and_graceful_drain() {
+    let (p, cfg, port, admin) = running("reload", "one");
     assert_eq!(get(port, "svc", "/"), Some((200, "one".into())));
     let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
     assert!(
@@ -169,14 +174,7 @@ fn admin_reload_and_graceful_drain() {
 
 #[test]
 fn load_generator_reports_every_request() {
-    let (port, admin) = (free_port(), free_port());
-    let dir = scratch("load");
-    let cfg = dir.join("proxy.ron");
-    std::fs::write(&cfg, config(port, admin, "hi")).expect("write");
-    let _p = start(&cfg);
-    wait_for("/ready", || {
-        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
-    });
+    let (_p, _cfg, port, admin) = running("load", "hi");
     let out = Command::new(env!("CARGO_BIN_EXE_meshtwin"))
         .args([
             "load",
