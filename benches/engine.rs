@@ -80,6 +80,7 @@ fn fifty_routes() -> CompiledMesh {
             traffic_policy: None,
             subsets: vec![subset("v1"), subset("v2")],
         }],
+        local_rate_limit: None,
     };
     CompiledMesh::compile(&config, &reg).expect("bench mesh compiles")
 }

@@ -77,6 +77,8 @@ enum Work {
         conn: ConnId,
         sender: Sender,
         request: http::Request<Body>,
+        /// Resolves when the engine cancels the attempt (its sender is dropped).
+        cancelled: oneshot::Receiver<()>,
     },
     Mirror {
         endpoint: EndpointId,
@@ -100,8 +102,9 @@ struct Pending {
 struct State {
     engine: Proxy,
     conns: IdMap<ConnId, Option<Sender>>,
-    /// Attempts whose exchange is under way (cancelled ones are removed).
-    attempts: IdMap<AttemptId, ()>,
+    /// Attempts whose exchange is under way, with the handle that aborts it; cancelled ones
+    /// are removed, which drops the handle and so aborts the exchange.
+    attempts: IdMap<AttemptId, oneshot::Sender<()>>,
     answers: IdMap<AttemptId, Answer>,
     reqs: IdMap<RequestId, Pending>,
     metrics: Recorder,
@@ -307,9 +310,16 @@ impl Shared {
                 conn,
                 mut sender,
                 request,
+                mut cancelled,
             } => {
-                let result =
-                    upstream::exchange(&mut sender, request, self.opts.max_response_bytes).await;
+                let exchange =
+                    upstream::exchange(&mut sender, request, self.opts.max_response_bytes);
+                let result = tokio::select! {
+                    r = exchange => r,
+                    // The engine gave up on the attempt (timeout, downstream gone): dropping
+                    // the exchange resets the stream (HTTP/1.1: closes the connection).
+                    _ = &mut cancelled => return Vec::new(),
+                };
                 let mut st = self.lock();
                 self.answered(&mut st, attempt, conn, sender, result);
                 self.drain(&mut st)
@@ -414,20 +424,24 @@ impl Shared {
                     attempt,
                     conn,
                     head,
+                    try_number,
                 } => {
                     // HTTP/1.1: take the connection for the exchange; HTTP/2: share it.
                     let sender = st.conns.get_mut(&conn).and_then(|slot| match slot {
                         Some(s) => s.share().or_else(|| slot.take()),
                         None => None,
                     });
-                    match (sender, outgoing(st, req, &head)) {
+                    let count = [("x-envoy-attempt-count", try_number.to_string())];
+                    match (sender, outgoing(st, req, &head, &count)) {
                         (Some(sender), Some(request)) => {
-                            st.attempts.insert(attempt, ());
+                            let (cancel, cancelled) = oneshot::channel();
+                            st.attempts.insert(attempt, cancel);
                             work.push(Work::Exchange {
                                 attempt,
                                 conn,
                                 sender,
                                 request,
+                                cancelled,
                             });
                         }
                         // No usable connection or an unsendable head: a reset, so the engine
@@ -445,7 +459,7 @@ impl Shared {
                     head,
                 } => {
                     let addr = Self::addr(st, endpoint);
-                    if let (Some(addr), Some(request)) = (addr, outgoing(st, req, &head)) {
+                    if let (Some(addr), Some(request)) = (addr, outgoing(st, req, &head, &[])) {
                         work.push(Work::Mirror {
                             endpoint,
                             addr,
@@ -481,6 +495,10 @@ impl Shared {
                 } => {
                     let resp = http_util::local_reply(status, flags, &headers, body.as_deref());
                     reply(st, req, resp);
+                }
+                Action::Event(event) => {
+                    let now = self.clock.now();
+                    st.metrics.record_event(now, &event);
                 }
                 Action::Complete { req, outcome } => self.complete(st, req, outcome),
             }
@@ -544,14 +562,19 @@ impl Shared {
     }
 }
 
-/// The upstream request for `head`, carrying `req`'s body.
-fn outgoing(st: &State, req: RequestId, head: &RequestHead) -> Option<http::Request<Body>> {
+/// The upstream request for `head`, carrying `req`'s body and `extra` headers.
+fn outgoing(
+    st: &State,
+    req: RequestId,
+    head: &RequestHead,
+    extra: &[(&str, String)],
+) -> Option<http::Request<Body>> {
     let body = st
         .reqs
         .get(&req)
         .map(|p| p.body.clone())
         .unwrap_or_default();
-    http_util::upstream_request(head, body, &[])
+    http_util::upstream_request(head, body, extra)
 }
 
 fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {

@@ -218,9 +218,6 @@ pub fn local_reply(
             HeaderValue::from_static("text/plain"),
         );
     }
-    if flags.contains(ResponseFlags::UPSTREAM_OVERFLOW) {
-        h.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
-    }
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),

@@ -113,6 +113,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> RunMetrics {
         clusters: Vec::new(),
         mirrors: Vec::new(),
         series: s.series,
+        events: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::mesh::{
     DestinationId, DestinationName, Fault, HeaderEdit, HostTable, Mirror, Redirect, RouteAction,
     RouteId, WeightedCluster,
 };
+use crate::policy::{Budget, Limits, OutlierSpec, RetryPolicy, TokenBucketSpec};
 use crate::registry::{EndpointAddr, EndpointId, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,6 +44,9 @@ impl CompiledMesh {
                     response_headers: None,
                     fault: None,
                     mirrors: Vec::new(),
+                    timeout: None,
+                    retry: Some(Arc::new(RetryPolicy::istio_default())),
+                    rate_limit: None,
                 });
                 let table = HostTable::new(vec![id], &b.mesh.routes);
                 b.mesh.hosts.insert(svc.name.clone().into(), table);
@@ -126,6 +130,11 @@ impl<'a> Builder<'a> {
             endpoints: Vec::new(),
             destinations: Vec::new(),
             warnings: Vec::new(),
+            rate_limit: config
+                .local_rate_limit
+                .as_ref()
+                .map(|l| TokenBucketSpec::compile("local_rate_limit", l))
+                .transpose()?,
         };
         let mut dest_ids: BTreeMap<DestinationName, DestinationId> = BTreeMap::new();
         let mut first_endpoint = Vec::with_capacity(registry.services.len());
@@ -187,6 +196,9 @@ impl<'a> Builder<'a> {
             .as_ref()
             .and_then(|p| p.load_balancer.as_ref());
         lb(format!("{at}.traffic_policy.load_balancer"), top, &addrs)?;
+        if let Some(p) = &dr.traffic_policy {
+            Resilience::compile(&format!("{at}.traffic_policy"), Some(p), None)?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for (j, s) in dr.subsets.iter().enumerate() {
             if !names.insert(s.name.as_str()) {
@@ -199,6 +211,9 @@ impl<'a> Builder<'a> {
                 .traffic_policy
                 .as_ref()
                 .and_then(|p| p.load_balancer.as_ref());
+            if let Some(p) = &s.traffic_policy {
+                Resilience::compile(&format!("{at}.subsets[{j}].traffic_policy"), Some(p), None)?;
+            }
             let addrs = self.addrs(service, Some(&s.labels));
             lb(
                 format!("{at}.subsets[{j}].traffic_policy.load_balancer"),
@@ -289,6 +304,8 @@ impl<'a> Builder<'a> {
             .and_then(|p| p.http.as_ref())
             .and_then(|h| h.h2_upgrade_policy)
             == Some(crate::config::H2UpgradePolicy::Upgrade);
+        let field = format!("destination_rules (host {})", svc.name);
+        let resilience = Resilience::compile(&field, rule_policy, subset_policy)?;
         let members = self.members(service, labels);
         let first = self.first_endpoint[service];
         let endpoints: Vec<EndpointId> = members
@@ -307,6 +324,9 @@ impl<'a> Builder<'a> {
             endpoints,
             lb,
             http2,
+            limits: resilience.limits,
+            budget: resilience.budget,
+            outlier: resilience.outlier,
         });
         self.cluster_ids.insert(name, id);
         Ok(id)
@@ -421,6 +441,15 @@ impl<'a> Builder<'a> {
             .as_ref()
             .map(|f| self.fault(&format!("{at}.fault"), f))
             .transpose()?;
+        let timeout = route.timeout.filter(|t| t.0 > 0);
+        let retry =
+            RetryPolicy::compile(&format!("{at}.retries"), route.retries.as_ref(), timeout)?
+                .map(Arc::new);
+        let rate_limit = route
+            .local_rate_limit
+            .as_ref()
+            .map(|l| TokenBucketSpec::compile(&format!("{at}.local_rate_limit"), l))
+            .transpose()?;
         Ok(CompiledRoute {
             name,
             matches,
@@ -434,6 +463,9 @@ impl<'a> Builder<'a> {
             response_headers,
             fault,
             mirrors: self.mirrors(at, route)?,
+            timeout,
+            retry,
+            rate_limit,
         })
     }
 
@@ -545,5 +577,40 @@ impl<'a> Builder<'a> {
             out.push(Mirror { cluster, ppm });
         }
         Ok(out)
+    }
+}
+
+/// A cluster's resilience settings: each block of a subset's policy replaces the rule's block
+/// whole (Istio's `MergeTrafficPolicy`).
+struct Resilience {
+    limits: Limits,
+    budget: Option<Budget>,
+    outlier: Option<OutlierSpec>,
+}
+
+impl Resilience {
+    fn compile(
+        at: &str,
+        rule: Option<&crate::config::TrafficPolicy>,
+        subset: Option<&crate::config::TrafficPolicy>,
+    ) -> Result<Resilience, ConfigError> {
+        let pool = subset
+            .and_then(|p| p.connection_pool.as_ref())
+            .or_else(|| rule?.connection_pool.as_ref());
+        let outlier = subset
+            .and_then(|p| p.outlier_detection.as_ref())
+            .or_else(|| rule?.outlier_detection.as_ref());
+        let budget = subset
+            .and_then(|p| p.retry_budget.as_ref())
+            .or_else(|| rule?.retry_budget.as_ref());
+        Ok(Resilience {
+            limits: Limits::compile(&format!("{at}.connection_pool"), pool)?,
+            budget: budget
+                .map(|b| Budget::compile(&format!("{at}.retry_budget"), b))
+                .transpose()?,
+            outlier: outlier
+                .map(|o| OutlierSpec::compile(&format!("{at}.outlier_detection"), o))
+                .transpose()?,
+        })
     }
 }

@@ -15,6 +15,48 @@ pub struct MeshConfig {
     pub virtual_services: Vec<VirtualService>,
     /// Per-destination policy and subsets, Istio `DestinationRule`.
     pub destination_rules: Vec<DestinationRule>,
+    /// A local rate limit every proxy applies to all its requests (one bucket per proxy), as
+    /// Envoy's `local_ratelimit` filter configured through an `EnvoyFilter`. Extension field.
+    pub local_rate_limit: Option<LocalRateLimit>,
+}
+
+/// Envoy `local_ratelimit`: a token bucket that starts full and refills continuously at
+/// `tokens_per_fill` per `fill_interval` (Envoy ≥ 1.31); a request takes one token, and with
+/// none left it is answered `status` (429) with flag `RL`. Extension field (Istio configures it
+/// through `EnvoyFilter`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRateLimit {
+    /// Bucket capacity (> 0).
+    pub max_tokens: u32,
+    /// Tokens added per `fill_interval`. Default 1.
+    #[serde(default)]
+    pub tokens_per_fill: Option<u32>,
+    /// Refill period (≥ 50ms, as Envoy requires).
+    pub fill_interval: Nanos,
+    /// Status of a limited request; values below 400 become 429. Default 429.
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// Istio `HTTPRetry`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpRetry {
+    /// Number of retries (at most `1 + attempts` tries); 0 turns retries off, as in Istio.
+    pub attempts: u32,
+    /// Timeout of each try; ignored when ≥ a non-zero route `timeout`. Default none.
+    pub per_try_timeout: Option<Nanos>,
+    /// Comma list of Envoy retry conditions (`5xx`, `gateway-error`, `reset`,
+    /// `connect-failure`, `refused-stream`, `retriable-4xx`, `retriable-status-codes`, gRPC
+    /// names) and status codes. Default: Istio's
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`.
+    pub retry_on: Option<String>,
+    /// Prefer hosts not tried before (Envoy's `previous_hosts` predicate, up to 5 re-picks).
+    /// Default true (Istio ≥ 1.26); ignored under consistent hashing.
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval of the jittered exponential backoff. Default 25ms; the cap is 10 × base.
+    pub backoff: Option<Nanos>,
 }
 
 /// Istio `VirtualService`: ordered HTTP routes for a set of hosts.
@@ -59,6 +101,14 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<f64>,
     /// Several mirrors, each with its own percentage.
     pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Timeout of the whole request, all tries and backoff included (504 `UT`). Default none
+    /// (Istio writes 0, infinite); `"0s"` also means none.
+    pub timeout: Option<Nanos>,
+    /// Retry policy. Unset means Istio's default: 2 retries on connect failures and refused
+    /// streams.
+    pub retries: Option<HttpRetry>,
+    /// A local rate limit on this route (one bucket per proxy per route). Extension field.
+    pub local_rate_limit: Option<LocalRateLimit>,
 }
 
 /// Istio `HTTPMatchRequest`: conditions that must all hold.
@@ -260,24 +310,85 @@ pub struct Subset {
 pub struct TrafficPolicy {
     /// Load balancing; default `LEAST_REQUEST`.
     pub load_balancer: Option<LoadBalancerSettings>,
-    /// Upstream connection settings.
+    /// Upstream connection settings and circuit-breaker limits.
     pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Passive health checking: eject hosts that keep failing.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Envoy's retry budget: it replaces `connection_pool.http.max_retries`. Extension field
+    /// (Istio master's `trafficPolicy.retryBudget`).
+    pub retry_budget: Option<RetryBudget>,
 }
 
-/// Istio `ConnectionPoolSettings` (the parts modeled so far).
+/// Istio `ConnectionPoolSettings`: Envoy's circuit breakers. Limits are per cluster per client
+/// proxy; unset (or 0) means 2³²−1, effectively unlimited, as Istio writes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionPoolSettings {
+    /// TCP settings.
+    pub tcp: Option<TcpPoolSettings>,
     /// HTTP settings.
     pub http: Option<HttpPoolSettings>,
 }
 
-/// Istio `ConnectionPoolSettings.HTTPSettings` (the parts modeled so far).
+/// Istio `ConnectionPoolSettings.TCPSettings`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpPoolSettings {
+    /// Connections to all hosts of the cluster (soft: every picked host gets at least one).
+    pub max_connections: Option<u32>,
+    /// Connect timeout. Default 10s (Istio's mesh default).
+    pub connect_timeout: Option<Nanos>,
+    /// Idle connection lifetime, used when `http.idle_timeout` is unset. Default 1h.
+    pub idle_timeout: Option<Nanos>,
+}
+
+/// Istio `ConnectionPoolSettings.HTTPSettings`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpPoolSettings {
     /// Whether to speak HTTP/2 to the upstream; default `DEFAULT` (HTTP/1.1 here).
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+    /// Requests waiting for a connection, across the cluster; overflow → 503 `UO`.
+    pub http1_max_pending_requests: Option<u32>,
+    /// Requests in flight across the cluster; overflow → 503 `UO`.
+    pub http2_max_requests: Option<u32>,
+    /// Requests per connection before it is closed; 0 or unset = unlimited, 1 = no keep-alive.
+    pub max_requests_per_connection: Option<u32>,
+    /// Retries outstanding across the cluster; a retry beyond it is not made.
+    pub max_retries: Option<u32>,
+    /// Idle connection lifetime. Default 1h.
+    pub idle_timeout: Option<Nanos>,
+}
+
+/// Istio `OutlierDetection` (consecutive-error detection; success-rate detection stays off, as
+/// Istio configures it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (local-origin failures included) that eject a host. Default 5; 0 off.
+    #[serde(rename = "consecutive_5xx_errors")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// Consecutive 502/503/504 that eject a host. Default off.
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Time between ejection sweeps; hosts return only on these ticks. Default 10s.
+    pub interval: Option<Nanos>,
+    /// Ejection time per ejection count (base × k). Default 30s.
+    pub base_ejection_time: Option<Nanos>,
+    /// Most hosts ejected at once, percent, with Envoy's `(ejected+1)/hosts` rule. Default 10.
+    pub max_ejection_percent: Option<u32>,
+    /// Below this share of healthy hosts the balancer ignores ejections (panic). Default 0 (off).
+    pub min_health_percent: Option<u32>,
+}
+
+/// Envoy `RetryBudget`: outstanding retries ≤ max(`min_retry_concurrency`, `percent`% of the
+/// cluster's active and pending requests).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudget {
+    /// Percent of active requests. Default 20.
+    pub percent: Option<f64>,
+    /// Retries always allowed. Default 3.
+    pub min_retry_concurrency: Option<u32>,
 }
 
 /// Istio `ConnectionPoolSettings.HTTPSettings.H2UpgradePolicy`.

@@ -18,8 +18,11 @@ pub mod lb;
 pub mod matching;
 pub mod mesh;
 pub mod metrics;
+pub mod outlier;
+pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod registry;
 pub mod rewrite;
 pub mod time;
@@ -31,6 +34,6 @@ pub use proxy::{Decision, Proxy, ProxyRole};
 pub use registry::{Endpoint, EndpointAddr, EndpointId, Registry};
 pub use time::{Nanos, Time};
 pub use types::{
-    Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, Outcome, RequestHead, RequestId,
-    ResponseFlags, ResponseHead,
+    Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, EngineEvent, Outcome, RequestHead,
+    RequestId, ResponseFlags, ResponseHead,
 };

@@ -6,6 +6,7 @@
 use crate::idmap::IdHasher;
 use crate::lb::LbPolicy;
 use crate::matching::{MatchBlock, MatchInput};
+use crate::policy::{Budget, Limits, OutlierSpec, RetryPolicy, TokenBucketSpec};
 use crate::registry::{EndpointAddr, EndpointId};
 use crate::time::Nanos;
 use std::collections::HashMap;
@@ -209,6 +210,12 @@ pub struct CompiledRoute {
     pub fault: Option<Fault>,
     /// Mirror policies.
     pub mirrors: Vec<Mirror>,
+    /// Route timeout over all tries and backoff; `None` = no timeout.
+    pub timeout: Option<Nanos>,
+    /// Retry policy; `None` = retries off.
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// Per-route local rate limit.
+    pub rate_limit: Option<TokenBucketSpec>,
 }
 
 /// A set of endpoints traffic is balanced over: a service or a subset.
@@ -222,6 +229,12 @@ pub struct Cluster {
     pub lb: LbPolicy,
     /// Upstream connections speak HTTP/2 (`h2_upgrade_policy: UPGRADE`).
     pub http2: bool,
+    /// Circuit-breaker limits and connection settings.
+    pub limits: Limits,
+    /// Retry budget (replaces `limits.max_retries`).
+    pub budget: Option<Budget>,
+    /// Outlier detection, when the destination rule has the block.
+    pub outlier: Option<OutlierSpec>,
 }
 
 /// One endpoint as the engine sees it.
@@ -288,6 +301,7 @@ pub struct CompiledMesh {
     pub(crate) endpoints: Vec<CompiledEndpoint>,
     pub(crate) destinations: Vec<DestinationName>,
     pub(crate) warnings: Vec<ConfigWarning>,
+    pub(crate) rate_limit: Option<TokenBucketSpec>,
 }
 
 impl CompiledMesh {
@@ -339,6 +353,11 @@ impl CompiledMesh {
     /// What compiled but deserves a look (e.g. undefined subsets).
     pub fn warnings(&self) -> &[ConfigWarning] {
         &self.warnings
+    }
+
+    /// The local rate limit every proxy applies to all its requests, if any.
+    pub fn rate_limit(&self) -> Option<&TokenBucketSpec> {
+        self.rate_limit.as_ref()
     }
 }
 #[cfg(test)]
@@ -394,6 +413,7 @@ mod tests {
                 traffic_policy: None,
                 subsets: vec![subset("v1"), subset("v2")],
             }],
+            local_rate_limit: None,
         }
     }
 

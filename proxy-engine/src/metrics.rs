@@ -3,7 +3,7 @@
 //! grow with the number of requests.
 
 use crate::time::{Nanos, Time};
-use crate::types::{Outcome, ResponseFlags};
+use crate::types::{EngineEvent, Outcome, ResponseFlags};
 use hdrhistogram::Histogram;
 
 /// Largest latency a histogram tracks exactly: one hour. Larger values are clamped to it.
@@ -30,6 +30,10 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Exact sum of latencies, nanoseconds (the histogram's mean is only approximate).
     pub latency_sum_ns: u128,
+    /// Requests per number of upstream attempts (index = attempts; 0 = answered locally).
+    pub by_attempts: Vec<u64>,
+    /// Upstream attempts in total.
+    pub attempts: u64,
 }
 
 impl Default for Stats {
@@ -41,6 +45,8 @@ impl Default for Stats {
             by_flag: vec![0; ResponseFlags::ALL.len()],
             latency: histogram(3),
             latency_sum_ns: 0,
+            by_attempts: Vec::new(),
+            attempts: 0,
         }
     }
 }
@@ -69,6 +75,21 @@ impl Stats {
         self.latency
             .saturating_record(latency.0.clamp(1, LATENCY_MAX_NS));
         self.latency_sum_ns += u128::from(latency.0);
+        let n = outcome.attempts as usize;
+        if self.by_attempts.len() <= n {
+            self.by_attempts.resize(n + 1, 0);
+        }
+        self.by_attempts[n] += 1;
+        self.attempts += u64::from(outcome.attempts);
+    }
+
+    /// Upstream attempts per request (retry amplification; 0 when empty).
+    pub fn amplification(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.attempts as f64 / self.count as f64
+        }
     }
 
     /// Exact mean latency, nanoseconds (0 when empty).
@@ -99,6 +120,55 @@ pub struct Window {
     pub errors: u64,
     /// Their latency, nanoseconds, 2 significant digits.
     pub latency: Histogram<u64>,
+    /// Resilience events that happened in the window (any proxy).
+    pub events: EventCounts,
+}
+
+/// Counts of resilience events (Envoy's cluster stats of the same names in brackets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Retries scheduled (`upstream_rq_retry`).
+    pub retries: u64,
+    /// Retries refused by `maxRetries` or the budget (`upstream_rq_retry_overflow`).
+    pub retry_overflows: u64,
+    /// Circuit-breaker overflows, 503 `UO` (`upstream_rq_pending_overflow`).
+    pub overflows: u64,
+    /// Hosts ejected (`ejections_enforced_total`).
+    pub ejections: u64,
+    /// Ejected hosts returned.
+    pub unejections: u64,
+    /// Ejections blocked by `maxEjectionPercent` (`ejections_overflow`).
+    pub ejection_overflows: u64,
+}
+
+impl EventCounts {
+    /// Counts one event.
+    pub fn record(&mut self, event: &EngineEvent) {
+        let slot = match event {
+            EngineEvent::Retry { .. } => &mut self.retries,
+            EngineEvent::RetryOverflow { .. } => &mut self.retry_overflows,
+            EngineEvent::Overflow { .. } => &mut self.overflows,
+            EngineEvent::Ejected { .. } => &mut self.ejections,
+            EngineEvent::Unejected { .. } => &mut self.unejections,
+            EngineEvent::EjectionOverflow { .. } => &mut self.ejection_overflows,
+        };
+        *slot += 1;
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &EventCounts) {
+        self.retries += other.retries;
+        self.retry_overflows += other.retry_overflows;
+        self.overflows += other.overflows;
+        self.ejections += other.ejections;
+        self.unejections += other.unejections;
+        self.ejection_overflows += other.ejection_overflows;
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == EventCounts::default()
+    }
 }
 
 /// Per-window series of end-to-end outcomes, bucketed by request start time.
@@ -124,17 +194,28 @@ impl TimeSeries {
         }
     }
 
-    /// Records an outcome of a request that started at `start`.
-    pub fn record(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
-        let i = (start.0 / self.window.0) as usize;
+    /// The window holding time `t`, created (with the ones before it) if needed.
+    fn window_at(&mut self, t: Time) -> &mut Window {
+        let i = (t.0 / self.window.0) as usize;
         while self.windows.len() <= i {
             self.windows.push(Window {
                 requests: 0,
                 errors: 0,
                 latency: histogram(2),
+                events: EventCounts::default(),
             });
         }
-        let w = &mut self.windows[i];
+        &mut self.windows[i]
+    }
+
+    /// Records a resilience event that happened at `at`.
+    pub fn record_event(&mut self, at: Time, event: &EngineEvent) {
+        self.window_at(at).events.record(event);
+    }
+
+    /// Records an outcome of a request that started at `start`.
+    pub fn record(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
+        let w = self.window_at(start);
         w.requests += 1;
         if !outcome.is_success() {
             w.errors += 1;
@@ -148,16 +229,10 @@ impl TimeSeries {
     /// Adds `other`'s windows (same window length) to these.
     pub fn merge(&mut self, other: &TimeSeries) {
         for (i, w) in other.windows.iter().enumerate() {
-            while self.windows.len() <= i {
-                self.windows.push(Window {
-                    requests: 0,
-                    errors: 0,
-                    latency: histogram(2),
-                });
-            }
-            let mine = &mut self.windows[i];
+            let mine = self.window_at(Time(i as u64 * self.window.0));
             mine.requests += w.requests;
             mine.errors += w.errors;
+            mine.events.merge(&w.events);
             // Same bounds on both sides, so adding cannot fail.
             let _ = mine.latency.add(&w.latency);
         }
@@ -181,8 +256,11 @@ pub struct RunMetrics {
     /// Mirrored copies per destination (`service/version`), sorted by name: what the mirror
     /// target answered and how long it took. Never part of `totals`.
     pub mirrors: Vec<(String, Stats)>,
-    /// End-to-end time series.
+    /// End-to-end time series (and resilience events by the window they happened in).
     pub series: TimeSeries,
+    /// Resilience events per cluster (`service` or `service|subset`), clusters with any,
+    /// sorted by name.
+    pub events: Vec<(String, EventCounts)>,
 }
 
 /// Records outcomes against one compiled mesh, by id (no string work per request), and names
@@ -199,6 +277,7 @@ pub struct Recorder {
     clusters: Vec<Option<Stats>>,
     mirrors: Vec<Option<Stats>>,
     series: TimeSeries,
+    events: Vec<EventCounts>,
 }
 
 impl Recorder {
@@ -212,6 +291,7 @@ impl Recorder {
             clusters: vec![None; mesh.clusters().len()],
             mirrors: vec![None; mesh.destinations().len()],
             series: TimeSeries::new(window),
+            events: vec![EventCounts::default(); mesh.clusters().len()],
             mesh,
         }
     }
@@ -251,6 +331,14 @@ impl Recorder {
         }
     }
 
+    /// A resilience event some proxy reported at `now`.
+    pub fn record_event(&mut self, now: Time, event: &EngineEvent) {
+        if let Some(slot) = self.events.get_mut(event.cluster().0 as usize) {
+            slot.record(event);
+        }
+        self.series.record_event(now, event);
+    }
+
     /// Adds `other`'s hop and mirror records (same mesh) to these.
     pub fn merge_hops(&mut self, other: &Recorder) {
         let pairs = [
@@ -265,6 +353,9 @@ impl Recorder {
                     m.get_or_insert_with(Stats::default).merge(t);
                 }
             }
+        }
+        for (mine, theirs) in self.events.iter_mut().zip(&other.events) {
+            mine.merge(theirs);
         }
     }
 
@@ -295,6 +386,17 @@ impl Recorder {
             clusters: named(self.clusters, &|i| mesh.clusters()[i].name.clone()),
             mirrors: named(self.mirrors, &destination),
             series: self.series,
+            events: {
+                let mut v: Vec<(String, EventCounts)> = self
+                    .events
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, e)| !e.is_empty())
+                    .map(|(i, e)| (mesh.clusters()[i].name.clone(), e))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            },
         }
     }
 }
@@ -316,6 +418,13 @@ impl Stats {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
         self.latency_sum_ns += other.latency_sum_ns;
+        if self.by_attempts.len() < other.by_attempts.len() {
+            self.by_attempts.resize(other.by_attempts.len(), 0);
+        }
+        for (mine, theirs) in self.by_attempts.iter_mut().zip(&other.by_attempts) {
+            *mine += theirs;
+        }
+        self.attempts += other.attempts;
     }
 }
 

@@ -1,58 +1,145 @@
-//! The engine's upstream connection pool, per proxy: which connection an attempt goes on, when
-//! to open one, when one is reusable. Drivers only open and close connections when told.
+//! The engine's upstream connection pools and circuit breakers, per proxy: which connection an
+//! attempt goes on, when to open or close one, and when a limit turns an attempt away. Drivers
+//! only open and close connections when told.
 //!
-//! * HTTP/1.1: one request at a time per connection; finished connections wait in a per-endpoint
-//!   idle list (most recently used first); a connection that ended mid-request is closed.
-//! * HTTP/2 (clusters with `h2_upgrade_policy: UPGRADE`): one shared connection per endpoint
-//!   carries any number of concurrent streams; a stream reset leaves the connection open; only
-//!   a connection-level close (`closed`) retires it.
+//! Pools are per (cluster, endpoint), as Envoy keeps one pool per host per cluster; limits are
+//! per cluster (summed over its hosts), as Envoy's circuit breakers are.
 //!
-//! **Invariant:** an attempt is on exactly one connection; a connection's `active` count is
-//! the number of its attempts that were sent and have not finished.
+//! * HTTP/1.1: one request at a time per connection. An attempt takes an idle connection, or
+//!   waits in the host pool's pending queue (`http1MaxPendingRequests`) while a connection is
+//!   opened for it — unless the cluster is at `maxConnections`, in which case it waits for a busy
+//!   connection to free up. A host with no connection always gets one (Envoy's soft limit).
+//!   `maxRequestsPerConnection` closes a connection after that many requests.
+//! * HTTP/2 (clusters with `h2_upgrade_policy: UPGRADE`): one shared connection per host pool
+//!   carries any number of concurrent streams.
+//! * `http2MaxRequests` bounds attempts in flight on connections across the cluster; an attempt
+//!   that would exceed it, or a pending queue that is full, is an overflow (503 `UO`).
+//! * A connect failure fails every attempt pending on that host pool (Envoy purges them).
+//!
+//! **Invariants** (checked by `check` in tests): a connection's `active` count is the number of
+//! its attempts in flight; a cluster's `cx`, `pending` and `active` counters equal the sums over
+//! its connections and queues; `active ≤ max_requests` and `pending ≤ max_pending` always;
+//! `cx ≤ max(max_connections, hosts with a connection)`.
 
 use crate::idmap::IdMap;
+use crate::mesh::ClusterId;
+use crate::policy::Limits;
 use crate::registry::EndpointId;
 use crate::types::{AttemptId, ConnId};
+use std::collections::VecDeque;
+
+/// What the pool asks of its proxy, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolEvent {
+    /// Open connection `conn` to `endpoint`.
+    Connect {
+        /// New connection.
+        conn: ConnId,
+        /// For which cluster.
+        cluster: ClusterId,
+        /// Where to.
+        endpoint: EndpointId,
+        /// HTTP/2.
+        http2: bool,
+    },
+    /// Send `attempt` on `conn` now.
+    Send {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Its connection.
+        conn: ConnId,
+    },
+    /// Close `conn`.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// `attempt` overflowed a circuit breaker: 503 `UO`, never retried.
+    Overflow {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+    /// The connection `attempt` waited for failed to open.
+    ConnectFailed {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+}
+
+type Key = u64;
+
+fn key(cluster: ClusterId, endpoint: EndpointId) -> Key {
+    (u64::from(cluster.0) << 32) | u64::from(endpoint.0)
+}
 
 #[derive(Debug)]
 struct Conn {
+    key: Key,
+    cluster: ClusterId,
     endpoint: EndpointId,
     multiplexed: bool,
-    /// Connect requested, not yet answered.
     connecting: bool,
-    /// Attempts waiting for the connect.
-    waiting: Vec<AttemptId>,
-    /// Attempts sent and not finished.
+    /// Attempts in flight on it.
     active: u32,
+    /// Requests it has carried.
+    served: u32,
+    /// No new attempt may use it (request limit reached); closed when idle.
+    retiring: bool,
 }
 
-/// Where a new attempt goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// On an open connection: send now.
-    Ready(ConnId),
-    /// On a connection being opened: send when it is up.
-    Pending(ConnId),
-    /// On a new connection the driver must open (`Action::Connect`); send when it is up.
-    Opened(ConnId),
+#[derive(Debug, Default)]
+struct HostPool {
+    idle: Vec<ConnId>,
+    shared: Option<ConnId>,
+    pending: VecDeque<AttemptId>,
+    conns: u32,
+    connecting: u32,
 }
 
-/// The connection pool of one proxy.
+/// Per-cluster circuit-breaker counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections open or opening.
+    pub cx: u32,
+    /// Attempts waiting for a connection.
+    pub pending: u32,
+    /// Attempts in flight on a connection.
+    pub active: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Pending(Key),
+    On(ConnId),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    cluster: ClusterId,
+    loc: Loc,
+}
+
+/// The connection pools of one proxy.
 #[derive(Debug, Default)]
 pub struct Pool {
     conns: IdMap<ConnId, Conn>,
-    /// HTTP/1.1 idle connections per endpoint (indexed by `EndpointId`).
-    idle: Vec<Vec<ConnId>>,
-    /// The shared HTTP/2 connection per endpoint.
-    shared: Vec<Option<ConnId>>,
+    hosts: IdMap<Key, HostPool>,
+    attempts: IdMap<AttemptId, Placed>,
+    counts: Vec<Counts>,
+    limits: Vec<Limits>,
+    http2: Vec<bool>,
+    events: VecDeque<PoolEvent>,
     next: u64,
 }
 
 impl Pool {
-    /// Sizes the per-endpoint tables for `endpoints` endpoints.
-    pub fn resize(&mut self, endpoints: usize) {
-        self.idle.resize_with(endpoints, Vec::new);
-        self.shared.resize(endpoints, None);
+    /// Sets each cluster's limits and protocol (indexed by `ClusterId`); counters are kept.
+    pub fn configure(&mut self, clusters: impl Iterator<Item = (Limits, bool)>) {
+        let (limits, http2): (Vec<Limits>, Vec<bool>) = clusters.unzip();
+        self.counts
+            .resize(limits.len().max(self.counts.len()), Counts::default());
+        self.limits = limits;
+        self.http2 = http2;
     }
 
     /// Connections open or opening.
@@ -65,121 +152,342 @@ impl Pool {
         self.conns.is_empty()
     }
 
-    /// Whether `conn` is an HTTP/2 connection.
-    pub fn multiplexed(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| c.multiplexed)
+    /// A cluster's counters.
+    pub fn counts(&self, cluster: ClusterId) -> Counts {
+        self.counts
+            .get(cluster.0 as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
-    fn open(&mut self, endpoint: EndpointId, attempt: AttemptId, multiplexed: bool) -> ConnId {
+    /// The next thing to do, if any.
+    pub fn poll_event(&mut self) -> Option<PoolEvent> {
+        self.events.pop_front()
+    }
+
+    fn limits(&self, cluster: ClusterId) -> Limits {
+        self.limits
+            .get(cluster.0 as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn counts_mut(&mut self, cluster: ClusterId) -> &mut Counts {
+        let i = cluster.0 as usize;
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, Counts::default());
+        }
+        &mut self.counts[i]
+    }
+
+    /// Places a new attempt to `endpoint` of `cluster`.
+    pub fn place(&mut self, cluster: ClusterId, endpoint: EndpointId, attempt: AttemptId) {
+        let k = key(cluster, endpoint);
+        let multiplexed = self.http2.get(cluster.0 as usize).copied().unwrap_or(false);
+        let host = self.hosts.entry(k).or_default();
+        let ready = if multiplexed {
+            host.shared
+                .filter(|c| self.conns.get(c).is_some_and(|c| !c.connecting))
+        } else {
+            host.idle.pop()
+        };
+        if let Some(conn) = ready {
+            if !self.attach(attempt, cluster, conn) && !multiplexed {
+                if let Some(host) = self.hosts.get_mut(&k) {
+                    host.idle.push(conn); // still free
+                }
+            }
+            return;
+        }
+        let limits = self.limits(cluster);
+        if self.counts(cluster).pending >= limits.max_pending {
+            return self.events.push_back(PoolEvent::Overflow { attempt });
+        }
+        self.counts_mut(cluster).pending += 1;
+        self.attempts.insert(
+            attempt,
+            Placed {
+                cluster,
+                loc: Loc::Pending(k),
+            },
+        );
+        if let Some(host) = self.hosts.get_mut(&k) {
+            host.pending.push_back(attempt);
+        }
+        self.maybe_open(cluster, endpoint, multiplexed);
+    }
+
+    /// Opens a connection for the host pool's pending attempts if they need one and the
+    /// cluster's connection limit allows it (a host without connections always gets one).
+    fn maybe_open(&mut self, cluster: ClusterId, endpoint: EndpointId, multiplexed: bool) {
+        let k = key(cluster, endpoint);
+        let limit = self.limits(cluster).max_connections;
+        let cx = self.counts(cluster).cx;
+        let Some(host) = self.hosts.get_mut(&k) else {
+            return;
+        };
+        let needed = if multiplexed {
+            !host.pending.is_empty() && host.shared.is_none()
+        } else {
+            host.pending.len() > host.connecting as usize
+        };
+        if !needed || (cx >= limit && host.conns > 0) {
+            return;
+        }
         let conn = ConnId(self.next);
         self.next += 1;
+        host.conns += 1;
+        host.connecting += 1;
+        if multiplexed {
+            host.shared = Some(conn);
+        }
         self.conns.insert(
             conn,
             Conn {
+                key: k,
+                cluster,
                 endpoint,
                 multiplexed,
                 connecting: true,
-                waiting: vec![attempt],
                 active: 0,
+                served: 0,
+                retiring: false,
             },
         );
-        conn
+        self.counts_mut(cluster).cx += 1;
+        self.events.push_back(PoolEvent::Connect {
+            conn,
+            cluster,
+            endpoint,
+            http2: multiplexed,
+        });
     }
 
-    /// Places a new attempt to `endpoint`.
-    pub fn place(
-        &mut self,
-        endpoint: EndpointId,
-        attempt: AttemptId,
-        multiplexed: bool,
-    ) -> Placement {
-        let e = endpoint.0 as usize;
-        if multiplexed {
-            if let Some(conn) = self.shared[e] {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    if c.connecting {
-                        c.waiting.push(attempt);
-                        return Placement::Pending(conn);
-                    }
-                    c.active += 1;
-                    return Placement::Ready(conn);
+    /// Puts `attempt` on the ready connection `conn`, unless `max_requests` is reached (then
+    /// the attempt overflows and the connection is left as it was). Returns whether it went on.
+    fn attach(&mut self, attempt: AttemptId, cluster: ClusterId, conn: ConnId) -> bool {
+        let limits = self.limits(cluster);
+        let Some(c) = self.conns.get_mut(&conn).filter(|_| {
+            self.counts
+                .get(cluster.0 as usize)
+                .is_none_or(|n| n.active < limits.max_requests)
+        }) else {
+            self.events.push_back(PoolEvent::Overflow { attempt });
+            return false;
+        };
+        c.active += 1;
+        c.served += 1;
+        let max = limits.max_requests_per_connection;
+        if max > 0 && c.served >= max {
+            c.retiring = true;
+            if let Some(host) = self.hosts.get_mut(&c.key) {
+                if host.shared == Some(conn) {
+                    host.shared = None;
                 }
             }
-            let conn = self.open(endpoint, attempt, true);
-            self.shared[e] = Some(conn);
-            return Placement::Opened(conn);
         }
-        while let Some(conn) = self.idle[e].pop() {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                debug_assert_eq!(c.active, 0, "idle connection carrying a request");
-                c.active = 1;
-                return Placement::Ready(conn);
-            }
-        }
-        Placement::Opened(self.open(endpoint, attempt, false))
-    }
-
-    /// `conn` is up: the attempts to send on it now.
-    pub fn connected(&mut self, conn: ConnId) -> Vec<AttemptId> {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return Vec::new();
-        };
-        c.connecting = false;
-        let ready = std::mem::take(&mut c.waiting);
-        c.active += ready.len() as u32;
-        if !c.multiplexed && ready.is_empty() {
-            self.idle[c.endpoint.0 as usize].push(conn);
-        }
-        ready
-    }
-
-    /// `conn` could not be opened: the attempts that waited for it.
-    pub fn connect_failed(&mut self, conn: ConnId) -> Vec<AttemptId> {
-        self.forget(conn).map(|c| c.waiting).unwrap_or_default()
-    }
-
-    /// `attempt` on `conn` ended. `reusable`: the response completed and the upstream keeps
-    /// the connection (HTTP/1.1), or the stream alone ended (HTTP/2). Returns true when the
-    /// driver must close the connection.
-    pub fn finished(&mut self, conn: ConnId, attempt: AttemptId, reusable: bool) -> bool {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        if let Some(i) = c.waiting.iter().position(|a| *a == attempt) {
-            // Abandoned before the connection was up; the connection is kept for later.
-            c.waiting.swap_remove(i);
-            return false;
-        }
-        debug_assert!(
-            c.active > 0,
-            "finishing on a connection with no active attempt"
+        self.counts_mut(cluster).active += 1;
+        self.attempts.insert(
+            attempt,
+            Placed {
+                cluster,
+                loc: Loc::On(conn),
+            },
         );
-        c.active = c.active.saturating_sub(1);
-        if c.multiplexed || reusable {
-            if !c.multiplexed {
-                self.idle[c.endpoint.0 as usize].push(conn);
-            }
-            return false;
-        }
-        self.forget(conn);
+        self.events.push_back(PoolEvent::Send { attempt, conn });
         true
     }
 
-    /// The peer closed `conn` (or it broke); it is no longer used.
+    /// `conn` can take work: the host pool's pending attempts go on it (one for HTTP/1.1,
+    /// all for HTTP/2), else an HTTP/1.1 connection goes idle; a retiring one closes when idle.
+    fn make_available(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (k, cluster, multiplexed) = (c.key, c.cluster, c.multiplexed);
+        if c.retiring {
+            if c.active == 0 {
+                let endpoint = c.endpoint;
+                self.close(conn);
+                self.maybe_open(cluster, endpoint, multiplexed);
+            }
+            return;
+        }
+        loop {
+            let Some(c) = self.conns.get(&conn) else {
+                return;
+            };
+            if c.retiring || (!c.multiplexed && c.active > 0) {
+                return;
+            }
+            let Some(next) = self.hosts.get_mut(&k).and_then(|h| h.pending.pop_front()) else {
+                break;
+            };
+            self.attempts.remove(&next);
+            self.counts_mut(cluster).pending -= 1;
+            if self.attach(next, cluster, conn) && !multiplexed {
+                return;
+            }
+        }
+        if let Some(c) = self.conns.get(&conn) {
+            if !c.multiplexed && c.active == 0 && !c.retiring {
+                if let Some(host) = self.hosts.get_mut(&k) {
+                    host.idle.push(conn);
+                }
+            }
+        }
+    }
+
+    /// `conn` is up.
+    pub fn connected(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.connecting {
+            return;
+        }
+        c.connecting = false;
+        if let Some(host) = self.hosts.get_mut(&c.key) {
+            host.connecting -= 1;
+        }
+        self.make_available(conn);
+    }
+
+    /// `conn` could not be opened: every attempt pending on its host pool fails.
+    pub fn connect_failed(&mut self, conn: ConnId) {
+        let Some(c) = self.forget(conn) else {
+            return;
+        };
+        let pending = self
+            .hosts
+            .get_mut(&c.key)
+            .map(|h| std::mem::take(&mut h.pending))
+            .unwrap_or_default();
+        for attempt in pending {
+            self.attempts.remove(&attempt);
+            self.counts_mut(c.cluster).pending -= 1;
+            self.events.push_back(PoolEvent::ConnectFailed { attempt });
+        }
+    }
+
+    /// `attempt` ended (or was abandoned). `reusable`: the response completed and the upstream
+    /// keeps the connection (HTTP/1.1), or the stream alone ended (HTTP/2).
+    pub fn finished(&mut self, attempt: AttemptId, reusable: bool) {
+        let Some(placed) = self.attempts.remove(&attempt) else {
+            return;
+        };
+        match placed.loc {
+            Loc::Pending(k) => {
+                if let Some(host) = self.hosts.get_mut(&k) {
+                    host.pending.retain(|a| *a != attempt);
+                }
+                self.counts_mut(placed.cluster).pending -= 1;
+            }
+            Loc::On(conn) => {
+                self.counts_mut(placed.cluster).active -= 1;
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return; // the connection is already gone
+                };
+                debug_assert!(c.active > 0, "attempt on a connection with none active");
+                c.active = c.active.saturating_sub(1);
+                if c.multiplexed || reusable {
+                    self.make_available(conn);
+                } else {
+                    let (cluster, endpoint) = (c.cluster, c.endpoint);
+                    self.close(conn);
+                    self.maybe_open(cluster, endpoint, false);
+                }
+            }
+        }
+    }
+
+    /// The peer closed `conn` (or it broke); it is no longer used. Attempts on it are reported
+    /// through `finished`.
     pub fn closed(&mut self, conn: ConnId) {
-        self.forget(conn);
+        if let Some(c) = self.forget(conn) {
+            self.maybe_open(c.cluster, c.endpoint, c.multiplexed);
+        }
+    }
+
+    /// Closes an idle connection (idle timeout) if it is still idle and has served `served`
+    /// requests (so a reused connection is not closed by an old timer).
+    pub fn close_if_idle(&mut self, conn: ConnId, served: u32) {
+        let idle = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.active == 0 && !c.connecting && c.served == served);
+        if idle {
+            self.close(conn);
+        }
+    }
+
+    /// Whether `conn` is still being opened.
+    pub fn is_connecting(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.connecting)
+    }
+
+    /// Requests `conn` has served, if it is open and idle (HTTP/1.1).
+    pub fn idle_served(&self, conn: ConnId) -> Option<u32> {
+        self.conns
+            .get(&conn)
+            .filter(|c| c.active == 0 && !c.connecting && !c.multiplexed)
+            .map(|c| c.served)
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if self.forget(conn).is_some() {
+            self.events.push_back(PoolEvent::Close { conn });
+        }
     }
 
     fn forget(&mut self, conn: ConnId) -> Option<Conn> {
         let c = self.conns.remove(&conn)?;
-        let e = c.endpoint.0 as usize;
-        if self.shared.get(e) == Some(&Some(conn)) {
-            self.shared[e] = None;
-        }
-        if let Some(idle) = self.idle.get_mut(e) {
-            idle.retain(|x| *x != conn);
+        self.counts_mut(c.cluster).cx -= 1;
+        if let Some(host) = self.hosts.get_mut(&c.key) {
+            host.conns -= 1;
+            if c.connecting {
+                host.connecting -= 1;
+            }
+            if host.shared == Some(conn) {
+                host.shared = None;
+            }
+            host.idle.retain(|x| *x != conn);
         }
         Some(c)
+    }
+
+    /// Checks the invariants in the module documentation; returns the first violation.
+    pub fn check(&self) -> Result<(), String> {
+        let mut sums: Vec<Counts> = vec![Counts::default(); self.counts.len()];
+        for c in self.conns.values() {
+            let s = &mut sums[c.cluster.0 as usize];
+            s.cx += 1;
+            s.active += c.active;
+        }
+        for (k, h) in &self.hosts {
+            sums[(k >> 32) as usize].pending += h.pending.len() as u32;
+        }
+        for (i, (sum, counts)) in sums.iter().zip(&self.counts).enumerate() {
+            if sum != counts {
+                return Err(format!("cluster {i}: counters {counts:?} != sums {sum:?}"));
+            }
+            let l = self.limits.get(i).copied().unwrap_or_default();
+            if counts.active > l.max_requests || counts.pending > l.max_pending {
+                return Err(format!("cluster {i}: {counts:?} over limits {l:?}"));
+            }
+            let hosts = self
+                .hosts
+                .iter()
+                .filter(|(k, h)| (*k >> 32) as usize == i && h.conns > 0)
+                .count() as u32;
+            if counts.cx > l.max_connections.max(hosts) {
+                return Err(format!(
+                    "cluster {i}: {} connections over max {} ({hosts} hosts)",
+                    counts.cx, l.max_connections
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -187,47 +495,167 @@ impl Pool {
 mod tests {
     use super::*;
 
+    fn pool(limits: Limits, http2: bool) -> Pool {
+        let mut p = Pool::default();
+        p.configure(std::iter::once((limits, http2)));
+        p
+    }
+
+    fn events(p: &mut Pool) -> Vec<PoolEvent> {
+        std::iter::from_fn(|| p.poll_event()).collect()
+    }
+
+    const C: ClusterId = ClusterId(0);
+    const E: EndpointId = EndpointId(0);
+
     #[test]
     fn http1_reuses_one_connection_at_a_time() {
-        let mut p = Pool::default();
-        p.resize(1);
-        let e = EndpointId(0);
-        let Placement::Opened(c1) = p.place(e, AttemptId(1), false) else {
-            panic!()
-        };
-        let Placement::Opened(c2) = p.place(e, AttemptId(2), false) else {
-            panic!("busy: new conn")
-        };
-        assert_eq!(p.connected(c1), vec![AttemptId(1)]);
-        assert_eq!(p.connected(c2), vec![AttemptId(2)]);
-        assert!(!p.finished(c1, AttemptId(1), true));
-        assert_eq!(p.place(e, AttemptId(3), false), Placement::Ready(c1));
-        assert!(
-            p.finished(c2, AttemptId(2), false),
-            "mid-request end closes"
+        let mut p = pool(Limits::default(), false);
+        p.place(C, E, AttemptId(1));
+        p.place(C, E, AttemptId(2));
+        let ev = events(&mut p);
+        let conns: Vec<ConnId> = ev
+            .iter()
+            .filter_map(|e| match e {
+                PoolEvent::Connect { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(conns.len(), 2, "busy: a second connection");
+        p.connected(conns[0]);
+        p.connected(conns[1]);
+        assert_eq!(
+            events(&mut p),
+            vec![
+                PoolEvent::Send {
+                    attempt: AttemptId(1),
+                    conn: conns[0]
+                },
+                PoolEvent::Send {
+                    attempt: AttemptId(2),
+                    conn: conns[1]
+                }
+            ]
         );
+        p.finished(AttemptId(1), true);
+        p.place(C, E, AttemptId(3));
+        assert_eq!(
+            events(&mut p),
+            vec![PoolEvent::Send {
+                attempt: AttemptId(3),
+                conn: conns[0]
+            }]
+        );
+        p.finished(AttemptId(2), false);
+        assert_eq!(events(&mut p), vec![PoolEvent::Close { conn: conns[1] }]);
         assert_eq!(p.len(), 1);
+        p.check().expect("invariants");
     }
 
     #[test]
     fn http2_shares_one_connection() {
-        let mut p = Pool::default();
-        p.resize(1);
-        let e = EndpointId(0);
-        let Placement::Opened(c) = p.place(e, AttemptId(1), true) else {
-            panic!()
+        let mut p = pool(Limits::default(), true);
+        p.place(C, E, AttemptId(1));
+        p.place(C, E, AttemptId(2));
+        let ev = events(&mut p);
+        assert_eq!(ev.len(), 1, "one connect: {ev:?}");
+        let PoolEvent::Connect { conn, .. } = ev[0] else {
+            panic!("{ev:?}")
         };
-        assert_eq!(p.place(e, AttemptId(2), true), Placement::Pending(c));
-        assert_eq!(p.connected(c), vec![AttemptId(1), AttemptId(2)]);
-        assert_eq!(p.place(e, AttemptId(3), true), Placement::Ready(c));
+        p.connected(conn);
+        assert_eq!(events(&mut p).len(), 2, "both sent");
+        p.place(C, E, AttemptId(3));
+        assert_eq!(
+            events(&mut p),
+            vec![PoolEvent::Send {
+                attempt: AttemptId(3),
+                conn
+            }]
+        );
+        p.finished(AttemptId(2), false);
         assert!(
-            !p.finished(c, AttemptId(2), false),
+            events(&mut p).is_empty(),
             "a stream reset keeps the connection"
         );
-        p.closed(c);
-        assert!(matches!(
-            p.place(e, AttemptId(4), true),
-            Placement::Opened(_)
-        ));
+        p.check().expect("invariants");
+    }
+
+    #[test]
+    fn istio_circuit_breaking_limits_overflow() {
+        // maxConnections 1, http1MaxPendingRequests 1: a third concurrent request overflows.
+        let limits = Limits {
+            max_connections: 1,
+            max_pending: 1,
+            ..Limits::default()
+        };
+        let mut p = pool(limits, false);
+        p.place(C, E, AttemptId(1));
+        let Some(PoolEvent::Connect { conn, .. }) = p.poll_event() else {
+            panic!("connect")
+        };
+        p.connected(conn);
+        assert_eq!(
+            p.poll_event(),
+            Some(PoolEvent::Send {
+                attempt: AttemptId(1),
+                conn
+            })
+        );
+        p.place(C, E, AttemptId(2));
+        assert_eq!(p.poll_event(), None, "queued: at maxConnections");
+        p.place(C, E, AttemptId(3));
+        assert_eq!(
+            p.poll_event(),
+            Some(PoolEvent::Overflow {
+                attempt: AttemptId(3)
+            })
+        );
+        p.check().expect("invariants");
+        p.finished(AttemptId(1), true);
+        assert_eq!(
+            p.poll_event(),
+            Some(PoolEvent::Send {
+                attempt: AttemptId(2),
+                conn
+            }),
+            "the pending attempt takes the freed connection"
+        );
+        p.check().expect("invariants");
+    }
+
+    #[test]
+    fn max_requests_per_connection_closes() {
+        let limits = Limits {
+            max_requests_per_connection: 1,
+            ..Limits::default()
+        };
+        let mut p = pool(limits, false);
+        p.place(C, E, AttemptId(1));
+        let Some(PoolEvent::Connect { conn, .. }) = p.poll_event() else {
+            panic!("connect")
+        };
+        p.connected(conn);
+        let _ = events(&mut p);
+        p.finished(AttemptId(1), true);
+        assert_eq!(events(&mut p), vec![PoolEvent::Close { conn }]);
+        assert!(p.is_empty());
+        p.check().expect("invariants");
+    }
+
+    #[test]
+    fn connect_failure_fails_the_pending_attempts() {
+        let mut p = pool(Limits::default(), false);
+        p.place(C, E, AttemptId(1));
+        let Some(PoolEvent::Connect { conn, .. }) = p.poll_event() else {
+            panic!("connect")
+        };
+        p.connect_failed(conn);
+        assert_eq!(
+            events(&mut p),
+            vec![PoolEvent::ConnectFailed {
+                attempt: AttemptId(1)
+            }]
+        );
+        assert_eq!(p.counts(C), Counts::default());
     }
 }

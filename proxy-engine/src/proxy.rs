@@ -8,32 +8,41 @@
 //!   fires (a late or spurious call is harmless).
 //! * Every `handle_request` ends in exactly one `Action::Complete` for that request, possibly
 //!   within the same call.
-//! * `Connect` is answered by `handle_connected` or `handle_connect_failed`; a `Send` is answered
-//!   by at most one `handle_response_head` and exactly one `handle_attempt_end`, unless the
-//!   engine cancels the attempt first (`CancelAttempt`), after which reports on that attempt are
-//!   ignored. `Mirror` copies are fire-and-forget: nothing is reported back.
+//! * `Connect` is answered by `handle_connected` or `handle_connect_failed` (unless the engine
+//!   gives up first — connect timeout — and sends `CloseConnection`; a late answer is then
+//!   ignored). A `Send` is answered by at most one `handle_response_head` and exactly one
+//!   `handle_attempt_end`, unless the engine cancels the attempt first (`CancelAttempt`), after
+//!   which reports on that attempt are ignored. `Mirror` copies are fire-and-forget.
 //!
 //! # Request path
 //!
-//! match route (first match wins; none → 404 `NR`) → fault injection (delay `DI`, then abort
-//! `FI`, drawn independently) → redirect / direct response, or: weighted cluster pick (undefined
-//! subset → 503 `NC`) → rewrites and header operations → mirrors → load balancer (no endpoint →
-//! 503 `UH`) → connection (reuse an idle one or connect; failure → 503 `UF`) → send → forward the
-//! response.
+//! match route (none → 404 `NR`) → local rate limits, proxy then route (429 `RL`) → fault
+//! injection (delay `DI`, then abort `FI`, drawn independently) → redirect / direct response,
+//! or: weighted cluster pick (undefined subset → 503 `NC`) → rewrites and header operations →
+//! mirrors → route timeout starts → load balancer over non-ejected hosts (none → 503 `UH`) →
+//! connection pool and circuit breakers (overflow → 503 `UO`, never retried) → send → on a
+//! failure (connect failure `UF`, reset `UR`, per-try timeout `UT`, retriable status) the retry
+//! policy decides: backoff and a new try on another host, or the failure is final (`URX` when
+//! retries ran out) → forward the response. The route timeout (504 `UT`) ends the request
+//! wherever it is. Every upstream result feeds the cluster's outlier detector.
 //!
 //! The proxy owns its state and a ChaCha RNG seeded by the driver; it never reads a clock,
 //! spawns, or touches a socket.
 
 use crate::idmap::IdMap;
+use crate::lb::LbPolicy;
 use crate::matching::MatchInput;
 use crate::mesh::{Cluster, ClusterId, CompiledMesh, Mirror, RouteAction, RouteId};
-use crate::pool::{Placement, Pool};
+use crate::outlier::{Detector, OutlierChange};
+use crate::policy::{AttemptFailure, RetryPolicy};
+use crate::pool::{Pool, PoolEvent};
+use crate::ratelimit::TokenBucket;
 use crate::registry::EndpointId;
 use crate::rewrite::{forwarded_head, redirect_location};
-use crate::time::Time;
+use crate::time::{Nanos, Time};
 use crate::types::{
-    Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, Outcome, RequestHead, RequestId,
-    ResponseFlags, ResponseHead,
+    Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, EngineEvent, Outcome, RequestHead,
+    RequestId, ResponseFlags, ResponseHead,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -43,6 +52,8 @@ use std::sync::Arc;
 
 /// Salt of the mirror stream's seed.
 const MIRROR_STREAM: u64 = 0x6d69_7272_6f72; // "mirror"
+/// Salt of the retry stream's seed (backoff jitter).
+const RETRY_STREAM: u64 = 0x0072_6574_7279; // "retry"
 
 /// What kind of proxy this is; informs defaults and reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,20 +119,62 @@ struct Request {
     cluster: Option<ClusterId>,
     endpoint: Option<EndpointId>,
     attempts: u32,
+    /// The attempt in flight, if any.
     attempt: Option<AttemptId>,
     status: Option<u16>,
-    /// Flags gathered on the way (`DI`).
+    /// Flags gathered on the way (`DI`, `URX`).
     flags: ResponseFlags,
     /// Held by a fault delay; `Some(abort)` says what to do when it ends.
     delayed: Option<Option<u16>>,
+    /// The route's retry policy (set at dispatch).
+    retry: Option<Arc<RetryPolicy>>,
+    retries_left: u32,
+    /// Current backoff interval.
+    interval: Nanos,
+    /// Hosts already tried (filled only when a retry happens).
+    tried: Vec<EndpointId>,
+    /// Holds one of the cluster's outstanding-retry slots (from the retry decision until the
+    /// next decision or the end of the request, as Envoy holds its retry resource).
+    retry_held: bool,
+    /// Waiting for a backoff timer.
+    backing_off: bool,
 }
 
 /// An attempt in flight.
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
     req: RequestId,
-    conn: ConnId,
+    cluster: ClusterId,
     endpoint: EndpointId,
+    /// The connection, once the pool has put the attempt on one.
+    conn: Option<ConnId>,
+    /// A retriable response head arrived and a retry is scheduled: the rest is discarded.
+    discard: bool,
+}
+
+/// What a timer is for. Timers are never removed; a stale one finds its subject gone or
+/// changed and does nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    FaultDelay(RequestId),
+    RouteTimeout(RequestId),
+    Backoff(RequestId),
+    PerTry(AttemptId),
+    ConnectTimeout(ConnId),
+    IdleTimeout(ConnId, u32),
+    Outlier(ClusterId),
+}
+
+/// What the retry policy made of a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A retry is scheduled.
+    Retry,
+    /// The failure is final.
+    Final {
+        /// Retries ran out (`URX`).
+        exhausted: bool,
+    },
 }
 
 /// The sans-IO proxy engine. See the module documentation for the driver contract.
@@ -132,16 +185,27 @@ pub struct Proxy {
     /// Mirror decisions and mirror endpoint picks draw from their own stream, so adding or
     /// removing a mirror never changes the primary traffic's draws.
     mirror_rng: ChaCha8Rng,
+    /// Backoff jitter draws from its own stream too.
+    retry_rng: ChaCha8Rng,
     now: Time,
     requests: IdMap<RequestId, Request>,
     attempts: IdMap<AttemptId, Attempt>,
     pool: Pool,
+    /// Connection → (cluster, endpoint), for connect timeouts and outlier accounting.
+    conns: IdMap<ConnId, (ClusterId, EndpointId)>,
     /// Active attempts per endpoint (indexed by `EndpointId`), for least-request balancing.
     active: Vec<u32>,
     /// Round-robin cursor per cluster (indexed by `ClusterId`); `None` until first use.
     rr: Vec<Option<u32>>,
-    /// Fault-delay deadlines; stale entries (request gone) are skipped when they fire.
-    timers: BinaryHeap<Reverse<(Time, RequestId)>>,
+    /// Outstanding retries per cluster.
+    retries_active: Vec<u32>,
+    /// Outlier detector per cluster with `outlier_detection`.
+    outliers: Vec<Option<Detector>>,
+    /// The proxy-wide local rate limit bucket.
+    bucket: Option<TokenBucket>,
+    /// Per-route buckets (indexed by `RouteId`), created on first use.
+    route_buckets: Vec<Option<TokenBucket>>,
+    timers: BinaryHeap<Reverse<(Time, Timer)>>,
     next_attempt: u64,
     actions: VecDeque<Action>,
 }
@@ -154,12 +218,18 @@ impl Proxy {
             role,
             rng: ChaCha8Rng::seed_from_u64(seed),
             mirror_rng: ChaCha8Rng::seed_from_u64(crate::hash::mix64(seed ^ MIRROR_STREAM)),
+            retry_rng: ChaCha8Rng::seed_from_u64(crate::hash::mix64(seed ^ RETRY_STREAM)),
             now: Time::ZERO,
             requests: IdMap::default(),
             attempts: IdMap::default(),
             pool: Pool::default(),
+            conns: IdMap::default(),
             active: Vec::new(),
             rr: Vec::new(),
+            retries_active: Vec::new(),
+            outliers: Vec::new(),
+            bucket: None,
+            route_buckets: Vec::new(),
             timers: BinaryHeap::new(),
             next_attempt: 0,
             actions: VecDeque::new(),
@@ -188,11 +258,76 @@ impl Proxy {
         self.pool.len()
     }
 
+    /// Hosts of `cluster` currently ejected by outlier detection.
+    pub fn ejected(&self, cluster: ClusterId) -> u32 {
+        self.outliers
+            .get(cluster.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, Detector::ejected)
+    }
+
+    /// Checks the engine's invariants (pool counters and limits, outlier ejection limits);
+    /// returns the first violation. For tests and property tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.pool.check()?;
+        for (i, d) in self.outliers.iter().enumerate() {
+            let Some(d) = d else { continue };
+            let hosts = self.config.clusters()[i].endpoints.len() as u64;
+            if 100 * u64::from(d.ejected()) > u64::from(d.spec().max_ejection_percent) * hosts {
+                return Err(format!(
+                    "cluster {i}: {} of {hosts} hosts ejected, over {}%",
+                    d.ejected(),
+                    d.spec().max_ejection_percent
+                ));
+            }
+        }
+        let attempts = self.attempts.len();
+        let held: u32 = self.retries_active.iter().sum();
+        let holders = self.requests.values().filter(|r| r.retry_held).count() as u32;
+        if held != holders {
+            return Err(format!(
+                "{held} retry slots held by {holders} requests ({attempts} attempts)"
+            ));
+        }
+        Ok(())
+    }
+
     fn size_tables(&mut self) {
         let endpoints = self.config.endpoints().len();
-        self.pool.resize(endpoints);
         self.active.resize(endpoints, 0);
-        self.rr = vec![None; self.config.clusters().len()];
+        let clusters = self.config.clusters();
+        self.rr = vec![None; clusters.len()];
+        self.retries_active.resize(clusters.len(), 0);
+        self.pool
+            .configure(clusters.iter().map(|c| (c.limits, c.http2)));
+        // Detectors keep their state across a reload when the cluster's detector is unchanged.
+        let old = std::mem::take(&mut self.outliers);
+        self.outliers = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let spec = c.outlier?;
+                match old.get(i).and_then(Option::as_ref) {
+                    Some(d) if *d.spec() == spec => Some(d.clone()),
+                    _ => Some(Detector::new(spec, c.endpoints.len())),
+                }
+            })
+            .collect();
+        for (i, d) in self.outliers.iter().enumerate() {
+            if let Some(at) = d.as_ref().and_then(Detector::next_tick) {
+                self.timers
+                    .push(Reverse((at, Timer::Outlier(ClusterId(i as u32)))));
+            }
+        }
+        let now = self.now;
+        self.bucket = self
+            .config
+            .rate_limit()
+            .map(|spec| match self.bucket.take() {
+                Some(b) if b.spec() == spec => b,
+                _ => TokenBucket::new(*spec, now),
+            });
+        self.route_buckets = vec![None; self.config.routes().len()];
     }
 
     fn advance(&mut self, now: Time) {
@@ -233,11 +368,22 @@ impl Proxy {
                 status: None,
                 flags: ResponseFlags::NONE,
                 delayed: None,
+                retry: None,
+                retries_left: 0,
+                interval: Nanos::ZERO,
+                tried: Vec::new(),
+                retry_held: false,
+                backing_off: false,
             },
         );
         let Some((route, _)) = matched else {
             return self.local_reply(req, 404, ResponseFlags::NO_ROUTE_FOUND, Vec::new(), None);
         };
+        if let Some(status) = self.rate_limited(route) {
+            let headers = vec![(Arc::from("x-envoy-ratelimited"), Arc::from("true"))];
+            let body = Some(Arc::from("local_rate_limited"));
+            return self.local_reply(req, status, ResponseFlags::RATE_LIMITED, headers, body);
+        }
         let Some(fault) = self.config.route(route).fault else {
             return self.dispatch(req);
         };
@@ -253,13 +399,28 @@ impl Proxy {
                     r.flags |= ResponseFlags::DELAY_INJECTED;
                     r.delayed = Some(abort);
                 }
-                self.timers.push(Reverse((now + d, req)));
+                self.timers.push(Reverse((now + d, Timer::FaultDelay(req))));
             }
             (None, Some(status)) => {
                 self.local_reply(req, status, ResponseFlags::FAULT_INJECTED, Vec::new(), None)
             }
             (None, None) => self.dispatch(req),
         }
+    }
+
+    /// The local rate limits (the proxy's, then the route's): `Some(status)` when a bucket is
+    /// empty.
+    fn rate_limited(&mut self, route: RouteId) -> Option<u16> {
+        let now = self.now;
+        if let Some(b) = &mut self.bucket {
+            if !b.try_take(now) {
+                return Some(b.spec().status);
+            }
+        }
+        let spec = self.config.route(route).rate_limit?;
+        let slot = self.route_buckets.get_mut(route.0 as usize)?;
+        let b = slot.get_or_insert_with(|| TokenBucket::new(spec, now));
+        (!b.try_take(now)).then_some(spec.status)
     }
 
     /// True with probability `ppm` / 1 000 000; no draw for 0 % or 100 %.
@@ -347,9 +508,19 @@ impl Proxy {
         if let Some(r) = self.requests.get_mut(&req) {
             r.cluster = Some(cluster);
             r.head = head;
+            if let Some(policy) = &route.retry {
+                r.retries_left = policy.num_retries;
+                r.interval = policy.backoff_base;
+                r.retry = Some(policy.clone());
+            }
+        }
+        // The route timeout starts once the request is routed: fault delays do not count.
+        if let Some(t) = route.timeout {
+            self.timers
+                .push(Reverse((self.now + t, Timer::RouteTimeout(req))));
         }
         match endpoint {
-            Some(endpoint) => self.start_attempt(req, endpoint),
+            Some(endpoint) => self.start_attempt(req, cluster, endpoint),
             None => self.local_reply(
                 req,
                 503,
@@ -373,12 +544,41 @@ impl Proxy {
         clusters.get(i).and_then(|c| c.cluster)
     }
 
-    /// The cluster's load balancer picks an endpoint; `None` when the cluster is empty.
+    /// The cluster's load balancer picks an endpoint among hosts not ejected (all hosts in
+    /// panic); `None` when there is none.
     fn pick_endpoint(&mut self, cluster: ClusterId, head: &RequestHead) -> Option<EndpointId> {
         let c = self.config.cluster(cluster);
         let active = &self.active;
         let rr = &mut self.rr[cluster.0 as usize];
-        pick(c, head, &mut self.rng, rr, |e| active[e.0 as usize])
+        let detector = self.outliers[cluster.0 as usize]
+            .as_ref()
+            .filter(|d| d.ejected() > 0 && !d.panic());
+        let Some(d) = detector else {
+            return pick(c, head, &mut self.rng, rr, |e| active[e.0 as usize]);
+        };
+        if matches!(c.lb, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }) {
+            // The hash picks on the full ring; an ejected host passes to the next healthy one.
+            let n = c.endpoints.len();
+            let first = c.lb.pick(n, head, &mut self.rng, rr, |_| 0);
+            return (0..n)
+                .map(|k| (first + k) % n)
+                .find(|&i| !d.is_ejected(i))
+                .map(|i| c.endpoints[i]);
+        }
+        let healthy: Vec<EndpointId> = c
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !d.is_ejected(*i))
+            .map(|(_, e)| *e)
+            .collect();
+        if healthy.is_empty() {
+            return None;
+        }
+        let i = c.lb.pick(healthy.len(), head, &mut self.rng, rr, |i| {
+            active[healthy[i].0 as usize]
+        });
+        Some(healthy[i])
     }
 
     /// Whether `mirror` takes a copy of this request, and where it goes. Uses the mirror
@@ -395,109 +595,356 @@ impl Proxy {
         })
     }
 
-    fn start_attempt(&mut self, req: RequestId, endpoint: EndpointId) {
+    fn start_attempt(&mut self, req: RequestId, cluster: ClusterId, endpoint: EndpointId) {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
-        let http2 = self
-            .requests
-            .get(&req)
-            .and_then(|r| r.cluster)
-            .is_some_and(|c| self.config.cluster(c).http2);
-        let placement = self.pool.place(endpoint, attempt, http2);
-        let conn = match placement {
-            Placement::Ready(c) | Placement::Pending(c) | Placement::Opened(c) => c,
-        };
         self.attempts.insert(
             attempt,
             Attempt {
                 req,
-                conn,
+                cluster,
                 endpoint,
+                conn: None,
+                discard: false,
             },
         );
         self.active[endpoint.0 as usize] += 1;
+        let mut per_try = None;
         if let Some(r) = self.requests.get_mut(&req) {
             r.attempts += 1;
             r.attempt = Some(attempt);
             r.endpoint = Some(endpoint);
+            per_try = r.retry.as_ref().and_then(|p| p.per_try_timeout);
         }
-        match placement {
-            Placement::Ready(conn) => self.send(attempt, conn),
-            Placement::Pending(_) => {}
-            Placement::Opened(conn) => self.actions.push_back(Action::Connect {
-                conn,
-                endpoint,
-                http2,
-            }),
+        if let Some(t) = per_try {
+            self.timers
+                .push(Reverse((self.now + t, Timer::PerTry(attempt))));
+        }
+        self.pool.place(cluster, endpoint, attempt);
+        self.pool_events();
+    }
+
+    /// Turns what the pool asked for into actions and failures.
+    fn pool_events(&mut self) {
+        while let Some(event) = self.pool.poll_event() {
+            match event {
+                PoolEvent::Connect {
+                    conn,
+                    cluster,
+                    endpoint,
+                    http2,
+                } => {
+                    self.conns.insert(conn, (cluster, endpoint));
+                    let timeout = self.config.cluster(cluster).limits.connect_timeout;
+                    self.timers
+                        .push(Reverse((self.now + timeout, Timer::ConnectTimeout(conn))));
+                    self.actions.push_back(Action::Connect {
+                        conn,
+                        endpoint,
+                        http2,
+                    });
+                }
+                PoolEvent::Send { attempt, conn } => self.send(attempt, conn),
+                PoolEvent::Close { conn } => {
+                    self.conns.remove(&conn);
+                    self.actions.push_back(Action::CloseConnection { conn });
+                }
+                PoolEvent::Overflow { attempt } => {
+                    let Some(a) = self.end_attempt(attempt) else {
+                        continue;
+                    };
+                    let cluster = a.cluster;
+                    self.actions
+                        .push_back(Action::Event(EngineEvent::Overflow { cluster }));
+                    let headers = vec![(Arc::from("x-envoy-overloaded"), Arc::from("true"))];
+                    let flags = ResponseFlags::UPSTREAM_OVERFLOW;
+                    self.local_reply(a.req, 503, flags, headers, None);
+                }
+                PoolEvent::ConnectFailed { attempt } => {
+                    if let Some(a) = self.end_attempt(attempt) {
+                        self.attempt_failed(a, AttemptFailure::ConnectFailure);
+                    }
+                }
+            }
         }
     }
 
     fn send(&mut self, attempt: AttemptId, conn: ConnId) {
-        let Some(a) = self.attempts.get(&attempt) else {
+        let Some(a) = self.attempts.get_mut(&attempt) else {
             return;
         };
-        let Some(r) = self.requests.get(&a.req) else {
+        a.conn = Some(conn);
+        let req = a.req;
+        let Some(r) = self.requests.get(&req) else {
             return;
         };
         let head = r.head.clone();
         self.actions.push_back(Action::Send {
-            req: a.req,
+            req,
             attempt,
             conn,
             head,
+            try_number: r.attempts,
         });
     }
 
-    /// Forgets an attempt and its share of the endpoint's active count.
+    /// Forgets an attempt and its share of the endpoint's active count; the request no longer
+    /// has an attempt in flight.
     fn end_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
         let active = &mut self.active[a.endpoint.0 as usize];
         debug_assert!(*active > 0, "active count underflow");
         *active = active.saturating_sub(1);
+        if let Some(r) = self.requests.get_mut(&a.req) {
+            if r.attempt == Some(attempt) {
+                r.attempt = None;
+            }
+        }
         Some(a)
+    }
+
+    /// Feeds an upstream result of `endpoint` to its cluster's outlier detector.
+    fn outlier_result(&mut self, cluster: ClusterId, endpoint: EndpointId, status: u16) {
+        let Some(d) = self
+            .outliers
+            .get_mut(cluster.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let c = self.config.cluster(cluster);
+        let Ok(i) = c.endpoints.binary_search(&endpoint) else {
+            return;
+        };
+        let (change, armed) = d.record(self.now, i, status);
+        if armed {
+            if let Some(at) = d.next_tick() {
+                self.timers.push(Reverse((at, Timer::Outlier(cluster))));
+            }
+        }
+        if let Some(change) = change {
+            self.outlier_event(cluster, change);
+        }
+    }
+
+    fn outlier_event(&mut self, cluster: ClusterId, change: OutlierChange) {
+        let endpoints = &self.config.cluster(cluster).endpoints;
+        let event = match change {
+            OutlierChange::Ejected(i) => EngineEvent::Ejected {
+                cluster,
+                endpoint: endpoints[i],
+            },
+            OutlierChange::Unejected(i) => EngineEvent::Unejected {
+                cluster,
+                endpoint: endpoints[i],
+            },
+            OutlierChange::Blocked(i) => EngineEvent::EjectionOverflow {
+                cluster,
+                endpoint: endpoints[i],
+            },
+        };
+        self.actions.push_back(Action::Event(event));
+    }
+
+    /// An attempt failed without a usable response: retry, or answer with the failure.
+    fn attempt_failed(&mut self, a: Attempt, failure: AttemptFailure) {
+        match self.should_retry(a.req, a.cluster, a.endpoint, failure) {
+            Verdict::Retry => {}
+            Verdict::Final { exhausted } => {
+                let (status, mut flags) = match failure {
+                    AttemptFailure::ConnectFailure => {
+                        (503, ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
+                    }
+                    AttemptFailure::Reset => (503, ResponseFlags::UPSTREAM_REMOTE_RESET),
+                    AttemptFailure::PerTryTimeout => (504, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT),
+                    AttemptFailure::Status(s) => (s, ResponseFlags::NONE),
+                };
+                if exhausted {
+                    flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+                }
+                self.local_reply(a.req, status, flags, Vec::new(), None);
+            }
+        }
+    }
+
+    /// Envoy's `shouldRetry`: release the previous retry slot; not retriable → final; no
+    /// retries left → final with `URX`; the retry breaker (`maxRetries` or the budget) full →
+    /// final, counted as a retry overflow; else take a slot and arm the jittered backoff.
+    fn should_retry(
+        &mut self,
+        req: RequestId,
+        cluster: ClusterId,
+        endpoint: EndpointId,
+        failure: AttemptFailure,
+    ) -> Verdict {
+        self.release_retry(req, cluster);
+        let Some(r) = self.requests.get_mut(&req) else {
+            return Verdict::Final { exhausted: false };
+        };
+        let Some(policy) = r.retry.clone().filter(|p| p.would_retry(failure)) else {
+            return Verdict::Final { exhausted: false };
+        };
+        if r.retries_left == 0 {
+            return Verdict::Final { exhausted: true };
+        }
+        r.retries_left -= 1;
+        let c = self.config.cluster(cluster);
+        let counts = self.pool.counts(cluster);
+        let allowed = match c.budget {
+            Some(b) => b.allowed(counts.active + counts.pending),
+            None => c.limits.max_retries,
+        };
+        let slots = &mut self.retries_active[cluster.0 as usize];
+        if *slots >= allowed {
+            self.actions
+                .push_back(Action::Event(EngineEvent::RetryOverflow { cluster }));
+            return Verdict::Final { exhausted: false };
+        }
+        *slots += 1;
+        let Some(r) = self.requests.get_mut(&req) else {
+            return Verdict::Final { exhausted: false };
+        };
+        r.retry_held = true;
+        r.backing_off = true;
+        if policy.previous_hosts {
+            r.tried.push(endpoint);
+        }
+        let interval = r.interval;
+        r.interval = policy.next_interval(interval);
+        let delay = Nanos(self.retry_rng.gen_range(0..interval.0.max(1)));
+        self.timers
+            .push(Reverse((self.now + delay, Timer::Backoff(req))));
+        self.actions
+            .push_back(Action::Event(EngineEvent::Retry { cluster }));
+        Verdict::Retry
+    }
+
+    /// Gives back `req`'s outstanding-retry slot, if it holds one.
+    fn release_retry(&mut self, req: RequestId, cluster: ClusterId) {
+        if let Some(r) = self.requests.get_mut(&req) {
+            if std::mem::take(&mut r.retry_held) {
+                let slots = &mut self.retries_active[cluster.0 as usize];
+                debug_assert!(*slots > 0, "retry slot underflow");
+                *slots = slots.saturating_sub(1);
+            }
+        }
+    }
+
+    /// A backoff ended: a new try, preferring hosts not tried before (up to the policy's
+    /// re-pick limit; not under consistent hashing).
+    fn retry_now(&mut self, req: RequestId) {
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
+        if !std::mem::take(&mut r.backing_off) {
+            return;
+        }
+        let (Some(cluster), head) = (r.cluster, r.head.clone()) else {
+            return;
+        };
+        let repicks = r
+            .retry
+            .as_ref()
+            .filter(|p| p.previous_hosts)
+            .map_or(0, |p| p.host_selection_max_attempts);
+        let hashing = matches!(
+            self.config.cluster(cluster).lb,
+            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
+        );
+        let mut endpoint = self.pick_endpoint(cluster, &head);
+        if !hashing {
+            for _ in 0..repicks {
+                let tried = self
+                    .requests
+                    .get(&req)
+                    .is_some_and(|r| endpoint.is_some_and(|e| r.tried.contains(&e)));
+                if !tried {
+                    break;
+                }
+                endpoint = self.pick_endpoint(cluster, &head);
+            }
+        }
+        match endpoint {
+            Some(endpoint) => self.start_attempt(req, cluster, endpoint),
+            None => {
+                let flags = ResponseFlags::NO_HEALTHY_UPSTREAM;
+                self.local_reply(req, 503, flags, Vec::new(), None)
+            }
+        }
     }
 
     /// The connection `conn` from an earlier `Action::Connect` is established.
     pub fn handle_connected(&mut self, now: Time, conn: ConnId) {
         self.advance(now);
-        for attempt in self.pool.connected(conn) {
-            self.send(attempt, conn);
-        }
+        self.pool.connected(conn);
+        self.pool_events();
     }
 
     /// The connection `conn` could not be established (refused or timed out: both are
-    /// Envoy's connect-failure, flag `UF`).
+    /// Envoy's connect-failure, flag `UF`). Every attempt waiting on its host pool fails.
     pub fn handle_connect_failed(&mut self, now: Time, conn: ConnId, _why: ConnectFailure) {
         self.advance(now);
-        for attempt in self.pool.connect_failed(conn) {
-            if let Some(a) = self.end_attempt(attempt) {
-                let flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
-                self.local_reply(a.req, 503, flags, Vec::new(), None);
-            }
-        }
+        let Some((cluster, endpoint)) = self.conns.remove(&conn) else {
+            return; // already given up on (connect timeout)
+        };
+        // A local-origin connect failure counts as a 503 for outlier detection.
+        self.outlier_result(cluster, endpoint, 503);
+        self.pool.connect_failed(conn);
+        self.pool_events();
     }
 
     /// The upstream closed `conn` (or it broke) outside any attempt's report: it is not used
     /// again. Attempts still on it are reported by the driver as ended (`Reset`).
     pub fn handle_connection_closed(&mut self, now: Time, conn: ConnId) {
         self.advance(now);
+        self.conns.remove(&conn);
         self.pool.closed(conn);
+        self.pool_events();
     }
 
-    /// The response head for `attempt` arrived; it is streamed downstream at once.
+    /// The response head for `attempt` arrived. A status the retry policy retries (with
+    /// retries and retry budget left) is discarded and a retry scheduled; otherwise the
+    /// response is streamed downstream at once.
     pub fn handle_response_head(&mut self, now: Time, attempt: AttemptId, head: ResponseHead) {
         self.advance(now);
-        let Some(a) = self.attempts.get(&attempt) else {
+        let Some(a) = self.attempts.get(&attempt).copied() else {
             return;
         };
-        let req = a.req;
-        if let Some(r) = self.requests.get_mut(&req) {
+        self.outlier_result(a.cluster, a.endpoint, head.status);
+        let failure = AttemptFailure::Status(head.status);
+        let retriable = self
+            .requests
+            .get(&a.req)
+            .and_then(|r| r.retry.as_ref())
+            .is_some_and(|p| p.would_retry(failure));
+        if retriable {
+            match self.should_retry(a.req, a.cluster, a.endpoint, failure) {
+                Verdict::Retry => {
+                    if let Some(a) = self.attempts.get_mut(&attempt) {
+                        a.discard = true;
+                    }
+                    if let Some(r) = self.requests.get_mut(&a.req) {
+                        r.attempt = None;
+                    }
+                    return;
+                }
+                Verdict::Final { exhausted: true } => {
+                    if let Some(r) = self.requests.get_mut(&a.req) {
+                        r.flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+                    }
+                }
+                Verdict::Final { exhausted: false } => {}
+            }
+        } else {
+            self.release_retry(a.req, a.cluster);
+        }
+        if let Some(r) = self.requests.get_mut(&a.req) {
             r.status = Some(head.status);
             let response_headers = r
                 .route
                 .and_then(|id| self.config.route(id).response_headers.clone());
             self.actions.push_back(Action::Forward {
-                req,
+                req: a.req,
                 attempt,
                 response_headers,
             });
@@ -510,21 +957,51 @@ impl Proxy {
         let Some(a) = self.end_attempt(attempt) else {
             return;
         };
-        self.release_conn(a.conn, attempt, end == AttemptEnd::Done);
-        let status = self.requests.get(&a.req).and_then(|r| r.status);
-        match (end, status) {
-            (AttemptEnd::Done | AttemptEnd::DoneAndClosed, Some(status)) => {
-                self.complete(a.req, status, ResponseFlags::NONE)
-            }
-            (AttemptEnd::Reset, Some(status)) => {
-                self.complete(a.req, status, ResponseFlags::UPSTREAM_REMOTE_RESET)
-            }
-            // Ended without a response head: the upstream closed on us.
-            (_, None) => {
-                let flags = ResponseFlags::UPSTREAM_REMOTE_RESET;
-                self.local_reply(a.req, 503, flags, Vec::new(), None)
+        self.release_conn(&a, attempt, end == AttemptEnd::Done);
+        if !a.discard {
+            let status = self.requests.get(&a.req).and_then(|r| r.status);
+            match (end, status) {
+                (AttemptEnd::Done | AttemptEnd::DoneAndClosed, Some(status)) => {
+                    self.complete(a.req, status, ResponseFlags::NONE)
+                }
+                (AttemptEnd::Reset, Some(status)) => {
+                    self.complete(a.req, status, ResponseFlags::UPSTREAM_REMOTE_RESET)
+                }
+                // Ended without a response head: the upstream reset or closed on us.
+                (_, None) => {
+                    self.outlier_result(a.cluster, a.endpoint, 503);
+                    self.attempt_failed(a, AttemptFailure::Reset);
+                }
             }
         }
+        self.pool_events();
+    }
+
+    /// Returns a finished attempt's connection to the pool (closing it if it cannot carry
+    /// another request) and arms an explicit idle timeout.
+    fn release_conn(&mut self, a: &Attempt, attempt: AttemptId, reusable: bool) {
+        self.pool.finished(attempt, reusable);
+        let Some(conn) = a.conn else { return };
+        let Some(idle) = self.config.cluster(a.cluster).limits.idle_timeout else {
+            return;
+        };
+        if let Some(served) = self.pool.idle_served(conn) {
+            self.timers
+                .push(Reverse((self.now + idle, Timer::IdleTimeout(conn, served))));
+        }
+    }
+
+    /// Resets the attempt in flight of `req` (timeouts, downstream cancel): the driver resets
+    /// the stream; an HTTP/1.1 connection mid-request cannot be reused. A local-origin timeout
+    /// counts as a 504 for outlier detection when `timed_out`.
+    fn cancel_attempt(&mut self, attempt: AttemptId, timed_out: bool) -> Option<Attempt> {
+        let a = self.end_attempt(attempt)?;
+        self.actions.push_back(Action::CancelAttempt { attempt });
+        self.release_conn(&a, attempt, false);
+        if timed_out && a.conn.is_some() {
+            self.outlier_result(a.cluster, a.endpoint, 504);
+        }
+        Some(a)
     }
 
     /// The downstream client went away: abandon the request (flag `DC`).
@@ -534,36 +1011,108 @@ impl Proxy {
             return;
         };
         if let Some(attempt) = attempt {
-            if let Some(a) = self.end_attempt(attempt) {
-                self.actions.push_back(Action::CancelAttempt { attempt });
-                // An HTTP/1.1 connection mid-request cannot be reused (HTTP/2: only the
-                // stream is reset).
-                self.release_conn(a.conn, attempt, false);
-            }
+            self.cancel_attempt(attempt, false);
         }
         let flags = ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
         self.complete(req, status.unwrap_or(0), flags);
+        self.pool_events();
     }
 
-    /// A timer armed at `poll_timeout` fired: fault delays that are due end.
+    /// A timer armed at `poll_timeout` fired: everything due runs, in time order.
     pub fn handle_timeout(&mut self, now: Time) {
         self.advance(now);
-        while let Some(&Reverse((at, req))) = self.timers.peek() {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let Some(abort) = self.requests.get_mut(&req).and_then(|r| r.delayed.take()) else {
-                continue; // the request was cancelled while delayed
-            };
-            match abort {
-                Some(status) => {
-                    let flags = ResponseFlags::FAULT_INJECTED;
-                    self.local_reply(req, status, flags, Vec::new(), None)
+            self.fire(at, timer);
+        }
+    }
+
+    fn fire(&mut self, at: Time, timer: Timer) {
+        match timer {
+            Timer::FaultDelay(req) => {
+                let Some(abort) = self.requests.get_mut(&req).and_then(|r| r.delayed.take()) else {
+                    return; // the request was cancelled while delayed
+                };
+                match abort {
+                    Some(status) => {
+                        let flags = ResponseFlags::FAULT_INJECTED;
+                        self.local_reply(req, status, flags, Vec::new(), None)
+                    }
+                    None => self.dispatch(req),
                 }
-                None => self.dispatch(req),
+            }
+            Timer::RouteTimeout(req) => self.route_timeout(req),
+            Timer::Backoff(req) => self.retry_now(req),
+            Timer::PerTry(attempt) => {
+                let waiting = self.attempts.get(&attempt).is_some_and(|a| {
+                    !a.discard
+                        && self
+                            .requests
+                            .get(&a.req)
+                            .is_some_and(|r| r.status.is_none())
+                });
+                if waiting {
+                    if let Some(a) = self.cancel_attempt(attempt, true) {
+                        self.attempt_failed(a, AttemptFailure::PerTryTimeout);
+                    }
+                    self.pool_events();
+                }
+            }
+            Timer::ConnectTimeout(conn) => {
+                if self.pool.is_connecting(conn) {
+                    self.actions.push_back(Action::CloseConnection { conn });
+                    self.handle_connect_failed(at.max(self.now), conn, ConnectFailure::Timeout);
+                }
+            }
+            Timer::IdleTimeout(conn, served) => {
+                self.pool.close_if_idle(conn, served);
+                self.pool_events();
+            }
+            Timer::Outlier(cluster) => {
+                let Some(d) = self
+                    .outliers
+                    .get_mut(cluster.0 as usize)
+                    .and_then(Option::as_mut)
+                    .filter(|d| d.next_tick() == Some(at))
+                else {
+                    return; // stale: a duplicate or a detector replaced by a reload
+                };
+                let changes = d.tick(at);
+                if let Some(next) = d.next_tick() {
+                    self.timers.push(Reverse((next, Timer::Outlier(cluster))));
+                }
+                for change in changes {
+                    self.outlier_event(cluster, change);
+                }
             }
         }
+    }
+
+    /// The route timeout: whatever the request is doing (waiting for a connection or a
+    /// response, backing off), it ends with 504 `UT`, never retried.
+    fn route_timeout(&mut self, req: RequestId) {
+        let Some(r) = self.requests.get(&req) else {
+            return;
+        };
+        if r.status.is_some() {
+            return; // the response is already on its way downstream
+        }
+        let (attempt, cluster) = (r.attempt, r.cluster);
+        if let Some(attempt) = attempt {
+            self.cancel_attempt(attempt, true);
+        }
+        if let Some(r) = self.requests.get_mut(&req) {
+            r.backing_off = false;
+        }
+        if let Some(cluster) = cluster {
+            self.release_retry(req, cluster);
+        }
+        let flags = ResponseFlags::UPSTREAM_REQUEST_TIMEOUT;
+        self.local_reply(req, 504, flags, Vec::new(), None);
+        self.pool_events();
     }
 
     /// The next action for the driver, if any.
@@ -574,14 +1123,6 @@ impl Proxy {
     /// When the driver must call `handle_timeout` next, if ever.
     pub fn poll_timeout(&self) -> Option<Time> {
         self.timers.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Returns a finished attempt's connection to the pool, closing it if the pool says so.
-    /// `reusable`: the response completed and the connection stays open.
-    fn release_conn(&mut self, conn: ConnId, attempt: AttemptId, reusable: bool) {
-        if self.pool.finished(conn, attempt, reusable) {
-            self.actions.push_back(Action::CloseConnection { conn });
-        }
     }
 
     /// Answers `req` locally, then completes it.
@@ -608,12 +1149,18 @@ impl Proxy {
         self.complete(req, status, flags);
     }
 
-    /// Emits the one `Complete` for `req` and forgets it.
+    /// Emits the one `Complete` for `req` and forgets it (releasing any retry slot).
     fn complete(&mut self, req: RequestId, status: u16, flags: ResponseFlags) {
         let Some(r) = self.requests.remove(&req) else {
             debug_assert!(false, "completing unknown request {req:?}");
             return;
         };
+        if r.retry_held {
+            if let Some(c) = r.cluster {
+                let slots = &mut self.retries_active[c.0 as usize];
+                *slots = slots.saturating_sub(1);
+            }
+        }
         let outcome = Outcome {
             status,
             flags: flags | r.flags,
@@ -679,7 +1226,7 @@ mod tests {
                         simple: Some(SimpleLb::RoundRobin),
                         consistent_hash: None,
                     }),
-                    connection_pool: None,
+                    ..Default::default()
                 }),
                 subsets: Vec::new(),
             }],
@@ -778,19 +1325,41 @@ mod tests {
     }
 
     #[test]
-    fn connect_failure_is_503_uf() {
+    fn connect_failure_is_retried_twice_then_503_uf_urx() {
+        // Istio's default policy: 2 retries on connect-failure, jittered backoff in between.
         let mut p = proxy(1);
         p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
-        let Some(Action::Connect { conn, .. }) = drain(&mut p).first().cloned() else {
-            panic!("expected connect");
+        let mut now = Time(0);
+        let mut connects = 0;
+        let outcome = loop {
+            let actions = drain(&mut p);
+            if let Some(o) = completed(&actions).first() {
+                break *o;
+            }
+            if let Some(Action::Connect { conn, .. }) = actions.first().cloned() {
+                connects += 1;
+                p.handle_connect_failed(now, conn, ConnectFailure::Refused);
+                continue;
+            }
+            let at = p.poll_timeout().expect("a backoff timer");
+            assert!(
+                at.since(now) < Nanos::from_millis(50),
+                "backoff within [0, 50ms)"
+            );
+            now = at;
+            p.handle_timeout(now);
         };
-        p.handle_connect_failed(Time(5), conn, ConnectFailure::Refused);
-        let outcome = completed(&drain(&mut p))[0];
+        assert_eq!(connects, 3);
         assert_eq!(
-            (outcome.status, outcome.flags.to_string().as_str()),
-            (503, "UF")
+            (
+                outcome.status,
+                outcome.flags.to_string().as_str(),
+                outcome.attempts
+            ),
+            (503, "UF,URX", 3)
         );
         assert_eq!(p.open_connections(), 0);
+        p.check_invariants().expect("invariants");
     }
 
     #[test]

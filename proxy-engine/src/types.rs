@@ -288,6 +288,8 @@ pub enum Action {
         conn: ConnId,
         /// The request head after rewrites and header operations.
         head: RequestHead,
+        /// Which try this is (1 for the first); sent upstream as `x-envoy-attempt-count`.
+        try_number: u32,
     },
     /// Send a fire-and-forget copy of a request to `endpoint`; its response is discarded and
     /// never reported back to the engine.
@@ -332,6 +334,9 @@ pub enum Action {
         /// Response body, if any.
         body: Option<Arc<str>>,
     },
+    /// Something worth counting happened (a retry, a breaker overflow, an ejection); drivers
+    /// hand it to their metrics.
+    Event(EngineEvent),
     /// The request is finished; emitted exactly once per request, after any `Forward` or
     /// `LocalReply` for it.
     Complete {
@@ -340,6 +345,62 @@ pub enum Action {
         /// Its final outcome.
         outcome: Outcome,
     },
+}
+
+/// Resilience events, for metrics (what Envoy counts as cluster stats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// A retry was scheduled (`upstream_rq_retry`).
+    Retry {
+        /// The cluster.
+        cluster: ClusterId,
+    },
+    /// A retry was refused by `maxRetries` or the retry budget (`upstream_rq_retry_overflow`).
+    RetryOverflow {
+        /// The cluster.
+        cluster: ClusterId,
+    },
+    /// An attempt overflowed the pending queue or `http2MaxRequests` (`upstream_rq_pending_overflow`,
+    /// 503 `UO`).
+    Overflow {
+        /// The cluster.
+        cluster: ClusterId,
+    },
+    /// A host was ejected by outlier detection.
+    Ejected {
+        /// The cluster.
+        cluster: ClusterId,
+        /// The host.
+        endpoint: EndpointId,
+    },
+    /// An ejected host returned.
+    Unejected {
+        /// The cluster.
+        cluster: ClusterId,
+        /// The host.
+        endpoint: EndpointId,
+    },
+    /// An ejection was blocked by `maxEjectionPercent` (`ejections_overflow`).
+    EjectionOverflow {
+        /// The cluster.
+        cluster: ClusterId,
+        /// The host.
+        endpoint: EndpointId,
+    },
+}
+
+impl EngineEvent {
+    /// The cluster the event belongs to.
+    pub fn cluster(&self) -> ClusterId {
+        match *self {
+            EngineEvent::Retry { cluster }
+            | EngineEvent::RetryOverflow { cluster }
+            | EngineEvent::Overflow { cluster }
+            | EngineEvent::Ejected { cluster, .. }
+            | EngineEvent::Unejected { cluster, .. }
+            | EngineEvent::EjectionOverflow { cluster, .. } => cluster,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The JSON report: schema version 1, documented field by field in `reports/SCHEMA.md`.
 
-use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
+use proxy_engine::metrics::{EventCounts, RunMetrics, Stats, TimeSeries};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -52,6 +52,45 @@ pub struct StatsReport {
     pub by_flag: BTreeMap<String, u64>,
     /// Latency, milliseconds.
     pub latency_ms: Latency,
+    /// Upstream attempts made for these requests (tries, retries included).
+    pub attempts: u64,
+    /// `attempts / count`: retry amplification (1.0 = no retries; 0 when empty).
+    pub attempts_per_request: f64,
+    /// Requests per number of attempts (`"0"`: answered without an upstream attempt).
+    pub by_attempts: BTreeMap<String, u64>,
+}
+
+/// Resilience events of one cluster, as Envoy's cluster stats count them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventsReport {
+    /// Cluster name (`service` or `service|subset`).
+    pub name: String,
+    /// Retries scheduled (`upstream_rq_retry`).
+    pub retries: u64,
+    /// Retries refused by `max_retries` or the retry budget (`upstream_rq_retry_overflow`).
+    pub retry_overflows: u64,
+    /// Circuit-breaker overflows, answered 503 `UO` (`upstream_rq_pending_overflow`).
+    pub overflows: u64,
+    /// Hosts ejected by outlier detection.
+    pub ejections: u64,
+    /// Ejected hosts that returned.
+    pub unejections: u64,
+    /// Ejections blocked by `max_ejection_percent` (`ejections_overflow`).
+    pub ejection_overflows: u64,
+}
+
+impl EventsReport {
+    fn new(name: &str, e: &EventCounts) -> EventsReport {
+        EventsReport {
+            name: name.to_owned(),
+            retries: e.retries,
+            retry_overflows: e.retry_overflows,
+            overflows: e.overflows,
+            ejections: e.ejections,
+            unejections: e.unejections,
+            ejection_overflows: e.ejection_overflows,
+        }
+    }
 }
 
 /// A named slice: one route or one destination.
@@ -81,6 +120,16 @@ pub struct WindowReport {
     pub p50_ms: f64,
     /// Their 99th-percentile latency, milliseconds.
     pub p99_ms: f64,
+    /// Retries scheduled in the window (any proxy).
+    pub retries: u64,
+    /// Circuit-breaker overflows (503 `UO`) in the window.
+    pub overflows: u64,
+    /// Retries refused by `max_retries` or a retry budget in the window.
+    pub retry_overflows: u64,
+    /// Hosts ejected in the window.
+    pub ejections: u64,
+    /// Ejected hosts returned in the window.
+    pub unejections: u64,
 }
 
 /// The whole JSON report.
@@ -110,8 +159,11 @@ pub struct Report {
     pub mirrors: Vec<Named>,
     /// Window length of `timeseries`, seconds.
     pub window_s: f64,
-    /// End-to-end outcomes per window, by request start time.
+    /// End-to-end outcomes per window, by request start time; resilience events by the
+    /// window they happened in.
     pub timeseries: Vec<WindowReport>,
+    /// Resilience events per cluster (clusters with any), sorted by name.
+    pub resilience: Vec<EventsReport>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -156,6 +208,15 @@ impl StatsReport {
                 p999: q(0.999),
                 max: if s.count == 0 { 0.0 } else { ms(h.max()) },
             },
+            attempts: s.attempts,
+            attempts_per_request: s.amplification(),
+            by_attempts: s
+                .by_attempts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
         }
     }
 }
@@ -197,6 +258,11 @@ fn series(ts: &TimeSeries) -> Vec<WindowReport> {
                 errors: w.errors,
                 p50_ms: q(0.5),
                 p99_ms: q(0.99),
+                retries: w.events.retries,
+                overflows: w.events.overflows,
+                retry_overflows: w.events.retry_overflows,
+                ejections: w.events.ejections,
+                unejections: w.events.unejections,
             }
         })
         .collect()
@@ -219,6 +285,11 @@ impl Report {
             mirrors: named(&m.mirrors),
             window_s: m.series.window.as_secs_f64(),
             timeseries: series(&m.series),
+            resilience: m
+                .events
+                .iter()
+                .map(|(name, e)| EventsReport::new(name, e))
+                .collect(),
         }
     }
 
@@ -266,6 +337,7 @@ mod tests {
             clusters: Vec::new(),
             mirrors: Vec::new(),
             series,
+            events: Vec::new(),
         }
     }
 
@@ -318,7 +390,8 @@ mod tests {
                 "clusters",
                 "mirrors",
                 "window_s",
-                "timeseries"
+                "timeseries",
+                "resilience"
             ]
         );
         let text = crate::text::summary(&r, None);

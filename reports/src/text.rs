@@ -86,12 +86,27 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         .map(|(c, n)| format!("{c}:{n}"))
         .collect();
     let _ = writeln!(out, "status {}  flags {}", statuses.join(" "), flags(t));
+    if t.attempts > t.count {
+        let tries: Vec<String> = t
+            .by_attempts
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "attempts {}  per request {:.3}  by tries {}",
+            t.attempts,
+            t.attempts_per_request,
+            tries.join(" ")
+        );
+    }
     table(&mut out, "route", &r.routes);
     table(&mut out, "destination", &r.destinations);
     if r.clusters.iter().any(|c| c.name.contains('|')) {
         table(&mut out, "cluster", &r.clusters);
     }
     table(&mut out, "mirror", &r.mirrors);
+    events(&mut out, r);
     match wall {
         Some(w) if r.mode == "sim" => {
             let per_s = if w.elapsed_s > 0.0 {
@@ -111,4 +126,36 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         None => {}
     }
     out
+}
+
+/// The resilience table: retries, breaker overflows and ejections per cluster.
+fn events(out: &mut String, r: &Report) {
+    if r.resilience.is_empty() {
+        return;
+    }
+    let width = r
+        .resilience
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("cluster".len());
+    let _ = writeln!(
+        out,
+        "\n{:<width$} {:>9} {:>11} {:>9} {:>9} {:>9} {:>11}",
+        "cluster", "retries", "retry-ovfl", "UO ovfl", "ejected", "returned", "eject-ovfl"
+    );
+    for e in &r.resilience {
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9} {:>11} {:>9} {:>9} {:>9} {:>11}",
+            e.name,
+            e.retries,
+            e.retry_overflows,
+            e.overflows,
+            e.ejections,
+            e.unejections,
+            e.ejection_overflows
+        );
+    }
 }

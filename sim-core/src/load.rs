@@ -167,11 +167,14 @@ fn check(s: &Scenario) -> Result<(), Problem> {
     if s.window.0 == 0 {
         return Err(problem("window", "must be above 0"));
     }
-    if !s.faults.is_empty() || !s.timeline.is_empty() {
+    if !s.timeline.is_empty() {
         return Err(problem(
-            "faults",
-            "faults and timeline are not supported yet; leave them empty",
+            "timeline",
+            "a timeline is not supported yet; leave it empty",
         ));
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        check_fault(s, i, f)?;
     }
     check_dist("network.latency".into(), &s.network.latency)?;
     if s.services.is_empty() {
@@ -454,6 +457,100 @@ fn locate(text: &str, field: &str, needle: Option<&str>) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+fn check_fault(s: &Scenario, i: usize, f: &crate::scenario::Fault) -> Result<(), Problem> {
+    use crate::scenario::FaultKind;
+    let at = format!("faults[{i}]");
+    let t = &f.target;
+    let Some(svc) = s.services.get(&t.service) else {
+        return Err(unknown_service(
+            format!("{at}.target.service"),
+            &t.service,
+            s,
+        ));
+    };
+    let instances = match &t.version {
+        Some(v) => match svc.versions.get(v) {
+            Some(m) => m.instances,
+            None => {
+                let known: Vec<&str> = svc.versions.keys().map(String::as_str).collect();
+                return Err(Problem {
+                    field: format!("{at}.target.version"),
+                    needle: Some(format!("\"{v}\"")),
+                    message: format!(
+                        "unknown version `{v}` of `{}`: expected one of {}",
+                        t.service,
+                        known.join(", ")
+                    ),
+                });
+            }
+        },
+        None => svc.versions.values().map(|m| m.instances).sum(),
+    };
+    if let Some(n) = t.instance {
+        if n >= instances {
+            return Err(problem(
+                format!("{at}.target.instance"),
+                format!("instance {n} does not exist: expected an index below {instances}"),
+            ));
+        }
+    }
+    if f.length.is_some_and(|l| l.0 == 0) {
+        return Err(problem(format!("{at}.length"), "must be above 0"));
+    }
+    match &f.kind {
+        FaultKind::Errors {
+            probability,
+            status,
+        } => {
+            if !(0.0..=1.0).contains(probability) {
+                return Err(problem(
+                    format!("{at}.kind.probability"),
+                    format!("a probability between 0 and 1 is expected, found {probability}"),
+                ));
+            }
+            if !(100..=599).contains(status) {
+                return Err(problem(
+                    format!("{at}.kind.status"),
+                    format!("an HTTP status 100..=599 is expected, found {status}"),
+                ));
+            }
+        }
+        FaultKind::Latency(d) => check_dist(format!("{at}.kind"), d)?,
+        FaultKind::Partition { from } => {
+            let known = s.services.contains_key(from)
+                || s.workload
+                    .iter()
+                    .enumerate()
+                    .any(|(j, w)| &w.name(j) == from);
+            if !known {
+                return Err(Problem {
+                    field: format!("{at}.kind.from"),
+                    needle: Some(format!("\"{from}\"")),
+                    message: format!(
+                        "unknown caller `{from}`: expected a service or a workload name"
+                    ),
+                });
+            }
+        }
+        FaultKind::SlowStart { factor } => {
+            if !(factor.is_finite() && *factor >= 1.0) {
+                return Err(problem(
+                    format!("{at}.kind.factor"),
+                    format!("a slowdown factor of at least 1 is expected, found {factor}"),
+                ));
+            }
+            if f.length.is_none() {
+                return Err(problem(
+                    format!("{at}.length"),
+                    "a slow start needs a length (the time to warm up)",
+                ));
+            }
+        }
+        FaultKind::Crash | FaultKind::Hang => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The scenario file format (RON): one `Scenario` holds the seed, run length, modeled services,
-//! the mesh config (proxy-engine's types), the workload, and (for later issues) faults and a
-//! timeline. Every struct denies unknown fields; durations are strings such as `"250ms"`.
+//! the mesh config (proxy-engine's types), the workload, faults over time, and (for a later
+//! issue) a timeline. Every struct denies unknown fields; durations are strings such as `"250ms"`.
 
 use crate::dist::Dist;
 use proxy_engine::{MeshConfig, Nanos};
@@ -36,9 +36,9 @@ pub struct Scenario {
     pub mesh: MeshConfig,
     /// Load sources.
     pub workload: Vec<Workload>,
-    /// Faults over time (reserved; must be empty for now).
+    /// Faults over time, applied by the modeled instances.
     #[serde(default)]
-    pub faults: Vec<()>,
+    pub faults: Vec<Fault>,
     /// Policy changes over time (reserved; must be empty for now).
     #[serde(default)]
     pub timeline: Vec<()>,
@@ -273,4 +273,75 @@ impl Workload {
             Workload::ClosedLoop(w) => &w.requests,
         }
     }
+}
+
+/// A fault over time: what goes wrong, where, from when and for how long. Faults are data the
+/// model applies to its instances; the engine only sees their effects (errors, slowness,
+/// refused or silent connections).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// The instances it hits.
+    pub target: FaultTarget,
+    /// When it starts. Default 0.
+    #[serde(default)]
+    pub start: Nanos,
+    /// How long it lasts. Default: to the end of the run.
+    #[serde(default)]
+    pub length: Option<Nanos>,
+    /// What goes wrong.
+    pub kind: FaultKind,
+}
+
+/// Which instances a fault hits: a service, one version of it, or one instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultTarget {
+    /// The service.
+    pub service: String,
+    /// Only this version. Default: all versions.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Only this instance index (within the version, or within the service's instances in
+    /// version order when no version is given). Default: all instances.
+    #[serde(default)]
+    pub instance: Option<u32>,
+}
+
+/// What goes wrong during a fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// Each request reaching the instance is answered `status` at once with this probability
+    /// (an error burst: a bad deploy, a failing dependency).
+    Errors {
+        /// Probability (0–1).
+        probability: f64,
+        /// Status answered. Default 503.
+        #[serde(default = "default_fault_status")]
+        status: u16,
+    },
+    /// Extra service time added to every request the instance finishes.
+    Latency(Dist),
+    /// The instance is down: new connections are refused (connect-failure, `UF`), requests on
+    /// open connections and those in its queue are reset.
+    Crash,
+    /// The instance accepts connections and requests but never answers while the fault lasts;
+    /// what it held when the fault started is never answered either.
+    Hang,
+    /// The network between the calling service or workload `from` and the target drops
+    /// everything: connects time out, requests and responses are lost.
+    Partition {
+        /// Calling service or workload name.
+        from: String,
+    },
+    /// The instance starts slow: service time × `factor` at the fault's start, falling
+    /// linearly to × 1 at its end (JIT warm-up, cold caches).
+    SlowStart {
+        /// Slowdown at the start (≥ 1).
+        factor: f64,
+    },
+}
+
+fn default_fault_status() -> u16 {
+    503
 }

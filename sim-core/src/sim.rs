@@ -10,14 +10,15 @@ use crate::dist::Dist;
 use crate::model;
 use crate::queue::EventQueue;
 use crate::rng::{derive_seed, stream, Stream};
-use crate::scenario::{CallStep, Scenario, Version, Workload};
+use crate::scenario::{CallStep, FaultKind, Scenario, Version, Workload};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::metrics::{Recorder, RunMetrics};
 use proxy_engine::types::Headers;
 use proxy_engine::{
-    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, DestinationId, EndpointAddr,
-    Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure,
+    DestinationId, EndpointAddr, Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead,
+    Time,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -63,6 +64,12 @@ enum Event {
         attempt: AttemptId,
         status: u16,
     },
+    /// A connection a proxy asked for was refused (the instance is down).
+    ConnectFailed { proxy: u32, conn: ConnId },
+    /// An attempt's stream was reset by the instance (it crashed).
+    Reset { proxy: u32, attempt: AttemptId },
+    /// A crash or hang fault begins.
+    FaultStart { fault: u32 },
     /// A proxy's timer fires.
     Timer { proxy: u32, at: Time },
 }
@@ -85,6 +92,8 @@ struct Open {
 struct ProxySlot {
     proxy: Proxy,
     owner: Owner,
+    /// The calling service or workload (network partitions are between callers and targets).
+    caller: Arc<str>,
     /// Connection → instance it goes to.
     conns: IdMap<ConnId, u32>,
     open: IdMap<RequestId, Open>,
@@ -106,7 +115,18 @@ struct Instance {
     sidecar: u32,
     busy: u32,
     queue: VecDeque<u32>,
+    /// Jobs holding a worker.
+    working: Vec<u32>,
     rng: Stream,
+    /// Faults that target it (indices into `Simulation::faults`).
+    faults: Vec<u32>,
+}
+
+/// A scenario fault, resolved: its window and the callers a partition cuts off.
+struct ActiveFault {
+    start: Time,
+    end: Time,
+    kind: FaultKind,
 }
 
 /// Where an instance's answer goes.
@@ -130,6 +150,9 @@ struct Job {
     step: u32,
     pending: u32,
     failed: bool,
+    /// The instance crashed or hung while working on it: nothing it does is answered, and the
+    /// job is freed once nothing refers to it any more.
+    dead: bool,
 }
 
 enum Load {
@@ -165,6 +188,10 @@ struct Simulation {
     mirror_net_rng: Stream,
     next_req: u64,
     metrics: Recorder,
+    faults: Vec<ActiveFault>,
+    /// Draws of fault effects (error bursts, added latency): a stream of their own, so a
+    /// fault never shifts the draws of traffic it does not touch.
+    fault_rng: Stream,
 }
 
 impl Simulation {
@@ -190,13 +217,23 @@ impl Simulation {
             next_req: 0,
             metrics: Recorder::new(mesh.clone(), s.window),
             mesh,
+            faults: Vec::new(),
+            fault_rng: stream(seed, "faults"),
         };
         sim.build_instances(s, seed);
         sim.build_workloads(s, seed);
+        sim.build_faults(s);
         Ok(sim)
     }
 
-    fn add_proxy(&mut self, name: &str, role: ProxyRole, owner: Owner, seed: u64) -> u32 {
+    fn add_proxy(
+        &mut self,
+        name: &str,
+        caller: &str,
+        role: ProxyRole,
+        owner: Owner,
+        seed: u64,
+    ) -> u32 {
         let proxy = Proxy::new(
             self.mesh.clone(),
             role,
@@ -205,6 +242,7 @@ impl Simulation {
         self.proxies.push(ProxySlot {
             proxy,
             owner,
+            caller: Arc::from(caller),
             conns: IdMap::default(),
             open: IdMap::default(),
             armed: None,
@@ -243,14 +281,16 @@ impl Simulation {
             let role = ProxyRole::Sidecar {
                 service: spec.service.to_owned(),
             };
-            let sidecar = self.add_proxy(&name, role, Owner::Sidecar, seed);
+            let sidecar = self.add_proxy(&name, spec.service, role, Owner::Sidecar, seed);
             self.instances.push(Instance {
                 name: Arc::from(name.as_str()),
                 model,
                 sidecar,
                 busy: 0,
                 queue: VecDeque::new(),
+                working: Vec::new(),
                 rng: stream(seed, &format!("instance/{name}")),
+                faults: Vec::new(),
             });
         }
     }
@@ -260,7 +300,7 @@ impl Simulation {
             let name = w.name(i);
             let workload = i as u32;
             let role = ProxyRole::Client { name: name.clone() };
-            let proxy = self.add_proxy(&name, role, Owner::Client { workload }, seed);
+            let proxy = self.add_proxy(&name, &name, role, Owner::Client { workload }, seed);
             let load = match w {
                 Workload::OpenLoop(o) => Load::Open(ArrivalProcess::new(
                     RateSchedule::new(o.rate, &o.schedule),
@@ -349,9 +389,17 @@ impl Simulation {
                 }
             }
             Event::Connected { proxy, conn } => {
-                self.proxies[proxy as usize]
-                    .proxy
-                    .handle_connected(self.now, conn);
+                let instance = self.proxies[proxy as usize].conns.get(&conn).copied();
+                let refused = instance.is_some_and(|i| self.crashed(i));
+                let slot = &mut self.proxies[proxy as usize];
+                // The instance crashed during the handshake: refused after all.
+                if refused {
+                    slot.conns.remove(&conn);
+                    slot.proxy
+                        .handle_connect_failed(self.now, conn, ConnectFailure::Refused);
+                } else {
+                    slot.proxy.handle_connected(self.now, conn);
+                }
                 self.drain(proxy);
             }
             Event::Deliver { job } => self.deliver(job),
@@ -366,6 +414,19 @@ impl Simulation {
                 p.handle_attempt_end(self.now, attempt, AttemptEnd::Done);
                 self.drain(proxy);
             }
+            Event::ConnectFailed { proxy, conn } => {
+                let p = &mut self.proxies[proxy as usize];
+                p.conns.remove(&conn);
+                p.proxy
+                    .handle_connect_failed(self.now, conn, ConnectFailure::Refused);
+                self.drain(proxy);
+            }
+            Event::Reset { proxy, attempt } => {
+                let p = &mut self.proxies[proxy as usize].proxy;
+                p.handle_attempt_end(self.now, attempt, AttemptEnd::Reset);
+                self.drain(proxy);
+            }
+            Event::FaultStart { fault } => self.fault_start(fault),
             Event::Timer { proxy, at } => {
                 let slot = &mut self.proxies[proxy as usize];
                 if slot.armed == Some(at) {
@@ -439,10 +500,18 @@ impl Simulation {
                         continue;
                     };
                     self.proxies[p as usize].conns.insert(conn, instance);
-                    // A TCP handshake costs a round trip before the request can go.
+                    if self.partitioned(p, instance) {
+                        continue; // the SYN is lost: the engine's connect timeout decides
+                    }
+                    // A TCP handshake costs a round trip before the request can go (a refusal
+                    // too: the RST comes back).
                     let rtt = self.leg() + self.leg();
-                    self.queue
-                        .push(self.now + rtt, Event::Connected { proxy: p, conn });
+                    let event = if self.crashed(instance) {
+                        Event::ConnectFailed { proxy: p, conn }
+                    } else {
+                        Event::Connected { proxy: p, conn }
+                    };
+                    self.queue.push(self.now + rtt, event);
                 }
                 Action::Send {
                     attempt,
@@ -454,6 +523,15 @@ impl Simulation {
                         debug_assert!(false, "send on unknown connection {conn:?}");
                         continue;
                     };
+                    if self.partitioned(p, instance) {
+                        continue; // lost on the way
+                    }
+                    if self.crashed(instance) {
+                        let rtt = self.leg() + self.leg();
+                        let reset = Event::Reset { proxy: p, attempt };
+                        self.queue.push(self.now + rtt, reset);
+                        continue;
+                    }
                     let reply_to = ReplyTo::Proxy { proxy: p, attempt };
                     self.send_job(reply_to, instance, head);
                 }
@@ -478,6 +556,7 @@ impl Simulation {
                 Action::CancelAttempt { .. }
                 | Action::Forward { .. }
                 | Action::LocalReply { .. } => {}
+                Action::Event(event) => self.metrics.record_event(self.now, &event),
                 Action::Complete { req, outcome } => self.complete(p, req, outcome),
             }
         }
@@ -501,6 +580,7 @@ impl Simulation {
             step: 0,
             pending: 0,
             failed: false,
+            dead: false,
         });
         let leg = match reply_to {
             ReplyTo::Proxy { .. } => self.leg(),
@@ -567,10 +647,20 @@ impl Simulation {
         let Some(instance) = self.jobs[job as usize].as_ref().map(|j| j.instance) else {
             return;
         };
+        if self.crashed(instance) {
+            return self.reset_job(job);
+        }
+        if self.hung(instance) {
+            return self.free_job(job); // accepted, never answered
+        }
+        if let Some(status) = self.error_burst(instance) {
+            return self.respond(job, status);
+        }
         let inst = &mut self.instances[instance as usize];
         let model = &self.models[inst.model as usize];
         if inst.busy < model.spec.workers {
             inst.busy += 1;
+            inst.working.push(job);
             self.advance_job(job);
         } else if inst.queue.len() < model.spec.queue as usize {
             inst.queue.push_back(job);
@@ -586,7 +676,11 @@ impl Simulation {
         let Some(j) = self.jobs[job as usize].as_mut() else {
             return;
         };
-        let inst = &mut self.instances[j.instance as usize];
+        if j.dead {
+            return self.free_job(job); // its calls are done and nothing waits for it
+        }
+        let instance = j.instance;
+        let inst = &mut self.instances[instance as usize];
         let model = &self.models[inst.model as usize];
         if let Some(step) = model.steps.get(j.step as usize) {
             let steps = model.steps.clone();
@@ -607,6 +701,7 @@ impl Simulation {
             }
         } else {
             let service = model.spec.latency.sample(&mut inst.rng);
+            let service = self.slowed(instance, service);
             self.queue.push(self.now + service, Event::Finish { job });
         }
     }
@@ -615,6 +710,9 @@ impl Simulation {
         let Some(j) = self.jobs[job as usize].as_ref() else {
             return;
         };
+        if j.dead {
+            return self.free_job(job);
+        }
         let failed = j.failed;
         let instance = j.instance as usize;
         let inst = &mut self.instances[instance];
@@ -622,10 +720,15 @@ impl Simulation {
         let status = model::handler_status(failed, &model.spec, &mut inst.rng);
         debug_assert!(inst.busy > 0, "finishing on an idle instance");
         inst.busy -= 1;
+        if let Some(i) = inst.working.iter().position(|w| *w == job) {
+            inst.working.swap_remove(i);
+        }
         let next = inst.queue.pop_front();
         self.respond(job, status);
         if let Some(next) = next {
-            self.instances[instance].busy += 1;
+            let inst = &mut self.instances[instance];
+            inst.busy += 1;
+            inst.working.push(next);
             self.advance_job(next);
         }
     }
@@ -637,6 +740,7 @@ impl Simulation {
         };
         self.free_jobs.push(job);
         match j.reply_to {
+            ReplyTo::Proxy { proxy, .. } if self.partitioned(proxy, j.instance) => {}
             ReplyTo::Proxy { proxy, attempt } => {
                 let at = self.now + self.leg();
                 let respond = Event::Respond {
@@ -651,6 +755,193 @@ impl Simulation {
                 let latency = at.since(sent);
                 self.metrics.record_mirror(destination, status, latency);
             }
+        }
+    }
+
+    /// Resolves the scenario's faults to their instances and schedules the starts of crashes
+    /// and hangs.
+    fn build_faults(&mut self, s: &Scenario) {
+        let specs = model::instances(s);
+        for (i, f) in s.faults.iter().enumerate() {
+            let start = Time(f.start.0);
+            let end = f.length.map_or(Time(u64::MAX), |l| start + l);
+            self.faults.push(ActiveFault {
+                start,
+                end,
+                kind: f.kind.clone(),
+            });
+            let t = &f.target;
+            let mut nth = 0u32;
+            for (idx, spec) in specs.iter().enumerate() {
+                if spec.service != t.service {
+                    continue;
+                }
+                if t.version.as_deref().is_some_and(|v| v != spec.version) {
+                    continue;
+                }
+                // Index within the version, or within the service in version order.
+                let index = if t.version.is_some() { spec.index } else { nth };
+                nth += 1;
+                if t.instance.is_some_and(|n| n != index) {
+                    continue;
+                }
+                self.instances[idx].faults.push(i as u32);
+            }
+            if matches!(f.kind, FaultKind::Crash | FaultKind::Hang) && start <= self.deadline {
+                self.queue
+                    .push(start, Event::FaultStart { fault: i as u32 });
+            }
+        }
+    }
+
+    /// The faults active now on `instance`.
+    fn active_faults(&self, instance: u32) -> impl Iterator<Item = &ActiveFault> + '_ {
+        let now = self.now;
+        self.instances[instance as usize]
+            .faults
+            .iter()
+            .map(|&f| &self.faults[f as usize])
+            .filter(move |f| f.start <= now && now < f.end)
+    }
+
+    fn crashed(&self, instance: u32) -> bool {
+        self.active_faults(instance)
+            .any(|f| matches!(f.kind, FaultKind::Crash))
+    }
+
+    fn hung(&self, instance: u32) -> bool {
+        self.active_faults(instance)
+            .any(|f| matches!(f.kind, FaultKind::Hang))
+    }
+
+    /// Whether a partition cuts proxy `p`'s caller off from `instance`.
+    fn partitioned(&self, p: u32, instance: u32) -> bool {
+        let caller = &self.proxies[p as usize].caller;
+        self.active_faults(instance)
+            .any(|f| matches!(&f.kind, FaultKind::Partition { from } if **from == **caller))
+    }
+
+    /// An error burst's answer for a request reaching `instance` now, if one hits it.
+    fn error_burst(&mut self, instance: u32) -> Option<u16> {
+        let bursts: Vec<(f64, u16)> = self
+            .active_faults(instance)
+            .filter_map(|f| match f.kind {
+                FaultKind::Errors {
+                    probability,
+                    status,
+                } => Some((probability, status)),
+                _ => None,
+            })
+            .collect();
+        bursts
+            .into_iter()
+            .find(|(p, _)| rand::Rng::gen::<f64>(&mut self.fault_rng) < *p)
+            .map(|(_, status)| status)
+    }
+
+    /// A service time with the instance's active latency and slow-start faults applied.
+    fn slowed(&mut self, instance: u32, service: proxy_engine::Nanos) -> proxy_engine::Nanos {
+        let inst = &self.instances[instance as usize];
+        if inst.faults.is_empty() {
+            return service;
+        }
+        let now = self.now;
+        let mut out = service.0 as f64;
+        let mut added = Vec::new();
+        for f in self.active_faults(instance) {
+            match &f.kind {
+                FaultKind::Latency(d) => added.push(d.clone()),
+                FaultKind::SlowStart { factor } => {
+                    let span = f.end.since(f.start).0.max(1) as f64;
+                    let done = now.since(f.start).0 as f64 / span;
+                    out *= factor - (factor - 1.0) * done.min(1.0);
+                }
+                _ => {}
+            }
+        }
+        let mut total = proxy_engine::Nanos(out as u64);
+        for d in added {
+            total = total + d.sample(&mut self.fault_rng);
+        }
+        total
+    }
+
+    /// A crash or hang begins on its instances: what they hold is reset (crash) or never
+    /// answered (hang); a crash also closes every connection to them.
+    fn fault_start(&mut self, fault: u32) {
+        let crash = matches!(self.faults[fault as usize].kind, FaultKind::Crash);
+        let targets: Vec<u32> = (0..self.instances.len() as u32)
+            .filter(|&i| self.instances[i as usize].faults.contains(&fault))
+            .collect();
+        for instance in targets {
+            let inst = &mut self.instances[instance as usize];
+            let working = std::mem::take(&mut inst.working);
+            let queued: Vec<u32> = inst.queue.drain(..).collect();
+            inst.busy = 0;
+            for job in working {
+                if crash {
+                    self.reset_reply(job);
+                }
+                if let Some(j) = self.jobs[job as usize].as_mut() {
+                    j.dead = true;
+                }
+            }
+            for job in queued {
+                if crash {
+                    self.reset_job(job);
+                } else {
+                    self.free_job(job);
+                }
+            }
+            if crash {
+                self.close_connections_to(instance);
+            }
+        }
+    }
+
+    /// Every proxy's connections to `instance` are closed by the peer.
+    fn close_connections_to(&mut self, instance: u32) {
+        for p in 0..self.proxies.len() {
+            let slot = &mut self.proxies[p];
+            let mut conns: Vec<ConnId> = slot
+                .conns
+                .iter()
+                .filter(|(_, i)| **i == instance)
+                .map(|(c, _)| *c)
+                .collect();
+            if conns.is_empty() {
+                continue;
+            }
+            conns.sort_unstable();
+            for conn in conns {
+                slot.conns.remove(&conn);
+                slot.proxy.handle_connection_closed(self.now, conn);
+            }
+            self.drain(p as u32);
+        }
+    }
+
+    /// The job's sender sees its stream reset (after one network leg); a mirrored copy is
+    /// dropped. The job itself is left to its owner.
+    fn reset_reply(&mut self, job: u32) {
+        let Some(j) = self.jobs[job as usize].as_ref() else {
+            return;
+        };
+        if let ReplyTo::Proxy { proxy, attempt } = j.reply_to {
+            let at = self.now + self.leg();
+            self.queue.push(at, Event::Reset { proxy, attempt });
+        }
+    }
+
+    /// Resets the job's sender and frees the job.
+    fn reset_job(&mut self, job: u32) {
+        self.reset_reply(job);
+        self.free_job(job);
+    }
+
+    fn free_job(&mut self, job: u32) {
+        if self.jobs[job as usize].take().is_some() {
+            self.free_jobs.push(job);
         }
     }
 
