@@ -41,7 +41,18 @@ fn library_has_the_required_scenarios() {
         .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    for required in ["basic.ron", "mm1.ron", "bench-1hop.ron"] {
+    for required in [
+        "basic.ron",
+        "mm1.ron",
+        "bench-1hop.ron",
+        "retry-storm.ron",
+        "retry-storm-budget.ron",
+        "breaker-protects.ron",
+        "outlier-ejection.ron",
+        "timeout-vs-retry.ron",
+        "rate-limit.ron",
+        "istio-circuit-breaking.ron",
+    ] {
         assert!(names.iter().any(|n| n == required), "missing {required}");
     }
 }

@@ -425,6 +425,7 @@ impl Shared {
                     conn,
                     head,
                     try_number,
+                    ..
                 } => {
                     // HTTP/1.1: take the connection for the exchange; HTTP/2: share it.
                     let sender = st.conns.get_mut(&conn).and_then(|slot| match slot {

@@ -16,10 +16,11 @@
 //!   that would exceed it, or a pending queue that is full, is an overflow (503 `UO`).
 //! * A connect failure fails every attempt pending on that host pool (Envoy purges them).
 //!
-//! **Invariants** (checked by `check` in tests): a connection's `active` count is the number of
-//! its attempts in flight; a cluster's `cx`, `pending` and `active` counters equal the sums over
-//! its connections and queues; `active ≤ max_requests` and `pending ≤ max_pending` always;
-//! `cx ≤ max(max_connections, hosts with a connection)`.
+//! **Invariants** (checked by `check` in tests): a cluster's `cx`, `pending` and `active`
+//! counters equal its connections, queued attempts and attempts on a connection (until reported
+//! finished); `active ≤ max_requests` and `pending ≤ max_pending` always;
+//! `cx ≤ max_connections + hosts with a connection` (the soft limit lets a host without a
+//! connection open one, so the cluster can exceed the limit by up to its host count).
 
 use crate::idmap::IdMap;
 use crate::mesh::ClusterId;
@@ -460,9 +461,14 @@ impl Pool {
     pub fn check(&self) -> Result<(), String> {
         let mut sums: Vec<Counts> = vec![Counts::default(); self.counts.len()];
         for c in self.conns.values() {
-            let s = &mut sums[c.cluster.0 as usize];
-            s.cx += 1;
-            s.active += c.active;
+            sums[c.cluster.0 as usize].cx += 1;
+        }
+        // An attempt stays active until it is reported finished, even if its connection was
+        // closed under it first.
+        for p in self.attempts.values() {
+            if let Loc::On(_) = p.loc {
+                sums[p.cluster.0 as usize].active += 1;
+            }
         }
         for (k, h) in &self.hosts {
             sums[(k >> 32) as usize].pending += h.pending.len() as u32;
@@ -480,7 +486,7 @@ impl Pool {
                 .iter()
                 .filter(|(k, h)| (*k >> 32) as usize == i && h.conns > 0)
                 .count() as u32;
-            if counts.cx > l.max_connections.max(hosts) {
+            if counts.cx > l.max_connections.saturating_add(hosts) {
                 return Err(format!(
                     "cluster {i}: {} connections over max {} ({hosts} hosts)",
                     counts.cx, l.max_connections

@@ -674,7 +674,7 @@ impl Proxy {
             return;
         };
         a.conn = Some(conn);
-        let req = a.req;
+        let (req, endpoint) = (a.req, a.endpoint);
         let Some(r) = self.requests.get(&req) else {
             return;
         };
@@ -683,6 +683,7 @@ impl Proxy {
             req,
             attempt,
             conn,
+            endpoint,
             head,
             try_number: r.attempts,
         });

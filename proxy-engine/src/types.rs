@@ -286,6 +286,8 @@ pub enum Action {
         attempt: AttemptId,
         /// The connection to send on.
         conn: ConnId,
+        /// The endpoint the connection goes to.
+        endpoint: EndpointId,
         /// The request head after rewrites and header operations.
         head: RequestHead,
         /// Which try this is (1 for the first); sent upstream as `x-envoy-attempt-count`.

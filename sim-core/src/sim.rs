@@ -46,6 +46,22 @@ pub fn run(
     Ok(sim.finish())
 }
 
+/// Like `run`, checking every proxy's invariants (`Proxy::check_invariants`: pool limits,
+/// ejection limits, retry accounting) after every step: the first violation is returned as an
+/// error. Slow; for tests.
+pub fn run_checked(scenario: &Scenario, seed: u64) -> Result<RunMetrics, String> {
+    let mut sim = Simulation::new(scenario, seed).map_err(|e| e.to_string())?;
+    sim.checks = Some(None);
+    sim.run(&mut |_| {});
+    match sim.checks.take().flatten() {
+        Some(violation) => Err(violation),
+        None => Ok(sim.finish()),
+    }
+}
+
+/// The least time a closed-loop user takes between an instant answer and its next request.
+const MIN_CLIENT_TURN_NS: u64 = 1_000;
+
 #[derive(Debug, Clone, Copy)]
 enum Event {
     /// An open-loop workload's next request.
@@ -192,6 +208,8 @@ struct Simulation {
     /// Draws of fault effects (error bursts, added latency): a stream of their own, so a
     /// fault never shifts the draws of traffic it does not touch.
     fault_rng: Stream,
+    /// `Some` when invariants are checked after every step, holding the first violation.
+    checks: Option<Option<String>>,
 }
 
 impl Simulation {
@@ -219,6 +237,7 @@ impl Simulation {
             mesh,
             faults: Vec::new(),
             fault_rng: stream(seed, "faults"),
+            checks: None,
         };
         sim.build_instances(s, seed);
         sim.build_workloads(s, seed);
@@ -560,6 +579,11 @@ impl Simulation {
                 Action::Complete { req, outcome } => self.complete(p, req, outcome),
             }
         }
+        if let Some(None) = &self.checks {
+            if let Err(e) = self.proxies[p as usize].proxy.check_invariants() {
+                self.checks = Some(Some(format!("proxy {p} at {:?}: {e}", self.now)));
+            }
+        }
         let slot = &mut self.proxies[p as usize];
         let want = slot.proxy.poll_timeout();
         if want != slot.armed {
@@ -605,7 +629,13 @@ impl Simulation {
                 let w = &mut self.workloads[workload as usize];
                 if let Load::Closed { think } = &w.load {
                     if !self.stopped {
-                        let pause = think.sample(&mut w.rng);
+                        // A user whose request was answered in no time (a local reply of its
+                        // own proxy) and who does not think would loop forever at one instant;
+                        // like any real client it takes at least a microsecond per request.
+                        let mut pause = think.sample(&mut w.rng);
+                        if pause.0 == 0 && latency.0 == 0 {
+                            pause = proxy_engine::Nanos(MIN_CLIENT_TURN_NS);
+                        }
                         let user = open.parent;
                         self.queue
                             .push(self.now + pause, Event::UserSend { workload, user });
