@@ -2,7 +2,9 @@
 //! predict what the real proxy does.
 //!
 //! Tolerances (issue 4) against the sampling noise of two independent runs of n ≈ 6000:
-//! success rate ≈ 0.99, sd of a difference sqrt(2·0.99·0.01/n) ≈ 0.0018, so 1 point is > 5 sd;
+//! success rate ≈ 0.995, sd of a difference sqrt(2·0.995·0.005/n) ≈ 0.0013, so 1 point is > 7 sd;
+//! attempts per request ≈ 1.078 (sd of one try count ≈ 0.31), sd of a difference
+//! sqrt(2·0.31²/n) ≈ 0.006, so 10 % (0.108) is > 15 sd;
 //! split share 0.2, sd of a difference sqrt(2·0.16/n) ≈ 0.0073, so 3 points is ≈ 4 sd; median
 //! latency within 20 % leaves room for what the simulation does not model: loopback and proxy
 //! hops (~0.3 ms) and the load generator's connections (64, each one request at a time, so a
@@ -39,6 +41,20 @@ async fn simulation_predicts_the_live_proxy() {
     let (sr_sim, sr_live) = (rate(&sim), rate(&live));
     let (v2_sim, v2_live) = (share(&sim, "reviews/v2"), share(&live, "reviews/v2"));
     let (p50_sim, p50_live) = (p50(&sim), p50(&live));
+    // Tries per request at the client proxy's route (the load generator sees only answers).
+    let tries = |m: &proxy_engine::metrics::RunMetrics| {
+        m.routes
+            .iter()
+            .find(|(n, _)| n == "reviews/canary")
+            .map_or(0.0, |(_, s)| s.amplification())
+    };
+    let (tries_sim, tries_live) = (tries(&sim), tries(&live));
+    println!("fidelity: attempts per request sim {tries_sim:.4} live {tries_live:.4}");
+    assert!(tries_sim > 1.05, "retries happen: {tries_sim}");
+    assert!(
+        (tries_live / tries_sim - 1.0).abs() <= 0.10,
+        "attempts per request sim {tries_sim} live {tries_live}"
+    );
     println!(
         "fidelity: requests sim {} live {}; success sim {sr_sim:.4} live {sr_live:.4}; \
          v2 share sim {v2_sim:.4} live {v2_live:.4}; p50 ms sim {p50_sim:.3} live {p50_live:.3}",
