@@ -227,11 +227,11 @@ async fn local_rate_limit_answers_429() {
         "limited requests never reach the upstream"
     );
     // Every try carries Envoy's attempt count.
-    let seen = upstream.seen.lock().expect("lock");
-    assert!(seen.iter().all(|(_, _, h)| h
-        .iter()
-        .any(|(k, v)| k == "x-envoy-attempt-count" && v == "1")));
-    drop(seen);
+    let all_first_tries = upstream.seen.lock().expect("lock").iter().all(|(_, _, h)| {
+        h.iter()
+            .any(|(k, v)| k == "x-envoy-attempt-count" && v == "1")
+    });
+    assert!(all_first_tries);
     let m = handle.snapshot().finish();
     assert_eq!(m.totals.flags().collect::<Vec<_>>(), vec![("RL", 7)]);
     listener.shutdown().await;
