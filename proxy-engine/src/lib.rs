@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod rewrite;
 pub mod time;
+pub mod timers;
 pub mod types;
 
 pub use config::MeshConfig;

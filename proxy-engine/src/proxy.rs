@@ -40,14 +40,14 @@ use crate::ratelimit::TokenBucket;
 use crate::registry::EndpointId;
 use crate::rewrite::{forwarded_head, redirect_location};
 use crate::time::{Nanos, Time};
+use crate::timers::Timers;
 use crate::types::{
     Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, EngineEvent, Outcome, RequestHead,
     RequestId, ResponseFlags, ResponseHead,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Salt of the mirror stream's seed.
@@ -138,6 +138,9 @@ struct Request {
     retry_held: bool,
     /// Waiting for a backoff timer.
     backing_off: bool,
+    /// When the route timeout fires (drivers may reuse a finished request's id, so a timer
+    /// checks that it is this request's).
+    deadline: Option<Time>,
 }
 
 /// An attempt in flight.
@@ -205,7 +208,7 @@ pub struct Proxy {
     bucket: Option<TokenBucket>,
     /// Per-route buckets (indexed by `RouteId`), created on first use.
     route_buckets: Vec<Option<TokenBucket>>,
-    timers: BinaryHeap<Reverse<(Time, Timer)>>,
+    timers: Timers<Timer>,
     next_attempt: u64,
     actions: VecDeque<Action>,
 }
@@ -230,7 +233,7 @@ impl Proxy {
             outliers: Vec::new(),
             bucket: None,
             route_buckets: Vec::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             next_attempt: 0,
             actions: VecDeque::new(),
         };
@@ -315,8 +318,7 @@ impl Proxy {
             .collect();
         for (i, d) in self.outliers.iter().enumerate() {
             if let Some(at) = d.as_ref().and_then(Detector::next_tick) {
-                self.timers
-                    .push(Reverse((at, Timer::Outlier(ClusterId(i as u32)))));
+                self.timers.at(at, Timer::Outlier(ClusterId(i as u32)));
             }
         }
         let now = self.now;
@@ -374,6 +376,7 @@ impl Proxy {
                 tried: Vec::new(),
                 retry_held: false,
                 backing_off: false,
+                deadline: None,
             },
         );
         let Some((route, _)) = matched else {
@@ -399,7 +402,7 @@ impl Proxy {
                     r.flags |= ResponseFlags::DELAY_INJECTED;
                     r.delayed = Some(abort);
                 }
-                self.timers.push(Reverse((now + d, Timer::FaultDelay(req))));
+                self.timers.after(now, d, Timer::FaultDelay(req));
             }
             (None, Some(status)) => {
                 self.local_reply(req, status, ResponseFlags::FAULT_INJECTED, Vec::new(), None)
@@ -516,8 +519,10 @@ impl Proxy {
         }
         // The route timeout starts once the request is routed: fault delays do not count.
         if let Some(t) = route.timeout {
-            self.timers
-                .push(Reverse((self.now + t, Timer::RouteTimeout(req))));
+            self.timers.after(self.now, t, Timer::RouteTimeout(req));
+            if let Some(r) = self.requests.get_mut(&req) {
+                r.deadline = Some(self.now + t);
+            }
         }
         match endpoint {
             Some(endpoint) => self.start_attempt(req, cluster, endpoint),
@@ -617,8 +622,7 @@ impl Proxy {
             per_try = r.retry.as_ref().and_then(|p| p.per_try_timeout);
         }
         if let Some(t) = per_try {
-            self.timers
-                .push(Reverse((self.now + t, Timer::PerTry(attempt))));
+            self.timers.after(self.now, t, Timer::PerTry(attempt));
         }
         self.pool.place(cluster, endpoint, attempt);
         self.pool_events();
@@ -637,7 +641,7 @@ impl Proxy {
                     self.conns.insert(conn, (cluster, endpoint));
                     let timeout = self.config.cluster(cluster).limits.connect_timeout;
                     self.timers
-                        .push(Reverse((self.now + timeout, Timer::ConnectTimeout(conn))));
+                        .after(self.now, timeout, Timer::ConnectTimeout(conn));
                     self.actions.push_back(Action::Connect {
                         conn,
                         endpoint,
@@ -720,7 +724,7 @@ impl Proxy {
         let (change, armed) = d.record(self.now, i, status);
         if armed {
             if let Some(at) = d.next_tick() {
-                self.timers.push(Reverse((at, Timer::Outlier(cluster))));
+                self.timers.at(at, Timer::Outlier(cluster));
             }
         }
         if let Some(change) = change {
@@ -813,8 +817,7 @@ impl Proxy {
         let interval = r.interval;
         r.interval = policy.next_interval(interval);
         let delay = Nanos(self.retry_rng.gen_range(0..interval.0.max(1)));
-        self.timers
-            .push(Reverse((self.now + delay, Timer::Backoff(req))));
+        self.timers.at(self.now + delay, Timer::Backoff(req));
         self.actions
             .push_back(Action::Event(EngineEvent::Retry { cluster }));
         Verdict::Retry
@@ -988,7 +991,7 @@ impl Proxy {
         };
         if let Some(served) = self.pool.idle_served(conn) {
             self.timers
-                .push(Reverse((self.now + idle, Timer::IdleTimeout(conn, served))));
+                .after(self.now, idle, Timer::IdleTimeout(conn, served));
         }
     }
 
@@ -1022,11 +1025,7 @@ impl Proxy {
     /// A timer armed at `poll_timeout` fired: everything due runs, in time order.
     pub fn handle_timeout(&mut self, now: Time) {
         self.advance(now);
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, timer)) = self.timers.pop_due(now) {
             self.fire(at, timer);
         }
     }
@@ -1045,7 +1044,15 @@ impl Proxy {
                     None => self.dispatch(req),
                 }
             }
-            Timer::RouteTimeout(req) => self.route_timeout(req),
+            Timer::RouteTimeout(req) => {
+                if self
+                    .requests
+                    .get(&req)
+                    .is_some_and(|r| r.deadline == Some(at))
+                {
+                    self.route_timeout(req);
+                }
+            }
             Timer::Backoff(req) => self.retry_now(req),
             Timer::PerTry(attempt) => {
                 let waiting = self.attempts.get(&attempt).is_some_and(|a| {
@@ -1083,7 +1090,7 @@ impl Proxy {
                 };
                 let changes = d.tick(at);
                 if let Some(next) = d.next_tick() {
-                    self.timers.push(Reverse((next, Timer::Outlier(cluster))));
+                    self.timers.at(next, Timer::Outlier(cluster));
                 }
                 for change in changes {
                     self.outlier_event(cluster, change);
@@ -1121,9 +1128,20 @@ impl Proxy {
         self.actions.pop_front()
     }
 
-    /// When the driver must call `handle_timeout` next, if ever.
-    pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+    /// When the driver must call `handle_timeout` next, if ever. Timers that no longer
+    /// matter (their request, attempt or connection is gone) are dropped first, so they cause
+    /// no wake-up.
+    pub fn poll_timeout(&mut self) -> Option<Time> {
+        let (requests, attempts, pool) = (&self.requests, &self.attempts, &self.pool);
+        self.timers.prune(|t| match *t {
+            Timer::FaultDelay(req) => requests.get(&req).is_none_or(|r| r.delayed.is_none()),
+            Timer::RouteTimeout(req) => requests.get(&req).is_none_or(|r| r.deadline.is_none()),
+            Timer::Backoff(req) => requests.get(&req).is_none_or(|r| !r.backing_off),
+            Timer::PerTry(attempt) => !attempts.contains_key(&attempt),
+            Timer::ConnectTimeout(conn) => !pool.is_connecting(conn),
+            Timer::IdleTimeout(..) | Timer::Outlier(_) => false,
+        });
+        self.timers.peek().map(|(at, _)| at)
     }
 
     /// Answers `req` locally, then completes it.
