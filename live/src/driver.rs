@@ -432,6 +432,14 @@ impl Shared {
                         Some(s) => s.share().or_else(|| slot.take()),
                         None => None,
                     });
+                    if sender.as_ref().is_some_and(Sender::is_closed) {
+                        // The upstream closed this idle connection: the engine places the
+                        // attempt again (Envoy's pool drops such connections when they close).
+                        st.conns.remove(&conn);
+                        let now = self.clock.now();
+                        st.engine.handle_connection_stale(now, conn, attempt);
+                        continue;
+                    }
                     let count = [("x-envoy-attempt-count", try_number.to_string())];
                     match (sender, outgoing(st, req, &head, &count)) {
                         (Some(sender), Some(request)) => {

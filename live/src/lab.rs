@@ -10,8 +10,8 @@ use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
 use proxy_engine::metrics::{Recorder, RunMetrics};
-use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, ProxyRole, Registry};
-use sim_core::scenario::{Scenario, Workload};
+use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, ProxyRole, Registry, Time};
+use sim_core::scenario::{FaultKind, Scenario, Workload};
 use sim_core::workload::Mix;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,10 +36,12 @@ pub enum LabError {
 /// The scenario's services running live, each instance with its sidecar.
 pub struct Services {
     /// The instances, in the simulator's order.
-    pub instances: Vec<Instance>,
+    pub instances: Vec<Arc<Instance>>,
     sidecars: Vec<(ProxyHandle, Listener)>,
     /// The compiled mesh over the live endpoints.
     pub mesh: Arc<CompiledMesh>,
+    /// Tasks that crash and restart instances on schedule.
+    crashes: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn driver_options(name: &str, seed: u64, s: &Scenario) -> DriverOptions {
@@ -53,17 +55,31 @@ fn driver_options(name: &str, seed: u64, s: &Scenario) -> DriverOptions {
     }
 }
 
-/// Starts every instance of `s` and its sidecar on loopback.
+/// Starts every instance of `s` and its sidecar on loopback; the scenario's faults are timed
+/// from now (crashes by a task that kills and restarts the instance). Partitions are
+/// simulation-only.
 pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabError> {
+    if let Some(i) = s
+        .faults
+        .iter()
+        .position(|f| matches!(f.kind, FaultKind::Partition { .. }))
+    {
+        return Err(LabError::Unsupported(format!(
+            "faults[{i}]: network partitions are simulation-only for now (live mode runs              errors, latency, crash, hang and slow-start faults)"
+        )));
+    }
+    let epoch = std::time::Instant::now();
     let mut instances = Vec::new();
     let mut endpoints: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
+    let mut faults = sim_core::model::instance_faults(s).into_iter();
     for spec in sim_core::model::instances(s) {
         let model = InstanceModel {
             name: spec.name(),
             version: spec.model.clone(),
             steps: sim_core::model::call_steps(s, spec.service),
+            faults: faults.next().unwrap_or_default(),
         };
-        let inst = Instance::start(model, seed).await?;
+        let inst = Instance::start(model, seed, epoch).await?;
         endpoints.entry(spec.service).or_default().push(Endpoint {
             addr: EndpointAddr::Socket(inst.addr),
             labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
@@ -86,11 +102,36 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         inst.set_sidecar(listener.addr);
         sidecars.push((handle, listener));
     }
+    let instances: Vec<Arc<Instance>> = instances.into_iter().map(Arc::new).collect();
+    let crashes = instances
+        .iter()
+        .flat_map(|inst| {
+            inst.faults()
+                .iter()
+                .filter(|f| matches!(f.kind, FaultKind::Crash))
+                .map(|f| crash(inst.clone(), epoch, f.start, f.end))
+                .collect::<Vec<_>>()
+        })
+        .map(tokio::spawn)
+        .collect();
     Ok(Services {
         instances,
         sidecars,
         mesh,
+        crashes,
     })
+}
+
+/// Kills `inst` at `start` and restarts it at `end` (times from `epoch`).
+async fn crash(inst: Arc<Instance>, epoch: std::time::Instant, start: Time, end: Time) {
+    tokio::time::sleep_until((epoch + Duration::from_nanos(start.0)).into()).await;
+    inst.kill();
+    if end.0 == u64::MAX {
+        return;
+    }
+    tokio::time::sleep_until((epoch + Duration::from_nanos(end.0)).into()).await;
+    // The port was just freed; if rebinding fails the instance stays down (and is counted so).
+    let _ = inst.restart().await;
 }
 
 impl Services {
@@ -103,8 +144,14 @@ impl Services {
 
     /// Stops the sidecars (gracefully) and the instances.
     pub async fn stop(self) {
+        for c in &self.crashes {
+            c.abort();
+        }
         for (_, l) in self.sidecars {
             l.shutdown().await;
+        }
+        for inst in &self.instances {
+            inst.kill();
         }
         drop(self.instances);
     }

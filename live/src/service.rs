@@ -4,7 +4,10 @@
 //! call an HTTP request to the instance's sidecar listener, incoming headers propagated), the
 //! service-time distribution as a real sleep, and the status rule of
 //! `sim_core::model::handler_status`. Each instance draws from the same named stream as in the
-//! simulator (`instance/<service>/<version>/<index>`).
+//! simulator (`instance/<service>/<version>/<index>`). Scenario faults apply through the same
+//! model functions as in the simulator (`sim_core::model::error_burst`, `slowed`), timed from
+//! the run's start: an error burst answers at once, a hang never answers, a crash (driven by
+//! the lab, `kill` then `restart`) refuses connections and resets what was open.
 
 use crate::http_util::{self, Body};
 use crate::upstream::{self, Sender};
@@ -14,8 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use sim_core::model::{self, FaultWindow};
 use sim_core::rng::{stream, Stream};
-use sim_core::scenario::{Call, Version};
+use sim_core::scenario::{Call, FaultKind, Version};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +36,8 @@ pub struct InstanceModel {
     pub version: Version,
     /// Outbound call steps.
     pub steps: Vec<Vec<Call>>,
+    /// Faults that target this instance.
+    pub faults: Vec<FaultWindow>,
 }
 
 struct State {
@@ -41,6 +47,9 @@ struct State {
     rng: Mutex<Stream>,
     sidecar: OnceLock<SocketAddr>,
     idle: Mutex<Vec<Sender>>,
+    /// Time zero of the run (faults are timed from it).
+    epoch: std::time::Instant,
+    fault_rng: Mutex<Stream>,
 }
 
 /// A running instance.
@@ -48,13 +57,17 @@ pub struct Instance {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Instance {
-    /// Binds a loopback port and starts serving. Outbound calls go to the sidecar set with
-    /// `set_sidecar` (calls made before that fail with 503).
-    pub async fn start(model: InstanceModel, seed: u64) -> std::io::Result<Instance> {
+    /// Binds a loopback port and starts serving; faults are timed from `epoch`. Outbound
+    /// calls go to the sidecar set with `set_sidecar` (calls made before that fail with 503).
+    pub async fn start(
+        model: InstanceModel,
+        seed: u64,
+        epoch: std::time::Instant,
+    ) -> std::io::Result<Instance> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
@@ -63,10 +76,26 @@ impl Instance {
             rng: Mutex::new(stream(seed, &format!("instance/{}", model.name))),
             sidecar: OnceLock::new(),
             idle: Mutex::new(Vec::new()),
+            epoch,
+            fault_rng: Mutex::new(stream(seed, &format!("faults/{}", model.name))),
             model,
         });
         let task = tokio::spawn(accept(listener, state.clone()));
-        Ok(Instance { addr, state, task })
+        Ok(Instance {
+            addr,
+            state,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Restarts a killed instance on the same address (its queue and workers start empty).
+    pub async fn restart(&self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        let task = tokio::spawn(accept(listener, self.state.clone()));
+        if let Some(old) = lock(&self.task).replace(task) {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// Where the instance's outbound calls go.
@@ -82,14 +111,25 @@ impl Instance {
     /// Crashes the instance: the listener closes (new connections are refused) and every open
     /// connection is dropped mid-request (resets).
     pub fn kill(&self) {
-        self.task.abort();
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+
+    /// The faults that target this instance.
+    pub fn faults(&self) -> &[FaultWindow] {
+        &self.state.model.faults
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn accept(listener: TcpListener, state: Arc<State>) {
@@ -112,6 +152,17 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
     let (parts, body) = req.into_parts();
     let _ = body.collect().await;
     let v = &state.model.version;
+    let faults = &state.model.faults;
+    let now = proxy_engine::Time(state.epoch.elapsed().as_nanos() as u64);
+    if !faults.is_empty() {
+        if model::has_active(faults, now, |k| matches!(k, FaultKind::Hang)) {
+            // Accepted, never answered: the caller's timeouts decide.
+            std::future::pending::<()>().await;
+        }
+        if let Some(status) = model::error_burst(faults, now, &mut *lock(&state.fault_rng)) {
+            return Ok(status_only(status));
+        }
+    }
     // Admission: a free worker, or a place in the bounded queue, or 503 at once.
     if state.workers.available_permits() == 0
         && state.waiting.load(Ordering::Relaxed) >= v.queue as usize
@@ -136,6 +187,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             Err(p) => p.into_inner(),
         };
         let service = v.latency.sample(&mut *rng);
+        let service = if faults.is_empty() {
+            service
+        } else {
+            let now = proxy_engine::Time(state.epoch.elapsed().as_nanos() as u64);
+            model::slowed(faults, now, service, &mut *lock(&state.fault_rng))
+        };
         (
             service,
             sim_core::model::handler_status(failed, v, &mut *rng),

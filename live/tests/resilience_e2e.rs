@@ -236,3 +236,44 @@ async fn local_rate_limit_answers_429() {
     assert_eq!(m.totals.flags().collect::<Vec<_>>(), vec![("RL", 7)]);
     listener.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_faults_apply_live() {
+    // Round robin over two instances, retries off. Instance 0 answers 503 for the first 400 ms;
+    // instance 1 is down from 600 ms to 1 s (refused: 503 UF), then restarted.
+    let (services, client, listener, _) = lab(
+        r#"Scenario(duration: "1s", services: {
+            "api": Service(versions: {"v1": (instances: 2, workers: 8, latency: Constant("1ms"))}),
+        }, mesh: Mesh(
+            virtual_services: [VirtualService(hosts: ["api"], http: [
+                HttpRoute(route: [(destination: (host: "api"))], retries: (attempts: 0))])],
+            destination_rules: [DestinationRule(host: "api", traffic_policy: (load_balancer: (simple: ROUND_ROBIN)))],
+        ),
+        faults: [
+            (target: (service: "api", instance: 0), length: "400ms", kind: Errors(probability: 1.0, status: 503)),
+            (target: (service: "api", instance: 1), start: "600ms", length: "400ms", kind: Crash),
+        ],
+        workload: [OpenLoop(host: "api", rate: 1)])"#,
+    )
+    .await;
+    let start = Instant::now();
+    let burst = |n| async move {
+        let mut failed = 0;
+        for _ in 0..n {
+            if get(listener.addr, "api", "/", &[]).await.status != 200 {
+                failed += 1;
+            }
+        }
+        failed
+    };
+    assert_eq!(burst(10).await, 5, "error burst on one of two instances");
+    tokio::time::sleep_until((start + Duration::from_millis(750)).into()).await;
+    assert_eq!(burst(10).await, 5, "one of two instances is down");
+    tokio::time::sleep_until((start + Duration::from_millis(1300)).into()).await;
+    assert_eq!(burst(10).await, 0, "both healthy again");
+    let m = client.snapshot().finish();
+    let flags: Vec<(&str, u64)> = m.totals.flags().collect();
+    assert_eq!(flags, vec![("UF", 5)], "the crash refused connections");
+    listener.shutdown().await;
+    services.stop().await;
+}

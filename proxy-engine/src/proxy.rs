@@ -906,6 +906,23 @@ impl Proxy {
         self.pool_events();
     }
 
+    /// The connection `attempt` was sent on turned out to be closed before any byte of the
+    /// request went out (an idle keep-alive connection the upstream had closed): the connection
+    /// is forgotten and the attempt placed again, as if the pool had seen the close first. Not a
+    /// try of its own, not a failure.
+    pub fn handle_connection_stale(&mut self, now: Time, conn: ConnId, attempt: AttemptId) {
+        self.advance(now);
+        self.conns.remove(&conn);
+        self.pool.closed(conn);
+        self.pool.finished(attempt, false);
+        if let Some(a) = self.attempts.get_mut(&attempt) {
+            a.conn = None;
+            let (cluster, endpoint) = (a.cluster, a.endpoint);
+            self.pool.place(cluster, endpoint, attempt);
+        }
+        self.pool_events();
+    }
+
     /// The response head for `attempt` arrived. A status the retry policy retries (with
     /// retries and retry budget left) is discarded and a retry scheduled; otherwise the
     /// response is streamed downstream at once.

@@ -2,8 +2,9 @@
 //! (services by name, versions by name, then instance index) shared by the registry the engine
 //! sees and the simulator's instance table.
 
-use crate::scenario::{CallStep, Scenario, Version};
+use crate::scenario::{CallStep, FaultKind, Scenario, Version};
 use proxy_engine::{Endpoint, EndpointAddr, Registry};
+use proxy_engine::{Nanos, Time};
 use rand::Rng;
 use std::collections::BTreeMap;
 
@@ -92,4 +93,90 @@ pub fn call_steps(s: &Scenario, service: &str) -> Vec<Vec<crate::scenario::Call>
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A fault as one instance sees it: its window and what goes wrong. Shared by the simulator
+/// and live modeled services, so both apply faults the same way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultWindow {
+    /// Start, from the run's start.
+    pub start: Time,
+    /// End (exclusive); `Time(u64::MAX)` when it lasts to the end.
+    pub end: Time,
+    /// What goes wrong.
+    pub kind: FaultKind,
+}
+
+impl FaultWindow {
+    /// Whether the fault is in force at `now`.
+    pub fn active(&self, now: Time) -> bool {
+        self.start <= now && now < self.end
+    }
+}
+
+/// The faults of every instance, indexed like `instances`.
+pub fn instance_faults(s: &Scenario) -> Vec<Vec<FaultWindow>> {
+    let specs = instances(s);
+    let mut out = vec![Vec::new(); specs.len()];
+    for f in &s.faults {
+        let start = Time(f.start.0);
+        let window = FaultWindow {
+            start,
+            end: f.length.map_or(Time(u64::MAX), |l| start + l),
+            kind: f.kind.clone(),
+        };
+        let t = &f.target;
+        let mut nth = 0u32;
+        for (idx, spec) in specs.iter().enumerate() {
+            if spec.service != t.service || t.version.as_deref().is_some_and(|v| v != spec.version)
+            {
+                continue;
+            }
+            // Index within the version, or within the service in version order.
+            let index = if t.version.is_some() { spec.index } else { nth };
+            nth += 1;
+            if t.instance.is_none_or(|n| n == index) {
+                out[idx].push(window.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The status an error burst answers a request with at `now`, if one hits it.
+pub fn error_burst(faults: &[FaultWindow], now: Time, rng: &mut impl Rng) -> Option<u16> {
+    faults
+        .iter()
+        .filter(|f| f.active(now))
+        .find_map(|f| match f.kind {
+            FaultKind::Errors {
+                probability,
+                status,
+            } => (rng.gen::<f64>() < probability).then_some(status),
+            _ => None,
+        })
+}
+
+/// A service time with the active latency and slow-start faults applied: slow start multiplies
+/// it by a factor falling linearly from `factor` to 1 over the fault, added latency is drawn
+/// and added.
+pub fn slowed(faults: &[FaultWindow], now: Time, service: Nanos, rng: &mut impl Rng) -> Nanos {
+    let mut out = service;
+    for f in faults.iter().filter(|f| f.active(now)) {
+        match &f.kind {
+            FaultKind::SlowStart { factor } => {
+                let span = f.end.since(f.start).0.max(1) as f64;
+                let done = (now.since(f.start).0 as f64 / span).min(1.0);
+                out = Nanos((out.0 as f64 * (factor - (factor - 1.0) * done)) as u64);
+            }
+            FaultKind::Latency(d) => out = out + d.sample(rng),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether a fault of this kind is active at `now`.
+pub fn has_active(faults: &[FaultWindow], now: Time, kind: impl Fn(&FaultKind) -> bool) -> bool {
+    faults.iter().any(|f| f.active(now) && kind(&f.kind))
 }

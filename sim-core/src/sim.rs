@@ -84,8 +84,8 @@ enum Event {
     ConnectFailed { proxy: u32, conn: ConnId },
     /// An attempt's stream was reset by the instance (it crashed).
     Reset { proxy: u32, attempt: AttemptId },
-    /// A crash or hang fault begins.
-    FaultStart { fault: u32 },
+    /// A crash (or hang) fault begins on an instance.
+    FaultStart { instance: u32, crash: bool },
     /// A proxy's timer fires.
     Timer { proxy: u32, at: Time },
 }
@@ -134,15 +134,8 @@ struct Instance {
     /// Jobs holding a worker.
     working: Vec<u32>,
     rng: Stream,
-    /// Faults that target it (indices into `Simulation::faults`).
-    faults: Vec<u32>,
-}
-
-/// A scenario fault, resolved: its window and the callers a partition cuts off.
-struct ActiveFault {
-    start: Time,
-    end: Time,
-    kind: FaultKind,
+    /// Faults that target it.
+    faults: Vec<model::FaultWindow>,
 }
 
 /// Where an instance's answer goes.
@@ -204,7 +197,6 @@ struct Simulation {
     mirror_net_rng: Stream,
     next_req: u64,
     metrics: Recorder,
-    faults: Vec<ActiveFault>,
     /// Draws of fault effects (error bursts, added latency): a stream of their own, so a
     /// fault never shifts the draws of traffic it does not touch.
     fault_rng: Stream,
@@ -235,7 +227,6 @@ impl Simulation {
             next_req: 0,
             metrics: Recorder::new(mesh.clone(), s.window),
             mesh,
-            faults: Vec::new(),
             fault_rng: stream(seed, "faults"),
             checks: None,
         };
@@ -445,7 +436,7 @@ impl Simulation {
                 p.handle_attempt_end(self.now, attempt, AttemptEnd::Reset);
                 self.drain(proxy);
             }
-            Event::FaultStart { fault } => self.fault_start(fault),
+            Event::FaultStart { instance, crash } => self.fault_start(instance, crash),
             Event::Timer { proxy, at } => {
                 let slot = &mut self.proxies[proxy as usize];
                 if slot.armed == Some(at) {
@@ -788,144 +779,84 @@ impl Simulation {
         }
     }
 
-    /// Resolves the scenario's faults to their instances and schedules the starts of crashes
-    /// and hangs.
+    /// Gives every instance its faults and schedules the starts of crashes and hangs.
     fn build_faults(&mut self, s: &Scenario) {
-        let specs = model::instances(s);
-        for (i, f) in s.faults.iter().enumerate() {
-            let start = Time(f.start.0);
-            let end = f.length.map_or(Time(u64::MAX), |l| start + l);
-            self.faults.push(ActiveFault {
-                start,
-                end,
-                kind: f.kind.clone(),
-            });
-            let t = &f.target;
-            let mut nth = 0u32;
-            for (idx, spec) in specs.iter().enumerate() {
-                if spec.service != t.service {
-                    continue;
+        for (i, faults) in model::instance_faults(s).into_iter().enumerate() {
+            for f in &faults {
+                let crash = matches!(f.kind, FaultKind::Crash);
+                if (crash || matches!(f.kind, FaultKind::Hang)) && f.start <= self.deadline {
+                    let instance = i as u32;
+                    self.queue
+                        .push(f.start, Event::FaultStart { instance, crash });
                 }
-                if t.version.as_deref().is_some_and(|v| v != spec.version) {
-                    continue;
-                }
-                // Index within the version, or within the service in version order.
-                let index = if t.version.is_some() { spec.index } else { nth };
-                nth += 1;
-                if t.instance.is_some_and(|n| n != index) {
-                    continue;
-                }
-                self.instances[idx].faults.push(i as u32);
             }
-            if matches!(f.kind, FaultKind::Crash | FaultKind::Hang) && start <= self.deadline {
-                self.queue
-                    .push(start, Event::FaultStart { fault: i as u32 });
-            }
+            self.instances[i].faults = faults;
         }
     }
 
-    /// The faults active now on `instance`.
-    fn active_faults(&self, instance: u32) -> impl Iterator<Item = &ActiveFault> + '_ {
-        let now = self.now;
-        self.instances[instance as usize]
-            .faults
-            .iter()
-            .map(|&f| &self.faults[f as usize])
-            .filter(move |f| f.start <= now && now < f.end)
-    }
-
     fn crashed(&self, instance: u32) -> bool {
-        self.active_faults(instance)
-            .any(|f| matches!(f.kind, FaultKind::Crash))
+        let faults = &self.instances[instance as usize].faults;
+        model::has_active(faults, self.now, |k| matches!(k, FaultKind::Crash))
     }
 
     fn hung(&self, instance: u32) -> bool {
-        self.active_faults(instance)
-            .any(|f| matches!(f.kind, FaultKind::Hang))
+        let faults = &self.instances[instance as usize].faults;
+        model::has_active(faults, self.now, |k| matches!(k, FaultKind::Hang))
     }
 
     /// Whether a partition cuts proxy `p`'s caller off from `instance`.
     fn partitioned(&self, p: u32, instance: u32) -> bool {
         let caller = &self.proxies[p as usize].caller;
-        self.active_faults(instance)
-            .any(|f| matches!(&f.kind, FaultKind::Partition { from } if **from == **caller))
+        let faults = &self.instances[instance as usize].faults;
+        model::has_active(
+            faults,
+            self.now,
+            |k| matches!(k, FaultKind::Partition { from } if **from == **caller),
+        )
     }
 
     /// An error burst's answer for a request reaching `instance` now, if one hits it.
     fn error_burst(&mut self, instance: u32) -> Option<u16> {
-        let bursts: Vec<(f64, u16)> = self
-            .active_faults(instance)
-            .filter_map(|f| match f.kind {
-                FaultKind::Errors {
-                    probability,
-                    status,
-                } => Some((probability, status)),
-                _ => None,
-            })
-            .collect();
-        bursts
-            .into_iter()
-            .find(|(p, _)| rand::Rng::gen::<f64>(&mut self.fault_rng) < *p)
-            .map(|(_, status)| status)
+        let faults = &self.instances[instance as usize].faults;
+        if faults.is_empty() {
+            return None;
+        }
+        model::error_burst(faults, self.now, &mut self.fault_rng)
     }
 
     /// A service time with the instance's active latency and slow-start faults applied.
     fn slowed(&mut self, instance: u32, service: proxy_engine::Nanos) -> proxy_engine::Nanos {
-        let inst = &self.instances[instance as usize];
-        if inst.faults.is_empty() {
+        let faults = &self.instances[instance as usize].faults;
+        if faults.is_empty() {
             return service;
         }
-        let now = self.now;
-        let mut out = service.0 as f64;
-        let mut added = Vec::new();
-        for f in self.active_faults(instance) {
-            match &f.kind {
-                FaultKind::Latency(d) => added.push(d.clone()),
-                FaultKind::SlowStart { factor } => {
-                    let span = f.end.since(f.start).0.max(1) as f64;
-                    let done = now.since(f.start).0 as f64 / span;
-                    out *= factor - (factor - 1.0) * done.min(1.0);
-                }
-                _ => {}
-            }
-        }
-        let mut total = proxy_engine::Nanos(out as u64);
-        for d in added {
-            total = total + d.sample(&mut self.fault_rng);
-        }
-        total
+        model::slowed(faults, self.now, service, &mut self.fault_rng)
     }
 
-    /// A crash or hang begins on its instances: what they hold is reset (crash) or never
-    /// answered (hang); a crash also closes every connection to them.
-    fn fault_start(&mut self, fault: u32) {
-        let crash = matches!(self.faults[fault as usize].kind, FaultKind::Crash);
-        let targets: Vec<u32> = (0..self.instances.len() as u32)
-            .filter(|&i| self.instances[i as usize].faults.contains(&fault))
-            .collect();
-        for instance in targets {
-            let inst = &mut self.instances[instance as usize];
-            let working = std::mem::take(&mut inst.working);
-            let queued: Vec<u32> = inst.queue.drain(..).collect();
-            inst.busy = 0;
-            for job in working {
-                if crash {
-                    self.reset_reply(job);
-                }
-                if let Some(j) = self.jobs[job as usize].as_mut() {
-                    j.dead = true;
-                }
-            }
-            for job in queued {
-                if crash {
-                    self.reset_job(job);
-                } else {
-                    self.free_job(job);
-                }
-            }
+    /// A crash or hang begins on `instance`: what it holds is reset (crash) or never answered
+    /// (hang); a crash also closes every connection to it.
+    fn fault_start(&mut self, instance: u32, crash: bool) {
+        let inst = &mut self.instances[instance as usize];
+        let working = std::mem::take(&mut inst.working);
+        let queued: Vec<u32> = inst.queue.drain(..).collect();
+        inst.busy = 0;
+        for job in working {
             if crash {
-                self.close_connections_to(instance);
+                self.reset_reply(job);
             }
+            if let Some(j) = self.jobs[job as usize].as_mut() {
+                j.dead = true;
+            }
+        }
+        for job in queued {
+            if crash {
+                self.reset_job(job);
+            } else {
+                self.free_job(job);
+            }
+        }
+        if crash {
+            self.close_connections_to(instance);
         }
     }
 
