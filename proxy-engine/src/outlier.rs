@@ -244,6 +244,20 @@ mod tests {
     }
 
     #[test]
+    fn below_min_health_the_cluster_panics() {
+        let mut s = spec();
+        s.max_ejection_percent = 100;
+        s.min_health_percent = 60;
+        let mut d = Detector::new(s, 2);
+        assert!(!d.panic());
+        for _ in 0..5 {
+            d.record(Time(1), 0, 500);
+        }
+        assert_eq!(d.ejected(), 1);
+        assert!(d.panic(), "50 % healthy < 60 %: the balancer ignores ejections");
+    }
+
+    #[test]
     fn ejection_time_grows_with_repeat_ejections() {
         let mut s = spec();
         s.max_ejection_percent = 100;

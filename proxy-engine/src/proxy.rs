@@ -1399,6 +1399,25 @@ mod tests {
     }
 
     #[test]
+    fn explicit_idle_timeout_closes_idle_connections() {
+        let mut p = proxy(1);
+        let mut mesh = (**p.config()).clone();
+        mesh.clusters[0].limits.idle_timeout = Some(Nanos::from_secs(1));
+        p.apply_config(Time(0), Arc::new(mesh));
+        let (_, _, opened) = round_trip(&mut p, 0, 200);
+        assert!(opened);
+        assert_eq!(p.open_connections(), 1, "idle, kept");
+        let at = p.poll_timeout().expect("idle timer");
+        assert_eq!(at, Time(0) + Nanos::from_secs(1));
+        p.handle_timeout(at);
+        assert!(matches!(
+            drain(&mut p).as_slice(),
+            [Action::CloseConnection { .. }]
+        ));
+        assert_eq!(p.open_connections(), 0);
+    }
+
+    #[test]
     fn downstream_cancel_completes_once_with_dc() {
         let mut p = proxy(1);
         let (_, _, _) = round_trip(&mut p, 0, 200);
