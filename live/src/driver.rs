@@ -322,7 +322,11 @@ impl Shared {
                 };
                 let mut st = self.lock();
                 self.answered(&mut st, attempt, conn, sender, result);
-                self.drain(&mut st)
+                let work = self.drain(&mut st);
+                // A response the engine did not forward (a retriable status it retried) is
+                // dropped here; a forwarded one was taken by the drain.
+                st.answers.remove(&attempt);
+                work
             }
             Work::Mirror {
                 endpoint,

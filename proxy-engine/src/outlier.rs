@@ -254,7 +254,10 @@ mod tests {
             d.record(Time(1), 0, 500);
         }
         assert_eq!(d.ejected(), 1);
-        assert!(d.panic(), "50 % healthy < 60 %: the balancer ignores ejections");
+        assert!(
+            d.panic(),
+            "50 % healthy < 60 %: the balancer ignores ejections"
+        );
     }
 
     #[test]
