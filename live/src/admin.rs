@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy_engine::metrics::{RunMetrics, Stats};
+use proxy_engine::metrics::{EventCounts, RunMetrics, Stats};
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -141,6 +141,41 @@ fn family(out: &mut String, snaps: &[Snapshot<'_>], metric: &str, label: &str, r
     }
 }
 
+/// Per-cluster resilience counters, named after the Envoy stats they mirror.
+fn resilience(out: &mut String, snaps: &[Snapshot<'_>]) {
+    type Read = fn(&EventCounts) -> u64;
+    let counters: [(&str, Read); 6] = [
+        ("meshtwin_cluster_upstream_rq_retry_total", |e| e.retries),
+        ("meshtwin_cluster_upstream_rq_retry_overflow_total", |e| {
+            e.retry_overflows
+        }),
+        ("meshtwin_cluster_upstream_rq_pending_overflow_total", |e| {
+            e.overflows
+        }),
+        ("meshtwin_cluster_outlier_ejections_total", |e| e.ejections),
+        ("meshtwin_cluster_outlier_unejections_total", |e| {
+            e.unejections
+        }),
+        ("meshtwin_cluster_outlier_ejections_overflow_total", |e| {
+            e.ejection_overflows
+        }),
+    ];
+    for (name, read) in counters {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for s in snaps {
+            for (cluster, e) in &s.metrics.events {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{}\",cluster=\"{}\"}} {}",
+                    escape(s.listener),
+                    escape(cluster),
+                    read(e)
+                );
+            }
+        }
+    }
+}
+
 /// The Prometheus text exposition of the proxies' metrics and gauges, labelled by listener.
 pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
     let snaps: Vec<Snapshot<'_>> = proxies
@@ -163,6 +198,7 @@ pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
     family(&mut out, &snaps, "meshtwin_cluster", "cluster", |m| {
         &m.clusters
     });
+    resilience(&mut out, &snaps);
     type Gauge = fn(&crate::driver::Gauges) -> u64;
     let gauges: [(&str, &str, Gauge); 7] = [
         ("meshtwin_active_requests", "gauge", |g| {

@@ -157,6 +157,13 @@ async fn pool_limits_overflow_with_503_uo() {
     let m = client.snapshot().finish();
     assert_eq!(m.totals.flags().collect::<Vec<_>>(), vec![("UO", 4)]);
     assert_eq!(m.events[0].1.overflows, 4);
+    let text = live::admin::prometheus(&[("client".to_owned(), client.clone())]);
+    assert!(
+        text.contains(
+            "meshtwin_cluster_upstream_rq_pending_overflow_total{listener=\"client\",cluster=\"api\"} 4"
+        ),
+        "{text}"
+    );
     listener.shutdown().await;
     services.stop().await;
 }
