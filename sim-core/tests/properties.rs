@@ -27,6 +27,8 @@ struct Params {
     max_ejection: u32,
     faults: Vec<(u32, u32, u32, u32)>,
     closed_users: u32,
+    http2: bool,
+    hash: bool,
 }
 
 fn params() -> impl Strategy<Value = Params> {
@@ -43,29 +45,33 @@ fn params() -> impl Strategy<Value = Params> {
         (0u32..4, retry_on, 0u32..80, 0u32..400),
         (0u32..6, 0u32..101),
         prop::collection::vec((0u32..6, 0u32..6, 0u32..2000, 100u32..1500), 0..4),
-        0u32..4,
+        (0u32..4, any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(svc, pool, retry, outlier, faults, closed_users)| Params {
-            instances: svc.0,
-            workers: svc.1,
-            queue: svc.2,
-            errors: svc.3,
-            rate: svc.4,
-            max_connections: pool.0,
-            pending: pool.1,
-            max_requests: pool.2,
-            per_connection: pool.3,
-            max_retries: pool.4,
-            budget: pool.5,
-            attempts: retry.0,
-            retry_on: retry.1,
-            per_try_ms: retry.2,
-            timeout_ms: retry.3,
-            consecutive: outlier.0,
-            max_ejection: outlier.1,
-            faults,
-            closed_users,
-        })
+        .prop_map(
+            |(svc, pool, retry, outlier, faults, (closed_users, http2, hash))| Params {
+                instances: svc.0,
+                workers: svc.1,
+                queue: svc.2,
+                errors: svc.3,
+                rate: svc.4,
+                max_connections: pool.0,
+                pending: pool.1,
+                max_requests: pool.2,
+                per_connection: pool.3,
+                max_retries: pool.4,
+                budget: pool.5,
+                attempts: retry.0,
+                retry_on: retry.1,
+                per_try_ms: retry.2,
+                timeout_ms: retry.3,
+                consecutive: outlier.0,
+                max_ejection: outlier.1,
+                faults,
+                closed_users,
+                http2,
+                hash,
+            },
+        )
 }
 
 /// A scenario text for `p`; limits of 0 are left unset (Istio: unlimited).
@@ -124,7 +130,15 @@ fn scenario(p: &Params) -> String {
     } else {
         ""
     };
-    let mut workload = format!("OpenLoop(host: \"svc\", rate: {})", p.rate);
+    let lb = if p.hash {
+        "load_balancer: (consistent_hash: (http_header_name: \"x-user\")),"
+    } else {
+        ""
+    };
+    let mut workload = format!(
+        "OpenLoop(host: \"svc\", rate: {}, requests: [(headers: {{\"x-user\": \"a\"}}), (headers: {{\"x-user\": \"b\"}}), (path: \"/\")])",
+        p.rate
+    );
     if p.closed_users > 0 {
         workload.push_str(&format!(
             ", ClosedLoop(name: \"users\", host: \"svc\", users: {}, think: Exponential(mean: \"2ms\"))",
@@ -142,8 +156,8 @@ fn scenario(p: &Params) -> String {
                 HttpRoute(route: [(destination: (host: "svc"))], {retries})])],
             destination_rules: [DestinationRule(host: "svc", traffic_policy: (
                 connection_pool: (tcp: ({}connect_timeout: "300ms"),
-                                  http: ({}{}{}{})),
-                {outlier} {budget}
+                                  http: ({}{}{}{}{})),
+                {outlier} {budget} {lb}
             ))],
         ),
         faults: [{}],
@@ -157,6 +171,11 @@ fn scenario(p: &Params) -> String {
         opt("http2_max_requests", p.max_requests),
         opt("max_requests_per_connection", p.per_connection),
         opt("max_retries", p.max_retries),
+        if p.http2 {
+            "h2_upgrade_policy: UPGRADE, "
+        } else {
+            ""
+        },
         faults.join(", "),
     )
 }
@@ -184,7 +203,7 @@ fn fingerprint(m: &RunMetrics) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn limits_hold_every_request_ends_once_and_runs_repeat(p in params()) {
