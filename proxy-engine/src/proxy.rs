@@ -111,6 +111,9 @@ pub enum Decision {
 /// A request in flight.
 #[derive(Debug)]
 struct Request {
+    /// The mesh the request was matched under: its route and cluster ids are this mesh's, so
+    /// a reload never changes what an in-flight request does.
+    config: Arc<CompiledMesh>,
     /// The request as received, then (once routed) as forwarded.
     head: RequestHead,
     route: Option<RouteId>,
@@ -275,7 +278,11 @@ impl Proxy {
         self.pool.check()?;
         for (i, d) in self.outliers.iter().enumerate() {
             let Some(d) = d else { continue };
-            let hosts = self.config.clusters()[i].endpoints.len() as u64;
+            let hosts = self
+                .config
+                .clusters()
+                .get(i)
+                .map_or(0, |c| c.endpoints.len() as u64);
             if 100 * u64::from(d.ejected()) > u64::from(d.spec().max_ejection_percent) * hosts {
                 return Err(format!(
                     "cluster {i}: {} of {hosts} hosts ejected, over {}%",
@@ -296,11 +303,17 @@ impl Proxy {
     }
 
     fn size_tables(&mut self) {
+        // Per-endpoint and per-cluster counters never shrink: requests that started under an
+        // earlier mesh still count against them until they end.
         let endpoints = self.config.endpoints().len();
-        self.active.resize(endpoints, 0);
+        if self.active.len() < endpoints {
+            self.active.resize(endpoints, 0);
+        }
         let clusters = self.config.clusters();
         self.rr = vec![None; clusters.len()];
-        self.retries_active.resize(clusters.len(), 0);
+        if self.retries_active.len() < clusters.len() {
+            self.retries_active.resize(clusters.len(), 0);
+        }
         self.pool
             .configure(clusters.iter().map(|c| (c.limits, c.http2)));
         // Detectors keep their state across a reload when the cluster's detector is unchanged.
@@ -360,6 +373,7 @@ impl Proxy {
         self.requests.insert(
             req,
             Request {
+                config: self.config.clone(),
                 head,
                 route: matched.map(|m| m.0),
                 block: matched.and_then(|m| m.1),
@@ -449,7 +463,7 @@ impl Proxy {
         };
         let block = block.and_then(|b| compiled.matches.get(b as usize));
         let forwarded = forwarded_head(head, compiled, block);
-        match self.pick_endpoint(cluster, &forwarded) {
+        match self.pick_endpoint(&config, cluster, &forwarded) {
             Some(endpoint) => Decision::Endpoint {
                 route,
                 cluster,
@@ -467,11 +481,10 @@ impl Proxy {
 
     /// Carries out the matched route's action for `req` (after any fault delay).
     fn dispatch(&mut self, req: RequestId) {
-        let config = self.config.clone();
-        let Some((route_id, block, head)) = self
+        let Some((config, route_id, block, head)) = self
             .requests
             .get(&req)
-            .and_then(|r| Some((r.route?, r.block, r.head.clone())))
+            .and_then(|r| Some((r.config.clone(), r.route?, r.block, r.head.clone())))
         else {
             return;
         };
@@ -507,7 +520,7 @@ impl Proxy {
                 });
             }
         }
-        let endpoint = self.pick_endpoint(cluster, &head);
+        let endpoint = self.pick_endpoint(&config, cluster, &head);
         if let Some(r) = self.requests.get_mut(&req) {
             r.cluster = Some(cluster);
             r.head = head;
@@ -551,15 +564,26 @@ impl Proxy {
 
     /// The cluster's load balancer picks an endpoint among hosts not ejected (all hosts in
     /// panic); `None` when there is none.
-    fn pick_endpoint(&mut self, cluster: ClusterId, head: &RequestHead) -> Option<EndpointId> {
-        let c = self.config.cluster(cluster);
+    fn pick_endpoint(
+        &mut self,
+        config: &CompiledMesh,
+        cluster: ClusterId,
+        head: &RequestHead,
+    ) -> Option<EndpointId> {
+        let c = config.clusters().get(cluster.0 as usize)?;
         let active = &self.active;
-        let rr = &mut self.rr[cluster.0 as usize];
-        let detector = self.outliers[cluster.0 as usize]
-            .as_ref()
-            .filter(|d| d.ejected() > 0 && !d.panic());
+        let load = |e: EndpointId| active.get(e.0 as usize).copied().unwrap_or(0);
+        let mut spare = None;
+        let rr = self.rr.get_mut(cluster.0 as usize).unwrap_or(&mut spare);
+        // A detector is only consulted while the cluster is the same in the current mesh.
+        let same = std::ptr::eq(config, &*self.config);
+        let detector = self
+            .outliers
+            .get(cluster.0 as usize)
+            .and_then(Option::as_ref)
+            .filter(|d| same && d.ejected() > 0 && !d.panic());
         let Some(d) = detector else {
-            return pick(c, head, &mut self.rng, rr, |e| active[e.0 as usize]);
+            return pick(c, head, &mut self.rng, rr, load);
         };
         if matches!(c.lb, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }) {
             // The hash picks on the full ring; an ejected host passes to the next healthy one.
@@ -580,9 +604,8 @@ impl Proxy {
         if healthy.is_empty() {
             return None;
         }
-        let i = c.lb.pick(healthy.len(), head, &mut self.rng, rr, |i| {
-            active[healthy[i].0 as usize]
-        });
+        let i =
+            c.lb.pick(healthy.len(), head, &mut self.rng, rr, |i| load(healthy[i]));
         Some(healthy[i])
     }
 
@@ -593,10 +616,10 @@ impl Proxy {
         if !chance(&mut self.mirror_rng, mirror.ppm) {
             return None;
         }
-        let c = self.config.cluster(cluster);
+        let c = self.config.clusters().get(cluster.0 as usize)?;
         let active = &self.active;
         pick(c, head, &mut self.mirror_rng, &mut None, |e| {
-            active[e.0 as usize]
+            active.get(e.0 as usize).copied().unwrap_or(0)
         })
     }
 
@@ -613,7 +636,9 @@ impl Proxy {
                 discard: false,
             },
         );
-        self.active[endpoint.0 as usize] += 1;
+        if let Some(n) = self.active.get_mut(endpoint.0 as usize) {
+            *n += 1;
+        }
         let mut per_try = None;
         if let Some(r) = self.requests.get_mut(&req) {
             r.attempts += 1;
@@ -639,7 +664,13 @@ impl Proxy {
                     http2,
                 } => {
                     self.conns.insert(conn, (cluster, endpoint));
-                    let timeout = self.config.cluster(cluster).limits.connect_timeout;
+                    let timeout = self
+                        .config
+                        .clusters()
+                        .get(cluster.0 as usize)
+                        .map_or(crate::policy::DEFAULT_CONNECT_TIMEOUT, |c| {
+                            c.limits.connect_timeout
+                        });
                     self.timers
                         .after(self.now, timeout, Timer::ConnectTimeout(conn));
                     self.actions.push_back(Action::Connect {
@@ -697,9 +728,10 @@ impl Proxy {
     /// has an attempt in flight.
     fn end_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
-        let active = &mut self.active[a.endpoint.0 as usize];
-        debug_assert!(*active > 0, "active count underflow");
-        *active = active.saturating_sub(1);
+        if let Some(active) = self.active.get_mut(a.endpoint.0 as usize) {
+            debug_assert!(*active > 0, "active count underflow");
+            *active = active.saturating_sub(1);
+        }
         if let Some(r) = self.requests.get_mut(&a.req) {
             if r.attempt == Some(attempt) {
                 r.attempt = None;
@@ -717,7 +749,9 @@ impl Proxy {
         else {
             return;
         };
-        let c = self.config.cluster(cluster);
+        let Some(c) = self.config.clusters().get(cluster.0 as usize) else {
+            return;
+        };
         let Ok(i) = c.endpoints.binary_search(&endpoint) else {
             return;
         };
@@ -733,21 +767,22 @@ impl Proxy {
     }
 
     fn outlier_event(&mut self, cluster: ClusterId, change: OutlierChange) {
-        let endpoints = &self.config.cluster(cluster).endpoints;
-        let event = match change {
-            OutlierChange::Ejected(i) => EngineEvent::Ejected {
-                cluster,
-                endpoint: endpoints[i],
-            },
-            OutlierChange::Unejected(i) => EngineEvent::Unejected {
-                cluster,
-                endpoint: endpoints[i],
-            },
-            OutlierChange::Blocked(i) => EngineEvent::EjectionOverflow {
-                cluster,
-                endpoint: endpoints[i],
-            },
+        let Some(c) = self.config.clusters().get(cluster.0 as usize) else {
+            return;
         };
+        let host = |i: usize| c.endpoints.get(i).copied();
+        let event = match change {
+            OutlierChange::Ejected(i) => {
+                host(i).map(|endpoint| EngineEvent::Ejected { cluster, endpoint })
+            }
+            OutlierChange::Unejected(i) => {
+                host(i).map(|endpoint| EngineEvent::Unejected { cluster, endpoint })
+            }
+            OutlierChange::Blocked(i) => {
+                host(i).map(|endpoint| EngineEvent::EjectionOverflow { cluster, endpoint })
+            }
+        };
+        let Some(event) = event else { return };
         self.actions.push_back(Action::Event(event));
     }
 
@@ -793,13 +828,20 @@ impl Proxy {
             return Verdict::Final { exhausted: true };
         }
         r.retries_left -= 1;
-        let c = self.config.cluster(cluster);
+        let config = r.config.clone();
+        let Some(c) = config.clusters().get(cluster.0 as usize) else {
+            return Verdict::Final { exhausted: false };
+        };
         let counts = self.pool.counts(cluster);
         let allowed = match c.budget {
             Some(b) => b.allowed(counts.active + counts.pending),
             None => c.limits.max_retries,
         };
-        let slots = &mut self.retries_active[cluster.0 as usize];
+        let i = cluster.0 as usize;
+        if self.retries_active.len() <= i {
+            self.retries_active.resize(i + 1, 0);
+        }
+        let slots = &mut self.retries_active[i];
         if *slots >= allowed {
             self.actions
                 .push_back(Action::Event(EngineEvent::RetryOverflow { cluster }));
@@ -827,9 +869,10 @@ impl Proxy {
     fn release_retry(&mut self, req: RequestId, cluster: ClusterId) {
         if let Some(r) = self.requests.get_mut(&req) {
             if std::mem::take(&mut r.retry_held) {
-                let slots = &mut self.retries_active[cluster.0 as usize];
-                debug_assert!(*slots > 0, "retry slot underflow");
-                *slots = slots.saturating_sub(1);
+                if let Some(slots) = self.retries_active.get_mut(cluster.0 as usize) {
+                    debug_assert!(*slots > 0, "retry slot underflow");
+                    *slots = slots.saturating_sub(1);
+                }
             }
         }
     }
@@ -843,7 +886,7 @@ impl Proxy {
         if !std::mem::take(&mut r.backing_off) {
             return;
         }
-        let (Some(cluster), head) = (r.cluster, r.head.clone()) else {
+        let (Some(cluster), head, config) = (r.cluster, r.head.clone(), r.config.clone()) else {
             return;
         };
         let repicks = r
@@ -851,11 +894,11 @@ impl Proxy {
             .as_ref()
             .filter(|p| p.previous_hosts)
             .map_or(0, |p| p.host_selection_max_attempts);
-        let hashing = matches!(
-            self.config.cluster(cluster).lb,
-            LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
-        );
-        let mut endpoint = self.pick_endpoint(cluster, &head);
+        let hashing = config
+            .clusters()
+            .get(cluster.0 as usize)
+            .is_some_and(|c| matches!(c.lb, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }));
+        let mut endpoint = self.pick_endpoint(&config, cluster, &head);
         if !hashing {
             for _ in 0..repicks {
                 let tried = self
@@ -865,7 +908,7 @@ impl Proxy {
                 if !tried {
                     break;
                 }
-                endpoint = self.pick_endpoint(cluster, &head);
+                endpoint = self.pick_endpoint(&config, cluster, &head);
             }
         }
         match endpoint {
@@ -963,7 +1006,8 @@ impl Proxy {
             r.status = Some(head.status);
             let response_headers = r
                 .route
-                .and_then(|id| self.config.route(id).response_headers.clone());
+                .and_then(|id| r.config.routes().get(id.0 as usize))
+                .and_then(|route| route.response_headers.clone());
             self.actions.push_back(Action::Forward {
                 req: a.req,
                 attempt,
@@ -1003,7 +1047,12 @@ impl Proxy {
     fn release_conn(&mut self, a: &Attempt, attempt: AttemptId, reusable: bool) {
         self.pool.finished(attempt, reusable);
         let Some(conn) = a.conn else { return };
-        let Some(idle) = self.config.cluster(a.cluster).limits.idle_timeout else {
+        let idle = self
+            .config
+            .clusters()
+            .get(a.cluster.0 as usize)
+            .and_then(|c| c.limits.idle_timeout);
+        let Some(idle) = idle else {
             return;
         };
         if let Some(served) = self.pool.idle_served(conn) {
@@ -1192,8 +1241,10 @@ impl Proxy {
             return;
         };
         if r.retry_held {
-            if let Some(c) = r.cluster {
-                let slots = &mut self.retries_active[c.0 as usize];
+            if let Some(slots) = r
+                .cluster
+                .and_then(|c| self.retries_active.get_mut(c.0 as usize))
+            {
                 *slots = slots.saturating_sub(1);
             }
         }
@@ -1203,7 +1254,10 @@ impl Proxy {
             attempts: r.attempts,
             route: r.route,
             cluster: r.cluster,
-            destination: r.endpoint.map(|e| self.config.endpoint(e).destination),
+            destination: r
+                .endpoint
+                .and_then(|e| r.config.endpoints().get(e.0 as usize))
+                .map(|e| e.destination),
             endpoint: r.endpoint,
         };
         self.actions.push_back(Action::Complete { req, outcome });
@@ -1395,6 +1449,85 @@ mod tests {
             (503, "UF,URX", 3)
         );
         assert_eq!(p.open_connections(), 0);
+        p.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn a_reload_that_removes_routes_and_clusters_leaves_requests_in_flight_alone() {
+        let mut reg = Registry::default();
+        let ep = |i: u32, v: &str| Endpoint {
+            addr: EndpointAddr::Sim(i),
+            labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
+        };
+        reg.add_service("backend", vec![ep(0, "v1"), ep(1, "v2")]);
+        let text = r#"Mesh(
+            virtual_services: [VirtualService(hosts: ["backend"], http: [
+                HttpRoute(name: "slow", match: [(uri: Prefix("/slow"))],
+                    route: [(destination: (host: "backend", subset: "v2"))],
+                    fault: (delay: (fixed_delay: "1s", percentage: 100))),
+                HttpRoute(name: "rest", route: [(destination: (host: "backend", subset: "v1"))],
+                    retries: (attempts: 2, retry_on: "5xx")),
+            ])],
+            destination_rules: [DestinationRule(host: "backend", subsets: [
+                (name: "v1", labels: {"version": "v1"}), (name: "v2", labels: {"version": "v2"})])],
+        )"#;
+        let options = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
+        let config: MeshConfig = options.from_str(text).expect("parses");
+        let before = CompiledMesh::compile(&config, &reg).expect("compiles");
+        let after = CompiledMesh::compile(&MeshConfig::default(), &reg).expect("compiles");
+        assert!(after.clusters().len() < before.clusters().len());
+        let role = ProxyRole::Client {
+            name: "test".into(),
+        };
+        let mut p = Proxy::new(Arc::new(before), role, 1);
+        p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/slow"));
+        p.handle_request(Time(0), RequestId(2), RequestHead::get("backend", "/"));
+        let actions = drain(&mut p);
+        let Some(Action::Connect { conn, .. }) = actions.first().cloned() else {
+            panic!("{actions:?}")
+        };
+        p.apply_config(Time(1), Arc::new(after));
+        p.handle_connected(Time(2), conn);
+        let Some(Action::Send { attempt, .. }) = drain(&mut p).first().cloned() else {
+            panic!("send")
+        };
+        // A retriable answer: the retry still follows the old route's policy.
+        p.handle_response_head(Time(3), attempt, ResponseHead { status: 503 });
+        p.handle_attempt_end(Time(3), attempt, AttemptEnd::Done);
+        let mut outcomes = Vec::new();
+        let mut now = Time(3);
+        for _ in 0..20 {
+            let actions = drain(&mut p);
+            outcomes.extend(completed(&actions));
+            for a in &actions {
+                match a {
+                    Action::Connect { conn, .. } => p.handle_connected(now, *conn),
+                    Action::Send { attempt, .. } => {
+                        p.handle_response_head(now, *attempt, ResponseHead { status: 200 });
+                        p.handle_attempt_end(now, *attempt, AttemptEnd::Done);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(at) = p.poll_timeout() {
+                now = now.max(at);
+                p.handle_timeout(now);
+            }
+        }
+        outcomes.extend(completed(&drain(&mut p)));
+        assert_eq!(
+            outcomes.len(),
+            2,
+            "each request completes once: {outcomes:?}"
+        );
+        assert!(outcomes.iter().all(|o| o.status == 200));
+        let retried = outcomes.iter().find(|o| o.attempts == 2).expect("retried");
+        assert_eq!(
+            retried.route,
+            Some(RouteId(1)),
+            "the old route id, of the old mesh"
+        );
         p.check_invariants().expect("invariants");
     }
 
