@@ -182,7 +182,7 @@ pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
         .iter()
         .map(|(name, h)| Snapshot {
             listener: name,
-            metrics: h.snapshot().finish(),
+            metrics: h.metrics(),
             gauges: &h.gauges,
         })
         .collect();

@@ -18,7 +18,7 @@ use crate::upstream::{self, Answer, AttemptFailure, Sender};
 use bytes::Bytes;
 use http::Response;
 use proxy_engine::idmap::IdMap;
-use proxy_engine::metrics::Recorder;
+use proxy_engine::metrics::{Recorder, RunMetrics};
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointAddr, EndpointId,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
@@ -96,6 +96,8 @@ struct Pending {
     start_wall: Option<std::time::SystemTime>,
     method: Arc<str>,
     path: Arc<str>,
+    /// The mesh the engine matched the request under (its outcome's ids are that mesh's).
+    mesh: Arc<CompiledMesh>,
 }
 
 /// Everything behind the lock.
@@ -107,7 +109,11 @@ struct State {
     attempts: IdMap<AttemptId, oneshot::Sender<()>>,
     answers: IdMap<AttemptId, Answer>,
     reqs: IdMap<RequestId, Pending>,
+    /// Records outcomes against the current mesh.
     metrics: Recorder,
+    /// Recorders of earlier meshes (before reloads): requests that started under one are
+    /// recorded there, so their route and cluster ids are named right.
+    earlier: Vec<Recorder>,
     /// The deadline the timer task sleeps towards.
     armed: Option<Time>,
 }
@@ -141,6 +147,7 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
             answers: IdMap::default(),
             reqs: IdMap::default(),
             metrics: Recorder::new(mesh, opts.window),
+            earlier: Vec::new(),
             armed: None,
         }),
         clock: Clock::new(),
@@ -177,6 +184,7 @@ impl ProxyHandle {
             let mut st = self.shared.lock();
             let now = self.shared.clock.now();
             self.gauges.requests_total.fetch_add(1, Ordering::Relaxed);
+            let mesh = st.engine.config().clone();
             st.reqs.insert(
                 req,
                 Pending {
@@ -186,6 +194,7 @@ impl ProxyHandle {
                     start_wall: self.shared.opts.access_log.then(std::time::SystemTime::now),
                     method: head.method.clone(),
                     path: head.path.clone(),
+                    mesh,
                 },
             );
             st.engine.handle_request(now, req, head);
@@ -213,16 +222,32 @@ impl ProxyHandle {
     pub fn reload(&self, mesh: Arc<CompiledMesh>) {
         let mut st = self.shared.lock();
         let now = self.shared.clock.now();
+        let fresh = Recorder::new(mesh.clone(), self.shared.opts.window);
+        let old = std::mem::replace(&mut st.metrics, fresh);
+        st.earlier.push(old);
         st.engine.apply_config(now, mesh);
         let work = self.shared.drain(&mut st);
         drop(st);
         self.shared.clone().spawn_all(work);
     }
 
-    /// A snapshot of what the proxy measured: every outcome is a hop record and a
-    /// proxy-observed end-to-end record.
+    /// A snapshot of what the proxy measured under its current mesh: every outcome is a hop
+    /// record and a proxy-observed end-to-end record. See `metrics` for all meshes.
     pub fn snapshot(&self) -> Recorder {
         self.shared.lock().metrics.clone()
+    }
+
+    /// Everything the proxy measured, across reloads, named and merged by name.
+    pub fn metrics(&self) -> RunMetrics {
+        let (current, earlier) = {
+            let st = self.shared.lock();
+            (st.metrics.clone(), st.earlier.clone())
+        };
+        let mut m = current.finish();
+        for r in earlier {
+            m.merge_named(&r.finish());
+        }
+        m
     }
 }
 
@@ -538,8 +563,20 @@ impl Shared {
             return;
         };
         let latency = self.clock.now().since(p.start);
-        st.metrics.record_hop(&outcome, latency);
-        st.metrics.record_end_to_end(p.start, &outcome, latency);
+        let rec = if Arc::ptr_eq(st.metrics.mesh(), &p.mesh) {
+            &mut st.metrics
+        } else {
+            match st
+                .earlier
+                .iter_mut()
+                .find(|r| Arc::ptr_eq(r.mesh(), &p.mesh))
+            {
+                Some(r) => r,
+                None => &mut st.metrics,
+            }
+        };
+        rec.record_hop(&outcome, latency);
+        rec.record_end_to_end(p.start, &outcome, latency);
         if self.opts.access_log {
             println!("{}", self.log_line(st, &p, &outcome, latency));
         }

@@ -244,3 +244,37 @@ async fn http2_upstream_multiplexes_one_connection_per_endpoint() {
     let m = handle.snapshot().finish();
     assert_eq!((m.totals.count, m.totals.success), (40, 40));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_stay_named_right_across_a_reload_that_renumbers_routes() {
+    let up = echo("api").await;
+    let before = r#"Mesh(virtual_services: [VirtualService(hosts: ["api"], http: [
+        HttpRoute(name: "a", route: [(destination: (host: "api"))])])])"#;
+    let after = r#"Mesh(virtual_services: [VirtualService(hosts: ["api"], http: [
+        HttpRoute(name: "b", match: [(uri: Prefix("/b"))], route: [(destination: (host: "api"))]),
+        HttpRoute(name: "a", route: [(destination: (host: "api"))])])])"#;
+    let (handle, l) = proxy(before, &[("api", vec![(up.addr, "v1")])], Limits::default()).await;
+    assert_eq!(get(l.addr, "api", "/", &[]).await.status, 200);
+    let mut reg = proxy_engine::Registry::default();
+    reg.add_service(
+        "api",
+        vec![proxy_engine::Endpoint {
+            addr: proxy_engine::EndpointAddr::Socket(up.addr),
+            labels: std::collections::BTreeMap::from([("version".to_owned(), "v1".to_owned())]),
+        }],
+    );
+    let mesh =
+        proxy_engine::CompiledMesh::compile(&common::parse_mesh(after), &reg).expect("compiles");
+    handle.reload(std::sync::Arc::new(mesh));
+    assert_eq!(get(l.addr, "api", "/", &[]).await.status, 200);
+    assert_eq!(get(l.addr, "api", "/b", &[]).await.status, 200);
+    let m = handle.metrics();
+    let routes: Vec<(&str, u64)> = m
+        .routes
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.count))
+        .collect();
+    assert_eq!(routes, vec![("api/a", 2), ("api/b", 1)]);
+    assert_eq!(m.totals.count, 3);
+    l.shutdown().await;
+}

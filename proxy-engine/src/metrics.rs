@@ -263,6 +263,33 @@ pub struct RunMetrics {
     pub events: Vec<(String, EventCounts)>,
 }
 
+impl RunMetrics {
+    /// Adds `other` (possibly recorded against another mesh) to these, matching routes,
+    /// destinations, clusters, mirrors and events by name.
+    pub fn merge_named(&mut self, other: &RunMetrics) {
+        fn by_name<T: Clone>(
+            mine: &mut Vec<(String, T)>,
+            theirs: &[(String, T)],
+            add: fn(&mut T, &T),
+        ) {
+            for (name, t) in theirs {
+                match mine.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+                    Ok(i) => add(&mut mine[i].1, t),
+                    Err(i) => mine.insert(i, (name.clone(), t.clone())),
+                }
+            }
+        }
+        self.generated += other.generated;
+        self.totals.merge(&other.totals);
+        self.series.merge(&other.series);
+        by_name(&mut self.routes, &other.routes, Stats::merge);
+        by_name(&mut self.destinations, &other.destinations, Stats::merge);
+        by_name(&mut self.clusters, &other.clusters, Stats::merge);
+        by_name(&mut self.mirrors, &other.mirrors, Stats::merge);
+        by_name(&mut self.events, &other.events, EventCounts::merge);
+    }
+}
+
 /// Records outcomes against one compiled mesh, by id (no string work per request), and names
 /// them at the end. Both drivers use it: every proxy's outcomes are hop records (routes,
 /// destinations, clusters); the client's are also end-to-end records (totals, time series).
@@ -329,6 +356,11 @@ impl Recorder {
             slot.get_or_insert_with(Stats::default)
                 .record(&outcome, latency);
         }
+    }
+
+    /// The mesh whose ids this recorder names.
+    pub fn mesh(&self) -> &std::sync::Arc<crate::mesh::CompiledMesh> {
+        &self.mesh
     }
 
     /// A resilience event some proxy reported at `now`.
