@@ -1,10 +1,9 @@
 //! Nothing lost on real sockets: requests the load generator sent = outcomes the proxy recorded
 //! = outcomes in the report, even when an upstream instance is killed mid-run.
 
-use live::config::Limits;
-use live::driver::{self, DriverOptions};
+mod common;
+
 use live::loadgen::{self, LoadOptions, Progress};
-use proxy_engine::ProxyRole;
 use reports::{Report, RunInfo};
 use sim_core::scenario::Arrivals;
 use sim_core::workload::Mix;
@@ -22,31 +21,7 @@ const SCENARIO: &str = r#"Scenario(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_counted_once_even_when_an_instance_dies() {
-    let s = sim_core::load::parse("accounting.ron", SCENARIO).unwrap_or_else(|e| panic!("{e}"));
-    let services = live::lab::start_services(&s, 1).await.expect("services");
-    let opts = DriverOptions {
-        name: "client".into(),
-        seed: 1,
-        connect_timeout: Duration::from_secs(1),
-        max_response_bytes: 1 << 20,
-        access_log: false,
-        window: s.window,
-    };
-    let client = driver::spawn(
-        services.mesh.clone(),
-        ProxyRole::Client {
-            name: "client".into(),
-        },
-        opts,
-    );
-    let listener = live::server::listen(
-        "127.0.0.1:0".parse().expect("addr"),
-        client.clone(),
-        Limits::default(),
-        None,
-    )
-    .await
-    .expect("listen");
+    let (services, client, listener, s) = common::lab(SCENARIO).await;
     let load = LoadOptions {
         target: listener.addr,
         mix: Mix::new("api", "load", &[]),

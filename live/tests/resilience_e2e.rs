@@ -5,42 +5,10 @@
 //! echo upstream of the other tests.
 
 mod common;
-use common::get;
+use common::{get, lab};
 use live::config::Limits;
-use live::driver::{self, DriverOptions, ProxyHandle};
-use live::server::Listener;
-use proxy_engine::ProxyRole;
-use sim_core::Scenario;
 
 use std::time::{Duration, Instant};
-
-/// Live modeled services of `text` and a client proxy over them.
-async fn lab(text: &str) -> (live::lab::Services, ProxyHandle, Listener, Scenario) {
-    let s = sim_core::load::parse("test.ron", text).unwrap_or_else(|e| panic!("{e}"));
-    sim_core::load::validate("test.ron", text, &s).unwrap_or_else(|e| panic!("{e}"));
-    let services = live::lab::start_services(&s, 1).await.expect("services");
-    let opts = DriverOptions {
-        name: "client".into(),
-        seed: 3,
-        connect_timeout: Duration::from_secs(1),
-        max_response_bytes: 1 << 20,
-        access_log: false,
-        window: s.window,
-    };
-    let role = ProxyRole::Client {
-        name: "client".into(),
-    };
-    let client = driver::spawn(services.mesh.clone(), role, opts);
-    let listener = live::server::listen(
-        "127.0.0.1:0".parse().expect("addr"),
-        client.clone(),
-        Limits::default(),
-        None,
-    )
-    .await
-    .expect("listen");
-    (services, client, listener, s)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_recover_a_30_percent_error_rate() {

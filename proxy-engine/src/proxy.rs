@@ -264,14 +264,6 @@ impl Proxy {
         self.pool.len()
     }
 
-    /// Hosts of `cluster` currently ejected by outlier detection.
-    pub fn ejected(&self, cluster: ClusterId) -> u32 {
-        self.outliers
-            .get(cluster.0 as usize)
-            .and_then(Option::as_ref)
-            .map_or(0, Detector::ejected)
-    }
-
     /// Checks the engine's invariants (pool counters and limits, outlier ejection limits);
     /// returns the first violation. For tests and property tests.
     pub fn check_invariants(&self) -> Result<(), String> {

@@ -173,3 +173,39 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &st
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
+
+/// A scenario's services running live (`meshtwin serve`'s code) and a client proxy over them
+/// (driver + plain listener), from scenario text.
+pub async fn lab(
+    text: &str,
+) -> (
+    live::lab::Services,
+    ProxyHandle,
+    Listener,
+    sim_core::Scenario,
+) {
+    let s = sim_core::load::parse("test.ron", text).unwrap_or_else(|e| panic!("{e}"));
+    sim_core::load::validate("test.ron", text, &s).unwrap_or_else(|e| panic!("{e}"));
+    let services = live::lab::start_services(&s, 1).await.expect("services");
+    let opts = DriverOptions {
+        name: "client".into(),
+        seed: 3,
+        connect_timeout: Duration::from_secs(1),
+        max_response_bytes: 1 << 20,
+        access_log: false,
+        window: s.window,
+    };
+    let role = ProxyRole::Client {
+        name: "client".into(),
+    };
+    let client = driver::spawn(services.mesh.clone(), role, opts);
+    let listener = server::listen(
+        "127.0.0.1:0".parse().expect("addr"),
+        client.clone(),
+        Limits::default(),
+        None,
+    )
+    .await
+    .expect("listen");
+    (services, client, listener, s)
+}
