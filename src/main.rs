@@ -5,6 +5,11 @@ mod cli;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc: the proxy allocates per request (heads, headers, histogram keys); glibc's malloc
+/// showed up at ~6 % of a proxy core under load, mimalloc's thread-local free lists cost less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::dispatch(args) {

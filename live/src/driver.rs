@@ -65,6 +65,9 @@ pub struct DriverOptions {
     pub window: proxy_engine::Nanos,
 }
 
+/// Envoy's header telling the upstream which try this is (1 for the first).
+const ATTEMPT_COUNT: http::HeaderName = http::HeaderName::from_static("x-envoy-attempt-count");
+
 /// Socket work the engine asked for, to be performed outside the lock.
 enum Work {
     Connect {
@@ -384,7 +387,7 @@ impl Shared {
         st: &mut State,
         attempt: AttemptId,
         conn: ConnId,
-        sender: Sender,
+        mut sender: Sender,
         result: Result<Answer, AttemptFailure>,
     ) {
         if st.attempts.remove(&attempt).is_none() {
@@ -457,11 +460,11 @@ impl Shared {
                     ..
                 } => {
                     // HTTP/1.1: take the connection for the exchange; HTTP/2: share it.
-                    let sender = st.conns.get_mut(&conn).and_then(|slot| match slot {
+                    let mut sender = st.conns.get_mut(&conn).and_then(|slot| match slot {
                         Some(s) => s.share().or_else(|| slot.take()),
                         None => None,
                     });
-                    if sender.as_ref().is_some_and(Sender::is_closed) {
+                    if sender.as_mut().is_some_and(Sender::is_closed) {
                         // The upstream closed this idle connection: the engine places the
                         // attempt again (Envoy's pool drops such connections when they close).
                         st.conns.remove(&conn);
@@ -469,7 +472,7 @@ impl Shared {
                         st.engine.handle_connection_stale(now, conn, attempt);
                         continue;
                     }
-                    let count = [("x-envoy-attempt-count", try_number.to_string())];
+                    let count = [(ATTEMPT_COUNT, http::HeaderValue::from(try_number))];
                     match (sender, outgoing(st, req, &head, &count)) {
                         (Some(sender), Some(request)) => {
                             let (cancel, cancelled) = oneshot::channel();
@@ -617,7 +620,7 @@ fn outgoing(
     st: &State,
     req: RequestId,
     head: &RequestHead,
-    extra: &[(&str, String)],
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Option<http::Request<Body>> {
     let body = st
         .reqs

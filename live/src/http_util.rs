@@ -116,23 +116,35 @@ pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings
 }
 
 /// The HTTP/1.1 request to send upstream for `head` (origin-form URI, `Host` from the
-/// authority), with `extra` headers appended.
+/// authority), with `extra` headers appended; `None` if the head cannot be sent (a method, path
+/// or header hyper would reject).
+///
+/// Built field by field rather than with `Request::builder`: this runs once per attempt on the
+/// proxy's hot path, and the builder re-parses every name and moves the whole request per call.
 pub fn upstream_request(
     head: &RequestHead,
     body: Bytes,
-    extra: &[(&str, String)],
+    extra: &[(HeaderName, HeaderValue)],
 ) -> Option<Request<Body>> {
-    let mut b = Request::builder()
-        .method(http::Method::from_bytes(head.method.as_bytes()).ok()?)
-        .uri(&*head.path)
-        .header(http::header::HOST, &*head.authority);
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = http::Method::from_bytes(head.method.as_bytes()).ok()?;
+    *req.uri_mut() = http::Uri::try_from(&*head.path).ok()?;
+    let h = req.headers_mut();
+    h.reserve(head.headers.len() + 1 + extra.len());
+    h.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&head.authority).ok()?,
+    );
     for (name, value) in head.headers.iter() {
-        b = b.header(&**name, &**value);
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_str(value).ok()?,
+        );
     }
     for (name, value) in extra {
-        b = b.header(*name, value);
+        h.append(name.clone(), value.clone());
     }
-    b.body(Full::new(body)).ok()
+    Some(req)
 }
 
 /// The response to send downstream for an upstream answer, after the route's header edits.
@@ -141,9 +153,14 @@ pub fn forward_response(
     body: Bytes,
     edit: Option<&HeaderEdit>,
 ) -> Response<Body> {
-    for name in HOP_BY_HOP.iter().chain(&["content-length"]) {
-        parts.headers.remove(*name);
+    // One pass over the (few) names, rather than a hashed removal per hop-by-hop name.
+    if parts.headers.keys().any(|n| is_hop_by_hop(n.as_str())) {
+        for name in HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
     }
+    // The body is forwarded whole: hyper sets the length from it.
+    parts.headers.remove(http::header::CONTENT_LENGTH);
     if let Some(edit) = edit {
         apply_edit(&mut parts.headers, edit);
     }

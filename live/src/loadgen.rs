@@ -180,7 +180,7 @@ async fn connection(
 /// One request on the connection (reconnecting if needed); its outcome.
 async fn send(sender: &mut Option<Sender>, target: SocketAddr, head: &RequestHead) -> Outcome {
     let broken = Outcome::bare(0, ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
-    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+    if sender.as_mut().is_none_or(|s| s.is_closed()) {
         match upstream::connect(target, Duration::from_secs(10), false).await {
             Ok(s) => *sender = Some(s),
             Err(_) => return Outcome::bare(0, ResponseFlags::UPSTREAM_CONNECTION_FAILURE),

@@ -276,8 +276,8 @@ async fn call(state: &State, c: &Call, incoming: &http::HeaderMap) -> u16 {
         return 0;
     };
     let pooled = state.idle.lock().ok().and_then(|mut idle| idle.pop());
-    let mut sender = match pooled {
-        Some(s) if !s.is_closed() => s,
+    let mut sender = match pooled.and_then(|mut s| (!s.is_closed()).then_some(s)) {
+        Some(s) => s,
         _ => match upstream::connect(sidecar, Duration::from_secs(10), false).await {
             Ok(s) => s,
             Err(_) => return 0,

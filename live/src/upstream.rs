@@ -1,31 +1,68 @@
 //! Upstream connections, opened only when the engine asks (`Action::Connect`): TCP connect with
-//! a timeout, then hyper's low-level HTTP/1.1 handshake. The engine owns pooling and reuse; this
-//! module hands back a `SendRequest` and nothing else.
+//! a timeout, then hyper's low-level HTTP/1.1 or HTTP/2 handshake. The engine owns pooling and
+//! reuse; this module hands back a `Sender` and performs exchanges on it.
+//!
+//! An HTTP/1.1 connection has no task of its own: hyper's connection state machine lives in the
+//! `Sender` and is polled by whichever task performs the exchange, in the same poll as the
+//! request. A proxied request then costs one task wake-up per upstream response instead of
+//! three (the dispatch channel, the response callback, the body channel each crossing to a
+//! separate connection task). While idle nobody polls it; `Sender::is_closed` polls it once to
+//! notice an upstream that closed it. HTTP/2 multiplexes streams from many tasks, so its
+//! connection runs on a spawned task.
 
 use crate::http_util::Body;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use proxy_engine::ConnectFailure;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// hyper's HTTP/1.1 connection state machine over a loopback or remote TCP stream.
+type H1Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// An open HTTP/1.1 connection: the request handle and the connection it drives.
+pub struct H1 {
+    send: http1::SendRequest<Body>,
+    /// `None` once the connection has ended. It is dropped then, not kept: dropping it fails
+    /// whatever is still queued on `send`, so nothing waits on a dead connection.
+    conn: Option<Pin<Box<H1Connection>>>,
+}
+
+impl H1 {
+    /// Polls the connection once; drops it if it ended. Returns whether it is still open.
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(conn) = self.conn.as_mut() {
+            if conn.as_mut().poll(cx).is_ready() {
+                self.conn = None;
+            }
+        }
+        self.conn.is_some()
+    }
+}
 
 /// An open upstream connection: HTTP/1.1 (one request at a time; the sender is taken for the
 /// exchange and given back) or HTTP/2 (the sender is cloned per stream).
 pub enum Sender {
     /// HTTP/1.1.
-    H1(SendRequest<Body>),
+    H1(H1),
     /// HTTP/2 with prior knowledge.
     H2(hyper::client::conn::http2::SendRequest<Body>),
 }
 
 impl Sender {
-    /// Whether the connection is gone.
-    pub fn is_closed(&self) -> bool {
+    /// Whether the connection is gone. An idle HTTP/1.1 connection is polled once here (with no
+    /// waker) so that a close by the upstream since its last exchange is noticed.
+    pub fn is_closed(&mut self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
+            Sender::H1(c) => {
+                !c.poll_conn(&mut Context::from_waker(Waker::noop())) || c.send.is_closed()
+            }
             Sender::H2(s) => s.is_closed(),
         }
     }
@@ -64,13 +101,13 @@ pub async fn connect(
         });
         Ok(Sender::H2(sender))
     } else {
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        let (send, conn) = http1::handshake(io)
             .await
             .map_err(|_| ConnectFailure::Refused)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Sender::H1(sender))
+        Ok(Sender::H1(H1 {
+            send,
+            conn: Some(Box::pin(conn)),
+        }))
     }
 }
 
@@ -93,10 +130,7 @@ pub async fn exchange(
     max_body: usize,
 ) -> Result<Answer, AttemptFailure> {
     let resp = match sender {
-        Sender::H1(s) => {
-            s.ready().await.map_err(|_| AttemptFailure::Reset)?;
-            s.send_request(req).await
-        }
+        Sender::H1(c) => return exchange_h1(c, req, max_body).await,
         Sender::H2(s) => {
             s.ready().await.map_err(|_| AttemptFailure::Reset)?;
             // HTTP/2 carries the authority in the URI (`:authority`), not in `Host`.
@@ -113,6 +147,44 @@ pub async fn exchange(
         }
     }
     .map_err(|_| AttemptFailure::Reset)?;
+    read_answer(resp, max_body).await
+}
+
+/// The HTTP/1.1 exchange: the request and its connection polled together, in this task.
+async fn exchange_h1(
+    c: &mut H1,
+    req: http::Request<Body>,
+    max_body: usize,
+) -> Result<Answer, AttemptFailure> {
+    let H1 { send, conn } = c;
+    let work = async {
+        send.ready().await.map_err(|_| AttemptFailure::Reset)?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|_| AttemptFailure::Reset)?;
+        read_answer(resp, max_body).await
+    };
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        // The connection first: it writes the request, reads the response and feeds the body
+        // that `work` waits for. If it ends, dropping it resolves `work` (with the response if
+        // it was complete, else an error).
+        if let Some(c) = conn.as_mut() {
+            if c.as_mut().poll(cx).is_ready() {
+                *conn = None;
+            }
+        }
+        work.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Reads a response's whole body (at most `max_body` bytes).
+async fn read_answer(
+    resp: http::Response<hyper::body::Incoming>,
+    max_body: usize,
+) -> Result<Answer, AttemptFailure> {
     let (parts, body) = resp.into_parts();
     let bytes = Limited::new(body, max_body)
         .collect()
