@@ -179,8 +179,9 @@ fn load_generator_reports_every_request() {
         .args([
             "load",
             &format!("http://127.0.0.1:{port}/"),
-            "--host",
-            "svc",
+            // wrk-style: a Host header replaces the URL's authority (not a second Host).
+            "-H",
+            "Host: svc",
             "--rate",
             "200",
             "--duration",

@@ -61,8 +61,9 @@ pub struct DriverOptions {
     pub max_response_bytes: usize,
     /// Print an access log line per request.
     pub access_log: bool,
-    /// Time-series window of the metrics.
-    pub window: proxy_engine::Nanos,
+    /// Time-series window of the metrics; `None` keeps no time series (a proxy that runs
+    /// indefinitely: a series grows with uptime, and `/metrics` does not use it).
+    pub window: Option<proxy_engine::Nanos>,
 }
 
 /// Envoy's header telling the upstream which try this is (1 for the first).
@@ -149,7 +150,7 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
             attempts: IdMap::default(),
             answers: IdMap::default(),
             reqs: IdMap::default(),
-            metrics: Recorder::new(mesh, opts.window),
+            metrics: recorder(mesh, opts.window),
             earlier: Vec::new(),
             armed: None,
         }),
@@ -225,7 +226,7 @@ impl ProxyHandle {
     pub fn reload(&self, mesh: Arc<CompiledMesh>) {
         let mut st = self.shared.lock();
         let now = self.shared.clock.now();
-        let fresh = Recorder::new(mesh.clone(), self.shared.opts.window);
+        let fresh = recorder(mesh.clone(), self.shared.opts.window);
         let old = std::mem::replace(&mut st.metrics, fresh);
         st.earlier.push(old);
         st.engine.apply_config(now, mesh);
@@ -343,6 +344,7 @@ impl Shared {
                 let exchange =
                     upstream::exchange(&mut sender, request, self.opts.max_response_bytes);
                 let result = tokio::select! {
+                    biased;
                     r = exchange => r,
                     // The engine gave up on the attempt (timeout, downstream gone): dropping
                     // the exchange resets the stream (HTTP/1.1: closes the connection).
@@ -628,6 +630,14 @@ fn outgoing(
         .map(|p| p.body.clone())
         .unwrap_or_default();
     http_util::upstream_request(head, body, extra)
+}
+
+/// A recorder for `mesh`, with or without a time series.
+fn recorder(mesh: Arc<CompiledMesh>, window: Option<proxy_engine::Nanos>) -> Recorder {
+    match window {
+        Some(w) => Recorder::new(mesh, w),
+        None => Recorder::without_series(mesh),
+    }
 }
 
 fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {

@@ -153,14 +153,19 @@ pub fn forward_response(
     body: Bytes,
     edit: Option<&HeaderEdit>,
 ) -> Response<Body> {
-    // One pass over the (few) names, rather than a hashed removal per hop-by-hop name.
-    if parts.headers.keys().any(|n| is_hop_by_hop(n.as_str())) {
-        for name in HOP_BY_HOP {
-            parts.headers.remove(*name);
-        }
+    // One pass over the (few) names, then a hashed removal only of those present (most
+    // upstreams send `connection: keep-alive` and nothing else hop-by-hop).
+    let hop: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n.as_str()))
+        .cloned()
+        .collect();
+    for name in hop {
+        parts.headers.remove(name);
     }
-    // The body is forwarded whole: hyper sets the length from it.
-    parts.headers.remove(http::header::CONTENT_LENGTH);
+    // `content-length` stays: hyper's client read exactly that many bytes, so it is the
+    // body's length (and for a HEAD response, the length the GET would have had).
     if let Some(edit) = edit {
         apply_edit(&mut parts.headers, edit);
     }

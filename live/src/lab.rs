@@ -51,7 +51,7 @@ fn driver_options(name: &str, seed: u64, s: &Scenario) -> DriverOptions {
         connect_timeout: Duration::from_secs(10),
         max_response_bytes: Limits::default().max_response_bytes,
         access_log: false,
-        window: s.window,
+        window: Some(s.window),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod driver;
+pub mod header_timer;
 pub mod http_util;
 pub mod lab;
 pub mod loadgen;

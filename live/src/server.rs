@@ -7,6 +7,7 @@
 
 use crate::config::Limits;
 use crate::driver::ProxyHandle;
+use crate::header_timer::HeaderTimer;
 use crate::http_util::{self, Body};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -130,7 +131,7 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(HeaderTimer::new())
         .header_read_timeout(Duration::from_nanos(ctx.limits.header_read_timeout.0))
         .max_buf_size(ctx.limits.max_header_bytes.max(8192));
     builder
@@ -147,7 +148,9 @@ where
     let gauges = ctx_gauges.clone();
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
+    // `biased`: the connection first, and no random draw per poll of this hot task.
     let result = tokio::select! {
+        biased;
         r = conn.as_mut() => r,
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();

@@ -178,6 +178,9 @@ pub struct TimeSeries {
     pub window: Nanos,
     /// Windows from time zero; window `i` covers `[i·window, (i+1)·window)`.
     pub windows: Vec<Window>,
+    /// Whether records are kept. A long-running proxy keeps none: its windows would grow with
+    /// its uptime (a latency histogram per window), and nothing reports them.
+    recording: bool,
 }
 
 impl TimeSeries {
@@ -191,6 +194,15 @@ impl TimeSeries {
         TimeSeries {
             window,
             windows: Vec::new(),
+            recording: true,
+        }
+    }
+
+    /// A series that records nothing (stays empty).
+    pub fn off() -> TimeSeries {
+        TimeSeries {
+            recording: false,
+            ..TimeSeries::new(Nanos::from_secs(1))
         }
     }
 
@@ -210,11 +222,16 @@ impl TimeSeries {
 
     /// Records a resilience event that happened at `at`.
     pub fn record_event(&mut self, at: Time, event: &EngineEvent) {
-        self.window_at(at).events.record(event);
+        if self.recording {
+            self.window_at(at).events.record(event);
+        }
     }
 
     /// Records an outcome of a request that started at `start`.
     pub fn record(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
+        if !self.recording {
+            return;
+        }
         let w = self.window_at(start);
         w.requests += 1;
         if !outcome.is_success() {
@@ -310,6 +327,19 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for outcomes of `mesh`, with time-series windows of `window`.
     pub fn new(mesh: std::sync::Arc<crate::mesh::CompiledMesh>, window: Nanos) -> Recorder {
+        Recorder::with_series(mesh, TimeSeries::new(window))
+    }
+
+    /// A recorder that keeps totals, hop and event counts but no time series (for a proxy that
+    /// runs indefinitely).
+    pub fn without_series(mesh: std::sync::Arc<crate::mesh::CompiledMesh>) -> Recorder {
+        Recorder::with_series(mesh, TimeSeries::off())
+    }
+
+    fn with_series(
+        mesh: std::sync::Arc<crate::mesh::CompiledMesh>,
+        series: TimeSeries,
+    ) -> Recorder {
         Recorder {
             generated: 0,
             totals: Stats::default(),
@@ -317,7 +347,7 @@ impl Recorder {
             destinations: vec![None; mesh.destinations().len()],
             clusters: vec![None; mesh.clusters().len()],
             mirrors: vec![None; mesh.destinations().len()],
-            series: TimeSeries::new(window),
+            series,
             events: vec![EventCounts::default(); mesh.clusters().len()],
             mesh,
         }
@@ -495,5 +525,20 @@ mod tests {
         assert_eq!(ts.windows.len(), 2);
         assert_eq!((ts.windows[0].requests, ts.windows[0].errors), (1, 0));
         assert_eq!((ts.windows[1].requests, ts.windows[1].errors), (1, 1));
+    }
+
+    #[test]
+    fn a_series_that_is_off_stays_empty_however_late_the_records() {
+        let mut ts = TimeSeries::off();
+        // An hour in: a recording series would now hold 3 601 windows with a histogram each.
+        let hour = Time(3_600_000_000_000);
+        ts.record(hour, &outcome(200, ResponseFlags::NONE), Nanos(5));
+        ts.record_event(
+            hour,
+            &EngineEvent::Retry {
+                cluster: crate::mesh::ClusterId(0),
+            },
+        );
+        assert!(ts.windows.is_empty());
     }
 }

@@ -94,11 +94,24 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         .next()
         .with_context(|| format!("{with_port} resolves to nothing"))?;
     let mut headers = BTreeMap::new();
+    let mut host = args.host.clone();
     for h in &args.headers {
         let Some((k, v)) = h.split_once(':') else {
             bail!("--header {h:?}: expected `name: value`");
         };
-        headers.insert(k.trim().to_owned(), v.trim().to_owned());
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("host") {
+            // As with wrk, curl and fortio: `-H "Host: x"` replaces the URL's authority.
+            if host.as_deref().is_some_and(|h| h != v) {
+                bail!(
+                    "--header {h:?} contradicts --host {:?}",
+                    host.unwrap_or_default()
+                );
+            }
+            host = Some(v.to_owned());
+            continue;
+        }
+        headers.insert(k.to_owned(), v.to_owned());
     }
     let spec = RequestSpec {
         weight: 1,
@@ -106,7 +119,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         path,
         headers,
     };
-    let host = args.host.clone().unwrap_or(authority);
+    let host = host.unwrap_or(authority);
     let opts = LoadOptions {
         target,
         mix: Mix::new(&host, "loadgen", &[spec]),

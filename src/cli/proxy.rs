@@ -49,7 +49,8 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         connect_timeout: Duration::from_nanos(config.limits.connect_timeout.0),
         max_response_bytes: config.limits.max_response_bytes,
         access_log: config.access_log,
-        window: proxy_engine::Nanos::from_secs(1),
+        // Runs indefinitely: cumulative metrics only (`/metrics`), no per-second series.
+        window: None,
     };
     // Each listener runs its own engine, with its own role.
     let mut listeners = Vec::new();

@@ -122,7 +122,7 @@ pub async fn proxy_tls(
         connect_timeout: Duration::from_secs(2),
         max_response_bytes: 1 << 20,
         access_log: false,
-        window: proxy_engine::Nanos::from_secs(1),
+        window: Some(proxy_engine::Nanos::from_secs(1)),
     };
     let handle = driver::spawn(
         Arc::new(compiled),
@@ -193,7 +193,7 @@ pub async fn lab(
         connect_timeout: Duration::from_secs(1),
         max_response_bytes: 1 << 20,
         access_log: false,
-        window: s.window,
+        window: Some(s.window),
     };
     let role = ProxyRole::Client {
         name: "client".into(),
