@@ -4,6 +4,11 @@
 # interleaved so drift hits all three alike. Also: resident memory idle and under load, and the
 # meshtwin load generator's ceiling against the upstream on one core.
 #
+# Placement (2 cores): the proxy under test runs alone on CPU 1; wrk and the upstream share
+# CPU 0. Besides req/s, each proxy's CPU time (user + system, from /proc) per request is
+# reported: on a shared VM it is steadier than throughput, and it is what "≥ HAProxy's
+# throughput with one worker" comes down to when the proxy's core is the bottleneck.
+#
 # Usage: benches/live/run.sh [rounds] [seconds]     (defaults: 3 rounds of 10 s)
 # Needs root for apt-get the first time (installs wrk, haproxy, nginx). Results: a table on
 # stdout and benches/live/results.txt.
@@ -62,39 +67,68 @@ Proxy(
 )
 CONF
 
-nginx -c "$work/ng-up/nginx.conf" -p "$work/ng-up" & pids+=($!)
-nginx -c "$work/ng-rp/nginx.conf" -p "$work/ng-rp" & pids+=($!)
-haproxy -f "$work/haproxy.cfg" & pids+=($!)
-"$bin" proxy --config "$work/meshtwin.ron" --workers 1 2>/dev/null & mt_pid=$!; pids+=($mt_pid)
+taskset -c 0 nginx -c "$work/ng-up/nginx.conf" -p "$work/ng-up" & pids+=($!)
+taskset -c 1 nginx -c "$work/ng-rp/nginx.conf" -p "$work/ng-rp" & ng_pid=$!; pids+=($ng_pid)
+taskset -c 1 haproxy -f "$work/haproxy.cfg" & ha_pid=$!; pids+=($ha_pid)
+taskset -c 1 "$bin" proxy --config "$work/meshtwin.ron" --workers 1 2>/dev/null & mt_pid=$!; pids+=($mt_pid)
 sleep 1
 
 rss_kb() { ps -o rss= -p "$1" | tr -d ' '; }
 mt_idle=$(rss_kb "$mt_pid")
 
-declare -A rps p99 peak
-run() { # name port host
-  local out
-  out=$(wrk -t1 -c64 -d"${secs}s" --latency -H "Host: $3" "http://127.0.0.1:$2/")
+# CPU ticks (user + system) of a process and its children (nginx's worker is a child).
+ticks() {
+  local t=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
+declare -A rps p99 cpu
+run() { # name port host pid
+  local out t0 t1 n
+  t0=$(ticks "$4")
+  out=$(taskset -c 0 wrk -t1 -c64 -d"${secs}s" --latency -H "Host: $3" "http://127.0.0.1:$2/")
+  t1=$(ticks "$4")
   local r l
   r=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   l=$(echo "$out" | awk '$1=="99%" {print $2}')
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
   rps[$1]="${rps[$1]:-} $r"; p99[$1]="${p99[$1]:-} $l"
+  cpu[$1]="${cpu[$1]:-} $(python3 -c "print(f'{($t1 - $t0) * 1e6 / $hz / $n:.1f}')")"
 }
 for round in $(seq "$rounds"); do
-  for target in "meshtwin $MT up" "haproxy $HA up" "nginx $NG up"; do
+  for target in "meshtwin $MT up $mt_pid" "haproxy $HA up $ha_pid" "nginx $NG up $ng_pid"; do
     set -- $target
     if [ "$1" = meshtwin ]; then
       ( sleep $((secs / 2)); rss_kb "$mt_pid" > "$work/mt_load_$round" ) &
     fi
-    run "$1" "$2" "$3"
+    run "$1" "$2" "$3" "$4"
   done
 done
 mt_load=$(cat "$work"/mt_load_* | sort -n | tail -1)
 
+# Median of the values on stdin; wrk's latencies (us, ms, s) in ms.
+median() {
+  python3 -c '
+import statistics, sys
+def ms(x):
+    for unit, k in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if x.endswith(unit):
+            return float(x[: -len(unit)]) * k
+    return float(x)
+print(f"{statistics.median(ms(x) for x in sys.stdin.read().split()):.2f}")'
+}
 {
   echo "reverse proxy on loopback, wrk -t1 -c64 -d${secs}s, $rounds interleaved rounds, one worker each"
-  printf '%-10s %-40s %-40s\n' proxy "req/s per round" "p99 per round"
-  for n in meshtwin haproxy nginx; do printf '%-10s %-40s %-40s\n' "$n" "${rps[$n]}" "${p99[$n]}"; done
+  echo "(proxy alone on CPU 1; wrk and upstream on CPU 0; CPU = proxy user+system µs per request)"
+  printf '%-10s %-12s %-12s %-10s | %s\n' proxy "med req/s" "med p99 ms" "med CPU" "per round: req/s / p99 / CPU µs"
+  for n in meshtwin haproxy nginx; do
+    printf '%-10s %-12s %-12s %-10s | %s / %s / %s\n' "$n" "$(echo "${rps[$n]}" | median)" \
+      "$(echo "${p99[$n]}" | median)" "$(echo "${cpu[$n]}" | median)" "${rps[$n]}" "${p99[$n]}" "${cpu[$n]}"
+  done
   echo "meshtwin resident memory: idle ${mt_idle} kB, under load ${mt_load} kB"
   lg=$(taskset -c 0 "$bin" load "http://127.0.0.1:$UP/" --rate 60000 --duration "${secs}s" -c 64 --quiet --json - \
        | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["generated"], r["totals"]["count"], r["totals"]["latency_ms"]["p99"])')

@@ -102,6 +102,10 @@ struct Pending {
     path: Arc<str>,
     /// The mesh the engine matched the request under (its outcome's ids are that mesh's).
     mesh: Arc<CompiledMesh>,
+    /// The head handed to the engine, and the downstream parts it was made from: a first
+    /// attempt whose head the engine did not change forwards these parts (taken) rather than
+    /// rebuilding the request from the head.
+    original: Option<(RequestHead, http::request::Parts)>,
 }
 
 /// Everything behind the lock.
@@ -183,6 +187,28 @@ impl ProxyHandle {
         head: RequestHead,
         body: Bytes,
     ) -> Option<Response<Body>> {
+        self.run(req, head, None, body).await
+    }
+
+    /// Like `request_with_id`, for a downstream request whose parts `head` was made from: if
+    /// the engine sends the head unchanged, the upstream request reuses these parts.
+    pub async fn forward(
+        &self,
+        req: RequestId,
+        head: RequestHead,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Option<Response<Body>> {
+        self.run(req, head.clone(), Some((head, parts)), body).await
+    }
+
+    async fn run(
+        &self,
+        req: RequestId,
+        head: RequestHead,
+        original: Option<(RequestHead, http::request::Parts)>,
+        body: Bytes,
+    ) -> Option<Response<Body>> {
         let (reply, rx) = oneshot::channel();
         let work = {
             let mut st = self.shared.lock();
@@ -199,6 +225,7 @@ impl ProxyHandle {
                     method: head.method.clone(),
                     path: head.path.clone(),
                     mesh,
+                    original,
                 },
             );
             st.engine.handle_request(now, req, head);
@@ -475,7 +502,11 @@ impl Shared {
                         continue;
                     }
                     let count = [(ATTEMPT_COUNT, http::HeaderValue::from(try_number))];
-                    match (sender, outgoing(st, req, &head, &count)) {
+                    let request = match forwarded(st, req, &head, try_number, &count) {
+                        Some(r) => Some(r),
+                        None => outgoing(st, req, &head, &count),
+                    };
+                    match (sender, request) {
                         (Some(sender), Some(request)) => {
                             let (cancel, cancelled) = oneshot::channel();
                             st.attempts.insert(attempt, cancel);
@@ -638,6 +669,23 @@ fn recorder(mesh: Arc<CompiledMesh>, window: Option<proxy_engine::Nanos>) -> Rec
         Some(w) => Recorder::new(mesh, w),
         None => Recorder::without_series(mesh),
     }
+}
+
+/// The upstream request made from the downstream parts, for a first try whose head the engine
+/// left unchanged (see `Pending::original`).
+fn forwarded(
+    st: &mut State,
+    req: RequestId,
+    head: &RequestHead,
+    try_number: u32,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) -> Option<http::Request<Body>> {
+    let p = st.reqs.get_mut(&req)?;
+    if try_number != 1 || !p.original.as_ref().is_some_and(|(h, _)| h.is(head)) {
+        return None;
+    }
+    let (_, parts) = p.original.take()?;
+    http_util::forward_request(parts, head, p.body.clone(), extra)
 }
 
 fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {

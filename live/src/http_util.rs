@@ -147,23 +147,54 @@ pub fn upstream_request(
     Some(req)
 }
 
+/// The upstream request made from the downstream request's own parts, for a first attempt
+/// whose head the engine left as it was (`head` is the head made from `parts`): its headers
+/// are forwarded as parsed, not rebuilt from the engine's strings. Hop-by-hop headers are
+/// dropped, `Host` is set from the authority, the URI is made origin-form, the version
+/// HTTP/1.1 (the downstream may have been HTTP/2). `None` if the authority is not a valid
+/// header value.
+pub fn forward_request(
+    mut parts: http::request::Parts,
+    head: &RequestHead,
+    body: Bytes,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Option<Request<Body>> {
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = http::Uri::try_from(&*head.path).ok()?;
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&head.authority).ok()?,
+    );
+    for (name, value) in extra {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    parts.version = http::Version::HTTP_11;
+    parts.extensions.clear();
+    Some(Request::from_parts(parts, Full::new(body)))
+}
+
+/// Removes the hop-by-hop headers: one pass over the (few) names, then a hashed removal only
+/// of those present (most peers send `connection: keep-alive` and nothing else hop-by-hop).
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n.as_str()))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
 /// The response to send downstream for an upstream answer, after the route's header edits.
 pub fn forward_response(
     mut parts: http::response::Parts,
     body: Bytes,
     edit: Option<&HeaderEdit>,
 ) -> Response<Body> {
-    // One pass over the (few) names, then a hashed removal only of those present (most
-    // upstreams send `connection: keep-alive` and nothing else hop-by-hop).
-    let hop: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n.as_str()))
-        .cloned()
-        .collect();
-    for name in hop {
-        parts.headers.remove(name);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     // `content-length` stays: hyper's client read exactly that many bytes, so it is the
     // body's length (and for a HEAD response, the length the GET would have had).
     if let Some(edit) = edit {

@@ -228,7 +228,7 @@ async fn handle(
         req: id,
         armed: true,
     };
-    let resp = ctx.proxy.request_with_id(id, head, body).await;
+    let resp = ctx.proxy.forward(id, head, parts, body).await;
     guard.armed = false;
     Ok(resp.unwrap_or_else(|| http_util::text(StatusCode::SERVICE_UNAVAILABLE, "proxy stopped")))
 }

@@ -49,6 +49,26 @@ async fn routing_split_mirror_faults_and_edits_on_real_sockets() {
         let got = get(addr, "reviews", "/", &[("end-user", "jason")]).await;
         assert_eq!((got.status, got.body.as_str()), (200, "v2"));
     }
+    // An unchanged head is forwarded from the downstream parts: end-to-end headers pass,
+    // hop-by-hop ones do not, Host is the authority, the try is counted.
+    let hdrs = [
+        ("end-user", "jason"),
+        ("x-custom", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+    ];
+    let got = get(addr, "reviews", "/fwd?q=1", &hdrs).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "v2"));
+    let (host, uri, seen) = v2.seen.lock().expect("lock").last().cloned().expect("seen");
+    assert_eq!((host.as_str(), uri.as_str()), ("reviews", "/fwd?q=1"));
+    let has = |k: &str, v: &str| seen.iter().any(|(a, b)| a == k && b == v);
+    assert!(has("x-custom", "1") && has("end-user", "jason"), "{seen:?}");
+    assert!(has("x-envoy-attempt-count", "1"), "{seen:?}");
+    assert!(
+        !seen.iter().any(|(k, _)| k == "keep-alive" || k == "te"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.iter().filter(|(k, _)| k == "host").count(), 1);
     // 80/20 split: Binomial(n, 0.2) within 5 standard deviations.
     let n = 400;
     let mut to_v2 = 0;
@@ -108,7 +128,7 @@ async fn routing_split_mirror_faults_and_edits_on_real_sockets() {
 
     // Every request got one recorded outcome, with the flags.
     let m = handle.snapshot().finish();
-    assert_eq!(m.totals.count, 10 + n as u64 + 5);
+    assert_eq!(m.totals.count, 10 + 1 + n as u64 + 5);
     let flag = |f: &str| {
         m.totals
             .flags()

@@ -63,6 +63,12 @@ impl std::ops::DerefMut for RequestHead {
 }
 
 impl RequestHead {
+    /// Whether `other` is this very head (shared, never written since): a driver that keeps a
+    /// copy of the head it handed in can tell whether the engine changed it.
+    pub fn is(&self, other: &RequestHead) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// A head with these parts.
     pub fn new(parts: HeadParts) -> RequestHead {
         RequestHead(Arc::new(parts))
