@@ -341,10 +341,14 @@ impl Shared {
     }
 
     /// One piece of socket work; returns the work its result leads to.
+    ///
+    /// Connects and mirrors are boxed: they are rare next to exchanges, and unboxed their
+    /// futures would size every request's future (which hyper moves per request) to theirs.
     async fn perform(self: Arc<Self>, work: Work) -> Vec<Work> {
         match work {
             Work::Connect { conn, addr, http2 } => {
-                let result = upstream::connect(addr, self.opts.connect_timeout, http2).await;
+                let connect = upstream::connect(addr, self.opts.connect_timeout, http2);
+                let result = Box::pin(connect).await;
                 let mut st = self.lock();
                 let now = self.clock.now();
                 match result {
@@ -391,17 +395,17 @@ impl Shared {
                 request,
             } => {
                 let started = std::time::Instant::now();
-                let status = match upstream::connect(addr, self.opts.connect_timeout, false).await {
-                    Ok(mut sender) => {
-                        match upstream::exchange(&mut sender, request, self.opts.max_response_bytes)
-                            .await
-                        {
-                            Ok((parts, _)) => parts.status.as_u16(),
-                            Err(_) => 0,
-                        }
+                let (timeout, max) = (self.opts.connect_timeout, self.opts.max_response_bytes);
+                let status = Box::pin(async move {
+                    let Ok(mut sender) = upstream::connect(addr, timeout, false).await else {
+                        return 0;
+                    };
+                    match upstream::exchange(&mut sender, request, max).await {
+                        Ok((parts, _)) => parts.status.as_u16(),
+                        Err(_) => 0,
                     }
-                    Err(_) => 0,
-                };
+                })
+                .await;
                 let latency = proxy_engine::Nanos(started.elapsed().as_nanos() as u64);
                 let mut st = self.lock();
                 let dest = st.engine.config().endpoint(endpoint).destination;

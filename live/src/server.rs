@@ -186,10 +186,8 @@ async fn handle(
     let body: Bytes = if body.is_end_stream() {
         Bytes::new()
     } else {
-        match Limited::new(body, ctx.limits.max_body_bytes)
-            .collect()
-            .await
-        {
+        // Boxed: only requests with a body pay for this future's size.
+        match Box::pin(Limited::new(body, ctx.limits.max_body_bytes).collect()).await {
             Ok(c) => c.to_bytes(),
             Err(e)
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
