@@ -34,16 +34,14 @@ pub struct H1 {
     conn: Option<Pin<Box<H1Connection>>>,
 }
 
-impl H1 {
-    /// Polls the connection once; drops it if it ended. Returns whether it is still open.
-    fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(conn) = self.conn.as_mut() {
-            if conn.as_mut().poll(cx).is_ready() {
-                self.conn = None;
-            }
+/// Polls the connection once; drops it if it ended. Returns whether it is still open.
+fn poll_conn(conn: &mut Option<Pin<Box<H1Connection>>>, cx: &mut Context<'_>) -> bool {
+    if let Some(c) = conn.as_mut() {
+        if c.as_mut().poll(cx).is_ready() {
+            *conn = None;
         }
-        self.conn.is_some()
     }
+    conn.is_some()
 }
 
 /// An open upstream connection: HTTP/1.1 (one request at a time; the sender is taken for the
@@ -61,7 +59,8 @@ impl Sender {
     pub fn is_closed(&mut self) -> bool {
         match self {
             Sender::H1(c) => {
-                !c.poll_conn(&mut Context::from_waker(Waker::noop())) || c.send.is_closed()
+                !poll_conn(&mut c.conn, &mut Context::from_waker(Waker::noop()))
+                    || c.send.is_closed()
             }
             Sender::H2(s) => s.is_closed(),
         }
@@ -170,11 +169,7 @@ async fn exchange_h1(
         // The connection first: it writes the request, reads the response and feeds the body
         // that `work` waits for. If it ends, dropping it resolves `work` (with the response if
         // it was complete, else an error).
-        if let Some(c) = conn.as_mut() {
-            if c.as_mut().poll(cx).is_ready() {
-                *conn = None;
-            }
-        }
+        poll_conn(conn, cx);
         work.as_mut().poll(cx)
     })
     .await
