@@ -247,3 +247,21 @@ fn negative_weight_is_located() {
     );
     assert!(err.to_lowercase().contains("expected"), "{err}");
 }
+
+#[test]
+fn load_host_header_that_contradicts_host_flag_is_an_error() {
+    // `-H "Host: x"` replaces the URL's authority; with a different `--host` it is ambiguous.
+    let out = meshtwin(&[
+        "load",
+        "http://127.0.0.1:9/",
+        "--rate",
+        "1",
+        "--host",
+        "reviews",
+        "-H",
+        "Host: ratings",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("contradicts --host"), "{err}");
+}

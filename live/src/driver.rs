@@ -318,7 +318,7 @@ async fn timer_task(shared: Arc<Shared>) {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Performs `work`: the first item inline (this task waits for it anyway), the rest on

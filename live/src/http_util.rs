@@ -131,19 +131,14 @@ pub fn upstream_request(
     *req.uri_mut() = http::Uri::try_from(&*head.path).ok()?;
     let h = req.headers_mut();
     h.reserve(head.headers.len() + 1 + extra.len());
-    h.insert(
-        http::header::HOST,
-        HeaderValue::from_str(&head.authority).ok()?,
-    );
+    set_host(h, head)?; // first, as RFC 9112 asks of user agents
     for (name, value) in head.headers.iter() {
         h.append(
             HeaderName::from_bytes(name.as_bytes()).ok()?,
             HeaderValue::from_str(value).ok()?,
         );
     }
-    for (name, value) in extra {
-        h.append(name.clone(), value.clone());
-    }
+    append(h, extra);
     Some(req)
 }
 
@@ -163,16 +158,26 @@ pub fn forward_request(
         parts.uri = http::Uri::try_from(&*head.path).ok()?;
     }
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(
-        http::header::HOST,
-        HeaderValue::from_str(&head.authority).ok()?,
-    );
-    for (name, value) in extra {
-        parts.headers.append(name.clone(), value.clone());
-    }
+    set_host(&mut parts.headers, head)?; // in place of the downstream's
+    append(&mut parts.headers, extra);
     parts.version = http::Version::HTTP_11;
     parts.extensions.clear();
     Some(Request::from_parts(parts, Full::new(body)))
+}
+
+/// Sets `Host` to the head's authority, replacing any; `None` if the authority is not a
+/// valid header value.
+fn set_host(headers: &mut http::HeaderMap, head: &RequestHead) -> Option<()> {
+    let host = HeaderValue::from_str(&head.authority).ok()?;
+    headers.insert(http::header::HOST, host);
+    Some(())
+}
+
+/// Appends `extra` (the driver's own headers, such as the attempt count).
+fn append(headers: &mut http::HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
+    for (name, value) in extra {
+        headers.append(name.clone(), value.clone());
+    }
 }
 
 /// Removes the hop-by-hop headers: one pass over the (few) names, then a hashed removal only

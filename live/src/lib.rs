@@ -23,3 +23,9 @@ pub mod server;
 pub mod service;
 pub mod tls;
 pub mod upstream;
+
+/// Locks `m`, carrying on if a panicking holder poisoned it: every state behind these mutexes
+/// stays consistent between statements, and a live proxy must not stop on one task's panic.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

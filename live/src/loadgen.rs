@@ -89,7 +89,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> RunMetrics {
     let mut s = match Arc::try_unwrap(shared) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(arc) => {
-            let guard = arc.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = crate::lock(&arc);
             Shared {
                 totals: guard.totals.clone(),
                 series: guard.series.clone(),

@@ -210,7 +210,7 @@ async fn handle(
         }
     };
     let head = {
-        let mut strings = strings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut strings = crate::lock(&strings);
         http_util::head_from_request(&parts, &mut strings)
     };
     if head.authority.is_empty() {

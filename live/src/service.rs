@@ -10,6 +10,7 @@
 //! the lab, `kill` then `restart`) refuses connections and resets what was open.
 
 use crate::http_util::{self, Body};
+use crate::lock;
 use crate::upstream::{self, Sender};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -128,10 +129,6 @@ impl Drop for Instance {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn accept(listener: TcpListener, state: Arc<State>) {
     // Connections live in this set so that aborting the accept task drops them all.
     let mut conns = tokio::task::JoinSet::new();
@@ -182,10 +179,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         failed |= statuses.iter().any(|s| *s == 0 || *s >= 500);
     }
     let (service, status) = {
-        let mut rng = match state.rng.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        };
+        let mut rng = lock(&state.rng);
         let service = v.latency.sample(&mut *rng);
         let service = if faults.is_empty() {
             service
