@@ -93,7 +93,6 @@ enum Work {
 
 /// A request the driver is handling.
 struct Pending {
-    reply: Option<oneshot::Sender<Response<Body>>>,
     body: Bytes,
     start: Time,
     /// Wall-clock start, only taken when the access log is on.
@@ -108,6 +107,17 @@ struct Pending {
     original: Option<(RequestHead, http::request::Parts)>,
 }
 
+/// A downstream response on its way to the request's task. The task performs the request's
+/// first work inline, so the response is usually there when that returns (`Ready`, taken
+/// without a channel); a task that must wait leaves a channel (`Waiting`).
+///
+/// **Invariant:** an entry exists only for a request still in `reqs` or whose task has not
+/// yet taken its response; `cancel` (the task is gone) removes it.
+enum Reply {
+    Ready(Response<Body>),
+    Waiting(oneshot::Sender<Response<Body>>),
+}
+
 /// Everything behind the lock.
 struct State {
     engine: Proxy,
@@ -117,6 +127,8 @@ struct State {
     attempts: IdMap<AttemptId, oneshot::Sender<()>>,
     answers: IdMap<AttemptId, Answer>,
     reqs: IdMap<RequestId, Pending>,
+    /// Downstream responses not yet taken by their request's task (see `Reply`).
+    replies: IdMap<RequestId, Reply>,
     /// Records outcomes against the current mesh.
     metrics: Recorder,
     /// Recorders of earlier meshes (before reloads): requests that started under one are
@@ -154,6 +166,7 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
             attempts: IdMap::default(),
             answers: IdMap::default(),
             reqs: IdMap::default(),
+            replies: IdMap::default(),
             metrics: recorder(mesh, opts.window),
             earlier: Vec::new(),
             armed: None,
@@ -209,7 +222,6 @@ impl ProxyHandle {
         original: Option<(RequestHead, http::request::Parts)>,
         body: Bytes,
     ) -> Option<Response<Body>> {
-        let (reply, rx) = oneshot::channel();
         let work = {
             let mut st = self.shared.lock();
             let now = self.shared.clock.now();
@@ -218,7 +230,6 @@ impl ProxyHandle {
             st.reqs.insert(
                 req,
                 Pending {
-                    reply: Some(reply),
                     body,
                     start: now,
                     start_wall: self.shared.opts.access_log.then(std::time::SystemTime::now),
@@ -232,6 +243,16 @@ impl ProxyHandle {
             self.shared.drain(&mut st)
         };
         self.shared.clone().perform_inline(work).await;
+        // Usually the inline work ended the request; otherwise a timer or another task will.
+        let rx = {
+            let mut st = self.shared.lock();
+            if let Some(Reply::Ready(resp)) = st.replies.remove(&req) {
+                return Some(resp);
+            }
+            let (tx, rx) = oneshot::channel();
+            st.replies.insert(req, Reply::Waiting(tx));
+            rx
+        };
         rx.await.ok()
     }
 
@@ -239,6 +260,7 @@ impl ProxyHandle {
     pub fn cancel(&self, req: RequestId) {
         let work = {
             let mut st = self.shared.lock();
+            st.replies.remove(&req);
             if !st.reqs.contains_key(&req) {
                 return;
             }
@@ -602,6 +624,10 @@ impl Shared {
         let Some(p) = st.reqs.remove(&req) else {
             return;
         };
+        if matches!(st.replies.get(&req), Some(Reply::Waiting(_))) {
+            // Ended with no response (none is coming now): the waiting task gets `None`.
+            st.replies.remove(&req);
+        }
         let latency = self.clock.now().since(p.start);
         let rec = if Arc::ptr_eq(st.metrics.mesh(), &p.mesh) {
             &mut st.metrics
@@ -692,8 +718,17 @@ fn forwarded(
     http_util::forward_request(parts, head, p.body.clone(), extra)
 }
 
+/// Hands `req`'s downstream response to its task: to the waiting one, or kept for it to take.
 fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {
-    if let Some(reply) = st.reqs.get_mut(&req).and_then(|p| p.reply.take()) {
-        let _ = reply.send(resp); // the downstream may have gone
+    match st.replies.remove(&req) {
+        Some(Reply::Waiting(tx)) => {
+            let _ = tx.send(resp); // the downstream may have gone
+        }
+        Some(Reply::Ready(_)) => {} // answered already: the engine answers once
+        None => {
+            if st.reqs.contains_key(&req) {
+                st.replies.insert(req, Reply::Ready(resp));
+            }
+        }
     }
 }

@@ -20,7 +20,15 @@ use std::time::{Duration, Instant};
 /// A `hyper::rt::Timer` for one connection's header read timeout (see the module docs).
 #[derive(Clone, Default)]
 pub struct HeaderTimer {
-    armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    armed: Arc<Mutex<Option<Armed>>>,
+}
+
+/// The connection's one tokio sleep, and the waker it was last polled with: while that waker
+/// is the polling task's and the sleep has not fired, polling it again would only re-register
+/// the same waker, so it is skipped.
+struct Armed {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    polled_with: Option<std::task::Waker>,
 }
 
 impl HeaderTimer {
@@ -50,7 +58,7 @@ impl hyper::rt::Timer for HeaderTimer {
 
 /// One head's timeout: completes when `deadline` has passed.
 struct HeadSleep {
-    armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    armed: Arc<Mutex<Option<Armed>>>,
     deadline: tokio::time::Instant,
 }
 
@@ -62,13 +70,26 @@ impl Future for HeadSleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.deadline;
         let mut armed = crate::lock(&self.armed);
-        let sleep = armed.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let armed = armed.get_or_insert_with(|| Armed {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            polled_with: None,
+        });
+        let sleep = &mut armed.sleep;
         if sleep.deadline() > deadline {
             // Armed for a later head (only if deadlines went backwards): this one comes first.
             sleep.as_mut().reset(deadline);
+            armed.polled_with = None;
+        }
+        let registered = armed
+            .polled_with
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if registered && !sleep.is_elapsed() {
+            return Poll::Pending; // still armed, and will wake this task
         }
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
+                armed.polled_with = Some(cx.waker().clone());
                 return Poll::Pending;
             }
             if sleep.deadline() >= deadline {

@@ -13,20 +13,22 @@ use std::sync::Arc;
 /// The body type used throughout live mode: fully buffered.
 pub type Body = Full<Bytes>;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Host`
+/// (which a proxy sets from the authority it forwards to). Compared as `HeaderName`s: for the
+/// standard names that is one byte compare, not a string compare per name.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::HOST,
 ];
 
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.iter().any(|h| h == name)
 }
 
 /// Per-connection strings shared by the heads of its requests, so a request allocates only
@@ -102,7 +104,7 @@ pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings
     let headers: Vec<(Arc<str>, Arc<str>)> = parts
         .headers
         .iter()
-        .filter(|(n, _)| !is_hop_by_hop(n.as_str()))
+        .filter(|(n, _)| !is_hop_by_hop(n))
         .filter_map(|(n, v)| Some((Arc::from(n.as_str()), Arc::from(v.to_str().ok()?))))
         .collect();
     RequestHead::new(HeadParts {
@@ -185,7 +187,7 @@ fn append(headers: &mut http::HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     let hop: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_hop_by_hop(n.as_str()))
+        .filter(|n| is_hop_by_hop(n))
         .cloned()
         .collect();
     for name in hop {

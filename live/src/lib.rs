@@ -21,6 +21,7 @@ pub mod lab;
 pub mod loadgen;
 pub mod server;
 pub mod service;
+pub mod stop;
 pub mod tls;
 pub mod upstream;
 

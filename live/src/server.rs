@@ -9,6 +9,7 @@ use crate::config::Limits;
 use crate::driver::ProxyHandle;
 use crate::header_timer::HeaderTimer;
 use crate::http_util::{self, Body};
+use crate::stop::{StopSignal, StopWatch};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use proxy_engine::RequestId;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -81,6 +83,7 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let signal = StopSignal::new();
     let mut conns = tokio::task::JoinSet::new();
     loop {
         // Bound open connections: wait for a slot before accepting.
@@ -99,7 +102,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let tls = tls.clone();
-        let stop = stopped.clone();
+        let stop = signal.watch();
         conns.spawn(async move {
             let gauges = ctx.proxy.gauges.clone();
             gauges
@@ -120,11 +123,12 @@ async fn accept_loop(
         });
         while conns.try_join_next().is_some() {}
     }
-    // Graceful: the connections were told (watch) and finish their in-flight requests.
+    // Graceful: the connections are told and finish their in-flight requests.
+    signal.fire();
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve<I>(io: I, ctx: Arc<Ctx>, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+async fn serve<I>(io: I, ctx: Arc<Ctx>, peer: SocketAddr, mut stop: StopWatch)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -148,15 +152,15 @@ where
     let gauges = ctx_gauges.clone();
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    // `biased`: the connection first, and no random draw per poll of this hot task.
-    let result = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
+    let mut stopping = false;
+    let result = std::future::poll_fn(|cx| {
+        if !stopping && stop.stopped(cx) {
+            stopping = true;
             conn.as_mut().graceful_shutdown();
-            conn.await
         }
-    };
+        conn.as_mut().poll(cx)
+    })
+    .await;
     if result.is_err() {
         gauges.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
     }
