@@ -76,19 +76,22 @@ enum Work {
         addr: SocketAddr,
         http2: bool,
     },
-    Exchange {
-        attempt: AttemptId,
-        conn: ConnId,
-        sender: Sender,
-        request: http::Request<Body>,
-        /// Resolves when the engine cancels the attempt (its sender is dropped).
-        cancelled: oneshot::Receiver<()>,
-    },
+    Exchange(Exchange),
     Mirror {
         endpoint: EndpointId,
         addr: SocketAddr,
         request: http::Request<Body>,
     },
+}
+
+/// An attempt to send on an open connection.
+struct Exchange {
+    attempt: AttemptId,
+    conn: ConnId,
+    sender: Sender,
+    request: http::Request<Body>,
+    /// Resolves when the engine cancels the attempt (its sender is dropped).
+    cancelled: oneshot::Receiver<()>,
 }
 
 /// A request the driver is handling.
@@ -240,9 +243,9 @@ impl ProxyHandle {
                 },
             );
             st.engine.handle_request(now, req, head);
-            self.shared.drain(&mut st)
+            self.shared.drain(&mut st, now)
         };
-        self.shared.clone().perform_inline(work).await;
+        self.shared.perform_inline(work).await;
         // Usually the inline work ended the request; otherwise a timer or another task will.
         let rx = {
             let mut st = self.shared.lock();
@@ -266,7 +269,7 @@ impl ProxyHandle {
             }
             let now = self.shared.clock.now();
             st.engine.handle_downstream_cancel(now, req);
-            self.shared.drain(&mut st)
+            self.shared.drain(&mut st, now)
         };
         self.shared.clone().spawn_all(work);
     }
@@ -279,7 +282,7 @@ impl ProxyHandle {
         let old = std::mem::replace(&mut st.metrics, fresh);
         st.earlier.push(old);
         st.engine.apply_config(now, mesh);
-        let work = self.shared.drain(&mut st);
+        let work = self.shared.drain(&mut st, now);
         drop(st);
         self.shared.clone().spawn_all(work);
     }
@@ -329,7 +332,7 @@ async fn timer_task(shared: Arc<Shared>) {
                     let mut st = shared.lock();
                     let now = shared.clock.now();
                     st.engine.handle_timeout(now);
-                    shared.drain(&mut st)
+                    shared.drain(&mut st, now)
                 };
                 shared.clone().spawn_all(work);
             }
@@ -345,10 +348,19 @@ impl Shared {
 
     /// Performs `work`: the first item inline (this task waits for it anyway), the rest on
     /// spawned tasks; then whatever the results lead to, the same way.
-    async fn perform_inline(self: Arc<Self>, mut work: Vec<Work>) {
+    ///
+    /// An exchange is awaited directly and anything else boxed: this future is part of every
+    /// proxied request's, which hyper moves once per request, and each nested `async fn` adds
+    /// its own copy of its arguments.
+    async fn perform_inline(self: &Arc<Self>, mut work: Vec<Work>) {
         while let Some(first) = work.pop() {
-            self.clone().spawn_all(std::mem::take(&mut work));
-            work = self.clone().perform(first).await;
+            if !work.is_empty() {
+                self.clone().spawn_all(std::mem::take(&mut work));
+            }
+            work = match first {
+                Work::Exchange(x) => self.exchange(x).await,
+                other => Box::pin(self.clone().perform(other)).await,
+            };
         }
     }
 
@@ -385,32 +397,9 @@ impl Shared {
                         st.engine.handle_connect_failed(now, conn, why);
                     }
                 }
-                self.drain(&mut st)
+                self.drain(&mut st, now)
             }
-            Work::Exchange {
-                attempt,
-                conn,
-                mut sender,
-                request,
-                mut cancelled,
-            } => {
-                let exchange =
-                    upstream::exchange(&mut sender, request, self.opts.max_response_bytes);
-                let result = tokio::select! {
-                    biased;
-                    r = exchange => r,
-                    // The engine gave up on the attempt (timeout, downstream gone): dropping
-                    // the exchange resets the stream (HTTP/1.1: closes the connection).
-                    _ = &mut cancelled => return Vec::new(),
-                };
-                let mut st = self.lock();
-                self.answered(&mut st, attempt, conn, sender, result);
-                let work = self.drain(&mut st);
-                // A response the engine did not forward (a retriable status it retried) is
-                // dropped here; a forwarded one was taken by the drain.
-                st.answers.remove(&attempt);
-                work
-            }
+            Work::Exchange(x) => self.exchange(x).await,
             Work::Mirror {
                 endpoint,
                 addr,
@@ -437,6 +426,33 @@ impl Shared {
         }
     }
 
+    /// Sends an attempt and feeds the engine its answer; returns the work that leads to.
+    async fn exchange(&self, x: Exchange) -> Vec<Work> {
+        let Exchange {
+            attempt,
+            conn,
+            mut sender,
+            request,
+            mut cancelled,
+        } = x;
+        let exchange = upstream::exchange(&mut sender, request, self.opts.max_response_bytes);
+        let result = tokio::select! {
+            biased;
+            r = exchange => r,
+            // The engine gave up on the attempt (timeout, downstream gone): dropping the
+            // exchange resets the stream (HTTP/1.1: closes the connection).
+            _ = &mut cancelled => return Vec::new(),
+        };
+        let mut st = self.lock();
+        let now = self.clock.now();
+        self.answered(&mut st, attempt, conn, sender, result, now);
+        let work = self.drain(&mut st, now);
+        // A response the engine did not forward (a retriable status it retried) is dropped
+        // here; a forwarded one was taken by the drain.
+        st.answers.remove(&attempt);
+        work
+    }
+
     fn answered(
         &self,
         st: &mut State,
@@ -444,11 +460,11 @@ impl Shared {
         conn: ConnId,
         mut sender: Sender,
         result: Result<Answer, AttemptFailure>,
+        now: Time,
     ) {
         if st.attempts.remove(&attempt).is_none() {
             return; // cancelled: the engine no longer wants it
         }
-        let now = self.clock.now();
         let h1 = matches!(sender, Sender::H1(_));
         if !h1 && sender.is_closed() {
             // The HTTP/2 connection itself is gone, not just this stream.
@@ -487,7 +503,9 @@ impl Shared {
     }
 
     /// Performs every queued engine action that needs no waiting, and returns the socket work.
-    fn drain(&self, st: &mut State) -> Vec<Work> {
+    ///
+    /// `now` is the time of the input that led here (one clock read per engine call).
+    fn drain(&self, st: &mut State, now: Time) -> Vec<Work> {
         let mut work = Vec::new();
         while let Some(action) = st.engine.poll_action() {
             match action {
@@ -501,7 +519,6 @@ impl Shared {
                         work.push(Work::Connect { conn, addr, http2 });
                     }
                     None => {
-                        let now = self.clock.now();
                         st.engine
                             .handle_connect_failed(now, conn, ConnectFailure::Refused);
                     }
@@ -523,7 +540,6 @@ impl Shared {
                         // The upstream closed this idle connection: the engine places the
                         // attempt again (Envoy's pool drops such connections when they close).
                         st.conns.remove(&conn);
-                        let now = self.clock.now();
                         st.engine.handle_connection_stale(now, conn, attempt);
                         continue;
                     }
@@ -536,18 +552,17 @@ impl Shared {
                         (Some(sender), Some(request)) => {
                             let (cancel, cancelled) = oneshot::channel();
                             st.attempts.insert(attempt, cancel);
-                            work.push(Work::Exchange {
+                            work.push(Work::Exchange(Exchange {
                                 attempt,
                                 conn,
                                 sender,
                                 request,
                                 cancelled,
-                            });
+                            }));
                         }
                         // No usable connection or an unsendable head: a reset, so the engine
                         // completes the request (503 UR) rather than waiting forever.
                         _ => {
-                            let now = self.clock.now();
                             st.engine
                                 .handle_attempt_end(now, attempt, AttemptEnd::Reset);
                         }
@@ -597,10 +612,9 @@ impl Shared {
                     reply(st, req, resp);
                 }
                 Action::Event(event) => {
-                    let now = self.clock.now();
                     st.metrics.record_event(now, &event);
                 }
-                Action::Complete { req, outcome } => self.complete(st, req, outcome),
+                Action::Complete { req, outcome } => self.complete(st, req, outcome, now),
             }
         }
         self.publish(st);
@@ -620,7 +634,7 @@ impl Shared {
         }
     }
 
-    fn complete(&self, st: &mut State, req: RequestId, outcome: Outcome) {
+    fn complete(&self, st: &mut State, req: RequestId, outcome: Outcome, now: Time) {
         let Some(p) = st.reqs.remove(&req) else {
             return;
         };
@@ -628,7 +642,7 @@ impl Shared {
             // Ended with no response (none is coming now): the waiting task gets `None`.
             st.replies.remove(&req);
         }
-        let latency = self.clock.now().since(p.start);
+        let latency = now.since(p.start);
         let rec = if Arc::ptr_eq(st.metrics.mesh(), &p.mesh) {
             &mut st.metrics
         } else {

@@ -22,6 +22,7 @@ use proxy_engine::RequestId;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,10 +112,24 @@ async fn accept_loop(
             match tls {
                 Some(acceptor) => {
                     if let Ok(s) = acceptor.accept(stream).await {
-                        serve(TokioIo::new(s), ctx, peer, stop).await;
+                        let proto = match s.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Proto::Http2,
+                            Some(_) => Proto::Http1,
+                            None => Proto::Unknown,
+                        };
+                        serve(TokioIo::new(s), ctx, peer, stop, proto).await;
                     }
                 }
-                None => serve(TokioIo::new(stream), ctx, peer, stop).await,
+                None => {
+                    let timeout = Duration::from_nanos(ctx.limits.header_read_timeout.0);
+                    match tokio::time::timeout(timeout, sniff(&stream)).await {
+                        Ok(proto) => serve(TokioIo::new(stream), ctx, peer, stop, proto).await,
+                        // Connected and sent nothing for a whole header read timeout.
+                        Err(_) => {
+                            gauges.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
             gauges
                 .downstream_connections
@@ -128,20 +143,62 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve<I>(io: I, ctx: Arc<Ctx>, peer: SocketAddr, mut stop: StopWatch)
+/// The protocol a downstream connection speaks, when known before serving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+    /// Not decided yet (a TLS peer without ALPN, or a plain one whose first bytes were a
+    /// partial match of the HTTP/2 preface): hyper's auto builder reads the preface.
+    Unknown,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Decides a plain connection's protocol from its first bytes, without consuming them: an
+/// HTTP/1.1 request differs from the HTTP/2 preface in its first byte or so. Serving a known
+/// protocol with its own hyper builder spares every read the auto builder's rewind wrapper.
+async fn sniff(stream: &tokio::net::TcpStream) -> Proto {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let Ok(n) = stream.peek(&mut buf).await else {
+        return Proto::Unknown; // hyper reports the error
+    };
+    if buf[..n] != H2_PREFACE[..n] {
+        Proto::Http1
+    } else if n == H2_PREFACE.len() {
+        Proto::Http2
+    } else {
+        Proto::Unknown
+    }
+}
+
+/// Drives a connection to its end, beginning its graceful shutdown when the listener stops.
+/// Returns whether it ended cleanly.
+async fn drive<C, T, E>(conn: C, stop: &mut StopWatch, shutdown: fn(Pin<&mut C>)) -> bool
+where
+    C: Future<Output = Result<T, E>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    std::future::poll_fn(|cx| {
+        if !stopping && stop.stopped(cx) {
+            stopping = true;
+            shutdown(conn.as_mut());
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+    .is_ok()
+}
+
+async fn serve<I>(io: I, ctx: Arc<Ctx>, peer: SocketAddr, mut stop: StopWatch, proto: Proto)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(HeaderTimer::new())
-        .header_read_timeout(Duration::from_nanos(ctx.limits.header_read_timeout.0))
-        .max_buf_size(ctx.limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(ctx.limits.max_header_bytes as u32);
+    let header_timeout = Duration::from_nanos(ctx.limits.header_read_timeout.0);
+    let max_buf = ctx.limits.max_header_bytes.max(8192);
+    let max_h2_headers = ctx.limits.max_header_bytes as u32;
     // Shared by the connection's requests (HTTP/2 may run several at once, hence the lock).
     let ctx_gauges = ctx.proxy.gauges.clone();
     let strings = Arc::new(std::sync::Mutex::new(http_util::ConnStrings::new(
@@ -150,18 +207,42 @@ where
     )));
     let svc = service_fn(move |req| handle(req, ctx.clone(), strings.clone()));
     let gauges = ctx_gauges.clone();
-    let conn = builder.serve_connection(io, svc);
-    tokio::pin!(conn);
-    let mut stopping = false;
-    let result = std::future::poll_fn(|cx| {
-        if !stopping && stop.stopped(cx) {
-            stopping = true;
-            conn.as_mut().graceful_shutdown();
+    let ok = match proto {
+        Proto::Http1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(HeaderTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_buf);
+            drive(b.serve_connection(io, svc), &mut stop, |c| {
+                c.graceful_shutdown()
+            })
+            .await
         }
-        conn.as_mut().poll(cx)
-    })
-    .await;
-    if result.is_err() {
+        Proto::Http2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_header_list_size(max_h2_headers);
+            drive(b.serve_connection(io, svc), &mut stop, |c| {
+                c.graceful_shutdown()
+            })
+            .await
+        }
+        Proto::Unknown => {
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(HeaderTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_buf);
+            b.http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_h2_headers);
+            drive(b.serve_connection(io, svc), &mut stop, |c| {
+                c.graceful_shutdown()
+            })
+            .await
+        }
+    };
+    if !ok {
         gauges.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -123,39 +123,20 @@ pub enum AttemptFailure {
 pub type Answer = (http::response::Parts, Bytes);
 
 /// Sends `req` on `sender` and reads the whole response (at most `max_body` bytes).
+///
+/// The HTTP/1.1 path is written out here rather than in a function of its own: each level of
+/// `async fn` keeps its own copy of its arguments, and this future is part of every proxied
+/// request's future, which hyper moves once per request. The rarer HTTP/2 path is boxed.
 pub async fn exchange(
     sender: &mut Sender,
     req: http::Request<Body>,
     max_body: usize,
 ) -> Result<Answer, AttemptFailure> {
-    let resp = match sender {
-        Sender::H1(c) => return exchange_h1(c, req, max_body).await,
-        Sender::H2(s) => {
-            s.ready().await.map_err(|_| AttemptFailure::Reset)?;
-            // HTTP/2 carries the authority in the URI (`:authority`), not in `Host`.
-            let mut req = req;
-            if let Some(host) = req.headers_mut().remove(http::header::HOST) {
-                if let Ok(host) = host.to_str() {
-                    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                    if let Ok(uri) = format!("http://{host}{pq}").parse() {
-                        *req.uri_mut() = uri;
-                    }
-                }
-            }
-            s.send_request(req).await
-        }
-    }
-    .map_err(|_| AttemptFailure::Reset)?;
-    read_answer(resp, max_body).await
-}
-
-/// The HTTP/1.1 exchange: the request and its connection polled together, in this task.
-async fn exchange_h1(
-    c: &mut H1,
-    req: http::Request<Body>,
-    max_body: usize,
-) -> Result<Answer, AttemptFailure> {
-    let H1 { send, conn } = c;
+    let H1 { send, conn } = match sender {
+        Sender::H1(c) => c,
+        Sender::H2(s) => return Box::pin(exchange_h2(s, req, max_body)).await,
+    };
+    // The request and its connection polled together, in this task.
     let work = async {
         send.ready().await.map_err(|_| AttemptFailure::Reset)?;
         let resp = send
@@ -173,6 +154,29 @@ async fn exchange_h1(
         work.as_mut().poll(cx)
     })
     .await
+}
+
+/// The HTTP/2 exchange: a stream on the connection's own task.
+async fn exchange_h2(
+    s: &mut hyper::client::conn::http2::SendRequest<Body>,
+    mut req: http::Request<Body>,
+    max_body: usize,
+) -> Result<Answer, AttemptFailure> {
+    s.ready().await.map_err(|_| AttemptFailure::Reset)?;
+    // HTTP/2 carries the authority in the URI (`:authority`), not in `Host`.
+    if let Some(host) = req.headers_mut().remove(http::header::HOST) {
+        if let Ok(host) = host.to_str() {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = format!("http://{host}{pq}").parse() {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    let resp = s
+        .send_request(req)
+        .await
+        .map_err(|_| AttemptFailure::Reset)?;
+    read_answer(resp, max_body).await
 }
 
 /// Reads a response's whole body (at most `max_body` bytes).
