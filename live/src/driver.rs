@@ -69,6 +69,16 @@ pub struct DriverOptions {
 /// Envoy's header telling the upstream which try this is (1 for the first).
 const ATTEMPT_COUNT: http::HeaderName = http::HeaderName::from_static("x-envoy-attempt-count");
 
+/// The `x-envoy-attempt-count` value for try `n`: the usual small counts are static values,
+/// which costs no allocation per attempt.
+fn attempt_count(n: u32) -> http::HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n as usize) {
+        Some(s) => http::HeaderValue::from_static(s),
+        None => http::HeaderValue::from(n),
+    }
+}
+
 /// Socket work the engine asked for, to be performed outside the lock.
 enum Work {
     Connect {
@@ -82,6 +92,36 @@ enum Work {
         addr: SocketAddr,
         request: http::Request<Body>,
     },
+}
+
+/// The socket work one drain produced. Nearly always a single item, so the first is held
+/// inline: a drain then allocates nothing.
+#[derive(Default)]
+struct Todo {
+    first: Option<Work>,
+    rest: Vec<Work>,
+}
+
+impl Todo {
+    fn push(&mut self, w: Work) {
+        match self.first {
+            None => self.first = Some(w),
+            Some(_) => self.rest.push(w),
+        }
+    }
+
+    /// The last item pushed.
+    fn pop(&mut self) -> Option<Work> {
+        self.rest.pop().or_else(|| self.first.take())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn into_vec(self) -> Vec<Work> {
+        self.first.into_iter().chain(self.rest).collect()
+    }
 }
 
 /// An attempt to send on an open connection.
@@ -352,7 +392,7 @@ impl Shared {
     /// An exchange is awaited directly and anything else boxed: this future is part of every
     /// proxied request's, which hyper moves once per request, and each nested `async fn` adds
     /// its own copy of its arguments.
-    async fn perform_inline(self: &Arc<Self>, mut work: Vec<Work>) {
+    async fn perform_inline(self: &Arc<Self>, mut work: Todo) {
         while let Some(first) = work.pop() {
             if !work.is_empty() {
                 self.clone().spawn_all(std::mem::take(&mut work));
@@ -364,8 +404,8 @@ impl Shared {
         }
     }
 
-    fn spawn_all(self: Arc<Self>, work: Vec<Work>) {
-        for w in work {
+    fn spawn_all(self: Arc<Self>, work: Todo) {
+        for w in work.into_vec() {
             let s = self.clone();
             tokio::spawn(async move {
                 let more = s.clone().perform(w).await;
@@ -378,7 +418,7 @@ impl Shared {
     ///
     /// Connects and mirrors are boxed: they are rare next to exchanges, and unboxed their
     /// futures would size every request's future (which hyper moves per request) to theirs.
-    async fn perform(self: Arc<Self>, work: Work) -> Vec<Work> {
+    async fn perform(self: Arc<Self>, work: Work) -> Todo {
         match work {
             Work::Connect { conn, addr, http2 } => {
                 let connect = upstream::connect(addr, self.opts.connect_timeout, http2);
@@ -421,13 +461,13 @@ impl Shared {
                 let mut st = self.lock();
                 let dest = st.engine.config().endpoint(endpoint).destination;
                 st.metrics.record_mirror(dest, status, latency);
-                Vec::new()
+                Todo::default()
             }
         }
     }
 
     /// Sends an attempt and feeds the engine its answer; returns the work that leads to.
-    async fn exchange(&self, x: Exchange) -> Vec<Work> {
+    async fn exchange(&self, x: Exchange) -> Todo {
         let Exchange {
             attempt,
             conn,
@@ -441,7 +481,7 @@ impl Shared {
             r = exchange => r,
             // The engine gave up on the attempt (timeout, downstream gone): dropping the
             // exchange resets the stream (HTTP/1.1: closes the connection).
-            _ = &mut cancelled => return Vec::new(),
+            _ = &mut cancelled => return Todo::default(),
         };
         let mut st = self.lock();
         let now = self.clock.now();
@@ -505,8 +545,8 @@ impl Shared {
     /// Performs every queued engine action that needs no waiting, and returns the socket work.
     ///
     /// `now` is the time of the input that led here (one clock read per engine call).
-    fn drain(&self, st: &mut State, now: Time) -> Vec<Work> {
-        let mut work = Vec::new();
+    fn drain(&self, st: &mut State, now: Time) -> Todo {
+        let mut work = Todo::default();
         while let Some(action) = st.engine.poll_action() {
             match action {
                 Action::Connect {
@@ -543,7 +583,7 @@ impl Shared {
                         st.engine.handle_connection_stale(now, conn, attempt);
                         continue;
                     }
-                    let count = [(ATTEMPT_COUNT, http::HeaderValue::from(try_number))];
+                    let count = [(ATTEMPT_COUNT, attempt_count(try_number))];
                     let request = match forwarded(st, req, &head, try_number, &count) {
                         Some(r) => Some(r),
                         None => outgoing(st, req, &head, &count),

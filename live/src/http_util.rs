@@ -13,10 +13,9 @@ use std::sync::Arc;
 /// The body type used throughout live mode: fully buffered.
 pub type Body = Full<Bytes>;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Host`
-/// (which a proxy sets from the authority it forwards to). Compared as `HeaderName`s: for the
-/// standard names that is one byte compare, not a string compare per name.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1). Compared as
+/// `HeaderName`s: for the standard names that is one byte compare, not a string compare.
+const HOP_BY_HOP: [HeaderName; 7] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -24,11 +23,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::TRAILER,
     http::header::TRANSFER_ENCODING,
     http::header::UPGRADE,
-    http::header::HOST,
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.iter().any(|h| h == name)
+    HOP_BY_HOP.contains(name)
 }
 
 /// Per-connection strings shared by the heads of its requests, so a request allocates only
@@ -40,6 +38,8 @@ pub struct ConnStrings {
     /// `http` or `https`.
     pub scheme: Arc<str>,
     authority: Arc<str>,
+    /// The header list of a request with no end-to-end headers (shared, not allocated each).
+    no_headers: Arc<[(Arc<str>, Arc<str>)]>,
 }
 
 impl ConnStrings {
@@ -49,6 +49,7 @@ impl ConnStrings {
             source: Arc::from(source),
             scheme: Arc::from(scheme),
             authority: Arc::from(""),
+            no_headers: Arc::from(Vec::new()),
         }
     }
 
@@ -104,7 +105,8 @@ pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings
     let headers: Vec<(Arc<str>, Arc<str>)> = parts
         .headers
         .iter()
-        .filter(|(n, _)| !is_hop_by_hop(n))
+        // `Host` too: the head carries it as the authority.
+        .filter(|(n, _)| !is_hop_by_hop(n) && *n != http::header::HOST)
         .filter_map(|(n, v)| Some((Arc::from(n.as_str()), Arc::from(v.to_str().ok()?))))
         .collect();
     RequestHead::new(HeadParts {
@@ -112,7 +114,11 @@ pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings
         authority: strings.authority(authority),
         path: Arc::from(path),
         scheme: strings.scheme.clone(),
-        headers: Arc::from(headers),
+        headers: if headers.is_empty() {
+            strings.no_headers.clone()
+        } else {
+            Arc::from(headers)
+        },
         source: strings.source.clone(),
     })
 }
@@ -168,8 +174,12 @@ pub fn forward_request(
 }
 
 /// Sets `Host` to the head's authority, replacing any; `None` if the authority is not a
-/// valid header value.
+/// valid header value. A `Host` that already says it is kept (no new value is made).
 fn set_host(headers: &mut http::HeaderMap, head: &RequestHead) -> Option<()> {
+    if headers.get(http::header::HOST).map(HeaderValue::as_bytes) == Some(head.authority.as_bytes())
+    {
+        return Some(());
+    }
     let host = HeaderValue::from_str(&head.authority).ok()?;
     headers.insert(http::header::HOST, host);
     Some(())
@@ -182,16 +192,20 @@ fn append(headers: &mut http::HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
     }
 }
 
-/// Removes the hop-by-hop headers: one pass over the (few) names, then a hashed removal only
-/// of those present (most peers send `connection: keep-alive` and nothing else hop-by-hop).
+/// Removes the hop-by-hop headers: one pass over the (few) names noting which are present,
+/// then a hashed removal of only those (most peers send `connection: keep-alive` and nothing
+/// else hop-by-hop). Allocates nothing.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in hop {
-        headers.remove(name);
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

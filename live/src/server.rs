@@ -210,7 +210,10 @@ where
     let ok = match proto {
         Proto::Http1 => {
             let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(HeaderTimer::new())
+            // One `send` of a flattened head and body rather than a `writev`: the kernel's
+            // vectored path costs more per call than copying a small body here.
+            b.writev(false)
+                .timer(HeaderTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);
             drive(b.serve_connection(io, svc), &mut stop, |c| {
@@ -230,6 +233,7 @@ where
         Proto::Unknown => {
             let mut b = auto::Builder::new(TokioExecutor::new());
             b.http1()
+                .writev(false)
                 .timer(HeaderTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);

@@ -100,7 +100,10 @@ pub async fn connect(
         });
         Ok(Sender::H2(sender))
     } else {
-        let (send, conn) = http1::handshake(io)
+        // Flattened writes (`send`, not `writev`), as downstream: see `server`.
+        let (send, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(io)
             .await
             .map_err(|_| ConnectFailure::Refused)?;
         Ok(Sender::H1(H1 {
