@@ -168,7 +168,6 @@ struct State {
     /// Attempts whose exchange is under way, with the handle that aborts it; cancelled ones
     /// are removed, which drops the handle and so aborts the exchange.
     attempts: IdMap<AttemptId, oneshot::Sender<()>>,
-    answers: IdMap<AttemptId, Answer>,
     reqs: IdMap<RequestId, Pending>,
     /// Downstream responses not yet taken by their request's task (see `Reply`).
     replies: IdMap<RequestId, Reply>,
@@ -207,7 +206,6 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
             engine: Proxy::new(mesh.clone(), role, opts.seed),
             conns: IdMap::default(),
             attempts: IdMap::default(),
-            answers: IdMap::default(),
             reqs: IdMap::default(),
             replies: IdMap::default(),
             metrics: recorder(mesh, opts.window),
@@ -283,7 +281,7 @@ impl ProxyHandle {
                 },
             );
             st.engine.handle_request(now, req, head);
-            self.shared.drain(&mut st, now)
+            self.shared.drain(&mut st, now, None)
         };
         self.shared.perform_inline(work).await;
         // Usually the inline work ended the request; otherwise a timer or another task will.
@@ -309,7 +307,7 @@ impl ProxyHandle {
             }
             let now = self.shared.clock.now();
             st.engine.handle_downstream_cancel(now, req);
-            self.shared.drain(&mut st, now)
+            self.shared.drain(&mut st, now, None)
         };
         self.shared.clone().spawn_all(work);
     }
@@ -322,7 +320,7 @@ impl ProxyHandle {
         let old = std::mem::replace(&mut st.metrics, fresh);
         st.earlier.push(old);
         st.engine.apply_config(now, mesh);
-        let work = self.shared.drain(&mut st, now);
+        let work = self.shared.drain(&mut st, now, None);
         drop(st);
         self.shared.clone().spawn_all(work);
     }
@@ -372,7 +370,7 @@ async fn timer_task(shared: Arc<Shared>) {
                     let mut st = shared.lock();
                     let now = shared.clock.now();
                     st.engine.handle_timeout(now);
-                    shared.drain(&mut st, now)
+                    shared.drain(&mut st, now, None)
                 };
                 shared.clone().spawn_all(work);
             }
@@ -437,7 +435,7 @@ impl Shared {
                         st.engine.handle_connect_failed(now, conn, why);
                     }
                 }
-                self.drain(&mut st, now)
+                self.drain(&mut st, now, None)
             }
             Work::Exchange(x) => self.exchange(x).await,
             Work::Mirror {
@@ -485,12 +483,10 @@ impl Shared {
         };
         let mut st = self.lock();
         let now = self.clock.now();
-        self.answered(&mut st, attempt, conn, sender, result, now);
-        let work = self.drain(&mut st, now);
-        // A response the engine did not forward (a retriable status it retried) is dropped
-        // here; a forwarded one was taken by the drain.
-        st.answers.remove(&attempt);
-        work
+        let answer = self.answered(&mut st, attempt, conn, sender, result, now);
+        // A response the engine does not forward (a retriable status it retried) is dropped
+        // with the drain; a forwarded one is taken by it.
+        self.drain(&mut st, now, answer)
     }
 
     fn answered(
@@ -501,9 +497,9 @@ impl Shared {
         mut sender: Sender,
         result: Result<Answer, AttemptFailure>,
         now: Time,
-    ) {
+    ) -> Option<(AttemptId, Answer)> {
         if st.attempts.remove(&attempt).is_none() {
-            return; // cancelled: the engine no longer wants it
+            return None; // cancelled: the engine no longer wants it
         }
         let h1 = matches!(sender, Sender::H1(_));
         if !h1 && sender.is_closed() {
@@ -524,14 +520,16 @@ impl Shared {
                     AttemptEnd::Done
                 };
                 let status = answer.0.status.as_u16();
-                st.answers.insert(attempt, answer);
                 st.engine
                     .handle_response_head(now, attempt, ResponseHead { status });
                 st.engine.handle_attempt_end(now, attempt, end);
+                Some((attempt, answer))
             }
-            Err(_) => st
-                .engine
-                .handle_attempt_end(now, attempt, AttemptEnd::Reset),
+            Err(_) => {
+                st.engine
+                    .handle_attempt_end(now, attempt, AttemptEnd::Reset);
+                None
+            }
         }
     }
 
@@ -545,7 +543,9 @@ impl Shared {
     /// Performs every queued engine action that needs no waiting, and returns the socket work.
     ///
     /// `now` is the time of the input that led here (one clock read per engine call).
-    fn drain(&self, st: &mut State, now: Time) -> Todo {
+    /// `answer` is the upstream response just handed to the engine, if any: the engine
+    /// forwards it (or drops it for a retry) in the actions this drain performs.
+    fn drain(&self, st: &mut State, now: Time, mut answer: Option<(AttemptId, Answer)>) -> Todo {
         let mut work = Todo::default();
         while let Some(action) = st.engine.poll_action() {
             match action {
@@ -625,7 +625,7 @@ impl Shared {
                 Action::CancelAttempt { attempt } => {
                     // The exchange's task sees the attempt gone when it reports back.
                     st.attempts.remove(&attempt);
-                    st.answers.remove(&attempt);
+                    answer.take_if(|(a, _)| *a == attempt);
                 }
                 Action::CloseConnection { conn } => {
                     st.conns.remove(&conn);
@@ -635,7 +635,7 @@ impl Shared {
                     attempt,
                     response_headers,
                 } => {
-                    if let Some((parts, body)) = st.answers.remove(&attempt) {
+                    if let Some((_, (parts, body))) = answer.take_if(|(a, _)| *a == attempt) {
                         let resp =
                             http_util::forward_response(parts, body, response_headers.as_deref());
                         reply(st, req, resp);
