@@ -498,9 +498,8 @@ impl Shared {
         result: Result<Answer, AttemptFailure>,
         now: Time,
     ) -> Option<(AttemptId, Answer)> {
-        if st.attempts.remove(&attempt).is_none() {
-            return None; // cancelled: the engine no longer wants it
-        }
+        // Gone if cancelled: the engine no longer wants it.
+        st.attempts.remove(&attempt)?;
         let h1 = matches!(sender, Sender::H1(_));
         if !h1 && sender.is_closed() {
             // The HTTP/2 connection itself is gone, not just this stream.
