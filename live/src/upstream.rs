@@ -19,7 +19,9 @@ use proxy_engine::ConnectFailure;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -32,6 +34,68 @@ pub struct H1 {
     /// `None` once the connection has ended. It is dropped then, not kept: dropping it fails
     /// whatever is still queued on `send`, so nothing waits on a dead connection.
     conn: Option<Pin<Box<H1Connection>>>,
+    /// The waker both halves are polled with during an exchange (see `InlineWake`).
+    wake: Arc<InlineWake>,
+    waker: Waker,
+}
+
+/// The waker of an inline HTTP/1.1 exchange. hyper's two halves wake each other: queueing the
+/// request wakes the connection, the connection delivering the response wakes the request.
+/// Polled inline, both halves are polled by the same task in the same poll, so such a wake
+/// would only schedule that task once more for nothing (two extra polls of the whole
+/// downstream connection per request). A wake that comes while the exchange is being polled is
+/// recorded instead, and the exchange polls both halves again at once; any other wake (the
+/// socket becoming readable) is passed on to the task.
+///
+/// **Invariant:** a wake is never lost: one recorded while `polling` is seen by the polling
+/// loop, which checks again after clearing `polling`.
+#[derive(Default)]
+struct InlineWake {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl Wake for InlineWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.woken.store(true, Ordering::SeqCst);
+        } else if let Some(w) = crate::lock(&self.task).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl InlineWake {
+    /// Polls `f` with the inline waker on behalf of the task polling with `cx`, again as long
+    /// as it woke itself meanwhile.
+    fn poll<T>(
+        &self,
+        waker: &Waker,
+        cx: &Context<'_>,
+        mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        {
+            let mut task = crate::lock(&self.task);
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let mut icx = Context::from_waker(waker);
+        loop {
+            self.polling.store(true, Ordering::SeqCst);
+            self.woken.store(false, Ordering::SeqCst);
+            let r = f(&mut icx);
+            self.polling.store(false, Ordering::SeqCst);
+            if r.is_ready() || !self.woken.swap(false, Ordering::SeqCst) {
+                return r;
+            }
+        }
+    }
 }
 
 /// Polls the connection once; drops it if it ended. Returns whether it is still open.
@@ -106,9 +170,12 @@ pub async fn connect(
             .handshake(io)
             .await
             .map_err(|_| ConnectFailure::Refused)?;
+        let wake = Arc::new(InlineWake::default());
         Ok(Sender::H1(H1 {
             send,
             conn: Some(Box::pin(conn)),
+            waker: Waker::from(wake.clone()),
+            wake,
         }))
     }
 }
@@ -135,7 +202,12 @@ pub async fn exchange(
     req: http::Request<Body>,
     max_body: usize,
 ) -> Result<Answer, AttemptFailure> {
-    let H1 { send, conn } = match sender {
+    let H1 {
+        send,
+        conn,
+        wake,
+        waker,
+    } = match sender {
         Sender::H1(c) => c,
         Sender::H2(s) => return Box::pin(exchange_h2(s, req, max_body)).await,
     };
@@ -150,11 +222,13 @@ pub async fn exchange(
     };
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
-        // The connection first: it writes the request, reads the response and feeds the body
-        // that `work` waits for. If it ends, dropping it resolves `work` (with the response if
-        // it was complete, else an error).
-        poll_conn(conn, cx);
-        work.as_mut().poll(cx)
+        wake.poll(waker, cx, |icx| {
+            // The connection first: it writes the request, reads the response and feeds the
+            // body that `work` waits for. If it ends, dropping it resolves `work` (with the
+            // response if it was complete, else an error).
+            poll_conn(conn, icx);
+            work.as_mut().poll(icx)
+        })
     })
     .await
 }
@@ -211,4 +285,56 @@ pub fn closes(parts: &http::response::Parts) -> bool {
         .get(http::header::CONNECTION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts the wake-ups of a "task".
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_while_polling_repolls_instead_of_waking_the_task() {
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let task_waker = Waker::from(task.clone());
+        let cx = Context::from_waker(&task_waker);
+        let wake = Arc::new(InlineWake::default());
+        let waker = Waker::from(wake.clone());
+        // The first pass wakes itself (as hyper's halves do); the second makes progress.
+        let mut passes = 0;
+        let r = wake.poll(&waker, &cx, |icx| {
+            passes += 1;
+            if passes == 1 {
+                icx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(passes)
+            }
+        });
+        assert_eq!(r, Poll::Ready(2));
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            0,
+            "the task was not scheduled again"
+        );
+        // A pass that does not wake itself ends the poll, pending.
+        let mut passes = 0;
+        let r: Poll<()> = wake.poll(&waker, &cx, |_| {
+            passes += 1;
+            Poll::Pending
+        });
+        assert!(r.is_pending());
+        assert_eq!(passes, 1);
+        // A wake from outside a poll (the socket became readable) reaches the task.
+        waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+    }
 }
