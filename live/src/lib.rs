@@ -30,3 +30,34 @@ pub mod upstream;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Test helpers shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    /// A waker that counts its wake-ups (a stand-in for a task).
+    pub(crate) struct CountingWaker(AtomicUsize);
+
+    impl CountingWaker {
+        /// A counter and a waker that increments it.
+        pub(crate) fn new() -> (Arc<CountingWaker>, Waker) {
+            let count = Arc::new(CountingWaker(AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            (count, waker)
+        }
+
+        /// Wake-ups so far.
+        pub(crate) fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}

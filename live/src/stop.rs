@@ -106,22 +106,12 @@ impl WakerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_util::CountingWaker;
 
     #[test]
     fn fire_wakes_registered_tasks_once_and_sets_the_flag() {
         let signal = StopSignal::new();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = CountingWaker::new();
         let cx = Context::from_waker(&waker);
         let mut a = signal.watch();
         let mut b = signal.watch();
@@ -131,21 +121,20 @@ mod tests {
         let gone = signal.watch();
         drop(gone);
         signal.fire();
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(count.count(), 2);
         assert!(a.stopped(&cx) && b.stopped(&cx));
     }
 
     #[test]
     fn a_dropped_watch_leaves_the_table() {
         let signal = StopSignal::new();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = CountingWaker::new();
         let cx = Context::from_waker(&waker);
         let mut a = signal.watch();
         assert!(!a.stopped(&cx));
         drop(a);
         assert!(crate::lock(&signal.wakers).wakers.is_empty());
         signal.fire();
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.count(), 0);
     }
 }

@@ -290,21 +290,11 @@ pub fn closes(parts: &http::response::Parts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Counts the wake-ups of a "task".
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_util::CountingWaker;
 
     #[test]
     fn a_wake_while_polling_repolls_instead_of_waking_the_task() {
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let task_waker = Waker::from(task.clone());
+        let (task, task_waker) = CountingWaker::new();
         let cx = Context::from_waker(&task_waker);
         let wake = Arc::new(InlineWake::default());
         let waker = Waker::from(wake.clone());
@@ -320,11 +310,7 @@ mod tests {
             }
         });
         assert_eq!(r, Poll::Ready(2));
-        assert_eq!(
-            task.0.load(Ordering::SeqCst),
-            0,
-            "the task was not scheduled again"
-        );
+        assert_eq!(task.count(), 0, "the task was not scheduled again");
         // A pass that does not wake itself ends the poll, pending.
         let mut passes = 0;
         let r: Poll<()> = wake.poll(&waker, &cx, |_| {
@@ -335,6 +321,6 @@ mod tests {
         assert_eq!(passes, 1);
         // A wake from outside a poll (the socket became readable) reaches the task.
         waker.wake_by_ref();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert_eq!(task.count(), 1);
     }
 }
