@@ -23,9 +23,12 @@ use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointAddr, EndpointId,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
@@ -86,7 +89,9 @@ enum Work {
         addr: SocketAddr,
         http2: bool,
     },
-    Exchange(Exchange),
+    /// Boxed: a `Work` moves several times between the drain and the exchange, and an
+    /// exchange (with its request) is most of its size.
+    Exchange(Box<Exchange>),
     Mirror {
         endpoint: EndpointId,
         addr: SocketAddr,
@@ -241,7 +246,8 @@ impl ProxyHandle {
         head: RequestHead,
         body: Bytes,
     ) -> Option<Response<Body>> {
-        self.run(req, head, None, body).await
+        let work = self.start(req, head, None, body);
+        self.finish(req, work).await
     }
 
     /// Like `request_with_id`, for a downstream request whose parts `head` was made from: if
@@ -253,17 +259,21 @@ impl ProxyHandle {
         parts: http::request::Parts,
         body: Bytes,
     ) -> Option<Response<Body>> {
-        self.run(req, head.clone(), Some((head, parts)), body).await
+        let work = self.start(req, head, Some(parts), body);
+        self.finish(req, work).await
     }
 
-    async fn run(
+    /// Hands a request to the engine; returns the socket work that leads to. Not an `async
+    /// fn`: the request's parts are moved once, into `Pending`, not through a chain of
+    /// futures (which hyper moves per request).
+    fn start(
         &self,
         req: RequestId,
         head: RequestHead,
-        original: Option<(RequestHead, http::request::Parts)>,
+        parts: Option<http::request::Parts>,
         body: Bytes,
-    ) -> Option<Response<Body>> {
-        let work = {
+    ) -> Todo {
+        {
             let mut st = self.shared.lock();
             let now = self.shared.clock.now();
             self.gauges.requests_total.fetch_add(1, Ordering::Relaxed);
@@ -277,12 +287,16 @@ impl ProxyHandle {
                     method: head.method.clone(),
                     path: head.path.clone(),
                     mesh,
-                    original,
+                    original: parts.map(|p| (head.clone(), p)),
                 },
             );
             st.engine.handle_request(now, req, head);
             self.shared.drain(&mut st, now, None)
-        };
+        }
+    }
+
+    /// Performs a started request's work and waits for its response.
+    async fn finish(&self, req: RequestId, work: Todo) -> Option<Response<Body>> {
         self.shared.perform_inline(work).await;
         // Usually the inline work ended the request; otherwise a timer or another task will.
         let rx = {
@@ -465,21 +479,34 @@ impl Shared {
     }
 
     /// Sends an attempt and feeds the engine its answer; returns the work that leads to.
-    async fn exchange(&self, x: Exchange) -> Todo {
+    async fn exchange(&self, x: Box<Exchange>) -> Todo {
         let Exchange {
             attempt,
             conn,
             mut sender,
             request,
             mut cancelled,
-        } = x;
-        let exchange = upstream::exchange(&mut sender, request, self.opts.max_response_bytes);
-        let result = tokio::select! {
-            biased;
-            r = exchange => r,
-            // The engine gave up on the attempt (timeout, downstream gone): dropping the
-            // exchange resets the stream (HTTP/1.1: closes the connection).
-            _ = &mut cancelled => return Todo::default(),
+        } = *x;
+        let result = {
+            // Pinned where it is made (a `select!` would move it, and it is large).
+            let max = self.opts.max_response_bytes;
+            let mut exchange = std::pin::pin!(upstream::exchange(&mut sender, request, max));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                // The engine gave up on the attempt (timeout, downstream gone): dropping the
+                // exchange resets the stream (HTTP/1.1: closes the connection).
+                Pin::new(&mut cancelled).poll(cx).map(|_| None)
+            })
+            .await
+        };
+        // Closed before the lock is taken: the engine's end of it is dropped under the lock
+        // (in `answered`), and with this end still registered that would wake this task again
+        // for nothing.
+        drop(cancelled);
+        let Some(result) = result else {
+            return Todo::default();
         };
         let mut st = self.lock();
         let now = self.clock.now();
@@ -591,13 +618,13 @@ impl Shared {
                         (Some(sender), Some(request)) => {
                             let (cancel, cancelled) = oneshot::channel();
                             st.attempts.insert(attempt, cancel);
-                            work.push(Work::Exchange(Exchange {
+                            work.push(Work::Exchange(Box::new(Exchange {
                                 attempt,
                                 conn,
                                 sender,
                                 request,
                                 cancelled,
-                            }));
+                            })));
                         }
                         // No usable connection or an unsendable head: a reset, so the engine
                         // completes the request (503 UR) rather than waiting forever.

@@ -25,8 +25,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     http::header::UPGRADE,
 ];
 
+/// The index of `name` in `HOP_BY_HOP`.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP.iter().position(|h| h == name)
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    hop_by_hop_index(name).is_some()
 }
 
 /// Per-connection strings shared by the heads of its requests, so a request allocates only
@@ -198,7 +203,7 @@ fn append(headers: &mut http::HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
         }
     }
@@ -312,4 +317,36 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         HeaderValue::from_static("text/plain"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hop_by_hop_name_is_recognized_and_no_other() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+            let upper = HeaderName::from_bytes(name.as_str().to_uppercase().as_bytes());
+            assert_eq!(upper.ok().and_then(|n| hop_by_hop_index(&n)), Some(i));
+        }
+        for name in [
+            "host",
+            "user-agent",
+            "content-length",
+            "x-connection",
+            "tee",
+            "upgrades",
+        ] {
+            let n = HeaderName::from_static(name);
+            assert!(!is_hop_by_hop(&n), "{name}");
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(http::header::SERVER, HeaderValue::from_static("nginx"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(http::header::SERVER));
+    }
 }
