@@ -95,7 +95,7 @@ enum Work {
     Mirror {
         endpoint: EndpointId,
         addr: SocketAddr,
-        request: http::Request<Body>,
+        request: Box<http::Request<Body>>,
     },
 }
 
@@ -463,7 +463,7 @@ impl Shared {
                     let Ok(mut sender) = upstream::connect(addr, timeout, false).await else {
                         return 0;
                     };
-                    match upstream::exchange(&mut sender, request, max).await {
+                    match upstream::exchange(&mut sender, *request, max).await {
                         Ok((parts, _)) => parts.status.as_u16(),
                         Err(_) => 0,
                     }
@@ -644,7 +644,7 @@ impl Shared {
                         work.push(Work::Mirror {
                             endpoint,
                             addr,
-                            request,
+                            request: Box::new(request),
                         });
                     }
                 }
