@@ -23,12 +23,9 @@ use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointAddr, EndpointId,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
@@ -135,8 +132,6 @@ struct Exchange {
     conn: ConnId,
     sender: Sender,
     request: http::Request<Body>,
-    /// Resolves when the engine cancels the attempt (its sender is dropped).
-    cancelled: oneshot::Receiver<()>,
 }
 
 /// A request the driver is handling.
@@ -170,9 +165,10 @@ enum Reply {
 struct State {
     engine: Proxy,
     conns: IdMap<ConnId, Option<Sender>>,
-    /// Attempts whose exchange is under way, with the handle that aborts it; cancelled ones
-    /// are removed, which drops the handle and so aborts the exchange.
-    attempts: IdMap<AttemptId, oneshot::Sender<()>>,
+    /// Attempts whose exchange is under way, with the handle that aborts it. Removed when
+    /// answered or cancelled: an exchange that reports back for an attempt no longer here
+    /// was cancelled.
+    attempts: IdMap<AttemptId, upstream::Cancel>,
     reqs: IdMap<RequestId, Pending>,
     /// Downstream responses not yet taken by their request's task (see `Reply`).
     replies: IdMap<RequestId, Reply>,
@@ -485,29 +481,12 @@ impl Shared {
             conn,
             mut sender,
             request,
-            mut cancelled,
         } = *x;
-        let result = {
-            // Pinned where it is made (a `select!` would move it, and it is large).
-            let max = self.opts.max_response_bytes;
-            let mut exchange = std::pin::pin!(upstream::exchange(&mut sender, request, max));
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                // The engine gave up on the attempt (timeout, downstream gone): dropping the
-                // exchange resets the stream (HTTP/1.1: closes the connection).
-                Pin::new(&mut cancelled).poll(cx).map(|_| None)
-            })
-            .await
-        };
-        // Closed before the lock is taken: the engine's end of it is dropped under the lock
-        // (in `answered`), and with this end still registered that would wake this task again
-        // for nothing.
-        drop(cancelled);
-        let Some(result) = result else {
-            return Todo::default();
-        };
+        // A cancelled exchange (the engine gave up on the attempt: timeout, downstream gone)
+        // ends with `Cancelled`, its request dropped, which resets the stream (HTTP/1.1:
+        // closes the connection); `answered` then finds the attempt gone.
+        let max = self.opts.max_response_bytes;
+        let result = upstream::exchange(&mut sender, request, max).await;
         let mut st = self.lock();
         let now = self.clock.now();
         let answer = self.answered(&mut st, attempt, conn, sender, result, now);
@@ -616,14 +595,12 @@ impl Shared {
                     };
                     match (sender, request) {
                         (Some(sender), Some(request)) => {
-                            let (cancel, cancelled) = oneshot::channel();
-                            st.attempts.insert(attempt, cancel);
+                            st.attempts.insert(attempt, sender.cancel_handle());
                             work.push(Work::Exchange(Box::new(Exchange {
                                 attempt,
                                 conn,
                                 sender,
                                 request,
-                                cancelled,
                             })));
                         }
                         // No usable connection or an unsendable head: a reset, so the engine
@@ -650,7 +627,9 @@ impl Shared {
                 }
                 Action::CancelAttempt { attempt } => {
                     // The exchange's task sees the attempt gone when it reports back.
-                    st.attempts.remove(&attempt);
+                    if let Some(c) = st.attempts.remove(&attempt) {
+                        c.cancel();
+                    }
                     answer.take_if(|(a, _)| *a == attempt);
                 }
                 Action::CloseConnection { conn } => {

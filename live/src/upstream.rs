@@ -11,6 +11,7 @@
 //! connection runs on a spawned task.
 
 use crate::http_util::Body;
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::client::conn::http1;
@@ -19,7 +20,7 @@ use proxy_engine::ConnectFailure;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -34,27 +35,45 @@ pub struct H1 {
     /// `None` once the connection has ended. It is dropped then, not kept: dropping it fails
     /// whatever is still queued on `send`, so nothing waits on a dead connection.
     conn: Option<Pin<Box<H1Connection>>>,
-    /// The waker both halves are polled with during an exchange (see `InlineWake`).
+    /// The waker both halves are polled with during an exchange, and its cancel flag (see
+    /// `InlineWake`); one per connection, as it carries one exchange at a time.
     wake: Arc<InlineWake>,
     waker: Waker,
 }
 
-/// The waker of an inline HTTP/1.1 exchange. hyper's two halves wake each other: queueing the
-/// request wakes the connection, the connection delivering the response wakes the request.
-/// Polled inline, both halves are polled by the same task in the same poll, so such a wake
-/// would only schedule that task once more for nothing (two extra polls of the whole
-/// downstream connection per request). A wake that comes while the exchange is being polled is
-/// recorded instead, and the exchange polls both halves again at once; any other wake (the
-/// socket becoming readable) is passed on to the task.
+/// An HTTP/2 stream handle: the connection's request handle and this exchange's own waker
+/// and cancel flag.
+pub struct H2 {
+    send: hyper::client::conn::http2::SendRequest<Body>,
+    wake: Arc<InlineWake>,
+    waker: Waker,
+}
+
+/// The waker of an exchange, and its cancel flag.
 ///
-/// **Invariant:** a wake is never lost: one recorded while `polling` is seen by the polling
-/// loop, which checks again after clearing `polling`.
+/// hyper's two halves of an HTTP/1.1 connection wake each other: queueing the request wakes
+/// the connection, the connection delivering the response wakes the request. Polled inline,
+/// both halves are polled by the same task in the same poll, so such a wake would only
+/// schedule that task once more for nothing (two extra polls of the whole downstream
+/// connection per request). A wake that comes while the exchange is being polled is recorded
+/// instead, and the exchange polls both halves again at once; any other wake (the socket
+/// becoming readable, a cancel) is passed on to the task.
+///
+/// **Invariant:** a wake is never lost. `state` moves `IDLE → POLLING` (the poller, before
+/// polling), `POLLING → WOKEN` (a wake) and back to `IDLE` (the poller, after): a wake either
+/// lands while `POLLING`, which the poller's closing compare-exchange sees, or finds `IDLE`
+/// and wakes the task.
 #[derive(Default)]
 struct InlineWake {
-    polling: AtomicBool,
-    woken: AtomicBool,
-    task: std::sync::Mutex<Option<Waker>>,
+    state: AtomicU8,
+    /// Set (then the task woken) when the engine gives up on the exchange.
+    cancelled: AtomicBool,
+    task: AtomicWaker,
 }
+
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const WOKEN: u8 = 2;
 
 impl Wake for InlineWake {
     fn wake(self: Arc<Self>) {
@@ -62,39 +81,61 @@ impl Wake for InlineWake {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.polling.load(Ordering::SeqCst) {
-            self.woken.store(true, Ordering::SeqCst);
-        } else if let Some(w) = crate::lock(&self.task).as_ref() {
-            w.wake_by_ref();
-        }
+        self.wake_task_unless_polling();
     }
 }
 
 impl InlineWake {
+    fn wake_task_unless_polling(&self) {
+        let seen = self
+            .state
+            .compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire);
+        if seen == Err(IDLE) {
+            self.task.wake();
+        }
+    }
+
     /// Polls `f` with the inline waker on behalf of the task polling with `cx`, again as long
-    /// as it woke itself meanwhile.
+    /// as it woke itself meanwhile; `Cancelled` once the exchange is cancelled.
     fn poll<T>(
         &self,
         waker: &Waker,
         cx: &Context<'_>,
-        mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        {
-            let mut task = crate::lock(&self.task);
-            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
-        }
+        mut f: impl FnMut(&mut Context<'_>) -> Poll<Result<T, AttemptFailure>>,
+    ) -> Poll<Result<T, AttemptFailure>> {
+        self.task.register(cx.waker());
         let mut icx = Context::from_waker(waker);
         loop {
-            self.polling.store(true, Ordering::SeqCst);
-            self.woken.store(false, Ordering::SeqCst);
+            if self.cancelled.load(Ordering::Acquire) {
+                return Poll::Ready(Err(AttemptFailure::Cancelled));
+            }
+            self.state.store(POLLING, Ordering::Release);
             let r = f(&mut icx);
-            self.polling.store(false, Ordering::SeqCst);
-            if r.is_ready() || !self.woken.swap(false, Ordering::SeqCst) {
+            let idle =
+                self.state
+                    .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire);
+            if idle.is_ok() {
+                return r;
+            }
+            // Woken while polling: the wake was for this very poll.
+            self.state.store(IDLE, Ordering::Release);
+            if r.is_ready() {
                 return r;
             }
         }
+    }
+}
+
+/// Cancels an exchange: the engine gave up on the attempt (timeout, downstream gone). The
+/// exchange returns `AttemptFailure::Cancelled` and drops the request, which resets the stream
+/// (HTTP/1.1: the connection goes with it).
+pub struct Cancel(Arc<InlineWake>);
+
+impl Cancel {
+    /// Cancels the exchange (a no-op once it has ended).
+    pub fn cancel(&self) {
+        self.0.cancelled.store(true, Ordering::Release);
+        self.0.wake_task_unless_polling();
     }
 }
 
@@ -114,7 +155,7 @@ pub enum Sender {
     /// HTTP/1.1.
     H1(H1),
     /// HTTP/2 with prior knowledge.
-    H2(hyper::client::conn::http2::SendRequest<Body>),
+    H2(H2),
 }
 
 impl Sender {
@@ -126,8 +167,18 @@ impl Sender {
                 !poll_conn(&mut c.conn, &mut Context::from_waker(Waker::noop()))
                     || c.send.is_closed()
             }
-            Sender::H2(s) => s.is_closed(),
+            Sender::H2(s) => s.send.is_closed(),
         }
+    }
+
+    /// The handle that cancels the next exchange on this sender.
+    pub fn cancel_handle(&self) -> Cancel {
+        let wake = match self {
+            Sender::H1(c) => &c.wake,
+            Sender::H2(s) => &s.wake,
+        };
+        wake.cancelled.store(false, Ordering::Release);
+        Cancel(wake.clone())
     }
 
     /// A handle for one more exchange: the sender itself for HTTP/1.1 (taken), a clone for
@@ -135,7 +186,7 @@ impl Sender {
     pub fn share(&self) -> Option<Sender> {
         match self {
             Sender::H1(_) => None,
-            Sender::H2(s) => Some(Sender::H2(s.clone())),
+            Sender::H2(s) => Some(Sender::H2(H2::new(s.send.clone()))),
         }
     }
 }
@@ -162,7 +213,7 @@ pub async fn connect(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Sender::H2(sender))
+        Ok(Sender::H2(H2::new(sender)))
     } else {
         // Flattened writes (`send`, not `writev`), as downstream: see `server`.
         let (send, conn) = http1::Builder::new()
@@ -170,13 +221,24 @@ pub async fn connect(
             .handshake(io)
             .await
             .map_err(|_| ConnectFailure::Refused)?;
-        let wake = Arc::new(InlineWake::default());
+        let wake = Arc::<InlineWake>::default();
         Ok(Sender::H1(H1 {
             send,
             conn: Some(Box::pin(conn)),
             waker: Waker::from(wake.clone()),
             wake,
         }))
+    }
+}
+
+impl H2 {
+    fn new(send: hyper::client::conn::http2::SendRequest<Body>) -> H2 {
+        let wake = Arc::<InlineWake>::default();
+        H2 {
+            send,
+            waker: Waker::from(wake.clone()),
+            wake,
+        }
     }
 }
 
@@ -187,6 +249,8 @@ pub enum AttemptFailure {
     Reset,
     /// The response body exceeded the limit.
     TooLarge,
+    /// The exchange was cancelled (see `Cancel`).
+    Cancelled,
 }
 
 /// A complete upstream response.
@@ -209,7 +273,11 @@ pub async fn exchange(
         waker,
     } = match sender {
         Sender::H1(c) => c,
-        Sender::H2(s) => return Box::pin(exchange_h2(s, req, max_body)).await,
+        Sender::H2(H2 { send, wake, waker }) => {
+            let mut work = Box::pin(exchange_h2(send, req, max_body));
+            return std::future::poll_fn(|cx| wake.poll(waker, cx, |icx| work.as_mut().poll(icx)))
+                .await;
+        }
     };
     // The request and its connection polled together, in this task.
     let work = async {
@@ -306,21 +374,51 @@ mod tests {
                 icx.waker().wake_by_ref();
                 Poll::Pending
             } else {
-                Poll::Ready(passes)
+                Poll::Ready(Ok(passes))
             }
         });
-        assert_eq!(r, Poll::Ready(2));
+        assert_eq!(r, Poll::Ready(Ok(2)));
         assert_eq!(task.count(), 0, "the task was not scheduled again");
         // A pass that does not wake itself ends the poll, pending.
         let mut passes = 0;
-        let r: Poll<()> = wake.poll(&waker, &cx, |_| {
+        let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
             passes += 1;
             Poll::Pending
         });
         assert!(r.is_pending());
         assert_eq!(passes, 1);
-        // A wake from outside a poll (the socket became readable) reaches the task.
+        // A wake from outside a poll (the socket became readable) reaches the task, and so
+        // does the next one after the task polled again.
         waker.wake_by_ref();
         assert_eq!(task.count(), 1);
+        let _: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| Poll::Pending);
+        waker.wake_by_ref();
+        assert_eq!(task.count(), 2);
+    }
+
+    #[test]
+    fn a_cancel_wakes_the_task_and_ends_the_exchange() {
+        let (task, task_waker) = CountingWaker::new();
+        let cx = Context::from_waker(&task_waker);
+        let wake = Arc::new(InlineWake::default());
+        let waker = Waker::from(wake.clone());
+        let cancel = Cancel(wake.clone());
+        // Cancelled while the task waits: the task is woken, and its next poll ends the
+        // exchange without polling it.
+        let _: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| Poll::Pending);
+        cancel.cancel();
+        assert_eq!(task.count(), 1);
+        let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| panic!("polled after cancel"));
+        assert_eq!(r, Poll::Ready(Err(AttemptFailure::Cancelled)));
+        // Cancelled during a poll (another thread, or the exchange itself): seen at once.
+        let wake = Arc::new(InlineWake::default());
+        let waker = Waker::from(wake.clone());
+        let cancel = Cancel(wake.clone());
+        let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
+            cancel.cancel();
+            Poll::Pending
+        });
+        assert_eq!(r, Poll::Ready(Err(AttemptFailure::Cancelled)));
+        assert_eq!(task.count(), 1, "no extra wake");
     }
 }
