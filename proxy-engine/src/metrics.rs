@@ -307,6 +307,33 @@ impl RunMetrics {
     }
 }
 
+/// The (route, destination, cluster) of a hop record; `NONE` where the outcome has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HopKey {
+    route: u32,
+    destination: u32,
+    cluster: u32,
+}
+
+impl HopKey {
+    const NONE: u32 = u32::MAX;
+
+    fn of(outcome: &Outcome) -> HopKey {
+        HopKey {
+            route: outcome.route.map_or(HopKey::NONE, |r| r.0),
+            destination: outcome.destination.map_or(HopKey::NONE, |d| d.0),
+            cluster: outcome.cluster.map_or(HopKey::NONE, |c| c.0),
+        }
+    }
+}
+
+impl std::hash::Hash for HopKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64((u64::from(self.route) << 32) | u64::from(self.destination));
+        h.write_u32(self.cluster);
+    }
+}
+
 /// Records outcomes against one compiled mesh, by id (no string work per request), and names
 /// them at the end. Both drivers use it: every proxy's outcomes are hop records (routes,
 /// destinations, clusters); the client's are also end-to-end records (totals, time series).
@@ -316,9 +343,12 @@ pub struct Recorder {
     /// Requests generated (counted by the load source).
     pub generated: u64,
     totals: Stats,
-    routes: Vec<Option<Stats>>,
-    destinations: Vec<Option<Stats>>,
-    clusters: Vec<Option<Stats>>,
+    /// Hop records, one per (route, destination, cluster) seen, in the order first seen: a
+    /// hop is recorded once, and the per-route, per-destination and per-cluster tables are
+    /// sums of these, made when named (all of `Stats` adds up exactly, in any order).
+    hops: Vec<(HopKey, Stats)>,
+    /// Where each key is in `hops` (looked up, never iterated).
+    hop_index: crate::idmap::IdMap<HopKey, usize>,
     mirrors: Vec<Option<Stats>>,
     series: TimeSeries,
     events: Vec<EventCounts>,
@@ -343,9 +373,8 @@ impl Recorder {
         Recorder {
             generated: 0,
             totals: Stats::default(),
-            routes: vec![None; mesh.routes().len()],
-            destinations: vec![None; mesh.destinations().len()],
-            clusters: vec![None; mesh.clusters().len()],
+            hops: Vec::new(),
+            hop_index: crate::idmap::IdMap::default(),
             mirrors: vec![None; mesh.destinations().len()],
             series,
             events: vec![EventCounts::default(); mesh.clusters().len()],
@@ -355,17 +384,20 @@ impl Recorder {
 
     /// One hop's outcome, as the proxy that handled it saw it.
     pub fn record_hop(&mut self, outcome: &Outcome, latency: Nanos) {
-        let slots = [
-            (&mut self.routes, outcome.route.map(|r| r.0)),
-            (&mut self.destinations, outcome.destination.map(|d| d.0)),
-            (&mut self.clusters, outcome.cluster.map(|c| c.0)),
-        ];
-        for (table, id) in slots {
-            if let Some(slot) = id.and_then(|i| table.get_mut(i as usize)) {
-                slot.get_or_insert_with(Stats::default)
-                    .record(outcome, latency);
+        self.hop(HopKey::of(outcome)).record(outcome, latency);
+    }
+
+    /// The hop record for `key`, made if new.
+    fn hop(&mut self, key: HopKey) -> &mut Stats {
+        let i = match self.hop_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.hops.push((key, Stats::default()));
+                self.hop_index.insert(key, self.hops.len() - 1);
+                self.hops.len() - 1
             }
-        }
+        };
+        &mut self.hops[i].1
     }
 
     /// A client's end-to-end outcome of a request started at `start`.
@@ -403,17 +435,12 @@ impl Recorder {
 
     /// Adds `other`'s hop and mirror records (same mesh) to these.
     pub fn merge_hops(&mut self, other: &Recorder) {
-        let pairs = [
-            (&mut self.routes, &other.routes),
-            (&mut self.destinations, &other.destinations),
-            (&mut self.clusters, &other.clusters),
-            (&mut self.mirrors, &other.mirrors),
-        ];
-        for (mine, theirs) in pairs {
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                if let Some(t) = t {
-                    m.get_or_insert_with(Stats::default).merge(t);
-                }
+        for (key, t) in &other.hops {
+            self.hop(*key).merge(t);
+        }
+        for (m, t) in self.mirrors.iter_mut().zip(&other.mirrors) {
+            if let Some(t) = t {
+                m.get_or_insert_with(Stats::default).merge(t);
             }
         }
         for (mine, theirs) in self.events.iter_mut().zip(&other.events) {
@@ -436,6 +463,22 @@ impl Recorder {
             v
         }
         let mesh = self.mesh;
+        // The hop records summed per route, destination and cluster.
+        let mut routes: Vec<Option<Stats>> = vec![None; mesh.routes().len()];
+        let mut destinations: Vec<Option<Stats>> = vec![None; mesh.destinations().len()];
+        let mut clusters: Vec<Option<Stats>> = vec![None; mesh.clusters().len()];
+        for (key, stats) in &self.hops {
+            let slots = [
+                (&mut routes, key.route),
+                (&mut destinations, key.destination),
+                (&mut clusters, key.cluster),
+            ];
+            for (table, id) in slots {
+                if let Some(slot) = table.get_mut(id as usize) {
+                    slot.get_or_insert_with(Stats::default).merge(stats);
+                }
+            }
+        }
         let destination = |i: usize| {
             let d = &mesh.destinations()[i];
             format!("{}/{}", d.service, d.version)
@@ -443,9 +486,9 @@ impl Recorder {
         RunMetrics {
             generated: self.generated,
             totals: self.totals,
-            routes: named(self.routes, &|i| mesh.routes()[i].name.clone()),
-            destinations: named(self.destinations, &destination),
-            clusters: named(self.clusters, &|i| mesh.clusters()[i].name.clone()),
+            routes: named(routes, &|i| mesh.routes()[i].name.clone()),
+            destinations: named(destinations, &destination),
+            clusters: named(clusters, &|i| mesh.clusters()[i].name.clone()),
             mirrors: named(self.mirrors, &destination),
             series: self.series,
             events: {
@@ -511,6 +554,98 @@ mod tests {
         assert_eq!(s.by_status, vec![(200, 2), (503, 1)]);
         assert_eq!(s.flags().collect::<Vec<_>>(), vec![("UH", 1)]);
         assert_eq!(s.mean_ns(), 20e6);
+    }
+
+    /// A mesh with one route splitting `reviews` between subsets v1 and v2.
+    fn split_mesh() -> std::sync::Arc<crate::mesh::CompiledMesh> {
+        let text = r#"Mesh(
+            virtual_services: [VirtualService(hosts: ["reviews"], http: [HttpRoute(name: "split",
+                route: [(destination: (host: "reviews", subset: "v1"), weight: 50),
+                        (destination: (host: "reviews", subset: "v2"), weight: 50)])])],
+            destination_rules: [DestinationRule(host: "reviews", subsets: [
+                (name: "v1", labels: {"version": "v1"}), (name: "v2", labels: {"version": "v2"})])],
+        )"#;
+        let options = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+        let config: crate::MeshConfig = options.from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let mut reg = crate::Registry::default();
+        let ep = |i: u32, v: &str| crate::Endpoint {
+            addr: crate::EndpointAddr::Sim(i),
+            labels: [("version".to_owned(), v.to_owned())].into(),
+        };
+        reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2")]);
+        let mesh = crate::mesh::CompiledMesh::compile(&config, &reg);
+        std::sync::Arc::new(mesh.unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn hop_records_sum_into_routes_destinations_and_clusters() {
+        use crate::mesh::{ClusterId, DestinationId, RouteId};
+        let mesh = split_mesh();
+        let route = RouteId(0);
+        let find = |version: &str| {
+            let d = mesh
+                .destinations()
+                .iter()
+                .position(|d| d.version == version);
+            let c = mesh
+                .clusters()
+                .iter()
+                .position(|c| c.name == format!("reviews|{version}"));
+            match (d, c) {
+                (Some(d), Some(c)) => (DestinationId(d as u32), ClusterId(c as u32)),
+                _ => panic!("no {version} in the mesh"),
+            }
+        };
+        let hop = |status: u16, version: &str| {
+            let (d, c) = find(version);
+            Outcome {
+                attempts: 1,
+                route: Some(route),
+                destination: Some(d),
+                cluster: Some(c),
+                ..Outcome::bare(status, ResponseFlags::NONE)
+            }
+        };
+        let ms = Nanos::from_millis;
+        let mut a = Recorder::without_series(mesh.clone());
+        a.record_hop(&hop(200, "v1"), ms(10));
+        a.record_hop(&hop(503, "v1"), ms(30));
+        a.record_hop(&hop(200, "v2"), ms(20));
+        // No route: counted in no table.
+        a.record_hop(&Outcome::bare(404, ResponseFlags::NO_ROUTE_FOUND), ms(1));
+        let mut b = Recorder::without_series(mesh.clone());
+        b.record_hop(&hop(200, "v2"), ms(40));
+        a.merge_hops(&b);
+        let m = a.finish();
+        let table = |t: &[(String, Stats)]| -> Vec<(String, u64, u64, f64)> {
+            t.iter()
+                .map(|(n, s)| (n.clone(), s.count, s.success, s.mean_ns() / 1e6))
+                .collect()
+        };
+        assert_eq!(
+            table(&m.routes),
+            vec![("reviews/split".to_owned(), 4, 3, 25.0)]
+        );
+        assert_eq!(
+            table(&m.destinations),
+            vec![
+                ("reviews/v1".to_owned(), 2, 1, 20.0),
+                ("reviews/v2".to_owned(), 2, 2, 30.0)
+            ]
+        );
+        assert_eq!(
+            table(&m.clusters),
+            vec![
+                ("reviews|v1".to_owned(), 2, 1, 20.0),
+                ("reviews|v2".to_owned(), 2, 2, 30.0)
+            ]
+        );
+        let split = &m.routes[0].1;
+        assert_eq!(split.by_status, vec![(200, 3), (503, 1)]);
+        assert_eq!(split.latency.len(), 4);
+        assert_eq!(split.by_attempts, vec![0, 4]);
     }
 
     #[test]
