@@ -44,7 +44,7 @@ pub struct Gauges {
     /// header read timeout cut the client off).
     pub protocol_errors_total: AtomicU64,
     /// Requests the listener refused before the engine saw them (413 body too large, 400
-    /// missing Host).
+    /// missing or invalid Host).
     pub rejected_total: AtomicU64,
 }
 

@@ -94,26 +94,34 @@ fn method(m: &http::Method) -> Arc<str> {
 }
 
 /// The engine's view of a downstream request on a connection with `strings`.
+///
+/// The authority is the URI's (HTTP/2, absolute form) or else the `Host` header's. Its
+/// **invariant**, which `forward_request` relies on: an authority taken from `Host` is the
+/// value of the request's only `Host` header. A request with no usable authority (no `Host`,
+/// more than one, or one that is not visible ASCII) gets an empty one, which the listener
+/// answers 400, as RFC 9112 §3.2 asks.
 pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings) -> RequestHead {
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or_default();
+    // One pass over the headers: the end-to-end ones for the head, and `Host`.
+    let mut host: Option<&HeaderValue> = None;
+    let mut hosts = 0;
+    let mut headers: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+    for (n, v) in &parts.headers {
+        if *n == http::header::HOST {
+            // Not a header of the head: the head carries it as the authority.
+            host = Some(v);
+            hosts += 1;
+        } else if !is_hop_by_hop(n) {
+            if let Ok(v) = v.to_str() {
+                headers.push((Arc::from(n.as_str()), Arc::from(v)));
+            }
+        }
+    }
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None if hosts == 1 => host.and_then(|h| h.to_str().ok()).unwrap_or_default(),
+        None => "",
+    };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let headers: Vec<(Arc<str>, Arc<str>)> = parts
-        .headers
-        .iter()
-        // `Host` too: the head carries it as the authority.
-        .filter(|(n, _)| !is_hop_by_hop(n) && *n != http::header::HOST)
-        .filter_map(|(n, v)| Some((Arc::from(n.as_str()), Arc::from(v.to_str().ok()?))))
-        .collect();
     RequestHead::new(HeadParts {
         method: method(&parts.method),
         authority: strings.authority(authority),
@@ -169,9 +177,11 @@ pub fn forward_request(
 ) -> Option<Request<Body>> {
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         parts.uri = http::Uri::try_from(&*head.path).ok()?;
+        set_host(&mut parts.headers, head)?; // in place of the downstream's, if any
     }
+    // Otherwise the authority came from the only `Host` header (see `head_from_request`),
+    // which already says it.
     strip_hop_by_hop(&mut parts.headers);
-    set_host(&mut parts.headers, head)?; // in place of the downstream's
     append(&mut parts.headers, extra);
     parts.version = http::Version::HTTP_11;
     parts.extensions.clear();

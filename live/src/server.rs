@@ -307,7 +307,8 @@ async fn handle(
             .gauges
             .rejected_total
             .fetch_add(1, Ordering::Relaxed);
-        return Ok(http_util::text(StatusCode::BAD_REQUEST, "missing Host"));
+        let msg = "missing or invalid Host";
+        return Ok(http_util::text(StatusCode::BAD_REQUEST, msg));
     }
     let id = ctx.proxy.next_id();
     let mut guard = CancelGuard {

@@ -52,6 +52,15 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
     );
     let huge_body = raw(l.addr, body.as_bytes(), Duration::from_secs(2)).await;
     assert!(status_line(&huge_body).contains(" 413 "), "{huge_body:?}");
+    // No `Host`, or two (RFC 9112 §3.2: both 400).
+    for head in [
+        "GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: svc\r\nHost: other\r\nconnection: close\r\n\r\n",
+    ] {
+        let resp = raw(l.addr, head.as_bytes(), Duration::from_secs(2)).await;
+        assert!(status_line(&resp).contains(" 400 "), "{resp:?}");
+        assert!(resp.ends_with("missing or invalid Host"), "{resp:?}");
+    }
     // A head that never completes: the connection is closed after the header read timeout.
     let started = std::time::Instant::now();
     let slow = raw(
@@ -77,13 +86,14 @@ async fn bad_requests_get_4xx_and_slow_clients_are_cut_off() {
     assert!(silent.is_empty(), "{silent:?}");
     // The proxy still serves.
     assert_eq!(get(l.addr, "svc", "/", &[]).await.status, 200);
-    // Every error path is counted: 413 as a rejection; 400, 431, the two timeouts — and the
+    // Every error path is counted: 413 and the two bad `Host`s as rejections; 400, 431, the
+    // two timeouts — and the
     // 413's connection, closed with its body unread — as connections ending in a protocol
     // error.
     // Only the good request reached the engine.
     let g = &h.gauges;
     use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(g.rejected_total.load(Relaxed), 1);
+    assert_eq!(g.rejected_total.load(Relaxed), 3);
     assert_eq!(g.protocol_errors_total.load(Relaxed), 5);
     assert_eq!(h.snapshot().finish().totals.count, 1);
     let text = live::admin::prometheus(&[("main".to_owned(), h.clone())]);
