@@ -12,8 +12,8 @@
 
 use crate::http_util::Body;
 use atomic_waker::AtomicWaker;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use proxy_engine::ConnectFailure;
@@ -324,26 +324,44 @@ async fn exchange_h2(
     read_answer(resp, max_body).await
 }
 
-/// Reads a response's whole body (at most `max_body` bytes).
+/// Reads a response's whole body (at most `max_body` bytes). A body that arrives in one
+/// chunk, as a small response does, is kept as it came (no copy, no buffer list).
 async fn read_answer(
     resp: http::Response<hyper::body::Incoming>,
     max_body: usize,
 ) -> Result<Answer, AttemptFailure> {
     let (parts, body) = resp.into_parts();
-    let bytes = Limited::new(body, max_body)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                AttemptFailure::TooLarge
-            } else {
-                AttemptFailure::Reset
+    Ok((parts, read_body(body, max_body).await?))
+}
+
+/// A whole body, at most `max_body` bytes (see `read_answer`).
+async fn read_body<B>(mut body: B, max_body: usize) -> Result<Bytes, AttemptFailure>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let mut whole = Bytes::new();
+    // Once a second chunk arrives: all chunks so far, copied together.
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| AttemptFailure::Reset)?.into_data() else {
+            continue; // trailers: not forwarded
+        };
+        let len = joined.as_ref().map_or(whole.len(), BytesMut::len) + data.len();
+        if len > max_body {
+            return Err(AttemptFailure::TooLarge);
+        }
+        match &mut joined {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(len);
+                buf.extend_from_slice(&whole);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
             }
-        })?
-        .to_bytes();
-    Ok((parts, bytes))
+        }
+    }
+    Ok(joined.map_or(whole, BytesMut::freeze))
 }
 
 /// Whether the response asks to close the connection.
@@ -394,6 +412,53 @@ mod tests {
         let _: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| Poll::Pending);
         waker.wake_by_ref();
         assert_eq!(task.count(), 2);
+    }
+
+    /// A body of the given chunks, then an error if `fail`.
+    struct Chunks(std::collections::VecDeque<&'static str>, bool);
+
+    impl hyper::body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(match self.0.pop_front() {
+                Some(c) => Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+                    c.as_bytes(),
+                )))),
+                None if self.1 => Some(Err(std::io::Error::other("reset"))),
+                None => None,
+            })
+        }
+    }
+
+    fn read(chunks: &[&'static str], fail: bool, max: usize) -> Result<Bytes, AttemptFailure> {
+        let body = Chunks(chunks.iter().copied().collect(), fail);
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        rt.unwrap_or_else(|e| panic!("{e}"))
+            .block_on(read_body(body, max))
+    }
+
+    #[test]
+    fn a_body_is_read_whole_within_its_limit() {
+        assert_eq!(read(&[], false, 10), Ok(Bytes::new()));
+        assert_eq!(read(&["hello"], false, 10), Ok(Bytes::from("hello")));
+        assert_eq!(
+            read(&["", "he", "llo", " you"], false, 9),
+            Ok(Bytes::from("hello you"))
+        );
+        assert_eq!(
+            read(&["hello", " you"], false, 8),
+            Err(AttemptFailure::TooLarge)
+        );
+        assert_eq!(
+            read(&["hello world"], false, 8),
+            Err(AttemptFailure::TooLarge)
+        );
+        assert_eq!(read(&["hello"], true, 10), Err(AttemptFailure::Reset));
     }
 
     #[test]
