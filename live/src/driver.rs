@@ -140,14 +140,14 @@ struct Pending {
     start: Time,
     /// Wall-clock start, only taken when the access log is on.
     start_wall: Option<std::time::SystemTime>,
-    method: Arc<str>,
-    path: Arc<str>,
     /// The mesh the engine matched the request under (its outcome's ids are that mesh's).
     mesh: Arc<CompiledMesh>,
-    /// The head handed to the engine, and the downstream parts it was made from: a first
-    /// attempt whose head the engine did not change forwards these parts (taken) rather than
-    /// rebuilding the request from the head.
-    original: Option<(RequestHead, http::request::Parts)>,
+    /// The head handed to the engine (the access log's method and path).
+    head: RequestHead,
+    /// The downstream parts the head was made from, if any: a first attempt whose head the
+    /// engine did not change forwards these parts (taken) rather than rebuilding the request
+    /// from the head.
+    parts: Option<http::request::Parts>,
 }
 
 /// A downstream response on its way to the request's task. The task performs the request's
@@ -280,10 +280,9 @@ impl ProxyHandle {
                     body,
                     start: now,
                     start_wall: self.shared.opts.access_log.then(std::time::SystemTime::now),
-                    method: head.method.clone(),
-                    path: head.path.clone(),
                     mesh,
-                    original: parts.map(|p| (head.clone(), p)),
+                    head: head.clone(),
+                    parts,
                 },
             );
             st.engine.handle_request(now, req, head);
@@ -726,8 +725,8 @@ impl Shared {
             .map_or_else(|| "-".to_owned(), |a| a.to_string());
         format!(
             "[{start:.3}] \"{} {}\" {} {} {} {} {}",
-            p.method,
-            p.path,
+            p.head.method,
+            p.head.path,
             o.status,
             o.flags,
             upstream,
@@ -761,7 +760,7 @@ fn recorder(mesh: Arc<CompiledMesh>, window: Option<proxy_engine::Nanos>) -> Rec
 }
 
 /// The upstream request made from the downstream parts, for a first try whose head the engine
-/// left unchanged (see `Pending::original`).
+/// left unchanged (see `Pending::parts`).
 fn forwarded(
     st: &mut State,
     req: RequestId,
@@ -770,10 +769,10 @@ fn forwarded(
     extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> Option<http::Request<Body>> {
     let p = st.reqs.get_mut(&req)?;
-    if try_number != 1 || !p.original.as_ref().is_some_and(|(h, _)| h.is(head)) {
+    if try_number != 1 || !p.head.is(head) {
         return None;
     }
-    let (_, parts) = p.original.take()?;
+    let parts = p.parts.take()?;
     http_util::forward_request(parts, head, p.body.clone(), extra)
 }
 

@@ -199,14 +199,15 @@ where
     let header_timeout = Duration::from_nanos(ctx.limits.header_read_timeout.0);
     let max_buf = ctx.limits.max_header_bytes.max(8192);
     let max_h2_headers = ctx.limits.max_header_bytes as u32;
-    // Shared by the connection's requests (HTTP/2 may run several at once, hence the lock).
-    let ctx_gauges = ctx.proxy.gauges.clone();
-    let strings = Arc::new(std::sync::Mutex::new(http_util::ConnStrings::new(
-        &peer.ip().to_string(),
-        ctx.scheme,
-    )));
-    let svc = service_fn(move |req| handle(req, ctx.clone(), strings.clone()));
-    let gauges = ctx_gauges.clone();
+    let gauges = ctx.proxy.gauges.clone();
+    let conn = Arc::new(Conn {
+        strings: std::sync::Mutex::new(http_util::ConnStrings::new(
+            &peer.ip().to_string(),
+            ctx.scheme,
+        )),
+        ctx,
+    });
+    let svc = service_fn(move |req| handle(req, conn.clone()));
     let ok = match proto {
         Proto::Http1 => {
             let mut b = hyper::server::conn::http1::Builder::new();
@@ -251,14 +252,21 @@ where
     }
 }
 
+/// What a connection's requests share: one `Arc` per request, not one per part.
+struct Conn {
+    ctx: Arc<Ctx>,
+    /// Strings shared by the requests' heads (HTTP/2 may run several at once, hence the lock).
+    strings: std::sync::Mutex<http_util::ConnStrings>,
+}
+
 /// Sends `Cancel` for a request whose downstream future is dropped before its response.
-struct CancelGuard {
-    proxy: ProxyHandle,
+struct CancelGuard<'a> {
+    proxy: &'a ProxyHandle,
     req: RequestId,
     armed: bool,
 }
 
-impl Drop for CancelGuard {
+impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.proxy.cancel(self.req);
@@ -266,11 +274,8 @@ impl Drop for CancelGuard {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    ctx: Arc<Ctx>,
-    strings: Arc<std::sync::Mutex<http_util::ConnStrings>>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body>, Infallible> {
+    let ctx = &conn.ctx;
     let (parts, body) = req.into_parts();
     let body: Bytes = if body.is_end_stream() {
         Bytes::new()
@@ -299,7 +304,7 @@ async fn handle(
         }
     };
     let head = {
-        let mut strings = crate::lock(&strings);
+        let mut strings = crate::lock(&conn.strings);
         http_util::head_from_request(&parts, &mut strings)
     };
     if head.authority.is_empty() {
@@ -312,7 +317,7 @@ async fn handle(
     }
     let id = ctx.proxy.next_id();
     let mut guard = CancelGuard {
-        proxy: ctx.proxy.clone(),
+        proxy: &ctx.proxy,
         req: id,
         armed: true,
     };
