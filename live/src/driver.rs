@@ -140,8 +140,9 @@ struct Pending {
     start: Time,
     /// Wall-clock start, only taken when the access log is on.
     start_wall: Option<std::time::SystemTime>,
-    /// The mesh the engine matched the request under (its outcome's ids are that mesh's).
-    mesh: Arc<CompiledMesh>,
+    /// Which mesh the engine matched the request under (its outcome's ids are that mesh's):
+    /// an index into `State::earlier`, or its length for the current mesh.
+    generation: usize,
     /// The head handed to the engine (the access log's method and path).
     head: RequestHead,
     /// The downstream parts the head was made from, if any: a first attempt whose head the
@@ -154,8 +155,9 @@ struct Pending {
 /// first work inline, so the response is usually there when that returns (`Ready`, taken
 /// without a channel); a task that must wait leaves a channel (`Waiting`).
 ///
-/// **Invariant:** an entry exists only for a request still in `reqs` or whose task has not
-/// yet taken its response; `cancel` (the task is gone) removes it.
+/// **Invariant:** an entry (in `State::replies`, or the one in `State::ready`) exists only for
+/// a request still in `reqs` or whose task has not yet taken its response; `cancel` (the task
+/// is gone) removes it. A request has at most one entry.
 enum Reply {
     Ready(Response<Body>),
     Waiting(oneshot::Sender<Response<Body>>),
@@ -170,8 +172,13 @@ struct State {
     /// was cancelled.
     attempts: IdMap<AttemptId, upstream::Cancel>,
     reqs: IdMap<RequestId, Pending>,
-    /// Downstream responses not yet taken by their request's task (see `Reply`).
+    /// Downstream responses not yet taken by their request's task (see `Reply`), and the
+    /// tasks waiting for theirs.
     replies: IdMap<RequestId, Reply>,
+    /// A ready response, held here rather than in `replies` when the slot is free (nearly
+    /// always: the task takes it as soon as its inline work returns), which spares two map
+    /// operations per request.
+    ready: Option<(RequestId, Response<Body>)>,
     /// Records outcomes against the current mesh.
     metrics: Recorder,
     /// Recorders of earlier meshes (before reloads): requests that started under one are
@@ -209,6 +216,7 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
             attempts: IdMap::default(),
             reqs: IdMap::default(),
             replies: IdMap::default(),
+            ready: None,
             metrics: recorder(mesh, opts.window),
             earlier: Vec::new(),
             armed: None,
@@ -273,14 +281,14 @@ impl ProxyHandle {
             let mut st = self.shared.lock();
             let now = self.shared.clock.now();
             self.gauges.requests_total.fetch_add(1, Ordering::Relaxed);
-            let mesh = st.engine.config().clone();
+            let generation = st.earlier.len();
             st.reqs.insert(
                 req,
                 Pending {
                     body,
                     start: now,
                     start_wall: self.shared.opts.access_log.then(std::time::SystemTime::now),
-                    mesh,
+                    generation,
                     head: head.clone(),
                     parts,
                 },
@@ -296,6 +304,9 @@ impl ProxyHandle {
         // Usually the inline work ended the request; otherwise a timer or another task will.
         let rx = {
             let mut st = self.shared.lock();
+            if st.ready.as_ref().is_some_and(|(r, _)| *r == req) {
+                return st.ready.take().map(|(_, resp)| resp);
+            }
             if let Some(Reply::Ready(resp)) = st.replies.remove(&req) {
                 return Some(resp);
             }
@@ -311,6 +322,7 @@ impl ProxyHandle {
         let work = {
             let mut st = self.shared.lock();
             st.replies.remove(&req);
+            st.ready.take_if(|(r, _)| *r == req);
             if !st.reqs.contains_key(&req) {
                 return;
             }
@@ -682,22 +694,14 @@ impl Shared {
         let Some(p) = st.reqs.remove(&req) else {
             return;
         };
-        if matches!(st.replies.get(&req), Some(Reply::Waiting(_))) {
+        if !st.replies.is_empty() && matches!(st.replies.get(&req), Some(Reply::Waiting(_))) {
             // Ended with no response (none is coming now): the waiting task gets `None`.
             st.replies.remove(&req);
         }
         let latency = now.since(p.start);
-        let rec = if Arc::ptr_eq(st.metrics.mesh(), &p.mesh) {
-            &mut st.metrics
-        } else {
-            match st
-                .earlier
-                .iter_mut()
-                .find(|r| Arc::ptr_eq(r.mesh(), &p.mesh))
-            {
-                Some(r) => r,
-                None => &mut st.metrics,
-            }
+        let rec = match st.earlier.get_mut(p.generation) {
+            Some(r) => r,
+            None => &mut st.metrics,
         };
         rec.record_hop(&outcome, latency);
         rec.record_end_to_end(p.start, &outcome, latency);
@@ -778,13 +782,26 @@ fn forwarded(
 
 /// Hands `req`'s downstream response to its task: to the waiting one, or kept for it to take.
 fn reply(st: &mut State, req: RequestId, resp: Response<Body>) {
-    match st.replies.remove(&req) {
-        Some(Reply::Waiting(tx)) => {
-            let _ = tx.send(resp); // the downstream may have gone
+    if st.ready.as_ref().is_some_and(|(r, _)| *r == req) {
+        return; // answered already: the engine answers once
+    }
+    if !st.replies.is_empty() {
+        match st.replies.remove(&req) {
+            Some(Reply::Waiting(tx)) => {
+                let _ = tx.send(resp); // the downstream may have gone
+                return;
+            }
+            Some(answered @ Reply::Ready(_)) => {
+                st.replies.insert(req, answered); // answered already
+                return;
+            }
+            None => {}
         }
-        Some(Reply::Ready(_)) => {} // answered already: the engine answers once
-        None => {
-            if st.reqs.contains_key(&req) {
+    }
+    if st.reqs.contains_key(&req) {
+        match st.ready {
+            None => st.ready = Some((req, resp)),
+            Some(_) => {
                 st.replies.insert(req, Reply::Ready(resp));
             }
         }
