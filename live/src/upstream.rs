@@ -9,6 +9,9 @@
 //! separate connection task). While idle nobody polls it; `Sender::is_closed` polls it once to
 //! notice an upstream that closed it. HTTP/2 multiplexes streams from many tasks, so its
 //! connection runs on a spawned task.
+//!
+//! The driver cancels an exchange (the engine gave up on the attempt) through its `Cancel`: a
+//! flag on the exchange's waker, which the exchange checks each time it is polled.
 
 use crate::http_util::Body;
 use atomic_waker::AtomicWaker;

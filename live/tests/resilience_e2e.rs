@@ -60,27 +60,47 @@ async fn retries_recover_a_30_percent_error_rate() {
     services.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_timeout_answers_504_ut() {
-    let (services, client, listener, _) = lab(r#"Scenario(duration: "1s", services: {
-            "slow": Service(versions: {"v1": (instances: 1, workers: 4, latency: Constant("2s"))}),
-        }, mesh: Mesh(virtual_services: [VirtualService(hosts: ["slow"], http: [
+/// A slow upstream behind a 150 ms route timeout, over HTTP/1.1 or (`rules`) HTTP/2: each
+/// request is answered 504 `UT` on time, its exchange cancelled.
+async fn route_timeout(rules: &str) {
+    let scenario = format!(
+        r#"Scenario(duration: "1s", services: {{
+            "slow": Service(versions: {{"v1": (instances: 1, workers: 4, latency: Constant("2s"))}}),
+        }}, mesh: Mesh(virtual_services: [VirtualService(hosts: ["slow"], http: [
             HttpRoute(route: [(destination: (host: "slow"))], timeout: "150ms"),
-        ])]), workload: [OpenLoop(host: "slow", rate: 1)])"#)
-    .await;
-    let start = Instant::now();
-    let got = get(listener.addr, "slow", "/", &[]).await;
-    let took = start.elapsed();
-    assert_eq!(got.status, 504);
-    assert_eq!(got.body, "upstream request timeout");
-    assert!(
-        took >= Duration::from_millis(150) && took < Duration::from_millis(1000),
-        "{took:?}"
+        ])], destination_rules: [{rules}]), workload: [OpenLoop(host: "slow", rate: 1)])"#
     );
+    let (services, client, listener, _) = lab(&scenario).await;
+    // Twice: the second goes on the same HTTP/2 connection, whose first stream was cancelled.
+    for _ in 0..2 {
+        let start = Instant::now();
+        let got = get(listener.addr, "slow", "/", &[]).await;
+        let took = start.elapsed();
+        assert_eq!(got.status, 504);
+        assert_eq!(got.body, "upstream request timeout");
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_millis(1000),
+            "{took:?}"
+        );
+    }
     let m = client.snapshot().finish();
-    assert_eq!(m.totals.flags().collect::<Vec<_>>(), vec![("UT", 1)]);
+    assert_eq!(m.totals.flags().collect::<Vec<_>>(), vec![("UT", 2)]);
     listener.shutdown().await;
     services.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_answers_504_ut() {
+    route_timeout("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_cancels_an_http2_stream() {
+    route_timeout(
+        r#"DestinationRule(host: "slow",
+            traffic_policy: (connection_pool: (http: (h2_upgrade_policy: UPGRADE))))"#,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
