@@ -417,6 +417,52 @@ mod tests {
         assert_eq!(task.count(), 2);
     }
 
+    #[test]
+    fn no_wake_from_another_thread_is_lost() {
+        // A task (this thread) polls, then sleeps until woken; another thread wakes it many
+        // times at arbitrary moments. Every wake must lead to a poll that sees it: either the
+        // poll in progress polls again, or the task is woken. A lost wake leaves the task
+        // asleep with a wake it never saw, and the wait below times out.
+        use std::sync::atomic::AtomicUsize;
+        const WAKES: usize = 20_000;
+        let (task, task_waker) = CountingWaker::new();
+        let cx = Context::from_waker(&task_waker);
+        let wake = Arc::new(InlineWake::default());
+        let waker = Waker::from(wake.clone());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let waking = {
+            let (sent, waker) = (sent.clone(), waker.clone());
+            std::thread::spawn(move || {
+                for i in 0..WAKES {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    waker.wake_by_ref();
+                    if i % 64 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut woken = 0;
+        loop {
+            let mut seen = 0;
+            let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
+                seen = sent.load(Ordering::SeqCst);
+                Poll::Pending
+            });
+            assert!(r.is_pending());
+            if seen == WAKES {
+                break; // the last wake was seen by a poll
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while task.count() == woken {
+                assert!(std::time::Instant::now() < deadline, "a wake was lost");
+                std::thread::yield_now();
+            }
+            woken = task.count();
+        }
+        waking.join().unwrap_or_else(|_| panic!("waking thread"));
+    }
+
     /// A body of the given chunks, then an error if `fail`.
     struct Chunks(std::collections::VecDeque<&'static str>, bool);
 
