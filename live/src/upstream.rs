@@ -419,44 +419,54 @@ mod tests {
 
     #[test]
     fn no_wake_from_another_thread_is_lost() {
-        // A task (this thread) polls, then sleeps until woken; another thread wakes it many
-        // times at arbitrary moments. Every wake must lead to a poll that sees it: either the
-        // poll in progress polls again, or the task is woken. A lost wake leaves the task
-        // asleep with a wake it never saw, and the wait below times out.
+        // A task (this thread) polls, then sleeps until woken. Another thread sends wakes one
+        // at a time, each once the previous one was seen, at varying moments: during the poll
+        // or after it. Each must lead to a poll that sees it (the poll in progress polls
+        // again, or the task is woken); a lost one leaves the task asleep, and the wait below
+        // times out.
         use std::sync::atomic::AtomicUsize;
-        const WAKES: usize = 20_000;
+        use std::time::Instant;
+        const WAKES: usize = 5_000;
         let (task, task_waker) = CountingWaker::new();
         let cx = Context::from_waker(&task_waker);
         let wake = Arc::new(InlineWake::default());
         let waker = Waker::from(wake.clone());
         let sent = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
         let waking = {
-            let (sent, waker) = (sent.clone(), waker.clone());
+            let (sent, seen, waker) = (sent.clone(), seen.clone(), waker.clone());
             std::thread::spawn(move || {
-                for i in 0..WAKES {
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    waker.wake_by_ref();
-                    if i % 64 == 0 {
-                        std::thread::yield_now();
+                for i in 1..=WAKES {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while seen.load(Ordering::SeqCst) < i - 1 {
+                        if Instant::now() > deadline {
+                            return; // the task is stuck: its side reports it
+                        }
+                        std::hint::spin_loop();
                     }
+                    for _ in 0..(i * 7919) % 2000 {
+                        std::hint::spin_loop();
+                    }
+                    sent.store(i, Ordering::SeqCst);
+                    waker.wake_by_ref();
                 }
             })
         };
         let mut woken = 0;
         loop {
-            let mut seen = 0;
             let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
-                seen = sent.load(Ordering::SeqCst);
+                seen.store(sent.load(Ordering::SeqCst), Ordering::SeqCst);
                 Poll::Pending
             });
             assert!(r.is_pending());
-            if seen == WAKES {
-                break; // the last wake was seen by a poll
+            if seen.load(Ordering::SeqCst) == WAKES {
+                break;
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + Duration::from_secs(5);
             while task.count() == woken {
-                assert!(std::time::Instant::now() < deadline, "a wake was lost");
-                std::thread::yield_now();
+                let at = seen.load(Ordering::SeqCst);
+                assert!(Instant::now() < deadline, "a wake was lost after {at}");
+                std::hint::spin_loop();
             }
             woken = task.count();
         }
