@@ -442,7 +442,7 @@ mod tests {
                         if Instant::now() > deadline {
                             return; // the task is stuck: its side reports it
                         }
-                        std::hint::spin_loop();
+                        std::thread::yield_now();
                     }
                     for _ in 0..(i * 7919) % 2000 {
                         std::hint::spin_loop();
@@ -466,7 +466,7 @@ mod tests {
             while task.count() == woken {
                 let at = seen.load(Ordering::SeqCst);
                 assert!(Instant::now() < deadline, "a wake was lost after {at}");
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
             woken = task.count();
         }
