@@ -637,7 +637,7 @@ impl Shared {
                     }
                 }
                 Action::CancelAttempt { attempt } => {
-                    // The exchange's task sees the attempt gone when it reports back.
+                    // The exchange ends at once; its task finds the attempt gone.
                     if let Some(c) = st.attempts.remove(&attempt) {
                         c.cancel();
                     }

@@ -38,18 +38,16 @@ pub struct H1 {
     /// `None` once the connection has ended. It is dropped then, not kept: dropping it fails
     /// whatever is still queued on `send`, so nothing waits on a dead connection.
     conn: Option<Pin<Box<H1Connection>>>,
-    /// The waker both halves are polled with during an exchange, and its cancel flag (see
-    /// `InlineWake`); one per connection, as it carries one exchange at a time.
-    wake: Arc<InlineWake>,
-    waker: Waker,
+    /// The waker both halves are polled with during an exchange, and its cancel flag; one per
+    /// connection, as it carries one exchange at a time.
+    inline: Inline,
 }
 
 /// An HTTP/2 stream handle: the connection's request handle and this exchange's own waker
 /// and cancel flag.
 pub struct H2 {
     send: hyper::client::conn::http2::SendRequest<Body>,
-    wake: Arc<InlineWake>,
-    waker: Waker,
+    inline: Inline,
 }
 
 /// The waker of an exchange, and its cancel flag.
@@ -97,35 +95,59 @@ impl InlineWake {
             self.task.wake();
         }
     }
+}
 
+/// An exchange's `InlineWake` and the `Waker` made from it.
+struct Inline {
+    wake: Arc<InlineWake>,
+    waker: Waker,
+}
+
+impl Default for Inline {
+    fn default() -> Inline {
+        let wake = Arc::<InlineWake>::default();
+        Inline {
+            waker: Waker::from(wake.clone()),
+            wake,
+        }
+    }
+}
+
+impl Inline {
     /// Polls `f` with the inline waker on behalf of the task polling with `cx`, again as long
     /// as it woke itself meanwhile; `Cancelled` once the exchange is cancelled.
     fn poll<T>(
         &self,
-        waker: &Waker,
         cx: &Context<'_>,
         mut f: impl FnMut(&mut Context<'_>) -> Poll<Result<T, AttemptFailure>>,
     ) -> Poll<Result<T, AttemptFailure>> {
-        self.task.register(cx.waker());
-        let mut icx = Context::from_waker(waker);
+        let w = &*self.wake;
+        w.task.register(cx.waker());
+        let mut icx = Context::from_waker(&self.waker);
         loop {
-            if self.cancelled.load(Ordering::Acquire) {
+            if w.cancelled.load(Ordering::Acquire) {
                 return Poll::Ready(Err(AttemptFailure::Cancelled));
             }
-            self.state.store(POLLING, Ordering::Release);
+            w.state.store(POLLING, Ordering::Release);
             let r = f(&mut icx);
-            let idle =
-                self.state
-                    .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire);
+            let idle = w
+                .state
+                .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire);
             if idle.is_ok() {
                 return r;
             }
             // Woken while polling: the wake was for this very poll.
-            self.state.store(IDLE, Ordering::Release);
+            w.state.store(IDLE, Ordering::Release);
             if r.is_ready() {
                 return r;
             }
         }
+    }
+
+    /// The handle that cancels the next exchange polled through this (the flag cleared).
+    fn cancel_handle(&self) -> Cancel {
+        self.wake.cancelled.store(false, Ordering::Release);
+        Cancel(self.wake.clone())
     }
 }
 
@@ -176,12 +198,10 @@ impl Sender {
 
     /// The handle that cancels the next exchange on this sender.
     pub fn cancel_handle(&self) -> Cancel {
-        let wake = match self {
-            Sender::H1(c) => &c.wake,
-            Sender::H2(s) => &s.wake,
-        };
-        wake.cancelled.store(false, Ordering::Release);
-        Cancel(wake.clone())
+        match self {
+            Sender::H1(c) => c.inline.cancel_handle(),
+            Sender::H2(s) => s.inline.cancel_handle(),
+        }
     }
 
     /// A handle for one more exchange: the sender itself for HTTP/1.1 (taken), a clone for
@@ -189,7 +209,10 @@ impl Sender {
     pub fn share(&self) -> Option<Sender> {
         match self {
             Sender::H1(_) => None,
-            Sender::H2(s) => Some(Sender::H2(H2::new(s.send.clone()))),
+            Sender::H2(s) => Some(Sender::H2(H2 {
+                send: s.send.clone(),
+                inline: Inline::default(),
+            })),
         }
     }
 }
@@ -216,7 +239,10 @@ pub async fn connect(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Sender::H2(H2::new(sender)))
+        Ok(Sender::H2(H2 {
+            send: sender,
+            inline: Inline::default(),
+        }))
     } else {
         // Flattened writes (`send`, not `writev`), as downstream: see `server`.
         let (send, conn) = http1::Builder::new()
@@ -224,24 +250,11 @@ pub async fn connect(
             .handshake(io)
             .await
             .map_err(|_| ConnectFailure::Refused)?;
-        let wake = Arc::<InlineWake>::default();
         Ok(Sender::H1(H1 {
             send,
             conn: Some(Box::pin(conn)),
-            waker: Waker::from(wake.clone()),
-            wake,
+            inline: Inline::default(),
         }))
-    }
-}
-
-impl H2 {
-    fn new(send: hyper::client::conn::http2::SendRequest<Body>) -> H2 {
-        let wake = Arc::<InlineWake>::default();
-        H2 {
-            send,
-            waker: Waker::from(wake.clone()),
-            wake,
-        }
     }
 }
 
@@ -269,17 +282,11 @@ pub async fn exchange(
     req: http::Request<Body>,
     max_body: usize,
 ) -> Result<Answer, AttemptFailure> {
-    let H1 {
-        send,
-        conn,
-        wake,
-        waker,
-    } = match sender {
+    let H1 { send, conn, inline } = match sender {
         Sender::H1(c) => c,
-        Sender::H2(H2 { send, wake, waker }) => {
+        Sender::H2(H2 { send, inline }) => {
             let mut work = Box::pin(exchange_h2(send, req, max_body));
-            return std::future::poll_fn(|cx| wake.poll(waker, cx, |icx| work.as_mut().poll(icx)))
-                .await;
+            return std::future::poll_fn(|cx| inline.poll(cx, |icx| work.as_mut().poll(icx))).await;
         }
     };
     // The request and its connection polled together, in this task.
@@ -293,7 +300,7 @@ pub async fn exchange(
     };
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
-        wake.poll(waker, cx, |icx| {
+        inline.poll(cx, |icx| {
             // The connection first: it writes the request, reads the response and feeds the
             // body that `work` waits for. If it ends, dropping it resolves `work` (with the
             // response if it was complete, else an error).
@@ -385,11 +392,10 @@ mod tests {
     fn a_wake_while_polling_repolls_instead_of_waking_the_task() {
         let (task, task_waker) = CountingWaker::new();
         let cx = Context::from_waker(&task_waker);
-        let wake = Arc::new(InlineWake::default());
-        let waker = Waker::from(wake.clone());
+        let inline = Inline::default();
         // The first pass wakes itself (as hyper's halves do); the second makes progress.
         let mut passes = 0;
-        let r = wake.poll(&waker, &cx, |icx| {
+        let r = inline.poll(&cx, |icx| {
             passes += 1;
             if passes == 1 {
                 icx.waker().wake_by_ref();
@@ -402,7 +408,7 @@ mod tests {
         assert_eq!(task.count(), 0, "the task was not scheduled again");
         // A pass that does not wake itself ends the poll, pending.
         let mut passes = 0;
-        let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
+        let r: Poll<Result<(), _>> = inline.poll(&cx, |_| {
             passes += 1;
             Poll::Pending
         });
@@ -410,10 +416,10 @@ mod tests {
         assert_eq!(passes, 1);
         // A wake from outside a poll (the socket became readable) reaches the task, and so
         // does the next one after the task polled again.
-        waker.wake_by_ref();
+        inline.waker.wake_by_ref();
         assert_eq!(task.count(), 1);
-        let _: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| Poll::Pending);
-        waker.wake_by_ref();
+        let _: Poll<Result<(), _>> = inline.poll(&cx, |_| Poll::Pending);
+        inline.waker.wake_by_ref();
         assert_eq!(task.count(), 2);
     }
 
@@ -429,12 +435,11 @@ mod tests {
         const WAKES: usize = 5_000;
         let (task, task_waker) = CountingWaker::new();
         let cx = Context::from_waker(&task_waker);
-        let wake = Arc::new(InlineWake::default());
-        let waker = Waker::from(wake.clone());
+        let inline = Inline::default();
         let sent = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(AtomicUsize::new(0));
         let waking = {
-            let (sent, seen, waker) = (sent.clone(), seen.clone(), waker.clone());
+            let (sent, seen, waker) = (sent.clone(), seen.clone(), inline.waker.clone());
             std::thread::spawn(move || {
                 for i in 1..=WAKES {
                     let deadline = Instant::now() + Duration::from_secs(5);
@@ -454,7 +459,7 @@ mod tests {
         };
         let mut woken = 0;
         loop {
-            let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
+            let r: Poll<Result<(), _>> = inline.poll(&cx, |_| {
                 seen.store(sent.load(Ordering::SeqCst), Ordering::SeqCst);
                 Poll::Pending
             });
@@ -524,21 +529,19 @@ mod tests {
     fn a_cancel_wakes_the_task_and_ends_the_exchange() {
         let (task, task_waker) = CountingWaker::new();
         let cx = Context::from_waker(&task_waker);
-        let wake = Arc::new(InlineWake::default());
-        let waker = Waker::from(wake.clone());
-        let cancel = Cancel(wake.clone());
+        let inline = Inline::default();
+        let cancel = inline.cancel_handle();
         // Cancelled while the task waits: the task is woken, and its next poll ends the
         // exchange without polling it.
-        let _: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| Poll::Pending);
+        let _: Poll<Result<(), _>> = inline.poll(&cx, |_| Poll::Pending);
         cancel.cancel();
         assert_eq!(task.count(), 1);
-        let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| panic!("polled after cancel"));
+        let r: Poll<Result<(), _>> = inline.poll(&cx, |_| panic!("polled after cancel"));
         assert_eq!(r, Poll::Ready(Err(AttemptFailure::Cancelled)));
         // Cancelled during a poll (another thread, or the exchange itself): seen at once.
-        let wake = Arc::new(InlineWake::default());
-        let waker = Waker::from(wake.clone());
-        let cancel = Cancel(wake.clone());
-        let r: Poll<Result<(), _>> = wake.poll(&waker, &cx, |_| {
+        let inline = Inline::default();
+        let cancel = inline.cancel_handle();
+        let r: Poll<Result<(), _>> = inline.poll(&cx, |_| {
             cancel.cancel();
             Poll::Pending
         });
