@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Reverse-proxy benchmark on loopback: meshtwin proxy vs HAProxy vs nginx in front of the same
 # upstream (nginx answering a fixed 200), each with one worker thread, loaded by wrk; rounds are
-# interleaved so drift hits all three alike. Also: resident memory idle and under load, and the
+# interleaved so drift hits all alike. Also: resident memory idle and under load, and the
 # meshtwin load generator's ceiling against the upstream on one core.
+#
+# A fourth target, hyper-floor (live/examples/hyper_floor.rs), is a bare hyper 1.x proxy on
+# meshtwin's stack (tokio current-thread, hyper's HTTP/1.1 server and client::conn, mimalloc)
+# with nothing on top: no engine, routing, pool, metrics or timeouts. It is the floor for any
+# proxy built on that stack, so it splits a gap to HAProxy into the stack's share and meshtwin's.
 #
 # Placement (2 cores): the proxy under test runs alone on CPU 1; wrk and the upstream share
 # CPU 0. Besides req/s, each proxy's CPU time (user + system, from /proc) per request is
@@ -21,13 +26,15 @@ for tool in wrk haproxy nginx; do
   command -v "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk haproxy nginx; break; }
 done
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p live --example hyper_floor
 bin="$root/target/release/meshtwin"
+floor="$root/target/release/examples/hyper_floor"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-UP=18080; MT=18081; HA=18082; NG=18083; ADMIN=18090
+UP=18080; MT=18081; HA=18082; NG=18083; FL=18084; ADMIN=18090
 mkdir -p "$work/ng-up" "$work/ng-rp"
 cat > "$work/ng-up/nginx.conf" <<CONF
 worker_processes 1; daemon off; error_log /dev/null; pid $work/ng-up/pid;
@@ -71,6 +78,7 @@ taskset -c 0 nginx -c "$work/ng-up/nginx.conf" -p "$work/ng-up" & pids+=($!)
 taskset -c 1 nginx -c "$work/ng-rp/nginx.conf" -p "$work/ng-rp" & ng_pid=$!; pids+=($ng_pid)
 taskset -c 1 haproxy -f "$work/haproxy.cfg" & ha_pid=$!; pids+=($ha_pid)
 taskset -c 1 "$bin" proxy --config "$work/meshtwin.ron" --workers 1 2>/dev/null & mt_pid=$!; pids+=($mt_pid)
+taskset -c 1 "$floor" "127.0.0.1:$FL" "127.0.0.1:$UP" & fl_pid=$!; pids+=($fl_pid)
 sleep 1
 
 rss_kb() { ps -o rss= -p "$1" | tr -d ' '; }
@@ -100,7 +108,8 @@ run() { # name port host pid
   cpu[$1]="${cpu[$1]:-} $(python3 -c "print(f'{($t1 - $t0) * 1e6 / $hz / $n:.1f}')")"
 }
 for round in $(seq "$rounds"); do
-  for target in "meshtwin $MT up $mt_pid" "haproxy $HA up $ha_pid" "nginx $NG up $ng_pid"; do
+  for target in "meshtwin $MT up $mt_pid" "haproxy $HA up $ha_pid" "nginx $NG up $ng_pid" \
+                "hyper-floor $FL up $fl_pid"; do
     set -- $target
     if [ "$1" = meshtwin ]; then
       ( sleep $((secs / 2)); rss_kb "$mt_pid" > "$work/mt_load_$round" ) &
@@ -124,9 +133,9 @@ print(f"{statistics.median(ms(x) for x in sys.stdin.read().split()):.2f}")'
 {
   echo "reverse proxy on loopback, wrk -t1 -c64 -d${secs}s, $rounds interleaved rounds, one worker each"
   echo "(proxy alone on CPU 1; wrk and upstream on CPU 0; CPU = proxy user+system µs per request)"
-  printf '%-10s %-12s %-12s %-10s | %s\n' proxy "med req/s" "med p99 ms" "med CPU" "per round: req/s / p99 / CPU µs"
-  for n in meshtwin haproxy nginx; do
-    printf '%-10s %-12s %-12s %-10s | %s / %s / %s\n' "$n" "$(echo "${rps[$n]}" | median)" \
+  printf '%-11s %-12s %-12s %-10s | %s\n' proxy "med req/s" "med p99 ms" "med CPU" "per round: req/s / p99 / CPU µs"
+  for n in meshtwin haproxy nginx hyper-floor; do
+    printf '%-11s %-12s %-12s %-10s | %s / %s / %s\n' "$n" "$(echo "${rps[$n]}" | median)" \
       "$(echo "${p99[$n]}" | median)" "$(echo "${cpu[$n]}" | median)" "${rps[$n]}" "${p99[$n]}" "${cpu[$n]}"
   done
   echo "meshtwin resident memory: idle ${mt_idle} kB, under load ${mt_load} kB"
