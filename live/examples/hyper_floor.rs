@@ -16,10 +16,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
 use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
 use tokio::net::{TcpListener, TcpStream};
 
 #[global_allocator]
@@ -61,12 +62,13 @@ async fn serve(stream: TcpStream, upstream: SocketAddr) -> Result<(), Box<dyn st
         .writev(false)
         .handshake::<_, Body>(TokioIo::new(up))
         .await?;
-    // The upstream connection, taken by the request in flight (HTTP/1.1: one at a time).
-    let slot = Arc::new(Mutex::new(Some((send, Box::pin(conn)))));
+    // The upstream connection, taken by the request in flight (HTTP/1.1: one at a time). One
+    // thread (a `LocalSet`), so no lock.
+    let slot = Rc::new(RefCell::new(Some((send, Box::pin(conn)))));
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let slot = slot.clone();
         async move {
-            let taken = slot.lock().ok().and_then(|mut s| s.take());
+            let taken = slot.borrow_mut().take();
             let Some((mut send, mut conn)) = taken else {
                 return Ok::<_, Infallible>(bad_gateway());
             };
@@ -91,9 +93,7 @@ async fn serve(stream: TcpStream, upstream: SocketAddr) -> Result<(), Box<dyn st
             };
             match answer {
                 Ok(resp) => {
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some((send, conn));
-                    }
+                    *slot.borrow_mut() = Some((send, conn));
                     Ok(resp)
                 }
                 Err(_) => Ok(bad_gateway()),
