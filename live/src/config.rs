@@ -34,7 +34,7 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub mesh: MeshConfig,
     /// Services and their endpoints (or pass `--endpoints FILE`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
     pub endpoints: BTreeMap<String, Vec<EndpointSpec>>,
     /// Limits and timeouts.
     #[serde(default)]
@@ -94,7 +94,7 @@ pub struct EndpointSpec {
     /// Socket address.
     pub addr: SocketAddr,
     /// Labels such as `version`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
     pub labels: BTreeMap<String, String>,
 }
 

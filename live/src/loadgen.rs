@@ -107,6 +107,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> RunMetrics {
     }
     RunMetrics {
         generated: sent,
+        absorbed: None,
         totals: s.totals,
         routes: Vec::new(),
         destinations: Vec::new(),

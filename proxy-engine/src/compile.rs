@@ -29,7 +29,7 @@ impl CompiledMesh {
             b.add_virtual_service(i, vs)?;
         }
         for (s, svc) in registry.services.iter().enumerate() {
-            if !b.mesh.hosts.contains_key(svc.name.as_str()) {
+            if !b.mesh.hosts.contains_key(svc.name.to_ascii_lowercase().as_str()) {
                 let cluster = b.cluster_for(s, None)?;
                 let id = b.push_route(CompiledRoute {
                     name: format!("{}/default", svc.name),
@@ -49,9 +49,10 @@ impl CompiledMesh {
                     rate_limit: None,
                 });
                 let table = HostTable::new(vec![id], &b.mesh.routes);
-                b.mesh.hosts.insert(svc.name.clone().into(), table);
+                b.mesh.hosts.insert(svc.name.to_ascii_lowercase().into(), table);
             }
         }
+        b.add_unmatched_routes();
         Ok(b.mesh)
     }
 }
@@ -75,6 +76,20 @@ fn status(field: String, code: u16) -> Result<u16, ConfigError> {
         Err(ConfigError::Invalid {
             field,
             message: format!("an HTTP status 200..=599 is expected, found {code}"),
+        })
+    }
+}
+
+/// A redirect status Envoy can send: `RedirectAction.response_code` has 301, 302, 303, 307 and
+/// 308 only, and Istio translates no other (`pilot/pkg/networking/core/route/route.go`; its
+/// validation, `pkg/config/validation/validation.go`, rejects codes outside 3xx).
+fn redirect_code(field: String, code: u16) -> Result<u16, ConfigError> {
+    if matches!(code, 301 | 302 | 303 | 307 | 308) {
+        Ok(code)
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            message: format!("a redirect code 301, 302, 303, 307 or 308 is expected, found {code}"),
         })
     }
 }
@@ -130,6 +145,7 @@ impl<'a> Builder<'a> {
             endpoints: Vec::new(),
             destinations: Vec::new(),
             warnings: Vec::new(),
+            unknown_host: None,
             rate_limit: config
                 .local_rate_limit
                 .as_ref()
@@ -359,6 +375,25 @@ impl<'a> Builder<'a> {
         self.cluster_for(service, Some(subset)).map(Some)
     }
 
+    /// Report-only routes for requests that match nothing: one per virtual service (a host
+    /// whose routes all have match blocks can miss) and one for unknown hosts. Added after
+    /// every real route, so real route ids do not depend on them.
+    fn add_unmatched_routes(&mut self) {
+        for vs in &self.config.virtual_services {
+            let Some(first) = vs.hosts.first() else {
+                continue;
+            };
+            let id = self.push_route(CompiledRoute::unmatched(format!("{first}/(no route)")));
+            for host in &vs.hosts {
+                if let Some(table) = self.mesh.hosts.get_mut(host.to_ascii_lowercase().as_str()) {
+                    table.miss = Some(id);
+                }
+            }
+        }
+        let id = self.push_route(CompiledRoute::unmatched("(unknown host)".into()));
+        self.mesh.unknown_host = Some(id);
+    }
+
     fn push_route(&mut self, route: CompiledRoute) -> RouteId {
         let id = RouteId(self.mesh.routes.len() as u32);
         self.mesh.routes.push(route);
@@ -392,7 +427,7 @@ impl<'a> Builder<'a> {
             if self
                 .mesh
                 .hosts
-                .insert(host.as_str().into(), table.clone())
+                .insert(host.to_ascii_lowercase().into(), table.clone())
                 .is_some()
             {
                 return Err(ConfigError::DuplicateHost {
@@ -484,7 +519,7 @@ impl<'a> Builder<'a> {
         }
         if let Some(r) = &route.redirect {
             return Ok(RouteAction::Redirect(Redirect {
-                status: status(
+                status: redirect_code(
                     format!("{at}.redirect.redirect_code"),
                     r.redirect_code.unwrap_or(301),
                 )?,
@@ -506,8 +541,10 @@ impl<'a> Builder<'a> {
         for (d, rd) in route.route.iter().enumerate() {
             let cluster =
                 self.destination(&format!("{at}.route[{d}].destination"), &rd.destination)?;
-            // Istio: a lone destination defaults to weight 100; weight-0 entries are dropped.
-            let weight = rd.weight.unwrap_or(if single { 100 } else { 0 });
+            // Istio sends all of a lone destination's traffic to it whatever its weight (even 0:
+            // `pilot/pkg/networking/core/route/route.go` builds a single cluster, no weights);
+            // among several, weight-0 entries are dropped.
+            let weight = if single { 100 } else { rd.weight.unwrap_or(0) };
             if weight == 0 {
                 continue;
             }

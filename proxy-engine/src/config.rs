@@ -129,10 +129,13 @@ pub struct HttpMatchRequest {
     /// `:authority` / Host.
     pub authority: Option<StringMatch>,
     /// Headers that must match (lower-case names).
+    #[serde(deserialize_with = "crate::unique::deserialize")]
     pub headers: BTreeMap<String, StringMatch>,
     /// Headers that must not match (an absent header counts as not matching).
+    #[serde(deserialize_with = "crate::unique::deserialize")]
     pub without_headers: BTreeMap<String, StringMatch>,
     /// Query parameters that must match.
+    #[serde(deserialize_with = "crate::unique::deserialize")]
     pub query_params: BTreeMap<String, StringMatch>,
 }
 
@@ -227,8 +230,10 @@ pub struct HeaderOperations {
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderOps {
     /// Overwrite (or add) these headers.
+    #[serde(deserialize_with = "crate::unique::deserialize")]
     pub set: BTreeMap<String, String>,
     /// Append these values (comma list if present, else add).
+    #[serde(deserialize_with = "crate::unique::deserialize")]
     pub add: BTreeMap<String, String>,
     /// Remove these headers.
     pub remove: Vec<String>,
@@ -298,6 +303,7 @@ pub struct Subset {
     /// Subset name, referenced from `Destination.subset`.
     pub name: String,
     /// Labels an endpoint must carry (for example `{"version": "v1"}`).
+    #[serde(deserialize_with = "crate::unique::deserialize")]
     pub labels: BTreeMap<String, String>,
     /// Policy for this subset; each block it sets replaces the rule's block whole.
     #[serde(default)]

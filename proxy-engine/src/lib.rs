@@ -19,6 +19,7 @@ pub mod matching;
 pub mod mesh;
 pub mod metrics;
 pub mod outlier;
+pub mod path;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
@@ -28,6 +29,7 @@ pub mod rewrite;
 pub mod time;
 pub mod timers;
 pub mod types;
+pub mod unique;
 
 pub use config::MeshConfig;
 pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};

@@ -5,6 +5,9 @@
 //!   the query. `ignore_uri_case` applies to exact and prefix, not regex.
 //! * Header, query-parameter and pseudo-header (`method`, `authority`, `scheme`) matches are
 //!   case-sensitive; a regex must match the whole value; `Present` only needs the value to exist.
+//! * A header sent more than once is matched against all its values joined with `,`, as Envoy's
+//!   `HeaderUtility::getAllOfHeaderAsString` does (`source/common/http/header_utility.cc`):
+//!   `x-multi: a` and `x-multi: b` match `Exact("a,b")`, not `Exact("a")`.
 //! * `without_headers` inverts a header match and treats a missing header as not matching, so
 //!   `without_headers: {"x": Exact("a")}` matches when `x` is absent or differs.
 
@@ -138,8 +141,22 @@ pub struct MatchBlock {
     /// Prefilter: header-name bits (see `name_bit`) the request must have.
     header_bits: u64,
     conds: Vec<Cond>,
-    /// The `uri` prefix, for prefix rewrites.
-    uri_prefix: Option<Arc<str>>,
+    /// What part of the path a `rewrite.uri` replaces when this block matched.
+    rewrite_span: RewriteSpan,
+}
+
+/// The part of the path a matched block hands to `rewrite.uri`, as Envoy's
+/// `currentUrlPathAfterRewriteWithMatchedPath` (`source/common/router/config_impl.cc`) sees it
+/// for the route match Istio generates (`pilot/pkg/networking/core/route/route.go`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RewriteSpan {
+    /// No `uri` in the block: Istio matches `prefix: "/"`, so the leading `/` is replaced.
+    #[default]
+    Root,
+    /// A `Prefix` match: that many bytes of the path are replaced.
+    Prefix(usize),
+    /// An `Exact` or `Regex` match: the whole path before the query is replaced.
+    WholePath,
 }
 
 /// Where a bad regex sits inside a match block (a field path suffix such as `uri` or
@@ -243,9 +260,10 @@ impl MatchBlock {
         }
         // Regexes last: everything else is a few compares.
         conds.sort_by_key(|c| matches!(c.matcher(), Matcher::Regex(..)));
-        let uri_prefix = match &m.uri {
-            Some(StringMatch::Prefix(p)) => Some(Arc::from(p.as_str())),
-            _ => None,
+        let rewrite_span = match &m.uri {
+            Some(StringMatch::Prefix(p)) => RewriteSpan::Prefix(p.len()),
+            Some(StringMatch::Exact(_) | StringMatch::Regex(_)) => RewriteSpan::WholePath,
+            Some(StringMatch::Present) | None => RewriteSpan::Root,
         };
         // The literal a matching path must start with: a case-sensitive exact or prefix value,
         // or a regex's literal prefix. Exact and regex look at the path without its query, but
@@ -265,7 +283,7 @@ impl MatchBlock {
             path_mask,
             header_bits,
             conds,
-            uri_prefix,
+            rewrite_span,
         })
     }
 
@@ -288,15 +306,15 @@ impl MatchBlock {
             Cond::Method(m) => m.matches(Some(&head.method)),
             Cond::Authority(m) => m.matches(Some(&head.authority)),
             Cond::Scheme(m) => m.matches(Some(&head.scheme)),
-            Cond::Header(name, m) => m.matches(head.header(name)),
-            Cond::WithoutHeader(name, m) => !m.matches(head.header(name)),
+            Cond::Header(name, m) => m.matches(head.header_joined(name).as_deref()),
+            Cond::WithoutHeader(name, m) => !m.matches(head.header_joined(name).as_deref()),
             Cond::Query(name, m) => m.matches(query_param(&head.path, name)),
         })
     }
 
-    /// The `uri` prefix this block matched on, if it is a prefix match (for prefix rewrites).
-    pub fn uri_prefix(&self) -> Option<&str> {
-        self.uri_prefix.as_deref()
+    /// What part of the path a `rewrite.uri` replaces when this block matched.
+    pub fn rewrite_span(&self) -> RewriteSpan {
+        self.rewrite_span
     }
 }
 

@@ -218,6 +218,30 @@ pub struct CompiledRoute {
     pub rate_limit: Option<TokenBucketSpec>,
 }
 
+impl CompiledRoute {
+    /// A report-only route named `name` for requests that matched no route (404 `NR`): no
+    /// match blocks, in no host table.
+    pub(crate) fn unmatched(name: String) -> CompiledRoute {
+        CompiledRoute {
+            name,
+            matches: Vec::new(),
+            action: RouteAction::Direct {
+                status: 404,
+                body: None,
+            },
+            rewrite_uri: None,
+            rewrite_authority: None,
+            request_headers: HeaderEdit::default(),
+            response_headers: None,
+            fault: None,
+            mirrors: Vec::new(),
+            timeout: None,
+            retry: None,
+            rate_limit: None,
+        }
+    }
+}
+
 /// A set of endpoints traffic is balanced over: a service or a subset.
 #[derive(Clone, Debug)]
 pub struct Cluster {
@@ -264,6 +288,9 @@ pub struct HostTable {
     /// `(block, route, block index)`; a route without match blocks contributes one empty block
     /// (which matches everything) with index `None`.
     pub blocks: Vec<(MatchBlock, RouteId, Option<u32>)>,
+    /// The route reports name when no route of this host matches (`host/(no route)`, a 404
+    /// `NR`); never matched itself.
+    pub miss: Option<RouteId>,
 }
 
 impl HostTable {
@@ -279,7 +306,11 @@ impl HostTable {
                 blocks.push((b.clone(), id, Some(j as u32)));
             }
         }
-        HostTable { routes, blocks }
+        HostTable {
+            routes,
+            blocks,
+            miss: None,
+        }
     }
 
     /// The first route with a block matching `input`, and that block's index.
@@ -302,17 +333,35 @@ pub struct CompiledMesh {
     pub(crate) destinations: Vec<DestinationName>,
     pub(crate) warnings: Vec<ConfigWarning>,
     pub(crate) rate_limit: Option<TokenBucketSpec>,
+    /// The route reports name for a request to a host the mesh does not know
+    /// (`(unknown host)`, a 404 `NR`); never matched.
+    pub(crate) unknown_host: Option<RouteId>,
 }
 
 impl CompiledMesh {
-    /// The ordered routes for `host`, if the mesh knows the host.
-    pub fn routes_for_host(&self, host: &str) -> Option<&[RouteId]> {
-        self.hosts.get(host).map(|t| t.routes.as_slice())
+    /// The route a request to `host` that matched nothing is reported under: the host's
+    /// `host/(no route)`, or `(unknown host)`. A report row, not a route: the answer is 404 `NR`.
+    pub fn unmatched_route(&self, host: &str) -> Option<RouteId> {
+        match self.host_table(host) {
+            Some(t) => t.miss,
+            None => self.unknown_host,
+        }
     }
 
-    /// The route table of `host`, if the mesh knows the host.
+    /// The ordered routes for `host`, if the mesh knows the host.
+    pub fn routes_for_host(&self, host: &str) -> Option<&[RouteId]> {
+        self.host_table(host).map(|t| t.routes.as_slice())
+    }
+
+    /// The route table of `host`, if the mesh knows the host. Hosts are matched without regard
+    /// to ASCII case, as Envoy matches virtual host domains (`Host: WEB` routes like `web`);
+    /// the keys are stored lower-case.
     pub fn host_table(&self, host: &str) -> Option<&HostTable> {
-        self.hosts.get(host)
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(host.to_ascii_lowercase().as_str())
+        } else {
+            self.hosts.get(host)
+        }
     }
 
     /// A route by id. Ids come from this mesh, so the index is in bounds.

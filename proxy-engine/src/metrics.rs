@@ -261,6 +261,9 @@ impl TimeSeries {
 pub struct RunMetrics {
     /// Requests the workload generated.
     pub generated: u64,
+    /// Client requests that succeeded although a hop inside the mesh failed on their way (a
+    /// retry absorbed it); `None` where the driver cannot follow a request across hops.
+    pub absorbed: Option<u64>,
     /// End-to-end outcomes as the clients saw them.
     pub totals: Stats,
     /// Per route (name → stats) at every hop, sorted by name.
@@ -297,6 +300,10 @@ impl RunMetrics {
             }
         }
         self.generated += other.generated;
+        self.absorbed = match (self.absorbed, other.absorbed) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.totals.merge(&other.totals);
         self.series.merge(&other.series);
         by_name(&mut self.routes, &other.routes, Stats::merge);
@@ -342,6 +349,11 @@ pub struct Recorder {
     mesh: std::sync::Arc<crate::mesh::CompiledMesh>,
     /// Requests generated (counted by the load source).
     pub generated: u64,
+    /// Client successes with a failed inner hop (see `RunMetrics::absorbed`), counted by a
+    /// driver that follows requests across hops.
+    pub absorbed: u64,
+    /// Whether the driver counts `absorbed`.
+    pub tracks_absorbed: bool,
     totals: Stats,
     /// Hop records, one per (route, destination, cluster) seen, in the order first seen: a
     /// hop is recorded once, and the per-route, per-destination and per-cluster tables are
@@ -366,12 +378,20 @@ impl Recorder {
         Recorder::with_series(mesh, TimeSeries::off())
     }
 
+    /// This recorder, for a driver that counts `absorbed` (follows requests across hops).
+    pub fn tracking_absorbed(mut self) -> Recorder {
+        self.tracks_absorbed = true;
+        self
+    }
+
     fn with_series(
         mesh: std::sync::Arc<crate::mesh::CompiledMesh>,
         series: TimeSeries,
     ) -> Recorder {
         Recorder {
             generated: 0,
+            absorbed: 0,
+            tracks_absorbed: false,
             totals: Stats::default(),
             hops: Vec::new(),
             hop_index: crate::idmap::IdMap::default(),
@@ -485,6 +505,7 @@ impl Recorder {
         };
         RunMetrics {
             generated: self.generated,
+            absorbed: self.tracks_absorbed.then_some(self.absorbed),
             totals: self.totals,
             routes: named(routes, &|i| mesh.routes()[i].name.clone()),
             destinations: named(destinations, &destination),

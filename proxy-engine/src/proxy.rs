@@ -48,6 +48,7 @@ use crate::types::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Salt of the mirror stream's seed.
@@ -355,19 +356,29 @@ impl Proxy {
     }
 
     /// A new downstream request `req` (an id not already open on this proxy).
-    pub fn handle_request(&mut self, now: Time, req: RequestId, head: RequestHead) {
+    pub fn handle_request(&mut self, now: Time, req: RequestId, mut head: RequestHead) {
         self.advance(now);
         debug_assert!(
             !self.requests.contains_key(&req),
             "request id reused: {req:?}"
         );
+        // Routed and forwarded with the path normalized, as Istio's default asks (see `path`).
+        if let Cow::Owned(normal) = crate::path::normalize(&head.path) {
+            head.path = Arc::from(normal);
+        }
         let matched = self.match_route(&head);
+        // A request that matches nothing is still reported under a route, its host's
+        // `(no route)` one, so a 404 `NR` at any hop shows in the route table.
+        let reported = match matched {
+            Some((route, _)) => Some(route),
+            None => self.config.unmatched_route(head.host()),
+        };
         self.requests.insert(
             req,
             Request {
                 config: self.config.clone(),
                 head,
-                route: matched.map(|m| m.0),
+                route: reported,
                 block: matched.and_then(|m| m.1),
                 cluster: None,
                 endpoint: None,
@@ -442,6 +453,11 @@ impl Proxy {
     /// path uses (fault injection and mirrors aside). Like a real pick it advances the
     /// balancer's state (round-robin cursor, RNG).
     pub fn decide(&mut self, head: &RequestHead) -> Decision {
+        let mut normal = Cow::Borrowed(head);
+        if let Cow::Owned(path) = crate::path::normalize(&head.path) {
+            normal.to_mut().path = Arc::from(path);
+        }
+        let head = &*normal;
         let Some((route, block)) = self.match_route(head) else {
             return Decision::NoRoute;
         };

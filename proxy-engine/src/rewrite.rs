@@ -1,7 +1,7 @@
 //! What a matched route does to a request before it is forwarded — path and authority
 //! rewrites, request header operations — and the `Location` of a redirect.
 
-use crate::matching::MatchBlock;
+use crate::matching::{MatchBlock, RewriteSpan};
 use crate::mesh::{CompiledRoute, HeaderEdit, Redirect};
 use crate::types::{Headers, RequestHead};
 use std::borrow::Cow;
@@ -43,15 +43,8 @@ pub fn forwarded_head<'a>(
     }
     let mut out = head.clone();
     if let Some(new) = &route.rewrite_uri {
-        out.path = match block.and_then(MatchBlock::uri_prefix) {
-            // Replace the matched prefix, keep the rest (query included).
-            Some(prefix)
-                if head.path.len() >= prefix.len() && head.path.is_char_boundary(prefix.len()) =>
-            {
-                Arc::from(format!("{new}{}", &head.path[prefix.len()..]))
-            }
-            _ => new.clone(),
-        };
+        let span = block.map_or(RewriteSpan::Root, MatchBlock::rewrite_span);
+        out.path = Arc::from(rewritten_path(&head.path, span, new));
     }
     if let Some(authority) = &route.rewrite_authority {
         out.authority = authority.clone();
@@ -60,6 +53,31 @@ pub fn forwarded_head<'a>(
         out.headers = edit_headers(&head.headers, &route.request_headers);
     }
     Cow::Owned(out)
+}
+
+/// `path` with the part `span` names replaced by `new`; the rest, query included, kept.
+///
+/// Envoy's `prefix_rewrite` swaps the matched part of the path
+/// (`currentUrlPathAfterRewriteWithMatchedPath`, `source/common/router/config_impl.cc`): the
+/// prefix of a prefix match; the whole path before `?` of an exact or regex match; and `/` for a
+/// route whose match has no `uri`, because Istio gives such routes `prefix: "/"`
+/// (`pilot/pkg/networking/core/route/route.go`). So `/foo/bar?z=1` rewritten with `/hdr/` by a
+/// header-only route goes upstream as `/hdr/foo/bar?z=1`.
+fn rewritten_path(path: &str, span: RewriteSpan, new: &str) -> String {
+    let query_at = path.find('?').unwrap_or(path.len());
+    let matched = match span {
+        RewriteSpan::Root => usize::from(path.starts_with('/')),
+        RewriteSpan::Prefix(len) => len,
+        RewriteSpan::WholePath => query_at,
+    };
+    // A prefix matched without regard to case spans the same bytes; a span that would cut a
+    // character (never for a match) replaces the whole path part instead.
+    let matched = if matched <= path.len() && path.is_char_boundary(matched) {
+        matched
+    } else {
+        query_at
+    };
+    format!("{new}{}", &path[matched..])
 }
 
 /// The `Location` of a redirect: each part replaced if the redirect sets it.
@@ -79,6 +97,15 @@ pub fn redirect_location(head: &RequestHead, r: &Redirect) -> String {
         }
         None => authority.to_owned(),
     };
-    let path = r.uri.as_deref().unwrap_or(&head.path);
+    // Envoy's `path_redirect` keeps the request's query unless the new path has one of its
+    // own (`RedirectAction.path_redirect`, `api/envoy/config/route/v3/route_components.proto`).
+    let path: Cow<'_, str> = match r.uri.as_deref() {
+        None => Cow::Borrowed(&head.path),
+        Some(uri) if uri.contains('?') => Cow::Borrowed(uri),
+        Some(uri) => match head.path.split_once('?') {
+            Some((_, query)) => Cow::Owned(format!("{uri}?{query}")),
+            None => Cow::Borrowed(uri),
+        },
+    };
     format!("{scheme}://{authority}{path}")
 }

@@ -102,6 +102,23 @@ impl RequestHead {
             .find(|(n, _)| n.len() == name.len() && crate::matching::starts_with(n, name))
             .map(|(_, v)| &**v)
     }
+
+    /// Every value of header `name` (lower-case) joined with `,`, as Envoy matches a header
+    /// sent more than once; borrowed when it is sent once.
+    pub fn header_joined(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        let is = |n: &str| n.len() == name.len() && crate::matching::starts_with(n, name);
+        let mut values = self.headers.iter().filter(|(n, _)| is(n)).map(|(_, v)| &**v);
+        let first = values.next()?;
+        let Some(second) = values.next() else {
+            return Some(std::borrow::Cow::Borrowed(first));
+        };
+        let mut joined = format!("{first},{second}");
+        for v in values {
+            joined.push(',');
+            joined.push_str(v);
+        }
+        Some(std::borrow::Cow::Owned(joined))
+    }
 }
 
 /// What the engine needs to know of an upstream response.

@@ -2,7 +2,9 @@
 //! on a mesh written in the scenario format. Covers precedence (first match wins), case
 //! sensitivity, raw-string prefixes, whole-path regexes, `without_headers` with absent headers,
 //! presence matches, query parameters, OR across match blocks, redirects, direct responses,
-//! rewrites, header operations, undefined subsets (`NC`) and no route (`NR`).
+//! rewrites (what part of the path each match kind replaces), redirects keeping the query,
+//! header operations, case-insensitive hosts, repeated headers, lone zero-weight destinations,
+//! path normalization, undefined subsets (`NC`) and no route (`NR`).
 
 use proxy_engine::{
     Action, AttemptEnd, CompiledMesh, Endpoint, EndpointAddr, MeshConfig, Proxy, ProxyRole,
@@ -52,6 +54,27 @@ const MESH: &str = r#"Mesh(
                 route: [(destination: (host: "reviews", subset: "v2"))]),
             HttpRoute(name: "method-regex", match: [(method: Regex("PUT|PATCH"))],
                 route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "rw-exact", match: [(uri: Exact("/exact-rw"))], rewrite: (uri: "/e"),
+                route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "rw-regex", match: [(uri: Regex("/rx/[0-9]+"))], rewrite: (uri: "/r"),
+                route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "rw-header", match: [(headers: {"x-rw": Exact("1")})], rewrite: (uri: "/hdr/"),
+                route: [(destination: (host: "ratings"))]),
+            HttpRoute(name: "redirect-q", match: [(uri: Prefix("/rq"))], redirect: (uri: "/new?y=2")),
+            HttpRoute(name: "multi-a", match: [(headers: {"x-multi": Exact("a")})],
+                route: [(destination: (host: "reviews", subset: "v1"))]),
+            HttpRoute(name: "multi", match: [(headers: {"x-multi": Exact("a,b")})],
+                route: [(destination: (host: "reviews", subset: "v2"))]),
+            HttpRoute(name: "zero", match: [(uri: Prefix("/zero"))],
+                route: [(destination: (host: "ratings"), weight: 0)]),
+            HttpRoute(name: "deny-admin", match: [(uri: Prefix("/admin"))],
+                direct_response: (status: 403, body: "denied")),
+        ]),
+        VirtualService(hosts: ["productpage"], http: [
+            HttpRoute(name: "rw-all", match: [(uri: Prefix("/rw-all"))], rewrite: (uri: "/x"),
+                route: [(destination: (host: "productpage"))]),
+            HttpRoute(name: "nomatch-rw", rewrite: (uri: "/base/"),
+                route: [(destination: (host: "productpage"))]),
         ]),
         VirtualService(hosts: ["ratings"], http: [
             HttpRoute(name: "all", route: [(destination: (host: "ratings"))]),
@@ -80,6 +103,7 @@ fn mesh() -> Arc<CompiledMesh> {
     reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2"), ep(2, "v3")]);
     reg.add_service("ratings", vec![ep(3, "v1")]);
     reg.add_service("productpage", vec![ep(4, "v1")]);
+    reg.add_service("details", vec![ep(5, "v1")]);
     Arc::new(CompiledMesh::compile(&config, &reg).unwrap_or_else(|e| panic!("{e}")))
 }
 
@@ -237,9 +261,39 @@ fn routing_table() {
         // A catch-all route makes later routes unreachable.
         ("GET", "ratings", "/anything", &[], "ratings/v1 [ratings/all]"),
         // No virtual service: the service's default route; unknown host: 404 NR.
-        ("GET", "productpage", "/", &[], "productpage/v1 [productpage/default]"),
-        ("GET", "productpage:9080", "/x", &[], "productpage/v1 [productpage/default]"),
+        ("GET", "details", "/", &[], "details/v1 [details/default]"),
+        ("GET", "details:9080", "/x", &[], "details/v1 [details/default]"),
         ("GET", "nosuch", "/", &[], "404 NR"),
+        // rewrite.uri replaces only what matched (Envoy's prefix_rewrite): an exact or regex
+        // match the whole path, the query kept; a match without `uri` (or none) the leading `/`.
+        ("GET", "reviews", "/exact-rw?k=1", &[], "ratings/v1 [reviews/rw-exact] path=/e?k=1"),
+        ("GET", "reviews", "/rx/12?k=1", &[], "ratings/v1 [reviews/rw-regex] path=/r?k=1"),
+        ("GET", "reviews", "/foo/bar?z=1", &[("x-rw", "1")], "ratings/v1 [reviews/rw-header] path=/hdr/foo/bar?z=1"),
+        ("GET", "productpage", "/rw-all/a?q=1", &[], "productpage/v1 [productpage/rw-all] path=/x/a?q=1"),
+        ("GET", "productpage", "/foo/bar?z=1", &[], "productpage/v1 [productpage/nomatch-rw] path=/base/foo/bar?z=1"),
+        // A redirect keeps the query unless its own uri has one.
+        ("GET", "reviews", "/old/page?x=1", &[], "301 - http://reviews/new?x=1"),
+        ("GET", "reviews", "/rq?x=1", &[], "301 - http://reviews/new?y=2"),
+        // Virtual hosts match without regard to case.
+        ("GET", "REVIEWS", "/v2", &[], "reviews/v3 [reviews/prefix-v2]"),
+        ("GET", "Details:9080", "/", &[], "details/v1 [details/default]"),
+        // A header sent twice is matched as its values joined with `,`.
+        ("GET", "reviews", "/mh", &[("x-multi", "a"), ("x-multi", "b")], "reviews/v2 [reviews/multi]"),
+        ("GET", "reviews", "/mh", &[("x-multi", "a")], "reviews/v1 [reviews/multi-a]"),
+        ("GET", "reviews", "/mh", &[("x-multi", "b"), ("x-multi", "a")], "404 NR"),
+        // A lone destination takes all the traffic, even with weight 0.
+        ("GET", "reviews", "/zero", &[], "ratings/v1 [reviews/zero]"),
+        // Paths are normalized before matching (Istio's default, BASE): dot segments,
+        // backslashes and unreserved escapes cannot route around a prefix.
+        ("GET", "reviews", "/admin/x", &[], "403 - body=denied"),
+        ("GET", "reviews", "/./admin", &[], "403 - body=denied"),
+        ("GET", "reviews", "/x/../admin", &[], "403 - body=denied"),
+        ("GET", "reviews", "/v2/%2E%2E/admin", &[], "403 - body=denied"),
+        ("GET", "reviews", "/%61dmin", &[], "403 - body=denied"),
+        ("GET", "reviews", r"/x\..\admin", &[], "403 - body=denied"),
+        // ... and the normalized path is what goes upstream; `//` is not merged by default.
+        ("GET", "reviews", "/v2/a/../b", &[], "reviews/v3 [reviews/prefix-v2] path=/v2/b"),
+        ("GET", "reviews", "//admin", &[], "404 NR"),
     ];
     assert!(cases.len() >= 40);
     let mut failures = Vec::new();
@@ -258,4 +312,40 @@ fn routing_table() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// Envoy can only send 301, 302, 303, 307 and 308 as a redirect; anything else is rejected
+/// when the mesh is compiled, naming the field.
+#[test]
+fn redirect_codes_envoy_cannot_send_are_rejected() {
+    let mut reg = Registry::default();
+    reg.add_service(
+        "web",
+        vec![Endpoint {
+            addr: EndpointAddr::Sim(0),
+            labels: BTreeMap::new(),
+        }],
+    );
+    let options = ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+        .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+    let compile = |code: u16| {
+        let text = format!(
+            r#"Mesh(virtual_services: [VirtualService(hosts: ["web"], http: [
+                HttpRoute(redirect: (uri: "/x", redirect_code: {code}))])])"#
+        );
+        let config: MeshConfig = options.from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        CompiledMesh::compile(&config, &reg)
+    };
+    for ok in [301, 302, 303, 307, 308] {
+        assert!(compile(ok).is_ok(), "{ok} is a redirect Envoy sends");
+    }
+    for bad in [200, 300, 304, 305, 306, 309, 404] {
+        let err = compile(bad).expect_err("rejected").to_string();
+        assert!(
+            err.contains("virtual_services[0].http[0].redirect.redirect_code"),
+            "{err}"
+        );
+        assert!(err.contains("301, 302, 303, 307 or 308"), "{err}");
+    }
 }

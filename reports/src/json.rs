@@ -147,6 +147,9 @@ pub struct Report {
     pub duration_s: f64,
     /// Requests the workload generated (equals `totals.count`: nothing is lost).
     pub generated: u64,
+    /// Client requests that succeeded although a hop inside the mesh failed on their way (a
+    /// retry absorbed it); `null` in live mode, which cannot follow a request across hops.
+    pub absorbed_failures: Option<u64>,
     /// End-to-end outcomes as clients saw them.
     pub totals: StatsReport,
     /// Per route, at every hop, sorted by name.
@@ -278,6 +281,7 @@ impl Report {
             seed: info.seed,
             duration_s: info.duration_ns as f64 / 1e9,
             generated: m.generated,
+            absorbed_failures: m.absorbed,
             totals: StatsReport::from_stats(&m.totals),
             routes: named(&m.routes),
             destinations: named(&m.destinations),
@@ -331,6 +335,7 @@ mod tests {
         }
         RunMetrics {
             generated: 100,
+            absorbed: Some(0),
             totals,
             routes: Vec::new(),
             destinations: vec![("svc/v1".into(), v1), ("svc/v2".into(), v2)],
@@ -384,6 +389,7 @@ mod tests {
                 "seed",
                 "duration_s",
                 "generated",
+                "absorbed_failures",
                 "totals",
                 "routes",
                 "destinations",

@@ -100,6 +100,13 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
             tries.join(" ")
         );
     }
+    if let Some(n) = r.absorbed_failures.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "warning: {n} requests succeeded for the client although a hop inside the mesh \
+             failed (a retry absorbed it); the route table shows each hop"
+        );
+    }
     table(&mut out, "route", &r.routes);
     table(&mut out, "destination", &r.destinations);
     if r.clusters.iter().any(|c| c.name.contains('|')) {

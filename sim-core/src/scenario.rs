@@ -30,6 +30,7 @@ pub struct Scenario {
     #[serde(default)]
     pub network: Network,
     /// Modeled services by name.
+    #[serde(deserialize_with = "proxy_engine::unique::deserialize")]
     pub services: BTreeMap<String, Service>,
     /// Traffic policy.
     #[serde(default)]
@@ -67,6 +68,7 @@ pub struct Network {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// Versions by name (the `version` label of their instances).
+    #[serde(deserialize_with = "proxy_engine::unique::deserialize")]
     pub versions: BTreeMap<String, Version>,
     /// Outbound calls the handler makes, in order, before its own service time; each goes
     /// through the calling instance's sidecar.
@@ -133,7 +135,7 @@ pub struct Call {
     #[serde(default = "get")]
     pub method: String,
     /// Extra headers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
     pub headers: BTreeMap<String, String>,
 }
 
@@ -244,7 +246,7 @@ pub struct RequestSpec {
     #[serde(default = "root_path")]
     pub path: String,
     /// Headers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
     pub headers: BTreeMap<String, String>,
 }
 

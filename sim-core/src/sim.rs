@@ -103,6 +103,9 @@ struct Open {
     start: Time,
     /// Closed-loop user index, or the job waiting for this call; unused for open loops.
     parent: u32,
+    /// The client request this request serves (itself at a client; `None` inside a mirrored
+    /// copy, whose failures the client never sees).
+    root: Option<RequestId>,
 }
 
 struct ProxySlot {
@@ -150,6 +153,15 @@ enum ReplyTo {
     },
 }
 
+/// Which client request a new request serves.
+#[derive(Clone, Copy)]
+enum Serves {
+    /// None: it is a client's own request.
+    Itself,
+    /// A handler's call made for this client request (`None` inside a mirrored copy).
+    Root(Option<RequestId>),
+}
+
 /// A request at (or travelling to) an instance.
 struct Job {
     reply_to: ReplyTo,
@@ -159,6 +171,8 @@ struct Job {
     step: u32,
     pending: u32,
     failed: bool,
+    /// The client request this work serves (`None` for a mirrored copy).
+    root: Option<RequestId>,
     /// The instance crashed or hung while working on it: nothing it does is answered, and the
     /// job is freed once nothing refers to it any more.
     dead: bool,
@@ -196,6 +210,9 @@ struct Simulation {
     /// primary traffic's latencies.
     mirror_net_rng: Stream,
     next_req: u64,
+    /// Client requests some hop of which failed (looked up, never iterated): a client success
+    /// among them was absorbed by a retry on the way.
+    inner_failed: IdMap<RequestId, ()>,
     metrics: Recorder,
     /// Draws of fault effects (error bursts, added latency): a stream of their own, so a
     /// fault never shifts the draws of traffic it does not touch.
@@ -225,7 +242,8 @@ impl Simulation {
             net_rng: stream(seed, "network"),
             mirror_net_rng: stream(seed, "network/mirror"),
             next_req: 0,
-            metrics: Recorder::new(mesh.clone(), s.window),
+            inner_failed: IdMap::default(),
+            metrics: Recorder::new(mesh.clone(), s.window).tracking_absorbed(),
             mesh,
             fault_rng: stream(seed, "faults"),
             checks: None,
@@ -463,11 +481,11 @@ impl Simulation {
         let head = w.mix.pick(&mut w.rng);
         let proxy = w.proxy;
         self.metrics.generated += 1;
-        self.issue(proxy, head, parent);
+        self.issue(proxy, head, parent, Serves::Itself);
     }
 
     /// Hands a new request to proxy `p` on behalf of `parent`.
-    fn issue(&mut self, p: u32, head: RequestHead, parent: u32) {
+    fn issue(&mut self, p: u32, head: RequestHead, parent: u32, serves: Serves) {
         let req = RequestId(self.next_req);
         self.next_req += 1;
         let slot = &mut self.proxies[p as usize];
@@ -476,6 +494,10 @@ impl Simulation {
             Open {
                 start: self.now,
                 parent,
+                root: match serves {
+                    Serves::Itself => Some(req),
+                    Serves::Root(root) => root,
+                },
             },
         );
         slot.proxy.handle_request(self.now, req, head);
@@ -524,6 +546,7 @@ impl Simulation {
                     self.queue.push(self.now + rtt, event);
                 }
                 Action::Send {
+                    req,
                     attempt,
                     conn,
                     head,
@@ -543,7 +566,11 @@ impl Simulation {
                         continue;
                     }
                     let reply_to = ReplyTo::Proxy { proxy: p, attempt };
-                    self.send_job(reply_to, instance, head);
+                    let root = self.proxies[p as usize]
+                        .open
+                        .get(&req)
+                        .and_then(|o| o.root);
+                    self.send_job(reply_to, instance, head, root);
                 }
                 Action::Mirror { endpoint, head, .. } => {
                     let ep = self.mesh.endpoint(endpoint);
@@ -555,7 +582,7 @@ impl Simulation {
                         destination: ep.destination,
                         sent: self.now,
                     };
-                    self.send_job(reply_to, instance, head);
+                    self.send_job(reply_to, instance, head, None);
                 }
                 Action::CloseConnection { conn } => {
                     self.proxies[p as usize].conns.remove(&conn);
@@ -587,7 +614,13 @@ impl Simulation {
     }
 
     /// A request travels one network leg to `instance`.
-    fn send_job(&mut self, reply_to: ReplyTo, instance: u32, head: RequestHead) {
+    fn send_job(
+        &mut self,
+        reply_to: ReplyTo,
+        instance: u32,
+        head: RequestHead,
+        root: Option<RequestId>,
+    ) {
         let job = self.alloc_job(Job {
             reply_to,
             instance,
@@ -595,6 +628,7 @@ impl Simulation {
             step: 0,
             pending: 0,
             failed: false,
+            root,
             dead: false,
         });
         let leg = match reply_to {
@@ -617,6 +651,10 @@ impl Simulation {
             Owner::Client { workload } => {
                 self.metrics
                     .record_end_to_end(open.start, &outcome, latency);
+                let inner_failed = self.inner_failed.remove(&req).is_some();
+                if inner_failed && outcome.is_success() {
+                    self.metrics.absorbed += 1;
+                }
                 let w = &mut self.workloads[workload as usize];
                 if let Load::Closed { think } = &w.load {
                     if !self.stopped {
@@ -634,6 +672,9 @@ impl Simulation {
                 }
             }
             Owner::Sidecar => {
+                if let (false, Some(root)) = (outcome.is_success(), open.root) {
+                    self.inner_failed.insert(root, ());
+                }
                 if self.stopped {
                     return;
                 }
@@ -708,6 +749,7 @@ impl Simulation {
             let sidecar = inst.sidecar;
             let source = inst.name.clone();
             let incoming = j.head.headers.clone();
+            let root = j.root;
             let step_index = j.step as usize;
             j.step += 1;
             // Set before issuing: calls may complete synchronously (e.g. 404 NR).
@@ -718,7 +760,7 @@ impl Simulation {
                 if !incoming.is_empty() {
                     head.headers = propagate(&call.headers, &incoming);
                 }
-                self.issue(sidecar, head, job);
+                self.issue(sidecar, head, job, Serves::Root(root));
             }
         } else {
             let service = model.spec.latency.sample(&mut inst.rng);
