@@ -29,7 +29,11 @@ impl CompiledMesh {
             b.add_virtual_service(i, vs)?;
         }
         for (s, svc) in registry.services.iter().enumerate() {
-            if !b.mesh.hosts.contains_key(svc.name.to_ascii_lowercase().as_str()) {
+            if !b
+                .mesh
+                .hosts
+                .contains_key(svc.name.to_ascii_lowercase().as_str())
+            {
                 let cluster = b.cluster_for(s, None)?;
                 let id = b.push_route(CompiledRoute {
                     name: format!("{}/default", svc.name),
@@ -49,7 +53,9 @@ impl CompiledMesh {
                     rate_limit: None,
                 });
                 let table = HostTable::new(vec![id], &b.mesh.routes);
-                b.mesh.hosts.insert(svc.name.to_ascii_lowercase().into(), table);
+                b.mesh
+                    .hosts
+                    .insert(svc.name.to_ascii_lowercase().into(), table);
             }
         }
         b.add_unmatched_routes();

@@ -261,8 +261,9 @@ impl TimeSeries {
 pub struct RunMetrics {
     /// Requests the workload generated.
     pub generated: u64,
-    /// Client requests that succeeded although a hop inside the mesh failed on their way (a
-    /// retry absorbed it); `None` where the driver cannot follow a request across hops.
+    /// Client requests that succeeded although a hop inside the mesh failed on their way
+    /// (answered 4xx, 5xx or not at all; a retry absorbed it or the caller ignored it); `None`
+    /// where the driver cannot follow a request across hops.
     pub absorbed: Option<u64>,
     /// End-to-end outcomes as the clients saw them.
     pub totals: Stats,

@@ -47,8 +47,8 @@ use crate::types::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::VecDeque;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Salt of the mirror stream's seed.

@@ -107,7 +107,11 @@ impl RequestHead {
     /// sent more than once; borrowed when it is sent once.
     pub fn header_joined(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         let is = |n: &str| n.len() == name.len() && crate::matching::starts_with(n, name);
-        let mut values = self.headers.iter().filter(|(n, _)| is(n)).map(|(_, v)| &**v);
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| is(n))
+            .map(|(_, v)| &**v);
         let first = values.next()?;
         let Some(second) = values.next() else {
             return Some(std::borrow::Cow::Borrowed(first));

@@ -349,3 +349,37 @@ fn redirect_codes_envoy_cannot_send_are_rejected() {
         assert!(err.contains("301, 302, 303, 307 or 308"), "{err}");
     }
 }
+
+/// A request that matches no route is reported under its host's `(no route)` route, or
+/// `(unknown host)`, so a 404 `NR` at any hop has a row in the report.
+#[test]
+fn unmatched_requests_are_reported_under_a_named_route() {
+    let mesh = mesh();
+    let mut proxy = Proxy::new(mesh.clone(), ProxyRole::Client { name: "t".into() }, 1);
+    for (i, (authority, path, want)) in [
+        ("reviews", "/nothing-matches", "reviews/(no route)"),
+        ("REVIEWS", "/nothing-matches", "reviews/(no route)"),
+        ("nosuch", "/", "(unknown host)"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        proxy.handle_request(
+            Time(i as u64),
+            RequestId(i as u64),
+            RequestHead::get(authority, path),
+        );
+        let outcome = std::iter::from_fn(|| proxy.poll_action())
+            .find_map(|a| match a {
+                Action::Complete { outcome, .. } => Some(outcome),
+                _ => None,
+            })
+            .expect("completes");
+        assert_eq!(
+            (outcome.status, outcome.flags.to_string()),
+            (404, "NR".to_string())
+        );
+        let route = outcome.route.expect("reported under a route");
+        assert_eq!(mesh.route(route).name, want, "{authority}{path}");
+    }
+}

@@ -147,8 +147,9 @@ pub struct Report {
     pub duration_s: f64,
     /// Requests the workload generated (equals `totals.count`: nothing is lost).
     pub generated: u64,
-    /// Client requests that succeeded although a hop inside the mesh failed on their way (a
-    /// retry absorbed it); `null` in live mode, which cannot follow a request across hops.
+    /// Client requests that succeeded although a hop inside the mesh failed on their way
+    /// (answered 4xx, 5xx or not at all: a retry absorbed it or the caller ignored it); `null`
+    /// in live mode, which cannot follow a request across hops.
     pub absorbed_failures: Option<u64>,
     /// End-to-end outcomes as clients saw them.
     pub totals: StatsReport,

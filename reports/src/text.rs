@@ -104,7 +104,8 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         let _ = writeln!(
             out,
             "warning: {n} requests succeeded for the client although a hop inside the mesh \
-             failed (a retry absorbed it); the route table shows each hop"
+             failed (4xx, 5xx or no answer, absorbed by a retry or ignored by the caller); \
+             the route table shows each hop"
         );
     }
     table(&mut out, "route", &r.routes);

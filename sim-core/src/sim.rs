@@ -210,8 +210,8 @@ struct Simulation {
     /// primary traffic's latencies.
     mirror_net_rng: Stream,
     next_req: u64,
-    /// Client requests some hop of which failed (looked up, never iterated): a client success
-    /// among them was absorbed by a retry on the way.
+    /// Client requests some inner hop of which failed, 4xx, 5xx or no answer (looked up, never
+    /// iterated): a client success among them hid that failure.
     inner_failed: IdMap<RequestId, ()>,
     metrics: Recorder,
     /// Draws of fault effects (error bursts, added latency): a stream of their own, so a
@@ -566,10 +566,7 @@ impl Simulation {
                         continue;
                     }
                     let reply_to = ReplyTo::Proxy { proxy: p, attempt };
-                    let root = self.proxies[p as usize]
-                        .open
-                        .get(&req)
-                        .and_then(|o| o.root);
+                    let root = self.proxies[p as usize].open.get(&req).and_then(|o| o.root);
                     self.send_job(reply_to, instance, head, root);
                 }
                 Action::Mirror { endpoint, head, .. } => {
@@ -672,7 +669,10 @@ impl Simulation {
                 }
             }
             Owner::Sidecar => {
-                if let (false, Some(root)) = (outcome.is_success(), open.root) {
+                // A 4xx counts here too: a 404 `NR` or 429 `RL` inside the mesh is a failure
+                // even when the caller carries on.
+                let hop_failed = outcome.status == 0 || outcome.status >= 400;
+                if let (true, Some(root)) = (hop_failed, open.root) {
                     self.inner_failed.insert(root, ());
                 }
                 if self.stopped {
