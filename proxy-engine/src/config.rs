@@ -55,8 +55,12 @@ pub struct HttpRetry {
     /// Prefer hosts not tried before (Envoy's `previous_hosts` predicate, up to 5 re-picks).
     /// Default true (Istio ≥ 1.26); ignored under consistent hashing.
     pub retry_ignore_previous_hosts: Option<bool>,
-    /// Base interval of the jittered exponential backoff. Default 25ms; the cap is 10 × base.
+    /// Base interval of the jittered exponential backoff. Default 25ms.
     pub backoff: Option<Nanos>,
+    /// Cap of the backoff interval (a meshtwin extension: Envoy's
+    /// `retry_policy.retry_back_off.max_interval`, which Istio does not expose). At least
+    /// `backoff`; default 10 × `backoff`, as in Envoy.
+    pub max_backoff: Option<Nanos>,
 }
 
 /// Istio `VirtualService`: ordered HTTP routes for a set of hosts.

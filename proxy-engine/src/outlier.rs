@@ -2,7 +2,8 @@
 //! per host, consecutive 5xx and gateway-error counters; ejection limited by
 //! `maxEjectionPercent` with Envoy's `(ejected + 1) / hosts` rule; ejection time base × k, k
 //! growing per ejection and decaying per healthy interval, capped at max(300 s, base); hosts
-//! return only on interval ticks (see `../shared/reference/istio-envoy.md` §3.6).
+//! return only on interval ticks (Envoy `source/common/upstream/outlier_detection_impl.cc`;
+//! Istio `pilot/pkg/networking/core/cluster_traffic_policy.go`).
 //!
 //! **Invariant:** `ejected` equals the number of hosts with `ejected_at` set, and
 //! `100 · ejected ≤ max_ejection_percent · hosts` whenever a host is ejected.

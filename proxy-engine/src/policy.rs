@@ -1,6 +1,8 @@
 //! Compiled resilience policies: retries, circuit-breaker limits, outlier detection, retry
-//! budgets and local rate limits, with Istio's defaults applied once at compile time (see
-//! `../shared/reference/istio-envoy.md` §1.7, §2.3, §2.4, §3.2–3.6, §5).
+//! budgets and local rate limits, with Istio's defaults applied once at compile time (Istio
+//! `pilot/pkg/networking/core/route/retry/retry.go` and `cluster_traffic_policy.go`; Envoy
+//! `source/common/router/retry_state_impl.cc`, `source/common/upstream/resource_manager_impl.h`,
+//! `source/extensions/filters/http/local_ratelimit/`).
 
 use crate::config::{
     ConnectionPoolSettings, HttpRetry, LocalRateLimit, OutlierDetection, RetryBudget,
@@ -147,6 +149,20 @@ impl RetryPolicy {
             }
             policy.backoff_base = b;
             policy.backoff_max = Nanos(b.0.saturating_mul(10));
+        }
+        // Envoy's `retry_back_off.max_interval` must be at least the base interval
+        // (`api/envoy/config/route/v3/route_components.proto`).
+        if let Some(max) = r.max_backoff {
+            if max < policy.backoff_base {
+                return Err(invalid(
+                    format!("{at}.max_backoff"),
+                    format!(
+                        "a cap of at least the backoff ({}) is expected, found {max}",
+                        policy.backoff_base
+                    ),
+                ));
+            }
+            policy.backoff_max = max;
         }
         policy.previous_hosts = r.retry_ignore_previous_hosts.unwrap_or(true);
         Ok(Some(policy))
@@ -516,6 +532,38 @@ mod tests {
             seen.push(i.0 / 1_000_000);
         }
         assert_eq!(seen, vec![25, 50, 100, 200, 250, 250]);
+    }
+
+    #[test]
+    fn max_backoff_caps_the_interval_and_must_reach_the_base() {
+        let retry = |backoff: Option<u64>, max: Option<u64>| HttpRetry {
+            attempts: 3,
+            backoff: backoff.map(Nanos::from_millis),
+            max_backoff: max.map(Nanos::from_millis),
+            ..HttpRetry::default()
+        };
+        let compile = |r: &HttpRetry| RetryPolicy::compile("r", Some(r), None);
+        let p = compile(&retry(Some(10), Some(35)))
+            .expect("valid")
+            .expect("retries on");
+        let mut i = p.backoff_base;
+        let mut seen = vec![i.0 / 1_000_000];
+        for _ in 0..4 {
+            i = p.next_interval(i);
+            seen.push(i.0 / 1_000_000);
+        }
+        assert_eq!(seen, vec![10, 20, 35, 35, 35]);
+        // Without a cap: 10 × base, as Envoy defaults it.
+        let p = compile(&retry(Some(10), None)).expect("valid").expect("on");
+        assert_eq!(p.backoff_max, Nanos::from_millis(100));
+        // A cap alone applies to the default 25 ms base.
+        let p = compile(&retry(None, Some(40))).expect("valid").expect("on");
+        assert_eq!(
+            (p.backoff_base, p.backoff_max),
+            (Nanos::from_millis(25), Nanos::from_millis(40))
+        );
+        let err = compile(&retry(Some(50), Some(20))).expect_err("cap below base");
+        assert!(err.to_string().contains("r.max_backoff"), "{err}");
     }
 
     #[test]
