@@ -265,3 +265,106 @@ fn load_host_header_that_contradicts_host_flag_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("contradicts --host"), "{err}");
 }
+
+#[test]
+fn duplicate_map_keys_are_errors_with_their_position() {
+    let err = invalid(
+        "dup-service",
+        "\"web\": Service(",
+        "\"web\": Service(versions: {\"v1\": (instances: 1, latency: Constant(\"1ms\"))}),\n        \"web\": Service(",
+    );
+    assert!(
+        err.contains("bad.ron:6:"),
+        "line of the second `web`: {err}"
+    );
+    assert!(err.contains("duplicate key `web`"), "{err}");
+    let err = invalid(
+        "dup-header",
+        "workload: [OpenLoop(host: \"web\", rate: 100)]",
+        "workload: [OpenLoop(host: \"web\", rate: 100, requests: [(path: \"/\", headers: {\"x-a\": \"1\", \"x-a\": \"2\"})])]",
+    );
+    assert!(err.contains("bad.ron:7:"), "line: {err}");
+    assert!(err.contains("duplicate key `x-a`"), "{err}");
+}
+
+/// Inputs that used to pass `validate` and then panic, hang or exhaust memory at run time.
+#[test]
+fn inputs_that_would_break_the_run_are_rejected_naming_the_limit() {
+    let err = invalid(
+        "mix-overflow",
+        "workload: [OpenLoop(host: \"web\", rate: 100)]",
+        "workload: [OpenLoop(host: \"web\", rate: 100, requests: [(weight: 4294967295, path: \"/\"), (weight: 1, path: \"/b\")])]",
+    );
+    assert!(err.contains("workload[0].requests"), "{err}");
+    assert!(err.contains("4294967296"), "{err}");
+    let err = invalid("fast", "rate: 100", "rate: 1e11");
+    assert!(
+        err.contains("workload[0].rate") && err.contains("1e7"),
+        "{err}"
+    );
+    let err = invalid(
+        "tiny-window",
+        "duration: \"2s\",",
+        "duration: \"2s\", window: \"1us\",",
+    );
+    assert!(
+        err.contains("bad.ron:3:") || err.contains("bad.ron:4:"),
+        "{err}"
+    );
+    assert!(err.contains("window") && err.contains("100000"), "{err}");
+    let err = invalid("many", "instances: 2", "instances: 10000000");
+    assert!(err.contains("at most 100000"), "{err}");
+    let err = invalid("status", "workers: 4,", "workers: 4, error_status: 150,");
+    assert!(
+        err.contains("error_status") && err.contains("200..=599"),
+        "{err}"
+    );
+    let err = invalid(
+        "method",
+        "workload: [OpenLoop(host: \"web\", rate: 100)]",
+        "workload: [OpenLoop(host: \"web\", rate: 100, requests: [(method: \"GE T\", path: \"/\")])]",
+    );
+    assert!(err.contains("requests[0].method"), "{err}");
+    let err = invalid(
+        "header-name",
+        "workload: [OpenLoop(host: \"web\", rate: 100)]",
+        "workload: [OpenLoop(host: \"web\", rate: 100, requests: [(path: \"/\", headers: {\"bad name\": \"1\"})])]",
+    );
+    assert!(err.contains("not a valid HTTP header name"), "{err}");
+    let err = invalid(
+        "header-value",
+        "workload: [OpenLoop(host: \"web\", rate: 100)]",
+        "workload: [OpenLoop(host: \"web\", rate: 100, requests: [(path: \"/\", headers: {\"x\": \"a\\r\\nb\"})])]",
+    );
+    assert!(err.contains("control characters"), "{err}");
+    let err = invalid_from(
+        &GOOD.replace("\"web\"", "\"we/b\""),
+        "name",
+        "rate: 100",
+        "rate: 100",
+    );
+    assert!(err.contains("`we/b` is not a usable name"), "{err}");
+}
+
+/// A call chain far deeper than the thread's stack would allow a recursive check is validated.
+#[test]
+fn a_call_chain_of_seventy_thousand_services_validates() {
+    let n = 70_000;
+    let mut text = String::from("Scenario(seed: 1, duration: \"1s\", services: {\n");
+    for i in 0..n {
+        let calls = if i + 1 < n {
+            format!(", calls: [Call(host: \"s{}\")]", i + 1)
+        } else {
+            String::new()
+        };
+        text += &format!(
+            "\"s{i}\": Service(versions: {{\"v1\": (instances: 1, latency: Constant(\"1ms\"))}}{calls}),\n"
+        );
+    }
+    text += "}, workload: [OpenLoop(host: \"s0\", rate: 1)])\n";
+    let path = scratch("chain").join("chain.ron");
+    std::fs::write(&path, text).expect("write");
+    let out = meshtwin(&["validate", path.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+}

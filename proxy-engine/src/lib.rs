@@ -30,6 +30,7 @@ pub mod time;
 pub mod timers;
 pub mod types;
 pub mod unique;
+pub mod window;
 
 pub use config::MeshConfig;
 pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};

@@ -118,8 +118,8 @@ pub struct Window {
     pub requests: u64,
     /// Of those, the ones that did not succeed.
     pub errors: u64,
-    /// Their latency, nanoseconds, 2 significant digits.
-    pub latency: Histogram<u64>,
+    /// Their latency, nanoseconds, 2 significant digits (stored compactly: see `window`).
+    pub latency: crate::window::WindowLatency,
     /// Resilience events that happened in the window (any proxy).
     pub events: EventCounts,
 }
@@ -213,7 +213,7 @@ impl TimeSeries {
             self.windows.push(Window {
                 requests: 0,
                 errors: 0,
-                latency: histogram(2),
+                latency: crate::window::WindowLatency::default(),
                 events: EventCounts::default(),
             });
         }
@@ -237,8 +237,7 @@ impl TimeSeries {
         if !outcome.is_success() {
             w.errors += 1;
         }
-        w.latency
-            .saturating_record(latency.0.clamp(1, LATENCY_MAX_NS));
+        w.latency.record(latency.0);
     }
 }
 
@@ -250,8 +249,7 @@ impl TimeSeries {
             mine.requests += w.requests;
             mine.errors += w.errors;
             mine.events.merge(&w.events);
-            // Same bounds on both sides, so adding cannot fail.
-            let _ = mine.latency.add(&w.latency);
+            mine.latency.merge(&w.latency);
         }
     }
 }

@@ -6,7 +6,7 @@
 use crate::dist::Dist;
 use crate::model;
 use crate::scenario::{CallStep, RateChange, RequestSpec, Scenario, Workload};
-use proxy_engine::CompiledMesh;
+use proxy_engine::{CompiledMesh, Nanos};
 use ron::extensions::Extensions;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -160,12 +160,48 @@ fn check_dist(field: String, d: &Dist) -> Result<(), Problem> {
     d.check().map_err(|m| problem(field, m))
 }
 
+/// Most time-series windows a run keeps (a day at the default 1 s window fits).
+pub const MAX_WINDOWS: u64 = 100_000;
+/// Highest arrival rate, requests per second: a mean gap of 100 ns. Faster, gaps round to
+/// 0 ns and virtual time would stand still.
+pub const MAX_RATE_PER_S: f64 = 1e7;
+/// Most modeled instances in a scenario, all services together.
+pub const MAX_INSTANCES: u64 = 100_000;
+
 fn check(s: &Scenario) -> Result<(), Problem> {
     if s.duration.0 == 0 {
         return Err(problem("duration", "must be above 0"));
     }
     if s.window.0 == 0 {
         return Err(problem("window", "must be above 0"));
+    }
+    let windows = (s.duration.0.saturating_add(s.drain.0)) / s.window.0 + 1;
+    if windows > MAX_WINDOWS {
+        // The shortest window that fits, rounded up to a whole microsecond or millisecond.
+        let least = (s.duration.0.saturating_add(s.drain.0)) / (MAX_WINDOWS - 1) + 1;
+        let unit = if least >= 1_000_000 { 1_000_000 } else { 1_000 };
+        let least = Nanos(least.div_ceil(unit).saturating_mul(unit));
+        return Err(problem(
+            "window",
+            format!(
+                "{} of load and drain in windows of {} would keep {windows} time-series \
+                 windows; at most {MAX_WINDOWS} are kept: set `window` to at least {least}",
+                Nanos(s.duration.0.saturating_add(s.drain.0)),
+                s.window
+            ),
+        ));
+    }
+    let instances: u64 = s
+        .services
+        .values()
+        .flat_map(|svc| svc.versions.values())
+        .map(|v| u64::from(v.instances))
+        .sum();
+    if instances > MAX_INSTANCES {
+        return Err(problem(
+            "services",
+            format!("{instances} instances in all: at most {MAX_INSTANCES} are supported"),
+        ));
     }
     if !s.timeline.is_empty() {
         return Err(problem(
@@ -232,8 +268,77 @@ fn check_mesh(s: &Scenario) -> Result<(), Problem> {
     }
 }
 
+/// A service or version name reports can group by: not empty, no `/` (it joins service and
+/// version) or `|` (it joins service and subset), no spaces or control characters.
+fn check_name(field: String, needle: &str, name: &str) -> Result<(), Problem> {
+    let bad = name
+        .chars()
+        .find(|c| matches!(c, '/' | '|') || c.is_whitespace() || c.is_control());
+    if name.is_empty() || bad.is_some() {
+        return Err(Problem {
+            field,
+            needle: Some(format!("\"{needle}\"")),
+            message: format!(
+                "`{name}` is not a usable name: expected letters, digits, `-`, `_` or `.` \
+                 (no `/`, `|`, spaces or control characters)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// An HTTP status a service can answer with: 200..=599 (live mode serves it for real).
+fn check_status(field: String, status: u16) -> Result<(), Problem> {
+    if (200..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(problem(
+            field,
+            format!("an HTTP status 200..=599 is expected, found {status}"),
+        ))
+    }
+}
+
+/// A method that is a valid HTTP token (RFC 9110 §5.6.2).
+fn check_method(field: String, method: &str) -> Result<(), Problem> {
+    if !method.is_empty() && method.bytes().all(is_tchar) {
+        Ok(())
+    } else {
+        Err(problem(
+            field,
+            format!("an HTTP method (a token such as `GET`) is expected, found `{method}`"),
+        ))
+    }
+}
+
+/// Headers a real request can carry: names are tokens, values have no CR, LF or NUL.
+fn check_headers(field: &str, headers: &BTreeMap<String, String>) -> Result<(), Problem> {
+    for (name, value) in headers {
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(Problem {
+                field: format!("{field}.{name}"),
+                needle: Some(format!("\"{name}\"")),
+                message: format!("`{name}` is not a valid HTTP header name (RFC 9110 token)"),
+            });
+        }
+        if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return Err(problem(
+                format!("{field}.{name}"),
+                "a header value may not hold control characters (CR, LF, NUL…)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Result<(), Problem> {
     let at = format!("services.{name}");
+    check_name(at.clone(), name, name)?;
     if svc.versions.is_empty() {
         return Err(problem(
             format!("{at}.versions"),
@@ -242,6 +347,7 @@ fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Re
     }
     for (vname, v) in &svc.versions {
         let vat = format!("{at}.versions.{vname}");
+        check_name(vat.clone(), vname, vname)?;
         if v.instances == 0 {
             return Err(problem(format!("{vat}.instances"), "must be at least 1"));
         }
@@ -257,15 +363,7 @@ fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Re
                 ),
             ));
         }
-        if !(100..=599).contains(&v.error_status) {
-            return Err(problem(
-                format!("{vat}.error_status"),
-                format!(
-                    "an HTTP status 100..=599 is expected, found {}",
-                    v.error_status
-                ),
-            ));
-        }
+        check_status(format!("{vat}.error_status"), v.error_status)?;
         check_dist(format!("{vat}.latency"), &v.latency)?;
     }
     for (i, step) in svc.calls.iter().enumerate() {
@@ -284,6 +382,8 @@ fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Re
                 return Err(unknown_service(format!("{at}.calls[{i}].host"), &c.host, s));
             }
             check_path(format!("{at}.calls[{i}].path"), &c.path)?;
+            check_method(format!("{at}.calls[{i}].method"), &c.method)?;
+            check_headers(&format!("{at}.calls[{i}].headers"), &c.headers)?;
         }
     }
     Ok(())
@@ -313,40 +413,41 @@ fn check_call_cycles(s: &Scenario) -> Result<(), Problem> {
             .map(|c| c.host.as_str())
             .collect()
     };
-    // 0 = unvisited, 1 = on the stack, 2 = done.
+    // Depth-first with an explicit stack, so a call chain of any length cannot overflow the
+    // thread's stack. 1 = on the stack, 2 = done; absent = unvisited.
     let mut state: BTreeMap<&str, u8> = BTreeMap::new();
-    fn visit<'a>(
-        name: &'a str,
-        callees: &dyn Fn(&str) -> Vec<&'a str>,
-        state: &mut BTreeMap<&'a str, u8>,
-        stack: &mut Vec<&'a str>,
-    ) -> Option<String> {
-        match state.get(name) {
-            Some(2) => return None,
-            Some(1) => {
-                stack.push(name);
-                return Some(stack.join(" -> "));
-            }
-            _ => {}
+    for root in s.services.keys() {
+        if state.contains_key(root.as_str()) {
+            continue;
         }
-        state.insert(name, 1);
-        stack.push(name);
-        for c in callees(name) {
-            if let Some(cycle) = visit(c, callees, state, stack) {
-                return Some(cycle);
+        state.insert(root, 1);
+        // Frames: a service, its callees and the index of the next callee to visit.
+        let mut stack: Vec<(&str, Vec<&str>, usize)> = vec![(root, callees(root), 0)];
+        while let Some((name, calls, next)) = stack.last_mut() {
+            let Some(&callee) = calls.get(*next) else {
+                state.insert(name, 2);
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            match state.get(callee) {
+                Some(2) => {}
+                Some(_) => {
+                    let mut cycle: Vec<&str> = stack.iter().map(|f| f.0).collect();
+                    cycle.push(callee);
+                    return Err(problem(
+                        format!("services.{root}.calls"),
+                        format!(
+                            "call cycle {}: a handler that calls itself never finishes",
+                            cycle.join(" -> ")
+                        ),
+                    ));
+                }
+                None => {
+                    state.insert(callee, 1);
+                    stack.push((callee, callees(callee), 0));
+                }
             }
-        }
-        stack.pop();
-        state.insert(name, 2);
-        None
-    }
-    for name in s.services.keys() {
-        let mut stack = Vec::new();
-        if let Some(cycle) = visit(name, &callees, &mut state, &mut stack) {
-            return Err(problem(
-                format!("services.{name}.calls"),
-                format!("call cycle {cycle}: a handler that calls itself never finishes"),
-            ));
         }
     }
     Ok(())
@@ -391,12 +492,15 @@ fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
 }
 
 fn check_rate(field: String, rate: f64) -> Result<(), Problem> {
-    if rate.is_finite() && rate >= 0.0 {
+    if rate.is_finite() && (0.0..=MAX_RATE_PER_S).contains(&rate) {
         Ok(())
     } else {
         Err(problem(
             field,
-            format!("a rate >= 0 requests per second is expected, found {rate}"),
+            format!(
+                "a rate from 0 to {MAX_RATE_PER_S:e} requests per second is expected (a mean \
+                 gap of at least 100 ns), found {rate}"
+            ),
         ))
     }
 }
@@ -404,12 +508,18 @@ fn check_rate(field: String, rate: f64) -> Result<(), Problem> {
 fn check_mix(at: &str, mix: &[RequestSpec]) -> Result<(), Problem> {
     for (j, r) in mix.iter().enumerate() {
         check_path(format!("{at}.requests[{j}].path"), &r.path)?;
-        if r.method.is_empty() {
-            return Err(problem(
-                format!("{at}.requests[{j}].method"),
-                "must not be empty",
-            ));
-        }
+        check_method(format!("{at}.requests[{j}].method"), &r.method)?;
+        check_headers(&format!("{at}.requests[{j}].headers"), &r.headers)?;
+    }
+    let total: u64 = mix.iter().map(|r| u64::from(r.weight)).sum();
+    if total > u64::from(u32::MAX) {
+        return Err(problem(
+            format!("{at}.requests"),
+            format!(
+                "the weights add up to {total}: at most {} is supported",
+                u32::MAX
+            ),
+        ));
     }
     if !mix.is_empty() && mix.iter().all(|r| r.weight == 0) {
         return Err(problem(
@@ -510,12 +620,7 @@ fn check_fault(s: &Scenario, i: usize, f: &crate::scenario::Fault) -> Result<(),
                     format!("a probability between 0 and 1 is expected, found {probability}"),
                 ));
             }
-            if !(100..=599).contains(status) {
-                return Err(problem(
-                    format!("{at}.kind.status"),
-                    format!("an HTTP status 100..=599 is expected, found {status}"),
-                ));
-            }
+            check_status(format!("{at}.kind.status"), *status)?;
         }
         FaultKind::Latency(d) => check_dist(format!("{at}.kind"), d)?,
         FaultKind::Partition { from } => {
