@@ -177,7 +177,7 @@ mod tests {
             let mut merged = WindowLatency::default();
             merged.merge(&w);
             merged.merge(&w);
-            reference.add(&reference.clone()).expect("same bounds");
+            reference.add(reference.clone()).expect("same bounds");
             assert_eq!(
                 merged.value_at_quantile(0.99),
                 reference.value_at_quantile(0.99)
