@@ -63,7 +63,7 @@ fn good_scenario_validates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 services, 2 instances"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 service, 2 instances"));
 }
 
 #[test]
@@ -367,4 +367,100 @@ fn a_call_chain_of_seventy_thousand_services_validates() {
     let out = meshtwin(&["validate", path.to_str().expect("utf-8 path")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn error_messages_name_a_field_once_and_the_os_error_once() {
+    let err = invalid("syntax", "seed: 5,", "seed: 5");
+    assert!(err.contains("bad.ron:3:"), "{err}");
+    assert!(!err.contains("?:"), "no unnamed field: {err}");
+    assert!(err.contains("(syntax)"), "{err}");
+    let out = meshtwin(&["validate", "/nonexistent/scenario.ron"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    let path = scratch("utf8").join("bad.ron");
+    std::fs::write(&path, b"Scenario(\n  seed: 5, \xff)").expect("write");
+    let out = meshtwin(&["validate", path.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("bad.ron:2:12:"), "{stderr}");
+    assert!(stderr.contains("byte 21 is not UTF-8"), "{stderr}");
+}
+
+#[test]
+fn validate_checks_several_files_and_proxy_configs() {
+    let dir = scratch("several");
+    let good = dir.join("good.ron");
+    std::fs::write(&good, GOOD).expect("write");
+    let proxy = dir.join("proxy.ron");
+    std::fs::write(
+        &proxy,
+        "// a proxy\nProxy(\n    listeners: [(name: \"in\", bind: \"127.0.0.1:0\")],\n    mesh: Mesh(virtual_services: [VirtualService(hosts: [\"reviews\"], http: [HttpRoute(route: [(destination: (host: \"reviews\"))])])]),\n    endpoints: {\"reviews\": [(addr: \"127.0.0.1:9\")]},\n)\n",
+    )
+    .expect("write");
+    let out = meshtwin(&[
+        "validate",
+        good.to_str().expect("utf-8"),
+        proxy.to_str().expect("utf-8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("good.ron: ok (1 service, 2 instances, 1 workload"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("proxy.ron: ok (proxy config: 1 listener, 1 service, 1 endpoint)"),
+        "{stdout}"
+    );
+    // A rule for a host with no endpoints: which host, where, and that `endpoints` is missing.
+    let text = std::fs::read_to_string(&proxy).expect("read");
+    std::fs::write(
+        &proxy,
+        text.replace("endpoints: {\"reviews\"", "endpoints: {\"ratings\""),
+    )
+    .expect("write");
+    let out = meshtwin(&["validate", proxy.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("proxy.ron:4:"), "line: {stderr}");
+    assert!(
+        stderr.contains("host `reviews` has no endpoints"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("under `endpoints`"), "{stderr}");
+}
+
+#[test]
+fn json_to_stdout_is_json_only_and_a_closed_pipe_ends_quietly() {
+    let path = scratch("json-stdout").join("good.ron");
+    std::fs::write(&path, GOOD).expect("write");
+    let file = path.to_str().expect("utf-8 path");
+    let out = meshtwin(&["run", file, "--json", "-"]);
+    assert!(out.status.success());
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(json["mode"], "sim");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requests "),
+        "summary on stderr"
+    );
+    // `| head -c 10`: the reader goes away after a few bytes.
+    for args in [vec!["run", file, "--json", "-"], vec!["run", file]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshtwin"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {stderr}");
+    }
 }

@@ -145,19 +145,15 @@ pub enum ConfigFileError {
 }
 
 fn read(path: &Path) -> Result<String, ConfigFileError> {
-    std::fs::read_to_string(path).map_err(|source| {
-        ConfigFileError::File(sim_core::ScenarioError::Read {
-            file: path.display().to_string(),
-            source,
-        })
-    })
+    Ok(sim_core::load::read_text(path, "config")?)
 }
 
 impl ProxyConfig {
     /// Reads `path`, and the endpoints from `endpoints` when given.
     pub fn load(path: &Path, endpoints: Option<&Path>) -> Result<ProxyConfig, ConfigFileError> {
         let file = path.display().to_string();
-        let mut config: ProxyConfig = sim_core::load::parse_as(&file, &read(path)?)?;
+        let text = read(path)?;
+        let mut config: ProxyConfig = sim_core::load::parse_as(&file, &text)?;
         if let Some(ep) = endpoints {
             let text = read(ep)?;
             config.endpoints = sim_core::load::parse_as(&ep.display().to_string(), &text)?;
@@ -167,6 +163,22 @@ impl ProxyConfig {
                 "{file}: listeners: at least one listener is required"
             )));
         }
+        // Located like a scenario's mesh errors: file, line, column and field.
+        CompiledMesh::compile(&config.mesh, &config.registry()).map_err(|e| {
+            let e = match e {
+                proxy_engine::ConfigError::UnknownHost { field, host, .. } => {
+                    proxy_engine::ConfigError::Invalid {
+                        field,
+                        message: format!(
+                            "host `{host}` has no endpoints: add `\"{host}\": [(addr: \
+                                 \"IP:PORT\")]` under `endpoints` (or pass --endpoints FILE)"
+                        ),
+                    }
+                }
+                e => e,
+            };
+            ConfigFileError::File(sim_core::load::mesh_error(&file, &text, &e))
+        })?;
         config.compile(&file)?;
         Ok(config)
     }

@@ -721,14 +721,13 @@ impl Shared {
     ) -> String {
         let start = p
             .start_wall
-            .and_then(|w| w.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
+            .map_or_else(|| "-".to_owned(), crate::access_log::start_time);
         let upstream = o
             .endpoint
             .and_then(|e| Self::addr(st, e))
             .map_or_else(|| "-".to_owned(), |a| a.to_string());
         format!(
-            "[{start:.3}] \"{} {}\" {} {} {} {} {}",
+            "[{start}] \"{} {}\" {} {} {} {} {}",
             p.head.method,
             p.head.path,
             o.status,

@@ -65,7 +65,8 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         .position(|f| matches!(f.kind, FaultKind::Partition { .. }))
     {
         return Err(LabError::Unsupported(format!(
-            "faults[{i}]: network partitions are simulation-only for now (live mode runs              errors, latency, crash, hang and slow-start faults)"
+            "faults[{i}]: network partitions are simulation-only for now (live mode runs \
+             errors, latency, crash, hang and slow-start faults)"
         )));
     }
     let epoch = std::time::Instant::now();

@@ -11,6 +11,7 @@
 //! HTTP servers), `loadgen` (an open-loop, coordinated-omission-corrected load generator) and
 //! `lab` (`run --live`: all of it on loopback from one scenario).
 
+pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;

@@ -16,12 +16,15 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("{file}: cannot read the scenario: {source}")]
+    #[error("{file}: cannot read the {what}: {reason}")]
     Read {
         /// The file.
         file: String,
-        /// Why.
-        source: std::io::Error,
+        /// What the file was to hold (`scenario`, `proxy config`…).
+        what: &'static str,
+        /// Why (not a `source`: the message already says it, and error chains would print
+        /// it twice).
+        reason: std::io::Error,
     },
     /// The file does not describe a valid scenario.
     #[error("{file}:{line}:{col}: {field}: {message}")]
@@ -43,16 +46,38 @@ pub enum ScenarioError {
 /// stem.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        file: file.clone(),
-        source,
-    })?;
+    let text = read_text(path, "scenario")?;
     let mut scenario = parse(&file, &text)?;
     if scenario.name.is_none() {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
     validate(&file, &text, &scenario)?;
     Ok(scenario)
+}
+
+/// Reads `path` (a `what`, for the message) as UTF-8 text. Bytes that are not UTF-8 are an
+/// error naming the line, column and byte offset of the first of them.
+pub fn read_text(path: &Path, what: &'static str) -> Result<String, ScenarioError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|reason| ScenarioError::Read {
+        file: file.clone(),
+        what,
+        reason,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        // The prefix up to the first bad byte is valid UTF-8 by definition.
+        let before = String::from_utf8_lossy(&e.as_bytes()[..at]);
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ScenarioError::Invalid {
+            file,
+            line,
+            col,
+            field: "(encoding)".into(),
+            message: format!("byte {at} is not UTF-8: a {what} file must be UTF-8 text"),
+        }
+    })
 }
 
 /// Parses scenario text (syntax and types only). `file` is used in error messages.
@@ -90,11 +115,14 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(
             Ok(s)
         }
         Err(err) => {
+            // serde_path_to_error writes `?` for a segment it could not name (a syntax error
+            // between fields): keep the named part.
             let path = err.path().to_string();
-            let field = if path == "." {
-                "(top level)".into()
-            } else {
-                path
+            let named: Vec<&str> = path.split('.').filter(|s| *s != "?").collect();
+            let field = match named.join(".") {
+                p if p.is_empty() && path.contains('?') => "(syntax)".to_owned(),
+                p if p.is_empty() || p == "." => "(top level)".to_owned(),
+                p => p,
             };
             let code = err.into_inner();
             let spanned = de.span_error(code);
@@ -243,21 +271,36 @@ fn mesh_problem(field: &str, needle: Option<String>, message: String) -> Problem
     }
 }
 
+/// `e`, an error of the `mesh` of the file `file` holding `text`, located at its line and
+/// column (best effort, as every semantic error).
+pub fn mesh_error(file: &str, text: &str, e: &proxy_engine::ConfigError) -> ScenarioError {
+    let p = mesh_config_problem(e);
+    let (line, col) = locate(text, &p.field, p.needle.as_deref());
+    ScenarioError::Invalid {
+        file: file.to_owned(),
+        line,
+        col,
+        field: p.field,
+        message: p.message,
+    }
+}
+
+fn mesh_config_problem(e: &proxy_engine::ConfigError) -> Problem {
+    use proxy_engine::ConfigError as E;
+    let needle = match e {
+        E::UnknownHost { host, .. } | E::DuplicateHost { host, .. } => Some(format!("\"{host}\"")),
+        E::BadRegex { pattern, .. } => Some(pattern.clone()),
+        E::NoWeight { .. } | E::NoHosts { .. } | E::Invalid { .. } => None,
+    };
+    mesh_problem(e.field(), needle, e.to_string())
+}
+
 /// The mesh must compile against the modeled services, and without warnings: an undefined
 /// subset would silently answer 503 NC, so a scenario treats it as an error.
 fn check_mesh(s: &Scenario) -> Result<(), Problem> {
-    use proxy_engine::{ConfigError as E, ConfigWarning as W};
+    use proxy_engine::ConfigWarning as W;
     let registry = model::registry(s);
-    let mesh = CompiledMesh::compile(&s.mesh, &registry).map_err(|e| {
-        let needle = match &e {
-            E::UnknownHost { host, .. } | E::DuplicateHost { host, .. } => {
-                Some(format!("\"{host}\""))
-            }
-            E::BadRegex { pattern, .. } => Some(pattern.clone()),
-            E::NoWeight { .. } | E::NoHosts { .. } | E::Invalid { .. } => None,
-        };
-        mesh_problem(e.field(), needle, e.to_string())
-    })?;
+    let mesh = CompiledMesh::compile(&s.mesh, &registry).map_err(|e| mesh_config_problem(&e))?;
     match mesh.warnings().first() {
         Some(w @ W::UndefinedSubset { field, subset, .. }) => Err(mesh_problem(
             field,

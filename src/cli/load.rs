@@ -164,15 +164,10 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
     let report = Report::new(&info, &metrics);
     if !args.quiet {
-        print!(
-            "{}",
-            summary(
-                &report,
-                Some(WallClock {
-                    elapsed_s: started.elapsed().as_secs_f64()
-                })
-            )
-        );
+        let wall = WallClock {
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        super::run::print_summary(&summary(&report, Some(wall)), args.json.as_deref())?;
     }
     super::run::write_json(&report, args.json.as_deref())
 }

@@ -77,9 +77,13 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listener `{}`: cannot bind {}", l.name, l.bind))?;
         let tls_note = if l.tls.is_some() { " (TLS)" } else { "" };
+        let role = match &l.role {
+            ListenerRole::Ingress => "ingress".to_owned(),
+            ListenerRole::Sidecar { service } => format!("sidecar of {service}"),
+        };
         eprintln!(
-            "listener {} ({:?}) on {}{tls_note}",
-            l.name, l.role, listener.addr
+            "listener {} ({role}) on {}{tls_note}",
+            l.name, listener.addr
         );
         listeners.push(listener);
         handles.push((l.name.clone(), handle));

@@ -42,6 +42,27 @@ fn parse_duration(s: &str) -> Result<Nanos, String> {
     super::parse_duration(s)
 }
 
+/// Writes `text` to stdout; a closed pipe (`| head`) ends the output quietly, never a panic.
+pub fn to_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
+}
+
+/// Prints the terminal summary: on stdout, or on stderr when the JSON goes to stdout
+/// (`--json -`), so `| jq` reads JSON only.
+pub fn print_summary(text: &str, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if json.is_some_and(|p| p.as_os_str() == "-") {
+        eprint!("{text}");
+        Ok(())
+    } else {
+        to_stdout(text)
+    }
+}
+
 /// Writes the report's JSON to `path` (`-` = stdout), if given.
 pub fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else {
@@ -49,7 +70,7 @@ pub fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Re
     };
     let json = report.to_json();
     if path.as_os_str() == "-" {
-        print!("{json}");
+        to_stdout(&json)?;
     } else {
         std::fs::write(path, json)
             .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
@@ -86,7 +107,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let report = Report::new(&info, &metrics);
     if !args.quiet {
-        print!("{}", summary(&report, Some(WallClock { elapsed_s })));
+        let text = summary(&report, Some(WallClock { elapsed_s }));
+        print_summary(&text, args.json.as_deref())?;
     }
     write_json(&report, args.json.as_deref())
 }

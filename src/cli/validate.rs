@@ -1,31 +1,88 @@
-//! `meshtwin validate FILE`.
+//! `meshtwin validate FILE…`: scenarios and proxy configs.
 
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `meshtwin validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Scenario file (RON) to check.
-    file: PathBuf,
+    /// Scenario or proxy config files (RON) to check; a proxy config is a file whose top-level
+    /// value is `Proxy(...)`.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
-/// Loads and checks the scenario; prints a one-line summary when it is valid.
+/// Checks every file; prints a one-line summary per valid file and fails on the first error.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
-    let s = sim_core::load(&args.file)?;
-    let instances: u32 = s
+    for file in &args.files {
+        let line = if is_proxy_config(file) {
+            proxy_config(file)?
+        } else {
+            scenario(file)?
+        };
+        super::run::to_stdout(&format!("{line}\n"))?;
+    }
+    Ok(())
+}
+
+/// `n thing` or `n things`.
+fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+fn scenario(file: &Path) -> anyhow::Result<String> {
+    let s = sim_core::load(file)?;
+    let instances: u64 = s
         .services
         .values()
         .flat_map(|svc| svc.versions.values())
-        .map(|v| v.instances)
+        .map(|v| u64::from(v.instances))
         .sum();
-    println!(
-        "{}: ok ({} services, {} instances, {} workloads, duration {})",
-        args.file.display(),
-        s.services.len(),
-        instances,
-        s.workload.len(),
+    Ok(format!(
+        "{}: ok ({}, {}, {}, duration {})",
+        file.display(),
+        count(s.services.len(), "service"),
+        count(instances as usize, "instance"),
+        count(s.workload.len(), "workload"),
         s.duration
-    );
-    Ok(())
+    ))
+}
+
+fn proxy_config(file: &Path) -> anyhow::Result<String> {
+    let c = live::config::ProxyConfig::load(file, None)?;
+    let endpoints: usize = c.endpoints.values().map(Vec::len).sum();
+    Ok(format!(
+        "{}: ok (proxy config: {}, {}, {})",
+        file.display(),
+        count(c.listeners.len(), "listener"),
+        count(c.endpoints.len(), "service"),
+        count(endpoints, "endpoint"),
+    ))
+}
+
+/// Whether the file's top-level RON value is `Proxy(...)` (after comments and attributes).
+/// An unreadable file is left to the scenario loader, which reports it.
+fn is_proxy_config(file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    let mut rest = text.as_str();
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("//") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else if rest.starts_with("#!") {
+            rest = rest.split_once(']').map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    rest.strip_prefix("Proxy")
+        .is_some_and(|r| r.trim_start().starts_with('('))
 }
