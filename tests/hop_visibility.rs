@@ -121,3 +121,40 @@ fn a_success_bought_by_an_outer_retry_is_counted_and_warned() {
     let text = reports::text::summary(&report, None);
     assert!(text.contains("a hop inside the mesh failed"), "{text}");
 }
+
+/// The one bad instance of `outlier-ejection.ron` is visible by name: its requests fall while
+/// it is ejected, and its ejected time is what outlier detection promises (30 s, then 60 s,
+/// each returning on the next 10 s interval tick: 90 to 110 s in all).
+#[test]
+fn the_bad_instance_of_the_outlier_scenario_is_named_with_its_ejected_time() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/outlier-ejection.ron");
+    let s = sim_core::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let m = sim_core::run(&s, s.seed, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.instances.len(), 10, "every instance has a row");
+    let requests: u64 = m.instances.iter().map(|(_, i)| i.requests).sum();
+    assert_eq!(
+        requests,
+        row(&m.destinations, "backend/v1").count,
+        "rows add up"
+    );
+    let (bad, good): (Vec<_>, Vec<_>) = m.instances.iter().partition(|(_, i)| i.ejections > 0);
+    assert_eq!(
+        bad.len(),
+        1,
+        "{:?}",
+        bad.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
+    let (name, b) = bad[0];
+    assert_eq!(name, "backend/v1/3");
+    assert_eq!(b.ejections, 2);
+    let ejected_s = b.ejected_ns as f64 / 1e9;
+    assert!((90.0..=110.0).contains(&ejected_s), "{ejected_s}");
+    assert!(b.success < b.requests);
+    let least_good = good.iter().map(|(_, i)| i.requests).min().unwrap_or(0);
+    assert!(
+        b.requests * 5 < least_good,
+        "ejected most of the run: {} vs {least_good}",
+        b.requests
+    );
+}

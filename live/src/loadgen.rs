@@ -115,6 +115,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> RunMetrics {
         mirrors: Vec::new(),
         series: s.series,
         events: Vec::new(),
+        instances: Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ mod compile;
 pub mod config;
 pub mod hash;
 pub mod idmap;
+pub mod instances;
 pub mod lb;
 pub mod matching;
 pub mod mesh;

@@ -280,6 +280,8 @@ pub struct RunMetrics {
     /// Resilience events per cluster (`service` or `service|subset`), clusters with any,
     /// sorted by name.
     pub events: Vec<(String, EventCounts)>,
+    /// Per instance (`service/version/k`), instances traffic reached, sorted by name.
+    pub instances: Vec<(String, crate::instances::InstanceStats)>,
 }
 
 impl RunMetrics {
@@ -310,6 +312,11 @@ impl RunMetrics {
         by_name(&mut self.clusters, &other.clusters, Stats::merge);
         by_name(&mut self.mirrors, &other.mirrors, Stats::merge);
         by_name(&mut self.events, &other.events, EventCounts::merge);
+        by_name(
+            &mut self.instances,
+            &other.instances,
+            crate::instances::InstanceStats::merge,
+        );
     }
 }
 
@@ -363,6 +370,7 @@ pub struct Recorder {
     mirrors: Vec<Option<Stats>>,
     series: TimeSeries,
     events: Vec<EventCounts>,
+    instances: crate::instances::InstanceTable,
 }
 
 impl Recorder {
@@ -397,6 +405,7 @@ impl Recorder {
             mirrors: vec![None; mesh.destinations().len()],
             series,
             events: vec![EventCounts::default(); mesh.clusters().len()],
+            instances: crate::instances::InstanceTable::default(),
             mesh,
         }
     }
@@ -404,6 +413,7 @@ impl Recorder {
     /// One hop's outcome, as the proxy that handled it saw it.
     pub fn record_hop(&mut self, outcome: &Outcome, latency: Nanos) {
         self.hop(HopKey::of(outcome)).record(outcome, latency);
+        self.instances.record(outcome, latency);
     }
 
     /// The hop record for `key`, made if new.
@@ -444,12 +454,24 @@ impl Recorder {
         &self.mesh
     }
 
-    /// A resilience event some proxy reported at `now`.
+    /// A resilience event the recorder's one proxy reported at `now`.
     pub fn record_event(&mut self, now: Time, event: &EngineEvent) {
+        self.record_event_from(0, now, event);
+    }
+
+    /// A resilience event proxy number `proxy` (any stable index the driver keeps) reported
+    /// at `now`; ejections are timed per proxy.
+    pub fn record_event_from(&mut self, proxy: u32, now: Time, event: &EngineEvent) {
         if let Some(slot) = self.events.get_mut(event.cluster().0 as usize) {
             slot.record(event);
         }
         self.series.record_event(now, event);
+        self.instances.record_event(proxy, now, event);
+    }
+
+    /// The run ended at `end`: ejections still open count until then.
+    pub fn end_at(&mut self, end: Time) {
+        self.instances.end_at(end);
     }
 
     /// Adds `other`'s hop and mirror records (same mesh) to these.
@@ -465,6 +487,7 @@ impl Recorder {
         for (mine, theirs) in self.events.iter_mut().zip(&other.events) {
             mine.merge(theirs);
         }
+        self.instances.merge(&other.instances);
     }
 
     /// The named, sorted metrics.
@@ -511,6 +534,7 @@ impl Recorder {
             clusters: named(clusters, &|i| mesh.clusters()[i].name.clone()),
             mirrors: named(self.mirrors, &destination),
             series: self.series,
+            instances: self.instances.finish(&mesh),
             events: {
                 let mut v: Vec<(String, EventCounts)> = self
                     .events

@@ -60,6 +60,62 @@ pub struct StatsReport {
     pub by_attempts: BTreeMap<String, u64>,
 }
 
+/// One instance's figures (hops whose last attempt it answered; see `instances` in
+/// `SCHEMA.md`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InstanceReport {
+    /// Stable instance name, `service/version/k`.
+    pub name: String,
+    /// Hops whose last attempt went to it.
+    pub requests: u64,
+    /// Of those, successes (status below 500).
+    pub success: u64,
+    /// `success / requests` (0 when none).
+    pub success_rate: f64,
+    /// Latency of those hops, milliseconds: `p50`, `p99`, `max` (2 significant digits).
+    pub latency_ms: InstanceLatency,
+    /// Times a proxy ejected it (outlier detection).
+    pub ejections: u64,
+    /// Seconds it spent ejected, summed over the proxies that ejected it.
+    pub ejected_s: f64,
+}
+
+/// An instance's latency summary, milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InstanceLatency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest (the top of its histogram class).
+    pub max: f64,
+}
+
+impl InstanceReport {
+    fn new(name: &str, s: &proxy_engine::instances::InstanceStats) -> InstanceReport {
+        let q = |p: f64| {
+            if s.requests == 0 {
+                0.0
+            } else {
+                ms(s.latency.value_at_quantile(p))
+            }
+        };
+        InstanceReport {
+            name: name.to_owned(),
+            requests: s.requests,
+            success: s.success,
+            success_rate: ratio(s.success, s.requests),
+            latency_ms: InstanceLatency {
+                p50: q(0.5),
+                p99: q(0.99),
+                max: q(1.0),
+            },
+            ejections: s.ejections,
+            ejected_s: s.ejected_ns as f64 / 1e9,
+        }
+    }
+}
+
 /// Resilience events of one cluster, as Envoy's cluster stats count them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EventsReport {
@@ -168,6 +224,8 @@ pub struct Report {
     pub timeseries: Vec<WindowReport>,
     /// Resilience events per cluster (clusters with any), sorted by name.
     pub resilience: Vec<EventsReport>,
+    /// Per instance that traffic reached, sorted by name.
+    pub instances: Vec<InstanceReport>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -295,6 +353,11 @@ impl Report {
                 .iter()
                 .map(|(name, e)| EventsReport::new(name, e))
                 .collect(),
+            instances: m
+                .instances
+                .iter()
+                .map(|(name, s)| InstanceReport::new(name, s))
+                .collect(),
         }
     }
 
@@ -344,6 +407,7 @@ mod tests {
             mirrors: Vec::new(),
             series,
             events: Vec::new(),
+            instances: Vec::new(),
         }
     }
 
@@ -398,7 +462,8 @@ mod tests {
                 "mirrors",
                 "window_s",
                 "timeseries",
-                "resilience"
+                "resilience",
+                "instances"
             ]
         );
         let text = crate::text::summary(&r, None);

@@ -115,6 +115,7 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
     }
     table(&mut out, "mirror", &r.mirrors);
     events(&mut out, r);
+    instances(&mut out, r);
     match wall {
         Some(w) if r.mode == "sim" => {
             let per_s = if w.elapsed_s > 0.0 {
@@ -164,6 +165,54 @@ fn events(out: &mut String, r: &Report) {
             e.ejections,
             e.unejections,
             e.ejection_overflows
+        );
+    }
+}
+
+/// Instances shown in the terminal at most; past that, the worst by success rate.
+const INSTANCES_SHOWN: usize = 20;
+
+/// The per-instance table: all instances when they are few, else the worst by success rate
+/// (the JSON has them all).
+fn instances(out: &mut String, r: &Report) {
+    if r.instances.len() < 2 {
+        return;
+    }
+    let mut rows: Vec<&crate::json::InstanceReport> = r.instances.iter().collect();
+    let hidden = rows.len().saturating_sub(INSTANCES_SHOWN);
+    if hidden > 0 {
+        // Stable order for equal rates: by name, as listed.
+        rows.sort_by(|a, b| a.success_rate.total_cmp(&b.success_rate));
+        rows.truncate(INSTANCES_SHOWN);
+    }
+    let width = rows
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("instance".len());
+    let _ = writeln!(
+        out,
+        "\n{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "instance", "requests", "success", "p50 ms", "p99 ms", "ejected", "ejected s"
+    );
+    for i in rows {
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9} {:>7.2}% {:>9.2} {:>9.2} {:>9} {:>9.1}",
+            i.name,
+            i.requests,
+            i.success_rate * 100.0,
+            i.latency_ms.p50,
+            i.latency_ms.p99,
+            i.ejections,
+            i.ejected_s
+        );
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "({hidden} more instances, lowest success rate shown first; all are in the JSON)"
         );
     }
 }

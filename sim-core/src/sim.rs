@@ -590,7 +590,7 @@ impl Simulation {
                 Action::CancelAttempt { .. }
                 | Action::Forward { .. }
                 | Action::LocalReply { .. } => {}
-                Action::Event(event) => self.metrics.record_event(self.now, &event),
+                Action::Event(event) => self.metrics.record_event_from(p, self.now, &event),
                 Action::Complete { req, outcome } => self.complete(p, req, outcome),
             }
         }
@@ -948,7 +948,8 @@ impl Simulation {
         }
     }
 
-    fn finish(self) -> RunMetrics {
+    fn finish(mut self) -> RunMetrics {
+        self.metrics.end_at(self.now);
         self.metrics.finish()
     }
 }
