@@ -214,3 +214,57 @@ fn load_generator_reports_every_request() {
         "{metrics}"
     );
 }
+
+/// The README's proxy example, with `meshtwin cert` for its TLS files, validates and runs as
+/// written (only its ports replaced by free ones).
+#[test]
+fn the_readme_proxy_example_runs_as_written() {
+    let readme = include_str!("../README.md");
+    assert!(!readme.contains("[...]"), "no placeholders in the README");
+    let at = readme.find("```ron\nProxy(").expect("the example") + "```ron\n".len();
+    let end = at + readme[at..].find("```").expect("its end");
+    let mut example = readme[at..end].to_owned();
+    let mut ports = Vec::new();
+    for p in ["8080", "8443", "15000", "15001"] {
+        let free = free_port();
+        let from = format!("\"127.0.0.1:{p}\"");
+        assert!(example.contains(&from), "{from} in the example");
+        example = example.replace(&from, &format!("\"127.0.0.1:{free}\""));
+        ports.push(free);
+    }
+    let dir = scratch("readme");
+    std::fs::write(dir.join("proxy.ron"), &example).expect("write");
+    let bin = env!("CARGO_BIN_EXE_meshtwin");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["cert", "--force"]);
+    run(&["validate", "proxy.ron"]);
+    let child = Command::new(bin)
+        .args(["proxy", "--config", "proxy.ron"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("proxy starts");
+    let _proxy = Proc(child);
+    let (ingress, tls, admin) = (ports[0], ports[1], ports[2]);
+    wait_for("/ready", || {
+        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+    });
+    // Nothing listens on the example's upstreams here: the engine answers 503 (`UF`).
+    assert_eq!(get(ingress, "reviews", "/").map(|r| r.0), Some(503));
+    assert!(
+        TcpStream::connect(("127.0.0.1", tls)).is_ok(),
+        "TLS listener up"
+    );
+}

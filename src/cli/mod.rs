@@ -1,5 +1,6 @@
 //! Argument parsing (clap derive) and one module per subcommand.
 
+mod cert;
 mod load;
 mod proxy;
 mod run;
@@ -43,6 +44,10 @@ enum Command {
     ///
     /// Example: meshtwin load http://127.0.0.1:8080/ --rate 500 --duration 30s --connections 8
     Load(load::LoadArgs),
+    /// Write a self-signed certificate and key (PEM) for a TLS listener.
+    ///
+    /// Example: meshtwin cert --cert cert.pem --key key.pem
+    Cert(cert::CertArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -53,6 +58,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Proxy(args) => proxy::proxy(args),
         Command::Serve(args) => serve::serve(args),
         Command::Load(args) => load::load(args),
+        Command::Cert(args) => cert::cert(args),
     }
 }
 
