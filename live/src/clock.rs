@@ -40,20 +40,10 @@ impl Clock {
     }
 }
 
-/// Sleeps until `deadline` with sub-millisecond precision: tokio's timer (1 ms granularity,
-/// rounding up) for all but the last millisecond, then yielding until the deadline. Used where
-/// the sleep *is* the measurement — modeled service times and the load generator's intended send
-/// times — so the live run does not add ~1 ms of timer rounding the simulation does not have.
+/// Sleeps until `deadline` with sub-millisecond precision and without spinning: see `hires`.
+/// Used where the sleep *is* the measurement — modeled service times and the load generator's
+/// intended send times — so the live run does not add ~1 ms of timer rounding the simulation
+/// does not have.
 pub async fn sleep_until_precise(deadline: Instant) {
-    const COARSE: Duration = Duration::from_millis(1);
-    let now = Instant::now();
-    if deadline <= now {
-        return;
-    }
-    if deadline - now > COARSE {
-        tokio::time::sleep_until((deadline - COARSE).into()).await;
-    }
-    while Instant::now() < deadline {
-        tokio::task::yield_now().await;
-    }
+    crate::hires::sleep_until(deadline).await;
 }

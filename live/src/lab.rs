@@ -31,6 +31,18 @@ pub enum LabError {
     /// The scenario uses something live mode does not run.
     #[error("{0}")]
     Unsupported(String),
+    /// The load generator failed (a task panicked).
+    #[error("load generator: {0}")]
+    Load(#[from] crate::loadgen::LoadError),
+}
+
+/// How the lab's load generators connect.
+#[derive(Clone, Copy, Debug)]
+pub struct Connections {
+    /// Opened per workload before the first send.
+    pub initial: usize,
+    /// Most open at once per workload; past that, requests are dropped and counted.
+    pub max: usize,
 }
 
 /// The scenario's services running live, each instance with its sidecar.
@@ -169,7 +181,7 @@ struct Client {
 pub async fn run(
     s: &Scenario,
     seed: u64,
-    connections: usize,
+    connections: Connections,
     progress: Arc<Progress>,
 ) -> Result<RunMetrics, LabError> {
     let services = start_services(s, seed).await?;
@@ -193,7 +205,8 @@ pub async fn run(
             arrivals: o.arrivals,
             duration: Duration::from_nanos(s.duration.0),
             drain: Duration::from_nanos(s.drain.0),
-            connections,
+            connections: connections.initial,
+            max_connections: connections.max,
             seed: sim_core::rng::derive_seed(seed, &format!("workload/{name}")),
             window: s.window,
         };
@@ -211,10 +224,29 @@ pub async fn run(
     for r in runs {
         set.spawn(r);
     }
+    let mut failure = None;
     while let Some(r) = set.join_next().await {
-        if let Ok(m) = r {
-            results.push(m);
+        match r {
+            Ok(Ok(run)) => results.push(run.metrics),
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => {
+                failure = failure.or(Some(crate::loadgen::LoadError::Task(e.to_string())));
+            }
         }
+    }
+    // Requests the clients cut off at the drain deadline closed their connections; give the
+    // client proxies a moment to record those cancels (`DC`) so the route tables count them.
+    let generated: u64 = results.iter().map(|m: &RunMetrics| m.generated).sum();
+    let settle = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let seen: u64 = clients
+            .iter()
+            .map(|c| c.handle.snapshot().finish().totals.count)
+            .sum();
+        if seen >= generated || tokio::time::Instant::now() >= settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut hops = Recorder::new(services.mesh.clone(), s.window);
     for c in &clients {
@@ -225,14 +257,19 @@ pub async fn run(
         c.listener.shutdown().await;
     }
     services.stop().await;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
     let mut m = hops.finish();
     let mut load = results.into_iter();
     if let Some(first) = load.next() {
         m.generated = first.generated;
+        m.dropped = first.dropped;
         m.totals = first.totals;
         m.series = first.series;
         for other in load {
             m.generated += other.generated;
+            m.dropped += other.dropped;
             m.totals.merge(&other.totals);
             m.series.merge(&other.series);
         }

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod header_timer;
+pub mod hires;
 pub mod http_util;
 pub mod lab;
 pub mod loadgen;

@@ -1,9 +1,19 @@
-//! The load generator (`meshtwin load`): open loop, like wrk2. Each of `connections` keeps one
-//! HTTP/1.1 connection and sends its share of the rate on its own schedule (constant spacing or
-//! Poisson); latency is measured from the **intended** send time, so a slow server is charged
-//! for the requests it delayed (coordinated-omission correction). Every request sent gets
-//! exactly one recorded outcome: its status, or status 0 with flag `UC` when the connection
-//! broke, or `DC` when the drain deadline cut it off.
+//! The load generator (`meshtwin load`, and the clients of `run --live`): open loop, like wrk2
+//! and k6's arrival-rate executors. One scheduler draws the arrivals (constant spacing or
+//! Poisson) and, at each intended send time, hands the request to an idle HTTP/1.1 connection;
+//! when every connection is busy (a slow or hung server) it opens another, up to
+//! `max_connections`, and past that the request is dropped and counted (k6's
+//! `dropped_iterations`), never silently delayed. Latency is measured from the **intended** send
+//! time, so a slow server is charged for the requests it delayed (coordinated-omission
+//! correction).
+//!
+//! Every request sent gets exactly one recorded outcome: its status, or status 0 with flag `UC`
+//! when the connection broke, `UF` when it could not connect, or `DC` when the drain deadline
+//! cut it off (its connection is then closed, so the proxy sees the cancel too).
+//!
+//! Sends are timed by the high-resolution timer (`hires`), not by spinning; arrivals that fall
+//! due together are issued together, and each send's lateness behind its intended time is
+//! recorded for the terminal summary.
 
 use crate::http_util;
 use crate::upstream::{self, Sender};
@@ -35,8 +45,11 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// After `duration`, how long to wait for outstanding responses.
     pub drain: Duration,
-    /// Connections (each carries its share of the rate).
+    /// Connections opened before the first send.
     pub connections: usize,
+    /// Most connections open at once; a request due when all are busy and this many are open
+    /// is dropped.
+    pub max_connections: usize,
     /// Seed of the arrival and mix streams.
     pub seed: u64,
     /// Time-series window.
@@ -52,131 +65,213 @@ pub struct Progress {
     pub done: AtomicU64,
     /// Of those, not successful.
     pub errors: AtomicU64,
+    /// Requests due when every connection was busy and `max_connections` were open: not sent.
+    pub dropped: AtomicU64,
+}
+
+/// Why a load run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A send task panicked: a bug, reported rather than hidden in a report of fewer requests.
+    #[error("a load task failed: {0}")]
+    Task(String),
+}
+
+/// What a load run measured, beyond the report's figures.
+#[derive(Debug)]
+pub struct LoadRun {
+    /// What the clients saw (only `generated`, `totals`, `series` and `dropped` are filled).
+    pub metrics: RunMetrics,
+    /// How late each send was behind its intended time, nanoseconds (wall-clock; terminal
+    /// only, never in the JSON).
+    pub lateness: hdrhistogram::Histogram<u64>,
 }
 
 struct Shared {
     totals: Stats,
     series: TimeSeries,
+    lateness: hdrhistogram::Histogram<u64>,
 }
 
-/// Runs the load and returns what the clients saw (only `generated`, `totals` and `series` are
-/// filled).
-pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> RunMetrics {
-    let shared = Arc::new(Mutex::new(Shared {
-        totals: Stats::default(),
-        series: TimeSeries::new(opts.window),
-    }));
-    let epoch = Instant::now();
-    let c = opts.connections.max(1);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..c {
-        let opts = opts.clone();
-        let (shared, progress) = (shared.clone(), progress.clone());
-        tasks.spawn(connection(i, c, opts, epoch, shared, progress));
-    }
-    let deadline = epoch + opts.duration + opts.drain;
-    loop {
-        tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
-                break;
-            }
-        }
-    }
-    let sent = progress.sent.load(Ordering::Relaxed);
-    let mut s = match Arc::try_unwrap(shared) {
-        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
-        Err(arc) => {
-            let guard = crate::lock(&arc);
-            Shared {
-                totals: guard.totals.clone(),
-                series: guard.series.clone(),
-            }
-        }
-    };
-    // Requests cut off at the drain deadline: one outcome each, status 0, flag DC.
-    let recorded = s.totals.count;
-    let cut = Outcome::bare(0, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-    let end = Time(opts.duration.as_nanos() as u64);
-    for _ in recorded..sent {
-        s.totals.record(&cut, Nanos(opts.drain.as_nanos() as u64));
-        s.series
-            .record(end, &cut, Nanos(opts.drain.as_nanos() as u64));
-    }
-    RunMetrics {
-        generated: sent,
-        absorbed: None,
-        totals: s.totals,
-        routes: Vec::new(),
-        destinations: Vec::new(),
-        clusters: Vec::new(),
-        mirrors: Vec::new(),
-        series: s.series,
-        events: Vec::new(),
-        instances: Vec::new(),
-    }
+/// Connections not carrying a request, and how many are open in all.
+struct Pool {
+    idle: Vec<Sender>,
+    open: usize,
 }
 
-fn scaled(changes: &[RateChange], k: f64) -> Vec<RateChange> {
-    changes
-        .iter()
-        .map(|c| match c {
-            RateChange::Step { at, rate } => RateChange::Step {
-                at: *at,
-                rate: rate * k,
-            },
-            RateChange::Ramp { from, to, rate } => RateChange::Ramp {
-                from: *from,
-                to: *to,
-                rate: rate * k,
-            },
-        })
-        .collect()
-}
-
-async fn connection(
-    i: usize,
-    c: usize,
-    opts: LoadOptions,
+/// What every send task shares.
+struct Ctx {
+    target: SocketAddr,
     epoch: Instant,
-    shared: Arc<Mutex<Shared>>,
+    /// When the drain ends: a request still unanswered is cut off (`DC`).
+    cutoff: Instant,
+    shared: Mutex<Shared>,
+    pool: Mutex<Pool>,
     progress: Arc<Progress>,
-) {
-    let k = 1.0 / c as f64;
-    let schedule = RateSchedule::new(opts.rate * k, &scaled(&opts.schedule, k));
+}
+
+/// Runs the load; the clients' outcomes and the sends' lateness.
+pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, LoadError> {
+    // Connections opened up front, before the clock starts (as wrk2 connects first).
+    let mut idle = Vec::new();
+    for _ in 0..opts.connections.min(opts.max_connections.max(1)) {
+        if let Ok(s) = upstream::connect(opts.target, Duration::from_secs(10), false).await {
+            idle.push(s);
+        }
+    }
+    let epoch = Instant::now();
+    let ctx = Arc::new(Ctx {
+        target: opts.target,
+        epoch,
+        cutoff: epoch + opts.duration + opts.drain,
+        shared: Mutex::new(Shared {
+            totals: Stats::default(),
+            series: TimeSeries::new(opts.window),
+            lateness: lateness_histogram(),
+        }),
+        pool: Mutex::new(Pool {
+            open: idle.len(),
+            idle,
+        }),
+        progress,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut failure = None;
+    let schedule = RateSchedule::new(opts.rate, &opts.schedule);
     let end = Time(opts.duration.as_nanos() as u64);
     let mut arrivals = ArrivalProcess::new(schedule, opts.arrivals, end);
-    let mut rng = stream(opts.seed, &format!("loadgen/{i}"));
-    // Stagger constant-rate connections so their sends interleave evenly.
-    let offset = match opts.arrivals {
-        Arrivals::Constant if opts.rate > 0.0 => Nanos::from_secs_f64(i as f64 / opts.rate),
-        _ => Nanos::ZERO,
-    };
-    let mut sender: Option<Sender> = None;
+    let mut rng = stream(opts.seed, "loadgen");
     let mut t = Time::ZERO;
-    while let Some(next) = arrivals.next(t, &mut rng) {
-        t = next;
-        let intended = epoch + Duration::from_nanos((next + offset).0);
-        if intended >= epoch + opts.duration {
-            break;
+    let mut next = arrivals.next(t, &mut rng);
+    while let Some(at) = next.filter(|at| *at < end) {
+        crate::clock::sleep_until_precise(epoch + Duration::from_nanos(at.0)).await;
+        // Everything due by now goes out together.
+        let now = Time(epoch.elapsed().as_nanos() as u64);
+        next = Some(at);
+        while let Some(due) = next.filter(|d| *d <= now && *d < end) {
+            t = due;
+            let head = opts.mix.pick(&mut rng);
+            issue(&ctx, &mut tasks, due, head, opts.max_connections);
+            next = arrivals.next(t, &mut rng);
         }
-        crate::clock::sleep_until_precise(intended).await;
-        let head = opts.mix.pick(&mut rng);
-        progress.sent.fetch_add(1, Ordering::Relaxed);
-        let outcome = send(&mut sender, opts.target, &head).await;
-        let latency = Nanos(intended.elapsed().as_nanos() as u64);
-        let start = Time(intended.duration_since(epoch).as_nanos() as u64);
-        if let Ok(mut s) = shared.lock() {
-            s.totals.record(&outcome, latency);
-            s.series.record(start, &outcome, latency);
-        }
-        progress.done.fetch_add(1, Ordering::Relaxed);
-        if !outcome.is_success() {
-            progress.errors.fetch_add(1, Ordering::Relaxed);
+        // Reap finished sends so the set does not grow with the run.
+        while let Some(done) = tasks.try_join_next() {
+            failure = failure.or(panic_of(done));
         }
     }
+    while let Some(done) = tasks.join_next().await {
+        failure = failure.or(panic_of(done));
+    }
+    if let Some(why) = failure {
+        return Err(LoadError::Task(why));
+    }
+    let sent = ctx.progress.sent.load(Ordering::Relaxed);
+    let dropped = ctx.progress.dropped.load(Ordering::Relaxed);
+    let s = std::mem::replace(
+        &mut *crate::lock(&ctx.shared),
+        Shared {
+            totals: Stats::default(),
+            series: TimeSeries::off(),
+            lateness: lateness_histogram(),
+        },
+    );
+    Ok(LoadRun {
+        metrics: RunMetrics {
+            generated: sent,
+            dropped,
+            absorbed: None,
+            totals: s.totals,
+            routes: Vec::new(),
+            destinations: Vec::new(),
+            clusters: Vec::new(),
+            mirrors: Vec::new(),
+            series: s.series,
+            events: Vec::new(),
+            instances: Vec::new(),
+        },
+        lateness: s.lateness,
+    })
+}
+
+/// Lateness up to 10 s, 3 significant digits.
+fn lateness_histogram() -> hdrhistogram::Histogram<u64> {
+    // Constant bounds hdrhistogram accepts (low 1, high ≥ 2·low, sigfig ≤ 5).
+    #[allow(clippy::expect_used)]
+    hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds")
+}
+
+/// The panic message of a send task that panicked.
+fn panic_of(done: Result<(), tokio::task::JoinError>) -> Option<String> {
+    let e = done.err()?;
+    if !e.is_panic() {
+        return None;
+    }
+    let p = e.into_panic();
+    Some(
+        p.downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".to_owned()),
+    )
+}
+
+/// Sends one request due at `due` on an idle connection, a new one, or drops it when
+/// `max_connections` are open and busy.
+fn issue(
+    ctx: &Arc<Ctx>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    due: Time,
+    head: RequestHead,
+    max_connections: usize,
+) {
+    let conn = {
+        let mut pool = crate::lock(&ctx.pool);
+        match pool.idle.pop() {
+            Some(s) => Some(Some(s)),
+            None if pool.open < max_connections => {
+                pool.open += 1;
+                Some(None) // connect in the task
+            }
+            None => None,
+        }
+    };
+    let Some(conn) = conn else {
+        ctx.progress.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    ctx.progress.sent.fetch_add(1, Ordering::Relaxed);
+    let ctx = ctx.clone();
+    tasks.spawn(async move {
+        let intended = ctx.epoch + Duration::from_nanos(due.0);
+        let late = intended.elapsed().as_nanos() as u64;
+        let mut sender = conn;
+        let outcome = tokio::select! {
+            o = send(&mut sender, ctx.target, &head) => o,
+            _ = tokio::time::sleep_until(ctx.cutoff.into()) => {
+                sender = None; // closed: the proxy sees the cancel
+                Outcome::bare(0, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION)
+            }
+        };
+        let latency = Nanos(intended.elapsed().as_nanos() as u64);
+        {
+            let mut s = crate::lock(&ctx.shared);
+            s.totals.record(&outcome, latency);
+            s.series.record(due, &outcome, latency);
+            s.lateness.saturating_record(late.max(1));
+        }
+        {
+            let mut pool = crate::lock(&ctx.pool);
+            let reusable = sender.as_mut().is_some_and(|s| !s.is_closed());
+            match sender {
+                Some(s) if reusable => pool.idle.push(s),
+                _ => pool.open -= 1,
+            }
+        }
+        ctx.progress.done.fetch_add(1, Ordering::Relaxed);
+        if !outcome.is_success() {
+            ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    });
 }
 
 /// One request on the connection (reconnecting if needed); its outcome.

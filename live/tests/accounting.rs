@@ -31,6 +31,7 @@ async fn every_request_is_counted_once_even_when_an_instance_dies() {
         duration: Duration::from_secs(3),
         drain: Duration::from_secs(5),
         connections: 32,
+        max_connections: 10_000,
         seed: 5,
         window: s.window,
     };
@@ -38,7 +39,11 @@ async fn every_request_is_counted_once_even_when_an_instance_dies() {
     let run = tokio::spawn(loadgen::run(load, progress.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     services.instances[0].kill();
-    let m = run.await.expect("load ran");
+    let m = run
+        .await
+        .expect("load ran")
+        .expect("no load task failed")
+        .metrics;
     // Let the proxy record the last completions.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let proxy = client.snapshot().finish();

@@ -7,8 +7,8 @@
 //! sqrt(2·0.31²/n) ≈ 0.006, so 10 % (0.108) is > 15 sd;
 //! split share 0.2, sd of a difference sqrt(2·0.16/n) ≈ 0.0073, so 3 points is ≈ 4 sd; median
 //! latency within 20 % leaves room for what the simulation does not model: loopback and proxy
-//! hops (~0.3 ms) and the load generator's connections (64, each one request at a time, so a
-//! Poisson arrival can wait for its connection; 16 connections measured +16 %, 64 +9 %).
+//! hops (~0.3 ms) and the load generator's connection handling (a Poisson arrival finding every
+//! open connection busy pays for a new connection's handshake).
 
 use live::loadgen::Progress;
 use std::path::Path;
@@ -29,9 +29,17 @@ async fn simulation_predicts_the_live_proxy() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fidelity-split.ron");
     let s = sim_core::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let sim = sim_core::run(&s, s.seed, &mut |_| {}).expect("sim runs");
-    let live = live::lab::run(&s, s.seed, 64, Arc::new(Progress::default()))
-        .await
-        .expect("live runs");
+    let live = live::lab::run(
+        &s,
+        s.seed,
+        live::lab::Connections {
+            initial: 64,
+            max: 10_000,
+        },
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("live runs");
     assert_eq!(live.generated, live.totals.count, "live: nothing lost");
     let rate =
         |m: &proxy_engine::metrics::RunMetrics| m.totals.success as f64 / m.totals.count as f64;

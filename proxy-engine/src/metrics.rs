@@ -259,6 +259,10 @@ impl TimeSeries {
 pub struct RunMetrics {
     /// Requests the workload generated.
     pub generated: u64,
+    /// Requests a live load generator did not send: due when every connection was busy and
+    /// its connection limit reached (k6's `dropped_iterations`). Not part of `generated`;
+    /// always 0 in the simulator.
+    pub dropped: u64,
     /// Client requests that succeeded although a hop inside the mesh failed on their way
     /// (answered 4xx, 5xx or not at all; a retry absorbed it or the caller ignored it); `None`
     /// where the driver cannot follow a request across hops.
@@ -301,6 +305,7 @@ impl RunMetrics {
             }
         }
         self.generated += other.generated;
+        self.dropped += other.dropped;
         self.absorbed = match (self.absorbed, other.absorbed) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
@@ -527,6 +532,7 @@ impl Recorder {
         };
         RunMetrics {
             generated: self.generated,
+            dropped: 0,
             absorbed: self.tracks_absorbed.then_some(self.absorbed),
             totals: self.totals,
             routes: named(routes, &|i| mesh.routes()[i].name.clone()),

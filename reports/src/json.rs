@@ -203,6 +203,9 @@ pub struct Report {
     pub duration_s: f64,
     /// Requests the workload generated (equals `totals.count`: nothing is lost).
     pub generated: u64,
+    /// Requests a live load generator had to drop (every connection busy, its limit reached;
+    /// k6's `dropped_iterations`); not part of `generated`. 0 in the simulator.
+    pub dropped: u64,
     /// Client requests that succeeded although a hop inside the mesh failed on their way
     /// (answered 4xx, 5xx or not at all: a retry absorbed it or the caller ignored it); `null`
     /// in live mode, which cannot follow a request across hops.
@@ -340,6 +343,7 @@ impl Report {
             seed: info.seed,
             duration_s: info.duration_ns as f64 / 1e9,
             generated: m.generated,
+            dropped: m.dropped,
             absorbed_failures: m.absorbed,
             totals: StatsReport::from_stats(&m.totals),
             routes: named(&m.routes),
@@ -399,6 +403,7 @@ mod tests {
         }
         RunMetrics {
             generated: 100,
+            dropped: 0,
             absorbed: Some(0),
             totals,
             routes: Vec::new(),
@@ -454,6 +459,7 @@ mod tests {
                 "seed",
                 "duration_s",
                 "generated",
+                "dropped",
                 "absorbed_failures",
                 "totals",
                 "routes",

@@ -100,6 +100,14 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
             tries.join(" ")
         );
     }
+    if r.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} requests dropped, not sent: every connection was busy and the \
+             connection limit reached (raise --max-connections)",
+            r.dropped
+        );
+    }
     if let Some(n) = r.absorbed_failures.filter(|n| *n > 0) {
         let _ = writeln!(
             out,

@@ -36,9 +36,14 @@ pub struct LoadArgs {
     /// How long to send, e.g. 30s.
     #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
     duration: Nanos,
-    /// Connections, each with an equal share of the rate.
+    /// Connections opened before the first send; each carries one request at a time, and
+    /// another is opened when all are busy (the load stays open loop).
     #[arg(long, short, default_value_t = 8)]
     connections: usize,
+    /// Most connections open at once; a request due when all are busy is then dropped and
+    /// counted (`dropped`, as k6's `dropped_iterations`).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
     /// Extra header, `name: value` (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
@@ -132,19 +137,21 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         duration: Duration::from_nanos(args.duration.0),
         drain: Duration::from_nanos(args.drain.0),
         connections: args.connections,
+        max_connections: args.max_connections.max(1),
         seed: args.seed,
         window: Nanos::from_secs(1),
     };
     let progress = Arc::new(Progress::default());
     let show = !args.quiet && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let metrics = super::runtime(0)?.block_on(async {
+    let run = super::runtime(0)?.block_on(async {
         let run = tokio::spawn(loadgen::run(opts, progress.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(run);
         loop {
             tokio::select! {
-                r = &mut run => break r,
+                r = &mut run => break r.map_err(anyhow::Error::from)
+                    .and_then(|r| r.map_err(anyhow::Error::from)),
                 _ = tick.tick() => if show {
                     let p = &progress;
                     eprint!("\r{:>6.1}s sent {} done {} errors {}   ", started.elapsed().as_secs_f64(),
@@ -162,12 +169,23 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         duration_ns: args.duration.0,
         mode: "live",
     };
-    let report = Report::new(&info, &metrics);
+    let report = Report::new(&info, &run.metrics);
     if !args.quiet {
         let wall = WallClock {
             elapsed_s: started.elapsed().as_secs_f64(),
         };
-        super::run::print_summary(&summary(&report, Some(wall)), args.json.as_deref())?;
+        let mut text = summary(&report, Some(wall));
+        let l = &run.lateness;
+        if !l.is_empty() {
+            let us = |q: f64| l.value_at_quantile(q) as f64 / 1e3;
+            text += &format!(
+                "send lateness µs (behind the intended send time)  p50 {:.1}  p99 {:.1}  max {:.1}\n",
+                us(0.5),
+                us(0.99),
+                l.max() as f64 / 1e3
+            );
+        }
+        super::run::print_summary(&text, args.json.as_deref())?;
     }
     super::run::write_json(&report, args.json.as_deref())
 }

@@ -31,11 +31,14 @@ pub struct RunArgs {
     /// proxy, the load from the open-loop generator; same report schema (mode `live`).
     #[arg(long)]
     live: bool,
-    /// With --live: load-generator connections per workload. Each carries an equal share of the
-    /// rate and one request at a time, so too few connections queue requests at the client
-    /// (counted, as wrk2 does, from their intended send time).
+    /// With --live: load-generator connections opened per workload before the first send.
+    /// Each carries one request at a time; when all are busy another is opened.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// With --live: most load-generator connections per workload; a request due when all are
+    /// busy is then dropped and counted (`dropped`, as k6's `dropped_iterations`).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Nanos, String> {
@@ -89,7 +92,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let bar = progress_bar(args.quiet, scenario.duration);
     let started = Instant::now();
     let metrics = if args.live {
-        live_run(&scenario, seed, args.connections, &bar)?
+        let connections = live::lab::Connections {
+            initial: args.connections,
+            max: args.max_connections.max(1),
+        };
+        live_run(&scenario, seed, connections, &bar)?
     } else {
         sim_core::run(&scenario, seed, &mut |p| {
             bar.set_position(p.now.0.min(p.end.0) / 1_000_000);
@@ -117,7 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 fn live_run(
     scenario: &sim_core::Scenario,
     seed: u64,
-    connections: usize,
+    connections: live::lab::Connections,
     bar: &ProgressBar,
 ) -> anyhow::Result<proxy_engine::metrics::RunMetrics> {
     let progress = std::sync::Arc::new(live::loadgen::Progress::default());

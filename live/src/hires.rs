@@ -1,0 +1,213 @@
+//! A high-resolution timer for sleeps whose length *is* the measurement: modeled service times
+//! and the load generator's intended send times. tokio's timer has 1 ms granularity and rounds
+//! up, which would add up to a millisecond the simulation does not have; spinning on
+//! `yield_now` for the last millisecond (what this replaces) burned a core at high rates.
+//!
+//! One OS thread keeps the pending deadlines in a min-heap and sleeps until the earliest with
+//! `park_timeout` (a futex wait, an hrtimer in the kernel), its timer slack set to 1 ns on Linux
+//! so the kernel does not defer the wake by its default 50 µs; it spins only for the last few
+//! microseconds. Deadlines that fall due together wake together.
+//!
+//! **Invariant:** a registered waker is woken at or after its deadline, exactly when the
+//! thread sees the deadline passed; a future re-registers on every poll before its deadline, so
+//! a lost registration cannot strand it.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// Below this, the timer thread spins instead of parking (a park and wake costs more).
+const SPIN: Duration = Duration::from_micros(5);
+
+/// A pending wake.
+struct Entry {
+    deadline: Instant,
+    seq: u64,
+    waker: Waker,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) == (other.deadline, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
+    }
+}
+
+/// The pending deadlines and the thread that serves them.
+struct Timer {
+    pending: Mutex<(BinaryHeap<Reverse<Entry>>, u64)>,
+    /// `None` when the thread could not be spawned (the process is out of threads): sleeps
+    /// then use tokio's timer.
+    thread: Option<Thread>,
+}
+
+fn timer() -> &'static Timer {
+    static TIMER: OnceLock<Timer> = OnceLock::new();
+    TIMER.get_or_init(|| {
+        let handle = std::thread::Builder::new()
+            .name("meshtwin-hires-timer".into())
+            .spawn(serve);
+        let thread = handle.ok().map(|h| h.thread().clone());
+        Timer {
+            pending: Mutex::new((BinaryHeap::new(), 0)),
+            thread,
+        }
+    })
+}
+
+/// The timer thread: wake what is due, then sleep until the next deadline.
+fn serve() {
+    // Best effort (Linux ≥ 4.6; elsewhere the file does not exist): this thread's timer slack
+    // to 1 ns, the `prctl(PR_SET_TIMERSLACK)` of proc(5), without unsafe code.
+    // `/proc/thread-self` links to `PID/task/TID`; the slack file is `/proc/TID/timerslack_ns`.
+    if let Ok(link) = std::fs::read_link("/proc/thread-self") {
+        if let Some(tid) = link.file_name() {
+            let path = std::path::Path::new("/proc")
+                .join(tid)
+                .join("timerslack_ns");
+            let _ = std::fs::write(path, "1");
+        }
+    }
+    let mut due: Vec<Waker> = Vec::new();
+    loop {
+        let t = timer();
+        let next = {
+            let mut guard = crate::lock(&t.pending);
+            let now = Instant::now();
+            while guard.0.peek().is_some_and(|e| e.0.deadline <= now) {
+                if let Some(Reverse(e)) = guard.0.pop() {
+                    due.push(e.waker);
+                }
+            }
+            guard.0.peek().map(|e| e.0.deadline)
+        };
+        for w in due.drain(..) {
+            w.wake();
+        }
+        match next {
+            None => std::thread::park(),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left > SPIN {
+                    std::thread::park_timeout(left - SPIN);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+}
+
+/// Registers `waker` for `deadline`, waking the timer thread when it is the new earliest.
+fn register(deadline: Instant, waker: &Waker) {
+    let t = timer();
+    let earliest = {
+        let mut guard = crate::lock(&t.pending);
+        let (heap, seq) = &mut *guard;
+        *seq += 1;
+        let earliest = heap.peek().is_none_or(|e| deadline < e.0.deadline);
+        heap.push(Reverse(Entry {
+            deadline,
+            seq: *seq,
+            waker: waker.clone(),
+        }));
+        earliest
+    };
+    if let (true, Some(thread)) = (earliest, &t.thread) {
+        thread.unpark();
+    }
+}
+
+/// A sleep until an instant, served by the high-resolution timer thread.
+pub struct HiresSleep {
+    deadline: Instant,
+}
+
+impl Future for HiresSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        register(self.deadline, cx.waker());
+        Poll::Pending
+    }
+}
+
+/// Sleeps until `deadline`: tokio's timer for all but the last 2 ms (so far-off sleeps do not
+/// crowd the heap), then the high-resolution timer.
+pub async fn sleep_until(deadline: Instant) {
+    const COARSE: Duration = Duration::from_millis(2);
+    let now = Instant::now();
+    if deadline <= now {
+        return;
+    }
+    if timer().thread.is_none() {
+        return tokio::time::sleep_until(deadline.into()).await;
+    }
+    if deadline - now > COARSE {
+        tokio::time::sleep_until((deadline - COARSE).into()).await;
+    }
+    HiresSleep { deadline }.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sleeps end at or after their deadline, and not much after (generous bound: CI machines
+    /// are shared; the load bench measures the real lateness).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sleeps_end_after_their_deadline_and_soon() {
+        let mut late = Vec::new();
+        for i in 0..200u64 {
+            let deadline = Instant::now() + Duration::from_micros(50 + (i * 37) % 3000);
+            sleep_until(deadline).await;
+            let now = Instant::now();
+            assert!(now >= deadline);
+            late.push(now - deadline);
+        }
+        late.sort();
+        let median = late[late.len() / 2];
+        assert!(
+            median < Duration::from_millis(1),
+            "median lateness {median:?}"
+        );
+    }
+
+    /// Many sleeps at once, in any order, all wake.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_sleeps_all_wake() {
+        let start = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..500u64 {
+            let d = start + Duration::from_micros((i * 7919) % 5000);
+            set.spawn(async move {
+                sleep_until(d).await;
+                Instant::now() >= d
+            });
+        }
+        let mut n = 0;
+        while let Some(r) = set.join_next().await {
+            assert!(r.expect("no panic"));
+            n += 1;
+        }
+        assert_eq!(n, 500);
+    }
+}
