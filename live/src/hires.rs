@@ -167,6 +167,72 @@ pub async fn sleep_until(deadline: Instant) {
     HiresSleep { deadline }.await;
 }
 
+/// A precise timer of one task's own: a `timerfd` in the runtime's reactor, so the wake is the
+/// worker's own `epoll_wait` returning (the kernel's hrtimer, no slack), with no thread hop.
+/// For a task that sleeps again and again (the load generator's scheduler); where a timerfd
+/// cannot be made, it falls back to `sleep_until`.
+pub struct TaskTimer {
+    fd: Option<tokio::io::unix::AsyncFd<Tfd>>,
+}
+
+/// A timerfd as tokio's reactor takes it (by raw fd).
+struct Tfd(nix::sys::timerfd::TimerFd);
+
+impl std::os::fd::AsRawFd for Tfd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl TaskTimer {
+    /// A timer for the current runtime.
+    pub fn new() -> TaskTimer {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .ok()
+        .and_then(|t| tokio::io::unix::AsyncFd::new(Tfd(t)).ok());
+        TaskTimer { fd }
+    }
+
+    /// Sleeps until `deadline`.
+    pub async fn sleep_until(&mut self, deadline: Instant) {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let Some(fd) = &self.fd else {
+            return sleep_until(deadline).await;
+        };
+        let armed = fd.get_ref().0.set(
+            Expiration::OneShot(TimeSpec::from_duration(left)),
+            TimerSetTimeFlags::empty(),
+        );
+        if armed.is_err() {
+            return sleep_until(deadline).await;
+        }
+        while Instant::now() < deadline {
+            let Ok(mut ready) = fd.readable().await else {
+                return sleep_until(deadline).await;
+            };
+            // Reading the expiration count clears readiness; an early wake (none expected)
+            // loops, still armed.
+            let _ = ready.try_io(|inner| inner.get_ref().0.wait().map_err(std::io::Error::from));
+        }
+    }
+}
+
+impl Default for TaskTimer {
+    fn default() -> Self {
+        TaskTimer::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +254,25 @@ mod tests {
         assert!(
             median < Duration::from_millis(1),
             "median lateness {median:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_timer_ends_after_its_deadline_and_soon() {
+        let mut t = TaskTimer::new();
+        let mut late = Vec::new();
+        for i in 0..200u64 {
+            let deadline = Instant::now() + Duration::from_micros(20 + (i * 37) % 3000);
+            t.sleep_until(deadline).await;
+            let now = Instant::now();
+            assert!(now >= deadline);
+            late.push(now - deadline);
+        }
+        late.sort();
+        assert!(
+            late[100] < Duration::from_millis(1),
+            "median lateness {:?}",
+            late[100]
         );
     }
 

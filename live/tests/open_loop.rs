@@ -44,11 +44,17 @@ async fn a_hung_instance_does_not_hold_back_the_open_loop() {
     // The hung instance held requests until the drain cut them off (DC). Least-request
     // balancing steers away from it as its active count grows, so far fewer than half.
     let dc = |m: &proxy_engine::metrics::RunMetrics| {
-        m.totals.flags().find(|(f, _)| *f == "DC").map_or(0, |(_, k)| k)
+        m.totals
+            .flags()
+            .find(|(f, _)| *f == "DC")
+            .map_or(0, |(_, k)| k)
     };
     let (cut, cut_sim) = (dc(&live), dc(&sim));
     println!("cut off at the drain: live {cut}, sim {cut_sim}");
-    assert!(cut >= 20 && cut_sim >= 20, "the hang mattered: live {cut}, sim {cut_sim}");
+    assert!(
+        cut >= 20 && cut_sim >= 20,
+        "the hang mattered: live {cut}, sim {cut_sim}"
+    );
     // The client proxy saw every request too, cut-off ones included.
     let at_route: u64 = live.routes.iter().map(|(_, st)| st.count).sum();
     assert_eq!(

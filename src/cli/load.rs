@@ -144,7 +144,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     let progress = Arc::new(Progress::default());
     let show = !args.quiet && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let run = super::runtime(0)?.block_on(async {
+    let run = super::runtime(1)?.block_on(async {
         let run = tokio::spawn(loadgen::run(opts, progress.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(run);
