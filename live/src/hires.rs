@@ -194,7 +194,14 @@ impl TaskTimer {
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )
         .ok()
-        .and_then(|t| tokio::io::unix::AsyncFd::new(Tfd(t)).ok());
+        // `AsyncFd::new` is deprecated for fds the wrapper does not own (tokio #8587): here
+        // the `AsyncFd` owns the `TimerFd`, which owns the fd, so it stays open for exactly as
+        // long as it is registered. The replacement, `register`, is `unsafe`, which this
+        // workspace forbids.
+        .and_then(|t| {
+            #[allow(deprecated)]
+            tokio::io::unix::AsyncFd::new(Tfd(t)).ok()
+        });
         TaskTimer { fd }
     }
 
