@@ -35,23 +35,13 @@ impl CompiledMesh {
                 .contains_key(svc.name.to_ascii_lowercase().as_str())
             {
                 let cluster = b.cluster_for(s, None)?;
-                let id = b.push_route(CompiledRoute {
-                    name: format!("{}/default", svc.name),
-                    matches: Vec::new(),
-                    action: RouteAction::Forward(vec![WeightedCluster {
-                        cumulative: 1,
-                        cluster: Some(cluster),
-                    }]),
-                    rewrite_uri: None,
-                    rewrite_authority: None,
-                    request_headers: HeaderEdit::default(),
-                    response_headers: None,
-                    fault: None,
-                    mirrors: Vec::new(),
-                    timeout: None,
-                    retry: Some(Arc::new(RetryPolicy::istio_default())),
-                    rate_limit: None,
-                });
+                let action = RouteAction::Forward(vec![WeightedCluster {
+                    cumulative: 1,
+                    cluster: Some(cluster),
+                }]);
+                let retry = Some(Arc::new(RetryPolicy::istio_default()));
+                let name = format!("{}/default", svc.name);
+                let id = b.push_route(CompiledRoute::plain(name, action, retry));
                 let table = HostTable::new(vec![id], &b.mesh.routes);
                 b.mesh
                     .hosts

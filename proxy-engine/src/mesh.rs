@@ -219,16 +219,17 @@ pub struct CompiledRoute {
 }
 
 impl CompiledRoute {
-    /// A report-only route named `name` for requests that matched no route (404 `NR`): no
-    /// match blocks, in no host table.
-    pub(crate) fn unmatched(name: String) -> CompiledRoute {
+    /// A route named `name` doing `action` with `retry`, and nothing else: no match blocks,
+    /// rewrites, header edits, faults, mirrors, timeout or rate limit.
+    pub(crate) fn plain(
+        name: String,
+        action: RouteAction,
+        retry: Option<Arc<RetryPolicy>>,
+    ) -> CompiledRoute {
         CompiledRoute {
             name,
             matches: Vec::new(),
-            action: RouteAction::Direct {
-                status: 404,
-                body: None,
-            },
+            action,
             rewrite_uri: None,
             rewrite_authority: None,
             request_headers: HeaderEdit::default(),
@@ -236,9 +237,19 @@ impl CompiledRoute {
             fault: None,
             mirrors: Vec::new(),
             timeout: None,
-            retry: None,
+            retry,
             rate_limit: None,
         }
+    }
+
+    /// A report-only route named `name` for requests that matched no route (404 `NR`): in no
+    /// host table.
+    pub(crate) fn unmatched(name: String) -> CompiledRoute {
+        let action = RouteAction::Direct {
+            status: 404,
+            body: None,
+        };
+        CompiledRoute::plain(name, action, None)
     }
 }
 

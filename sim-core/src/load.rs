@@ -219,12 +219,7 @@ fn check(s: &Scenario) -> Result<(), Problem> {
             ),
         ));
     }
-    let instances: u64 = s
-        .services
-        .values()
-        .flat_map(|svc| svc.versions.values())
-        .map(|v| u64::from(v.instances))
-        .sum();
+    let instances = s.instance_count();
     if instances > MAX_INSTANCES {
         return Err(problem(
             "services",

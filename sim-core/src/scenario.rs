@@ -45,6 +45,17 @@ pub struct Scenario {
     pub timeline: Vec<()>,
 }
 
+impl Scenario {
+    /// Modeled instances in all services and versions.
+    pub fn instance_count(&self) -> u64 {
+        self.services
+            .values()
+            .flat_map(|svc| svc.versions.values())
+            .map(|v| u64::from(v.instances))
+            .sum()
+    }
+}
+
 fn default_drain() -> Nanos {
     Nanos::from_secs(30)
 }

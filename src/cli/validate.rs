@@ -36,12 +36,7 @@ fn count(n: usize, thing: &str) -> String {
 
 fn scenario(file: &Path) -> anyhow::Result<String> {
     let s = sim_core::load(file)?;
-    let instances: u64 = s
-        .services
-        .values()
-        .flat_map(|svc| svc.versions.values())
-        .map(|v| u64::from(v.instances))
-        .sum();
+    let instances = s.instance_count();
     Ok(format!(
         "{}: ok ({}, {}, {}, duration {})",
         file.display(),
