@@ -216,19 +216,18 @@ pub async fn run(
             load,
         });
     }
-    let runs = clients
-        .iter()
-        .map(|c| loadgen::run(c.load.clone(), progress.clone()));
-    let mut results = Vec::new();
     let mut set = tokio::task::JoinSet::new();
-    for r in runs {
-        set.spawn(r);
+    for (i, c) in clients.iter().enumerate() {
+        let run = loadgen::run(c.load.clone(), progress.clone());
+        set.spawn(async move { (i, run.await) });
     }
+    // Each workload's load result, in the scenario's order.
+    let mut results: Vec<(usize, RunMetrics)> = Vec::new();
     let mut failure = None;
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(Ok(run)) => results.push(run.metrics),
-            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Ok((i, Ok(run))) => results.push((i, run.metrics)),
+            Ok((_, Err(e))) => failure = failure.or(Some(e)),
             Err(e) => {
                 failure = failure.or(Some(crate::loadgen::LoadError::Task(e.to_string())));
             }
@@ -236,7 +235,8 @@ pub async fn run(
     }
     // Requests the clients cut off at the drain deadline closed their connections; give the
     // client proxies a moment to record those cancels (`DC`) so the route tables count them.
-    let generated: u64 = results.iter().map(|m: &RunMetrics| m.generated).sum();
+    results.sort_by_key(|r| r.0);
+    let generated: u64 = results.iter().map(|(_, m)| m.generated).sum();
     let settle = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
         let seen: u64 = clients
@@ -261,7 +261,11 @@ pub async fn run(
         return Err(e.into());
     }
     let mut m = hops.finish();
-    let mut load = results.into_iter();
+    m.workloads = results
+        .iter()
+        .map(|(i, r)| (s.workload[*i].name(*i), r.totals.clone()))
+        .collect();
+    let mut load = results.into_iter().map(|(_, r)| r);
     if let Some(first) = load.next() {
         m.generated = first.generated;
         m.dropped = first.dropped;

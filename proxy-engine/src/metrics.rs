@@ -269,6 +269,9 @@ pub struct RunMetrics {
     pub absorbed: Option<u64>,
     /// End-to-end outcomes as the clients saw them.
     pub totals: Stats,
+    /// End-to-end outcomes per workload (by name, in the scenario's order); they add up to
+    /// `totals`. Empty where the driver does not tell workloads apart.
+    pub workloads: Vec<(String, Stats)>,
     /// Per route (name → stats) at every hop, sorted by name.
     pub routes: Vec<(String, Stats)>,
     /// Per destination (`service/version` → stats) at every hop, sorted by name; latency is
@@ -312,6 +315,12 @@ impl RunMetrics {
         };
         self.totals.merge(&other.totals);
         self.series.merge(&other.series);
+        for (name, t) in &other.workloads {
+            match self.workloads.iter_mut().find(|(n, _)| n == name) {
+                Some((_, mine)) => mine.merge(t),
+                None => self.workloads.push((name.clone(), t.clone())),
+            }
+        }
         by_name(&mut self.routes, &other.routes, Stats::merge);
         by_name(&mut self.destinations, &other.destinations, Stats::merge);
         by_name(&mut self.clusters, &other.clusters, Stats::merge);
@@ -366,6 +375,8 @@ pub struct Recorder {
     /// Whether the driver counts `absorbed`.
     pub tracks_absorbed: bool,
     totals: Stats,
+    /// End-to-end outcomes per workload, named (see `with_workloads`).
+    workloads: Vec<(String, Stats)>,
     /// Hop records, one per (route, destination, cluster) seen, in the order first seen: a
     /// hop is recorded once, and the per-route, per-destination and per-cluster tables are
     /// sums of these, made when named (all of `Stats` adds up exactly, in any order).
@@ -390,6 +401,13 @@ impl Recorder {
         Recorder::with_series(mesh, TimeSeries::off())
     }
 
+    /// This recorder, keeping end-to-end outcomes per workload too (`record_workload` with an
+    /// index into `names`).
+    pub fn with_workloads(mut self, names: impl IntoIterator<Item = String>) -> Recorder {
+        self.workloads = names.into_iter().map(|n| (n, Stats::default())).collect();
+        self
+    }
+
     /// This recorder, for a driver that counts `absorbed` (follows requests across hops).
     pub fn tracking_absorbed(mut self) -> Recorder {
         self.tracks_absorbed = true;
@@ -405,6 +423,7 @@ impl Recorder {
             absorbed: 0,
             tracks_absorbed: false,
             totals: Stats::default(),
+            workloads: Vec::new(),
             hops: Vec::new(),
             hop_index: crate::idmap::IdMap::default(),
             mirrors: vec![None; mesh.destinations().len()],
@@ -438,6 +457,14 @@ impl Recorder {
     pub fn record_end_to_end(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
         self.totals.record(outcome, latency);
         self.series.record(start, outcome, latency);
+    }
+
+    /// Workload number `workload`'s end-to-end outcome (besides `record_end_to_end`); a
+    /// workload outside `with_workloads` is not counted per workload.
+    pub fn record_workload(&mut self, workload: u32, outcome: &Outcome, latency: Nanos) {
+        if let Some((_, stats)) = self.workloads.get_mut(workload as usize) {
+            stats.record(outcome, latency);
+        }
     }
 
     /// A mirrored copy's answer from `destination`.
@@ -535,6 +562,7 @@ impl Recorder {
             dropped: 0,
             absorbed: self.tracks_absorbed.then_some(self.absorbed),
             totals: self.totals,
+            workloads: self.workloads,
             routes: named(routes, &|i| mesh.routes()[i].name.clone()),
             destinations: named(destinations, &destination),
             clusters: named(clusters, &|i| mesh.clusters()[i].name.clone()),

@@ -212,6 +212,9 @@ pub struct Report {
     pub absorbed_failures: Option<u64>,
     /// End-to-end outcomes as clients saw them.
     pub totals: StatsReport,
+    /// End-to-end outcomes per workload, in the scenario's order; `share` is the workload's
+    /// part of `totals`.
+    pub workloads: Vec<Named>,
     /// Per route, at every hop, sorted by name.
     pub routes: Vec<Named>,
     /// Per destination `service/version`, at every hop, sorted by name.
@@ -346,6 +349,15 @@ impl Report {
             dropped: m.dropped,
             absorbed_failures: m.absorbed,
             totals: StatsReport::from_stats(&m.totals),
+            workloads: m
+                .workloads
+                .iter()
+                .map(|(name, s)| Named {
+                    name: name.clone(),
+                    share: ratio(s.count, m.totals.count),
+                    stats: StatsReport::from_stats(s),
+                })
+                .collect(),
             routes: named(&m.routes),
             destinations: named(&m.destinations),
             clusters: named(&m.clusters),
@@ -405,7 +417,8 @@ mod tests {
             generated: 100,
             dropped: 0,
             absorbed: Some(0),
-            totals,
+            totals: totals.clone(),
+            workloads: vec![("load-0".into(), totals)],
             routes: Vec::new(),
             destinations: vec![("svc/v1".into(), v1), ("svc/v2".into(), v2)],
             clusters: Vec::new(),
@@ -462,6 +475,7 @@ mod tests {
                 "dropped",
                 "absorbed_failures",
                 "totals",
+                "workloads",
                 "routes",
                 "destinations",
                 "clusters",

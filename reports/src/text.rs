@@ -116,6 +116,9 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
              the route table shows each hop"
         );
     }
+    if r.workloads.len() > 1 {
+        table(&mut out, "workload", &r.workloads);
+    }
     table(&mut out, "route", &r.routes);
     table(&mut out, "destination", &r.destinations);
     if r.clusters.iter().any(|c| c.name.contains('|')) {

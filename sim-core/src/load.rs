@@ -524,6 +524,18 @@ fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
                 return Err(problem(format!("{at}.users"), "must be at least 1"));
             }
             check_dist(format!("{at}.think"), &c.think)?;
+            if c.iterations == Some(0) {
+                return Err(problem(format!("{at}.iterations"), "must be at least 1"));
+            }
+            if c.start.0 >= s.duration.0 {
+                return Err(problem(
+                    format!("{at}.start"),
+                    format!(
+                        "the users must start within the load phase (`duration` is \"{}\")",
+                        s.duration
+                    ),
+                ));
+            }
         }
     }
     check_mix(&at, w.requests())

@@ -201,8 +201,16 @@ pub struct ClosedLoop {
     pub name: Option<String>,
     /// Service the requests are for.
     pub host: String,
-    /// Concurrent users; all start at time 0.
+    /// Concurrent users; all start at `start`.
     pub users: u32,
+    /// When the users send their first requests. Default 0.
+    #[serde(default)]
+    pub start: Nanos,
+    /// Requests each user sends before it stops, as fortio's `-n` split over its `-c`
+    /// connections or k6's `per-vu-iterations` executor. Default: no limit (users send until
+    /// the load phase ends).
+    #[serde(default)]
+    pub iterations: Option<u64>,
     /// Pause between an answer and the user's next request. Default 0.
     #[serde(default)]
     pub think: Dist,

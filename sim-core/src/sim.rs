@@ -180,7 +180,11 @@ struct Job {
 
 enum Load {
     Open(ArrivalProcess),
-    Closed { think: Dist },
+    Closed {
+        think: Dist,
+        /// Requests each user may still send (`None`: no limit).
+        left: Option<Vec<u64>>,
+    },
 }
 
 struct WorkloadState {
@@ -243,7 +247,9 @@ impl Simulation {
             mirror_net_rng: stream(seed, "network/mirror"),
             next_req: 0,
             inner_failed: IdMap::default(),
-            metrics: Recorder::new(mesh.clone(), s.window).tracking_absorbed(),
+            metrics: Recorder::new(mesh.clone(), s.window)
+                .tracking_absorbed()
+                .with_workloads(s.workload.iter().enumerate().map(|(i, w)| w.name(i))),
             mesh,
             fault_rng: stream(seed, "faults"),
             checks: None,
@@ -338,10 +344,11 @@ impl Simulation {
                 Workload::ClosedLoop(c) => {
                     for user in 0..c.users {
                         self.queue
-                            .push(Time::ZERO, Event::UserSend { workload, user });
+                            .push(Time(c.start.0), Event::UserSend { workload, user });
                     }
                     Load::Closed {
                         think: c.think.clone(),
+                        left: c.iterations.map(|n| vec![n; c.users as usize]),
                     }
                 }
             };
@@ -413,6 +420,14 @@ impl Simulation {
             Event::Arrival { workload } => self.arrival(workload),
             Event::UserSend { workload, user } => {
                 if self.now < self.end {
+                    if let Load::Closed {
+                        left: Some(left), ..
+                    } = &mut self.workloads[workload as usize].load
+                    {
+                        if let Some(n) = left.get_mut(user as usize) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
                     self.send_from_workload(workload, user);
                 }
             }
@@ -648,13 +663,18 @@ impl Simulation {
             Owner::Client { workload } => {
                 self.metrics
                     .record_end_to_end(open.start, &outcome, latency);
+                self.metrics.record_workload(workload, &outcome, latency);
                 let inner_failed = self.inner_failed.remove(&req).is_some();
                 if inner_failed && outcome.is_success() {
                     self.metrics.absorbed += 1;
                 }
                 let w = &mut self.workloads[workload as usize];
-                if let Load::Closed { think } = &w.load {
-                    if !self.stopped {
+                if let Load::Closed { think, left } = &w.load {
+                    let user = open.parent;
+                    let done = left
+                        .as_ref()
+                        .is_some_and(|l| l.get(user as usize).is_none_or(|&n| n == 0));
+                    if !self.stopped && !done {
                         // A user whose request was answered in no time (a local reply of its
                         // own proxy) and who does not think would loop forever at one instant;
                         // like any real client it takes at least a microsecond per request.
@@ -662,7 +682,6 @@ impl Simulation {
                         if pause.0 == 0 && latency.0 == 0 {
                             pause = proxy_engine::Nanos(MIN_CLIENT_TURN_NS);
                         }
-                        let user = open.parent;
                         self.queue
                             .push(self.now + pause, Event::UserSend { workload, user });
                     }
