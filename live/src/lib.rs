@@ -16,6 +16,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod driver;
+pub mod h1client;
 pub mod header_timer;
 pub mod hires;
 pub mod http_util;

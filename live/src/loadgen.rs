@@ -15,9 +15,7 @@
 //! due together are issued together, and each send's lateness behind its intended time is
 //! recorded for the terminal summary.
 
-use crate::http_util;
-use crate::upstream::{self, Sender};
-use bytes::Bytes;
+use crate::h1client::{self, H1Conn};
 use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
 use proxy_engine::{Nanos, Outcome, RequestHead, ResponseFlags, Time};
 use sim_core::rng::stream;
@@ -95,7 +93,7 @@ struct Shared {
 
 /// Connections not carrying a request, and how many are open in all.
 struct Pool {
-    idle: Vec<Sender>,
+    idle: Vec<H1Conn>,
     open: usize,
 }
 
@@ -115,7 +113,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
     // Connections opened up front, before the clock starts (as wrk2 connects first).
     let mut idle = Vec::new();
     for _ in 0..opts.connections.min(opts.max_connections.max(1)) {
-        if let Ok(s) = upstream::connect(opts.target, Duration::from_secs(10), false).await {
+        if let Ok(s) = H1Conn::connect(opts.target, CONNECT_TIMEOUT).await {
             idle.push(s);
         }
     }
@@ -149,7 +147,16 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
         // Everything due by now goes out together.
         let now = Time(epoch.elapsed().as_nanos() as u64);
         next = Some(at);
+        let mut yielded = false;
         while let Some(due) = next.filter(|d| *d <= now && *d < end) {
+            if !yielded && crate::lock(&ctx.pool).idle.is_empty() {
+                // Every connection looks busy; their answers may be waiting unread (a
+                // generator short of CPU). Let the runtime read them first, once per wake,
+                // so a busy generator does not open connections it does not need.
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
             t = due;
             let head = opts.mix.pick(&mut rng);
             issue(&ctx, &mut tasks, due, head, opts.max_connections);
@@ -269,7 +276,7 @@ fn issue(
         }
         {
             let mut pool = crate::lock(&ctx.pool);
-            let reusable = sender.as_mut().is_some_and(|s| !s.is_closed());
+            let reusable = sender.as_ref().is_some_and(|s| !s.is_ended());
             match sender {
                 Some(s) if reusable => pool.idle.push(s),
                 _ => pool.open -= 1,
@@ -282,11 +289,16 @@ fn issue(
     });
 }
 
+/// How long a connect may take before the request counts as `UF`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest answer body read (longer fails the request as `UC`).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
 /// One request on the connection (reconnecting if needed); its outcome.
-async fn send(sender: &mut Option<Sender>, target: SocketAddr, head: &RequestHead) -> Outcome {
+async fn send(sender: &mut Option<H1Conn>, target: SocketAddr, head: &RequestHead) -> Outcome {
     let broken = Outcome::bare(0, ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
     if sender.as_mut().is_none_or(|s| s.is_closed()) {
-        match upstream::connect(target, Duration::from_secs(10), false).await {
+        match H1Conn::connect(target, CONNECT_TIMEOUT).await {
             Ok(s) => *sender = Some(s),
             Err(_) => return Outcome::bare(0, ResponseFlags::UPSTREAM_CONNECTION_FAILURE),
         }
@@ -294,19 +306,11 @@ async fn send(sender: &mut Option<Sender>, target: SocketAddr, head: &RequestHea
     let Some(s) = sender.as_mut() else {
         return broken;
     };
-    let Some(req) = http_util::upstream_request(head, Bytes::new(), &[]) else {
+    let Some(req) = h1client::render(head) else {
         return broken;
     };
-    match upstream::exchange(s, req, 64 * 1024 * 1024).await {
-        Ok((parts, _)) => {
-            if upstream::closes(&parts) {
-                *sender = None;
-            }
-            Outcome::bare(parts.status.as_u16(), ResponseFlags::NONE)
-        }
-        Err(_) => {
-            *sender = None;
-            broken
-        }
+    match s.exchange(&req, &*head.method == "HEAD", MAX_BODY).await {
+        Ok(status) => Outcome::bare(status, ResponseFlags::NONE),
+        Err(_) => broken,
     }
 }
