@@ -21,6 +21,7 @@ fn fifty_routes() -> CompiledMesh {
     let mut reg = Registry::default();
     let eps = (0..10)
         .map(|i| Endpoint {
+            name: format!("backend/-/{i}"),
             addr: EndpointAddr::Sim(i),
             labels: BTreeMap::from([("version".into(), if i < 8 { "v1" } else { "v2" }.into())]),
         })

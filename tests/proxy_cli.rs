@@ -268,3 +268,111 @@ fn the_readme_proxy_example_runs_as_written() {
         "TLS listener up"
     );
 }
+
+/// An upstream answering every request with `status`, keeping connections open; counts
+/// requests.
+fn upstream(status: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+                        if s.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// An endpoints-file change (an endpoint inserted ahead of the others) reloads the proxy and
+/// leaves the other hosts' state alone: the host ejected before it stays ejected.
+#[test]
+fn an_endpoints_file_change_keeps_other_hosts_ejected() {
+    use std::sync::atomic::Ordering;
+    let (bad, bad_hits) = upstream(503);
+    let (good1, _) = upstream(200);
+    let (good2, _) = upstream(200);
+    let (added, added_hits) = upstream(200);
+    let (port, admin) = (free_port(), free_port());
+    let dir = scratch("endpoints");
+    let cfg = dir.join("proxy.ron");
+    let eps = dir.join("endpoints.ron");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"Proxy(
+    listeners: [(name: "main", bind: "127.0.0.1:{port}")],
+    admin: "127.0.0.1:{admin}",
+    mesh: Mesh(destination_rules: [DestinationRule(host: "svc", traffic_policy: (
+        load_balancer: (simple: ROUND_ROBIN),
+        outlier_detection: (consecutive_5xx_errors: 1, interval: "10s",
+                            base_ejection_time: "60s", max_ejection_percent: 100),
+    ))]),
+)
+"#
+        ),
+    )
+    .expect("write");
+    let endpoints = |ports: &[u16]| {
+        let list: Vec<String> = ports
+            .iter()
+            .map(|p| format!(r#"(addr: "127.0.0.1:{p}", labels: {{"version": "v1"}})"#))
+            .collect();
+        format!("{{\"svc\": [{}]}}\n", list.join(", "))
+    };
+    std::fs::write(&eps, endpoints(&[bad, good1, good2])).expect("write");
+    let child = Command::new(env!("CARGO_BIN_EXE_meshtwin"))
+        .args(["proxy", "--config", cfg.to_str().expect("utf-8")])
+        .args([
+            "--endpoints",
+            eps.to_str().expect("utf-8"),
+            "--workers",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("proxy starts");
+    let _p = Proc(child);
+    wait_for("/ready", || {
+        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+    });
+    // Round robin reaches the bad host within three requests; its first 503 ejects it.
+    for _ in 0..6 {
+        assert!(get(port, "svc", "/").is_some());
+    }
+    let ejected_at = bad_hits.load(Ordering::SeqCst);
+    assert_eq!(ejected_at, 1, "one 503, then ejected");
+    std::fs::write(&eps, endpoints(&[added, bad, good1, good2])).expect("write");
+    wait_for("the endpoints-file reload", || {
+        get(port, "svc", "/").is_some_and(|r| r.0 == 200) && added_hits.load(Ordering::SeqCst) > 0
+    });
+    for _ in 0..12 {
+        assert_eq!(get(port, "svc", "/").map(|r| r.0), Some(200));
+    }
+    assert_eq!(
+        bad_hits.load(Ordering::SeqCst),
+        ejected_at,
+        "the ejected host was used again after the reload"
+    );
+}

@@ -91,6 +91,10 @@ pub struct TlsFiles {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
+    /// Name, unique within the service and version; default: the address. A reload keeps the
+    /// state (ejection, connections, balancing) of every endpoint whose name it keeps.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Socket address.
     pub addr: SocketAddr,
     /// Labels such as `version`.
@@ -179,7 +183,7 @@ impl ProxyConfig {
             };
             ConfigFileError::File(sim_core::load::mesh_error(&file, &text, &e))
         })?;
-        config.compile(&file)?;
+        config.compile(&file, None)?;
         Ok(config)
     }
 
@@ -190,6 +194,11 @@ impl ProxyConfig {
             let endpoints = eps
                 .iter()
                 .map(|e| Endpoint {
+                    name: format!(
+                        "{service}/{}/{}",
+                        e.labels.get("version").map_or("-", String::as_str),
+                        e.name.clone().unwrap_or_else(|| e.addr.to_string())
+                    ),
                     addr: EndpointAddr::Socket(e.addr),
                     labels: e.labels.clone(),
                 })
@@ -200,9 +209,19 @@ impl ProxyConfig {
     }
 
     /// The compiled mesh; an undefined subset is an error here, as in `meshtwin validate`.
-    pub fn compile(&self, file: &str) -> Result<CompiledMesh, ConfigFileError> {
-        let mesh = CompiledMesh::compile(&self.mesh, &self.registry())
-            .map_err(|e| ConfigFileError::Mesh(e, file.to_owned()))?;
+    /// With `running` (a reload), the next generation of the running mesh, so the proxy keeps
+    /// the state of every cluster and endpoint that stays.
+    pub fn compile(
+        &self,
+        file: &str,
+        running: Option<&CompiledMesh>,
+    ) -> Result<CompiledMesh, ConfigFileError> {
+        let registry = self.registry();
+        let mesh = match running {
+            Some(r) => CompiledMesh::compile_next(&self.mesh, &registry, r),
+            None => CompiledMesh::compile(&self.mesh, &registry),
+        }
+        .map_err(|e| ConfigFileError::Mesh(e, file.to_owned()))?;
         if let Some(w) = mesh.warnings().first() {
             return Err(ConfigFileError::Invalid(format!("{file}: mesh.{w}")));
         }

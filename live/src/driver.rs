@@ -333,17 +333,26 @@ impl ProxyHandle {
         self.shared.clone().spawn_all(work);
     }
 
-    /// Swaps in a new mesh; requests in flight finish on the routes they chose.
-    pub fn reload(&self, mesh: Arc<CompiledMesh>) {
+    /// Swaps in a new mesh, a later generation of the running one
+    /// (`CompiledMesh::compile_next`): requests in flight finish on the routes they chose, and
+    /// every cluster's and endpoint's state (pools, ejections, balancing) carries over for what
+    /// stayed. A mesh of another lineage is refused and the running one kept.
+    pub fn reload(&self, mesh: Arc<CompiledMesh>) -> Result<(), proxy_engine::ApplyError> {
         let mut st = self.shared.lock();
         let now = self.shared.clock.now();
-        let fresh = recorder(mesh.clone(), self.shared.opts.window);
+        st.engine.apply_config(now, mesh.clone())?;
+        let fresh = recorder(mesh, self.shared.opts.window);
         let old = std::mem::replace(&mut st.metrics, fresh);
         st.earlier.push(old);
-        st.engine.apply_config(now, mesh);
         let work = self.shared.drain(&mut st, now, None);
         drop(st);
         self.shared.clone().spawn_all(work);
+        Ok(())
+    }
+
+    /// The mesh the proxy runs (the one to compile the next generation from).
+    pub fn mesh(&self) -> Arc<CompiledMesh> {
+        self.shared.lock().engine.config().clone()
     }
 
     /// A snapshot of what the proxy measured under its current mesh: every outcome is a hop

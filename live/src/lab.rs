@@ -94,6 +94,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         };
         let inst = Instance::start(model, seed, epoch).await?;
         endpoints.entry(spec.service).or_default().push(Endpoint {
+            name: spec.name(),
             addr: EndpointAddr::Socket(inst.addr),
             labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
         });

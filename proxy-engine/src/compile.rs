@@ -14,7 +14,7 @@ use crate::mesh::{
     RouteId, WeightedCluster,
 };
 use crate::policy::{Budget, Limits, OutlierSpec, RetryPolicy, TokenBucketSpec};
-use crate::registry::{EndpointAddr, EndpointId, Registry};
+use crate::registry::{EndpointId, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -24,32 +24,20 @@ impl CompiledMesh {
     /// Every registry service gets a default route (`service/default`) to all its endpoints,
     /// used when no virtual service claims its host.
     pub fn compile(config: &MeshConfig, registry: &Registry) -> Result<CompiledMesh, ConfigError> {
-        let mut b = Builder::new(config, registry)?;
-        for (i, vs) in config.virtual_services.iter().enumerate() {
-            b.add_virtual_service(i, vs)?;
-        }
-        for (s, svc) in registry.services.iter().enumerate() {
-            if !b
-                .mesh
-                .hosts
-                .contains_key(svc.name.to_ascii_lowercase().as_str())
-            {
-                let cluster = b.cluster_for(s, None)?;
-                let action = RouteAction::Forward(vec![WeightedCluster {
-                    cumulative: 1,
-                    cluster: Some(cluster),
-                }]);
-                let retry = Some(Arc::new(RetryPolicy::istio_default()));
-                let name = format!("{}/default", svc.name);
-                let id = b.push_route(CompiledRoute::plain(name, action, retry));
-                let table = HostTable::new(vec![id], &b.mesh.routes);
-                b.mesh
-                    .hosts
-                    .insert(svc.name.to_ascii_lowercase().into(), table);
-            }
-        }
-        b.add_unmatched_routes();
-        Ok(b.mesh)
+        Builder::build(config, registry, None)
+    }
+
+    /// Compiles the next generation of `previous`'s lineage: like `compile`, but every cluster
+    /// (by name) and endpoint (by stable instance name) that `previous` knows keeps its id, new
+    /// ones get ids never used before, and removed ones keep their slot as tombstones. A proxy
+    /// given the result with `Proxy::apply_config` keeps its per-cluster and per-endpoint state
+    /// (pools, ejections, balancing) for everything that stayed.
+    pub fn compile_next(
+        config: &MeshConfig,
+        registry: &Registry,
+        previous: &CompiledMesh,
+    ) -> Result<CompiledMesh, ConfigError> {
+        Builder::build(config, registry, Some(previous))
     }
 }
 
@@ -125,16 +113,60 @@ struct Builder<'a> {
     config: &'a MeshConfig,
     registry: &'a Registry,
     mesh: CompiledMesh,
+    /// Clusters built by this compile, by name.
     cluster_ids: BTreeMap<String, ClusterId>,
-    /// Per registry service, the index of its first endpoint in `mesh.endpoints`.
-    first_endpoint: Vec<u32>,
+    /// Clusters built by this compile, by id (`None`: not built, a tombstone if earlier).
+    built: Vec<Option<Cluster>>,
+    /// Per registry service, its endpoints' ids in registry order.
+    service_endpoints: Vec<Vec<EndpointId>>,
+    /// The generation this one follows.
+    previous: Option<&'a CompiledMesh>,
     /// Destination rule index per host.
     rules: BTreeMap<&'a str, usize>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(config: &'a MeshConfig, registry: &'a Registry) -> Result<Self, ConfigError> {
+    fn build(
+        config: &'a MeshConfig,
+        registry: &'a Registry,
+        previous: Option<&'a CompiledMesh>,
+    ) -> Result<CompiledMesh, ConfigError> {
+        let mut b = Builder::new(config, registry, previous)?;
+        for (i, vs) in config.virtual_services.iter().enumerate() {
+            b.add_virtual_service(i, vs)?;
+        }
+        for (s, svc) in registry.services.iter().enumerate() {
+            if !b
+                .mesh
+                .hosts
+                .contains_key(svc.name.to_ascii_lowercase().as_str())
+            {
+                let cluster = b.cluster_for(s, None)?;
+                let action = RouteAction::Forward(vec![WeightedCluster {
+                    cumulative: 1,
+                    cluster: Some(cluster),
+                }]);
+                let retry = Some(Arc::new(RetryPolicy::istio_default()));
+                let name = format!("{}/default", svc.name);
+                let id = b.push_route(CompiledRoute::plain(name, action, retry));
+                let table = HostTable::new(vec![id], &b.mesh.routes);
+                b.mesh
+                    .hosts
+                    .insert(svc.name.to_ascii_lowercase().into(), table);
+            }
+        }
+        b.add_unmatched_routes();
+        Ok(b.finish())
+    }
+
+    fn new(
+        config: &'a MeshConfig,
+        registry: &'a Registry,
+        previous: Option<&'a CompiledMesh>,
+    ) -> Result<Self, ConfigError> {
         let mut mesh = CompiledMesh {
+            ids: previous.map(|p| p.ids.clone()).unwrap_or_default(),
+            generation: previous.map_or(0, |p| p.generation + 1),
             hosts: HashMap::default(),
             routes: Vec::new(),
             clusters: Vec::new(),
@@ -149,9 +181,10 @@ impl<'a> Builder<'a> {
                 .transpose()?,
         };
         let mut dest_ids: BTreeMap<DestinationName, DestinationId> = BTreeMap::new();
-        let mut first_endpoint = Vec::with_capacity(registry.services.len());
+        let mut service_endpoints = Vec::with_capacity(registry.services.len());
+        let mut slots: Vec<Option<CompiledEndpoint>> = vec![None; mesh.ids.endpoints.len()];
         for svc in &registry.services {
-            first_endpoint.push(mesh.endpoints.len() as u32);
+            let mut ids = Vec::with_capacity(svc.endpoints.len());
             for ep in &svc.endpoints {
                 let name = DestinationName {
                     service: svc.name.clone(),
@@ -166,18 +199,61 @@ impl<'a> Builder<'a> {
                     mesh.destinations.push(name);
                     next
                 });
-                mesh.endpoints.push(CompiledEndpoint {
+                let name: Arc<str> = Arc::from(ep.name.as_str());
+                let next = EndpointId(mesh.ids.endpoints.len() as u32);
+                let ep_id = *mesh.ids.endpoints.entry(name.clone()).or_insert(next);
+                if slots.len() <= ep_id.0 as usize {
+                    slots.resize(ep_id.0 as usize + 1, None);
+                }
+                let slot = &mut slots[ep_id.0 as usize];
+                if slot.is_some() {
+                    return Err(ConfigError::Invalid {
+                        field: format!("endpoints ({})", svc.name),
+                        message: format!("endpoint `{name}` is listed twice"),
+                    });
+                }
+                *slot = Some(CompiledEndpoint {
+                    name,
                     addr: ep.addr,
                     destination: id,
                 });
+                ids.push(ep_id);
             }
+            service_endpoints.push(ids);
         }
+        // Endpoints of the lineage this generation no longer has keep their slots.
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let Some(old) = previous.and_then(|p| p.endpoints.get(i)) else {
+                continue; // unreachable: every id in the book has an endpoint
+            };
+            let name = previous
+                .map(|p| p.destinations[old.destination.0 as usize].clone())
+                .unwrap_or_else(|| DestinationName {
+                    service: String::new(),
+                    version: String::new(),
+                });
+            let next = DestinationId(mesh.destinations.len() as u32);
+            let id = *dest_ids.entry(name.clone()).or_insert_with(|| {
+                mesh.destinations.push(name);
+                next
+            });
+            *slot = Some(CompiledEndpoint {
+                destination: id,
+                ..old.clone()
+            });
+        }
+        mesh.endpoints = slots.into_iter().flatten().collect();
         let mut b = Builder {
             config,
             registry,
             mesh,
             cluster_ids: BTreeMap::new(),
-            first_endpoint,
+            built: Vec::new(),
+            service_endpoints,
+            previous,
             rules: BTreeMap::new(),
         };
         for (i, dr) in config.destination_rules.iter().enumerate() {
@@ -197,8 +273,8 @@ impl<'a> Builder<'a> {
             });
         }
         // Compile every policy once here so errors name the rule, not a route using it.
-        let addrs = self.addrs(service, None);
-        let lb = |field: String, s: Option<&LoadBalancerSettings>, addrs: &[EndpointAddr]| {
+        let addrs = self.names(service, None);
+        let lb = |field: String, s: Option<&LoadBalancerSettings>, addrs: &[&str]| {
             LbPolicy::compile(s, addrs)
                 .map(|_| ())
                 .map_err(|message| ConfigError::Invalid { field, message })
@@ -226,7 +302,7 @@ impl<'a> Builder<'a> {
             if let Some(p) = &s.traffic_policy {
                 Resilience::compile(&format!("{at}.subsets[{j}].traffic_policy"), Some(p), None)?;
             }
-            let addrs = self.addrs(service, Some(&s.labels));
+            let addrs = self.names(service, Some(&s.labels));
             lb(
                 format!("{at}.subsets[{j}].traffic_policy.load_balancer"),
                 own,
@@ -258,8 +334,12 @@ impl<'a> Builder<'a> {
             })
     }
 
+    /// The registry indices of `service`'s endpoints that carry `labels` (all without), in
+    /// endpoint-id order: the order a cluster keeps its hosts in (registry order in a first
+    /// compile; in a later generation, new endpoints come after those that stayed).
     fn members(&self, service: usize, labels: Option<&BTreeMap<String, String>>) -> Vec<usize> {
-        self.registry.services[service]
+        let ids = &self.service_endpoints[service];
+        let mut m: Vec<usize> = self.registry.services[service]
             .endpoints
             .iter()
             .enumerate()
@@ -267,18 +347,17 @@ impl<'a> Builder<'a> {
                 labels.is_none_or(|l| l.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
             })
             .map(|(i, _)| i)
-            .collect()
+            .collect();
+        m.sort_by_key(|&i| ids[i]);
+        m
     }
 
-    fn addrs(
-        &self,
-        service: usize,
-        labels: Option<&BTreeMap<String, String>>,
-    ) -> Vec<EndpointAddr> {
+    /// The stable names of the endpoints `members` gives, in the same order.
+    fn names(&self, service: usize, labels: Option<&BTreeMap<String, String>>) -> Vec<&'a str> {
         let eps = &self.registry.services[service].endpoints;
         self.members(service, labels)
             .into_iter()
-            .map(|i| eps[i].addr)
+            .map(|i| eps[i].name.as_str())
             .collect()
     }
 
@@ -319,19 +398,22 @@ impl<'a> Builder<'a> {
         let field = format!("destination_rules (host {})", svc.name);
         let resilience = Resilience::compile(&field, rule_policy, subset_policy)?;
         let members = self.members(service, labels);
-        let first = self.first_endpoint[service];
         let endpoints: Vec<EndpointId> = members
             .iter()
-            .map(|&i| EndpointId(first + i as u32))
+            .map(|&i| self.service_endpoints[service][i])
             .collect();
-        let addrs = self.addrs(service, labels);
+        let addrs = self.names(service, labels);
         // Checked in `check_rule`; a failure here would be a bug, reported as config error.
         let lb = LbPolicy::compile(settings, &addrs).map_err(|message| ConfigError::Invalid {
             field: format!("destination_rules (host {})", svc.name),
             message,
         })?;
-        let id = ClusterId(self.mesh.clusters.len() as u32);
-        self.mesh.clusters.push(Cluster {
+        let next = ClusterId(self.mesh.ids.clusters.len() as u32);
+        let id = *self.mesh.ids.clusters.entry(name.clone()).or_insert(next);
+        if self.built.len() <= id.0 as usize {
+            self.built.resize(id.0 as usize + 1, None);
+        }
+        self.built[id.0 as usize] = Some(Cluster {
             name: name.clone(),
             endpoints,
             lb,
@@ -388,6 +470,38 @@ impl<'a> Builder<'a> {
         }
         let id = self.push_route(CompiledRoute::unmatched("(unknown host)".into()));
         self.mesh.unknown_host = Some(id);
+    }
+
+    /// The mesh, with every cluster of the lineage in its id's slot: built by this compile,
+    /// or a tombstone of an earlier generation's (no endpoints).
+    fn finish(mut self) -> CompiledMesh {
+        let count = self.mesh.ids.clusters.len();
+        self.built.resize(count, None);
+        self.mesh.clusters = self
+            .built
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                c.or_else(|| {
+                    let old = self.previous?.clusters.get(i)?;
+                    Some(Cluster {
+                        endpoints: Vec::new(),
+                        ..old.clone()
+                    })
+                })
+            })
+            .collect();
+        debug_assert_eq!(
+            self.mesh.clusters.len(),
+            count,
+            "a cluster id without a slot"
+        );
+        debug_assert_eq!(
+            self.mesh.endpoints.len(),
+            self.mesh.ids.endpoints.len(),
+            "an endpoint id without a slot"
+        );
+        self.mesh
     }
 
     fn push_route(&mut self, route: CompiledRoute) -> RouteId {

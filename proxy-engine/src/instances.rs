@@ -10,7 +10,7 @@
 //! only for the ones traffic reached.
 
 use crate::mesh::CompiledMesh;
-use crate::registry::{EndpointAddr, EndpointId};
+use crate::registry::EndpointId;
 use crate::time::{Nanos, Time};
 use crate::types::{EngineEvent, Outcome};
 use crate::window::WindowLatency;
@@ -119,25 +119,12 @@ impl InstanceTable {
     pub fn finish(mut self, mesh: &CompiledMesh) -> Vec<(String, InstanceStats)> {
         let last = self.last;
         self.end_at(last);
-        let mut index_in_destination = vec![0u32; mesh.destinations().len()];
-        let mut names = Vec::with_capacity(mesh.endpoints().len());
-        for e in mesh.endpoints() {
-            let d = e.destination.0 as usize;
-            let k = index_in_destination.get(d).copied().unwrap_or(0);
-            if let Some(n) = index_in_destination.get_mut(d) {
-                *n += 1;
-            }
-            let dest = &mesh.destinations()[d];
-            names.push(match e.addr {
-                EndpointAddr::Sim(_) => format!("{}/{}/{k}", dest.service, dest.version),
-                EndpointAddr::Socket(a) => format!("{}/{}/{a}", dest.service, dest.version),
-            });
-        }
+        let names: Vec<&str> = mesh.endpoints().iter().map(|e| &*e.name).collect();
         let mut out: Vec<(String, InstanceStats)> = self
             .stats
             .into_iter()
             .enumerate()
-            .filter_map(|(i, s)| Some((names.get(i)?.clone(), *s?)))
+            .filter_map(|(i, s)| Some(((*names.get(i)?).to_owned(), *s?)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

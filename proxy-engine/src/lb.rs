@@ -9,13 +9,13 @@
 //!   A request without a hash key (header, cookie or parameter absent) gets a random endpoint,
 //!   as in Envoy.
 //!
-//! Ring and table positions derive from each endpoint's address, not its index, so removing an
-//! endpoint only moves the keys that were on it.
+//! Ring and table positions derive from each endpoint's stable instance name (the registry's
+//! `name`), not its index or address, so removing an endpoint only moves the keys that were on
+//! it, and a key lands on the same instance in the simulator and live.
 
 use crate::config::{ConsistentHash, LoadBalancerSettings, SimpleLb};
 use crate::hash::{hash64, mix64};
 use crate::matching::{cookie, query_param};
-use crate::registry::EndpointAddr;
 use crate::types::RequestHead;
 use rand::Rng;
 use std::sync::Arc;
@@ -81,19 +81,12 @@ pub enum LbPolicy {
 /// Why a load-balancer setting cannot be used; the string says what is wrong.
 pub type LbError = String;
 
-fn endpoint_key(addr: &EndpointAddr) -> String {
-    match addr {
-        EndpointAddr::Sim(i) => format!("sim:{i}"),
-        EndpointAddr::Socket(a) => a.to_string(),
-    }
-}
-
 impl LbPolicy {
     /// Compiles `settings` (None = Istio's default, `LEAST_REQUEST`) over endpoints with these
-    /// addresses.
+    /// stable names, in cluster order.
     pub fn compile(
         settings: Option<&LoadBalancerSettings>,
-        addrs: &[EndpointAddr],
+        names: &[&str],
     ) -> Result<LbPolicy, LbError> {
         let Some(s) = settings else {
             return Ok(LbPolicy::LeastRequest);
@@ -109,7 +102,7 @@ impl LbPolicy {
                 | SimpleLb::LeastConn
                 | SimpleLb::Passthrough => LbPolicy::LeastRequest,
             }),
-            (None, Some(ch)) => compile_hash(ch, addrs),
+            (None, Some(ch)) => compile_hash(ch, names),
         }
     }
 
@@ -158,7 +151,7 @@ impl LbPolicy {
     }
 }
 
-fn compile_hash(ch: &ConsistentHash, addrs: &[EndpointAddr]) -> Result<LbPolicy, LbError> {
+fn compile_hash(ch: &ConsistentHash, names: &[&str]) -> Result<LbPolicy, LbError> {
     let mut keys = Vec::new();
     if let Some(h) = &ch.http_header_name {
         keys.push(HashKey::Header(h.to_ascii_lowercase().into()));
@@ -177,7 +170,6 @@ fn compile_hash(ch: &ConsistentHash, addrs: &[EndpointAddr]) -> Result<LbPolicy,
         0 => return Err("consistent_hash needs one key: http_header_name, http_cookie, use_source_ip or http_query_parameter_name".into()),
         _ => return Err("consistent_hash takes exactly one key source".into()),
     };
-    let names: Vec<String> = addrs.iter().map(endpoint_key).collect();
     if let Some(m) = &ch.maglev {
         if ch.ring_hash.is_some() {
             return Err("set only one of `ring_hash` and `maglev`".into());
@@ -190,7 +182,7 @@ fn compile_hash(ch: &ConsistentHash, addrs: &[EndpointAddr]) -> Result<LbPolicy,
         }
         return Ok(LbPolicy::Maglev {
             key,
-            table: maglev_table(&names, size as usize).into(),
+            table: maglev_table(names, size as usize).into(),
         });
     }
     let min = ch
@@ -206,12 +198,12 @@ fn compile_hash(ch: &ConsistentHash, addrs: &[EndpointAddr]) -> Result<LbPolicy,
     }
     Ok(LbPolicy::RingHash {
         key,
-        ring: ring(&names, min).into(),
+        ring: ring(names, min).into(),
     })
 }
 
 /// Each endpoint appears `ceil(min / n)` times, at `hash("{name}_{j}")`.
-fn ring(names: &[String], min: u64) -> Vec<(u64, u32)> {
+fn ring(names: &[&str], min: u64) -> Vec<(u64, u32)> {
     if names.is_empty() {
         return Vec::new();
     }
@@ -230,7 +222,7 @@ fn ring(names: &[String], min: u64) -> Vec<(u64, u32)> {
 
 /// Maglev population (Eisenbud et al. 2016): each endpoint walks its own permutation of the
 /// table, taking turns, until every slot is filled.
-fn maglev_table(names: &[String], size: usize) -> Vec<u32> {
+fn maglev_table(names: &[&str], size: usize) -> Vec<u32> {
     const EMPTY: u32 = u32::MAX;
     if names.is_empty() {
         return Vec::new();
@@ -274,17 +266,18 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    fn addrs(ids: impl IntoIterator<Item = u32>) -> Vec<EndpointAddr> {
-        ids.into_iter().map(EndpointAddr::Sim).collect()
+    fn addrs(ids: impl IntoIterator<Item = u32>) -> Vec<String> {
+        ids.into_iter().map(|i| format!("svc/v1/{i}")).collect()
     }
 
-    fn hash_policy(maglev: bool, n: &[EndpointAddr]) -> LbPolicy {
+    fn hash_policy(maglev: bool, n: &[String]) -> LbPolicy {
         let ch = ConsistentHash {
             http_header_name: Some("x-user".into()),
             maglev: maglev.then(Default::default),
             ..Default::default()
         };
-        compile_hash(&ch, n).expect("valid")
+        let names: Vec<&str> = n.iter().map(String::as_str).collect();
+        compile_hash(&ch, &names).expect("valid")
     }
 
     fn pick_for(p: &LbPolicy, n: usize, user: &str) -> usize {
@@ -347,7 +340,7 @@ mod tests {
     #[test]
     fn bad_hash_settings_are_rejected() {
         let none = ConsistentHash::default();
-        assert!(compile_hash(&none, &addrs(0..2)).is_err());
+        assert!(compile_hash(&none, &["a", "b"]).is_err());
         let not_prime = ConsistentHash {
             use_source_ip: true,
             maglev: Some(crate::config::Maglev {
@@ -355,7 +348,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(compile_hash(&not_prime, &addrs(0..2))
+        assert!(compile_hash(&not_prime, &["a", "b"])
             .expect_err("not a prime")
             .contains("prime"));
     }

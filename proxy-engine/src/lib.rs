@@ -35,7 +35,7 @@ pub mod window;
 
 pub use config::MeshConfig;
 pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};
-pub use proxy::{Decision, Proxy, ProxyRole};
+pub use proxy::{ApplyError, Decision, Proxy, ProxyRole};
 pub use registry::{Endpoint, EndpointAddr, EndpointId, Registry};
 pub use time::{Nanos, Time};
 pub use types::{

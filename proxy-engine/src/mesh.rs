@@ -275,6 +275,8 @@ pub struct Cluster {
 /// One endpoint as the engine sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledEndpoint {
+    /// Its stable instance name (the registry's).
+    pub name: Arc<str>,
     /// Where it lives.
     pub addr: EndpointAddr,
     /// Its (service, version) destination.
@@ -347,9 +349,49 @@ pub struct CompiledMesh {
     /// The route reports name for a request to a host the mesh does not know
     /// (`(unknown host)`, a 404 `NR`); never matched.
     pub(crate) unknown_host: Option<RouteId>,
+    /// The stable ids of this mesh's lineage (see `compile_next`).
+    pub(crate) ids: IdBook,
+    /// 0 for a first compile, one more than its predecessor's for `compile_next`.
+    pub(crate) generation: u64,
+}
+
+/// The stable ids of one lineage of compiled meshes: every cluster and endpoint name compiled
+/// so far, with its id. Ids are handed out in sequence and never given to another name, so
+/// an id means the same cluster or endpoint in every generation of the lineage, and per-proxy
+/// state indexed by id stays where it belongs across a reload. A cluster or endpoint that a
+/// generation no longer has keeps its slot there as a tombstone (the cluster with no
+/// endpoints, the endpoint in no cluster): never picked, still named in reports.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct IdBook {
+    pub(crate) clusters: std::collections::BTreeMap<String, ClusterId>,
+    pub(crate) endpoints: std::collections::BTreeMap<Arc<str>, EndpointId>,
 }
 
 impl CompiledMesh {
+    /// Which generation of its lineage this mesh is: 0 for `compile`, one more than its
+    /// predecessor's for `compile_next`.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether `self` is a later generation of `earlier`'s lineage: every cluster and endpoint
+    /// name of `earlier` has the same id here (so per-proxy state indexed by id carries over).
+    pub fn succeeds(&self, earlier: &CompiledMesh) -> bool {
+        self.generation > earlier.generation
+            && self.clusters.len() >= earlier.clusters.len()
+            && self.endpoints.len() >= earlier.endpoints.len()
+            && earlier
+                .ids
+                .clusters
+                .iter()
+                .all(|(name, id)| self.ids.clusters.get(name) == Some(id))
+            && earlier
+                .ids
+                .endpoints
+                .iter()
+                .all(|(name, id)| self.ids.endpoints.get(name) == Some(id))
+    }
+
     /// The route a request to `host` that matched nothing is reported under: the host's
     /// `host/(no route)`, or `(unknown host)`. A report row, not a route: the answer is 404 `NR`.
     pub fn unmatched_route(&self, host: &str) -> Option<RouteId> {
@@ -433,6 +475,7 @@ mod tests {
     fn registry() -> Registry {
         let mut r = Registry::default();
         let ep = |i: u32, v: &str| Endpoint {
+            name: format!("backend/{v}/{i}"),
             addr: EndpointAddr::Sim(i),
             labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
         };

@@ -649,6 +649,7 @@ mod tests {
         let config: crate::MeshConfig = options.from_str(text).unwrap_or_else(|e| panic!("{e}"));
         let mut reg = crate::Registry::default();
         let ep = |i: u32, v: &str| crate::Endpoint {
+            name: format!("reviews/{v}/{}", i.saturating_sub(1)),
             addr: crate::EndpointAddr::Sim(i),
             labels: [("version".to_owned(), v.to_owned())].into(),
         };

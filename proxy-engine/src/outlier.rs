@@ -6,9 +6,12 @@
 //! Istio `pilot/pkg/networking/core/cluster_traffic_policy.go`).
 //!
 //! **Invariant:** `ejected` equals the number of hosts with `ejected_at` set, and
-//! `100 · ejected ≤ max_ejection_percent · hosts` whenever a host is ejected.
+//! `100 · ejected ≤ max_ejection_percent · hosts` whenever a host is ejected — unless a reload
+//! removed hosts (`remap`): hosts already ejected stay so until their time is up, as in Envoy,
+//! and the limit holds again once enough have returned (`within_limit`).
 
 use crate::policy::OutlierSpec;
+use crate::registry::EndpointId;
 use crate::time::{Nanos, Time};
 
 /// A change of a host's ejection state.
@@ -40,6 +43,9 @@ pub struct Detector {
     ejected: u32,
     /// The next interval tick, when armed.
     tick: Option<Time>,
+    /// A reload removed hosts and left more ejected than the limit allows (until enough
+    /// return).
+    relaxed: bool,
 }
 
 impl Detector {
@@ -50,7 +56,45 @@ impl Detector {
             hosts: vec![Host::default(); hosts],
             ejected: 0,
             tick: None,
+            relaxed: false,
         }
+    }
+
+    /// This detector for its cluster after a reload changed the hosts from `old` to `new`
+    /// (endpoint ids in cluster order, both sorted by id, as clusters keep them): a host that
+    /// stays keeps its counters, ejection and multiplier; a new host starts clean; a removed
+    /// host's state is dropped.
+    pub fn remap(&self, old: &[EndpointId], new: &[EndpointId]) -> Detector {
+        let hosts: Vec<Host> = new
+            .iter()
+            .map(|id| {
+                old.binary_search(id)
+                    .ok()
+                    .and_then(|i| self.hosts.get(i).cloned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let ejected = hosts.iter().filter(|h| h.ejected_at.is_some()).count() as u32;
+        let mut d = Detector {
+            spec: self.spec,
+            hosts,
+            ejected,
+            tick: self.tick,
+            relaxed: false,
+        };
+        d.relaxed = !d.fits();
+        d
+    }
+
+    fn fits(&self) -> bool {
+        let n = self.hosts.len() as u64;
+        100 * u64::from(self.ejected) <= u64::from(self.spec.max_ejection_percent) * n
+    }
+
+    /// Whether the ejection limit holds: `100 · ejected ≤ max_ejection_percent · hosts`, or
+    /// every ejection predates a reload that removed hosts (see the module invariant).
+    pub fn within_limit(&self) -> bool {
+        self.relaxed || self.fits()
     }
 
     /// Its configuration.
@@ -177,6 +221,7 @@ impl Detector {
             busy |= h.ejected_at.is_some() || h.backoff > 0;
         }
         self.tick = busy.then(|| at + spec.interval);
+        self.relaxed &= !self.fits();
         changes
     }
 }

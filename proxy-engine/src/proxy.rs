@@ -217,6 +217,22 @@ pub struct Proxy {
     actions: VecDeque<Action>,
 }
 
+/// Why a proxy refused a new mesh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The mesh is not a later generation of the one the proxy runs.
+    #[error(
+        "the new mesh (generation {new}) is not a later generation of the running one \
+         (generation {current}); compile it with `CompiledMesh::compile_next` from the running mesh"
+    )]
+    NotASuccessor {
+        /// The running mesh's generation.
+        current: u64,
+        /// The refused mesh's generation.
+        new: u64,
+    },
+}
+
 impl Proxy {
     /// A proxy running `config`, drawing randomness from a ChaCha stream seeded with `seed`.
     pub fn new(config: Arc<CompiledMesh>, role: ProxyRole, seed: u64) -> Proxy {
@@ -241,7 +257,7 @@ impl Proxy {
             next_attempt: 0,
             actions: VecDeque::new(),
         };
-        p.size_tables();
+        p.size_tables(None);
         p
     }
 
@@ -276,7 +292,7 @@ impl Proxy {
                 .clusters()
                 .get(i)
                 .map_or(0, |c| c.endpoints.len() as u64);
-            if 100 * u64::from(d.ejected()) > u64::from(d.spec().max_ejection_percent) * hosts {
+            if !d.within_limit() {
                 return Err(format!(
                     "cluster {i}: {} of {hosts} hosts ejected, over {}%",
                     d.ejected(),
@@ -295,7 +311,11 @@ impl Proxy {
         Ok(())
     }
 
-    fn size_tables(&mut self) {
+    /// Sizes the per-cluster and per-endpoint state for the current mesh. With `previous` (the
+    /// mesh it replaced, of the same lineage: ids mean the same things), state carries over:
+    /// active counts, retry slots and pools by id; a cluster's round-robin cursor when its
+    /// hosts are unchanged; its outlier detector, host by host, when its settings are.
+    fn size_tables(&mut self, previous: Option<&CompiledMesh>) {
         // Per-endpoint and per-cluster counters never shrink: requests that started under an
         // earlier mesh still count against them until they end.
         let endpoints = self.config.endpoints().len();
@@ -303,21 +323,31 @@ impl Proxy {
             self.active.resize(endpoints, 0);
         }
         let clusters = self.config.clusters();
-        self.rr = vec![None; clusters.len()];
+        let before = |i: usize| previous.and_then(|p| p.clusters().get(i));
+        let old_rr = std::mem::take(&mut self.rr);
+        self.rr = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match before(i) {
+                Some(b) if b.endpoints == c.endpoints => old_rr.get(i).copied().flatten(),
+                _ => None,
+            })
+            .collect();
         if self.retries_active.len() < clusters.len() {
             self.retries_active.resize(clusters.len(), 0);
         }
         self.pool
             .configure(clusters.iter().map(|c| (c.limits, c.http2)));
-        // Detectors keep their state across a reload when the cluster's detector is unchanged.
         let old = std::mem::take(&mut self.outliers);
         self.outliers = clusters
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let spec = c.outlier?;
-                match old.get(i).and_then(Option::as_ref) {
-                    Some(d) if *d.spec() == spec => Some(d.clone()),
+                match (old.get(i).and_then(Option::as_ref), before(i)) {
+                    (Some(d), Some(b)) if *d.spec() == spec => {
+                        Some(d.remap(&b.endpoints, &c.endpoints))
+                    }
                     _ => Some(Detector::new(spec, c.endpoints.len())),
                 }
             })
@@ -347,12 +377,22 @@ impl Proxy {
         self.now = self.now.max(now);
     }
 
-    /// Swaps in a new mesh. Requests in flight finish under the routes they already chose;
-    /// the endpoint set must be the same registry (connections are kept per endpoint).
-    pub fn apply_config(&mut self, now: Time, config: Arc<CompiledMesh>) {
+    /// Swaps in a new mesh, a later generation of the current one's lineage
+    /// (`CompiledMesh::compile_next`), so every id means what it meant: per-cluster and
+    /// per-endpoint state (pools, ejections, balancing, retry slots) carries over for what
+    /// stayed. Requests in flight finish under the routes they already chose. A mesh of
+    /// another lineage is refused and the current one kept.
+    pub fn apply_config(&mut self, now: Time, config: Arc<CompiledMesh>) -> Result<(), ApplyError> {
         self.advance(now);
-        self.config = config;
-        self.size_tables();
+        if !config.succeeds(&self.config) {
+            return Err(ApplyError::NotASuccessor {
+                current: self.config.generation(),
+                new: config.generation(),
+            });
+        }
+        let previous = std::mem::replace(&mut self.config, config);
+        self.size_tables(Some(&previous));
+        Ok(())
     }
 
     /// A new downstream request `req` (an id not already open on this proxy).
@@ -1311,6 +1351,7 @@ mod tests {
         let mut reg = Registry::default();
         let eps = (0..endpoints)
             .map(|i| Endpoint {
+                name: format!("backend/-/{i}"),
                 addr: EndpointAddr::Sim(i),
                 labels: BTreeMap::new(),
             })
@@ -1464,6 +1505,7 @@ mod tests {
     fn a_reload_that_removes_routes_and_clusters_leaves_requests_in_flight_alone() {
         let mut reg = Registry::default();
         let ep = |i: u32, v: &str| Endpoint {
+            name: format!("backend/{v}/{i}"),
             addr: EndpointAddr::Sim(i),
             labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
         };
@@ -1483,8 +1525,16 @@ mod tests {
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
         let config: MeshConfig = options.from_str(text).expect("parses");
         let before = CompiledMesh::compile(&config, &reg).expect("compiles");
-        let after = CompiledMesh::compile(&MeshConfig::default(), &reg).expect("compiles");
-        assert!(after.clusters().len() < before.clusters().len());
+        let after =
+            CompiledMesh::compile_next(&MeshConfig::default(), &reg, &before).expect("compiles");
+        // Removed clusters keep their slots as tombstones (no endpoints).
+        let live = |m: &CompiledMesh| {
+            m.clusters()
+                .iter()
+                .filter(|c| !c.endpoints.is_empty())
+                .count()
+        };
+        assert!(live(&after) < live(&before));
         let role = ProxyRole::Client {
             name: "test".into(),
         };
@@ -1495,7 +1545,8 @@ mod tests {
         let Some(Action::Connect { conn, .. }) = actions.first().cloned() else {
             panic!("{actions:?}")
         };
-        p.apply_config(Time(1), Arc::new(after));
+        p.apply_config(Time(1), Arc::new(after))
+            .expect("a later generation");
         p.handle_connected(Time(2), conn);
         let Some(Action::Send { attempt, .. }) = drain(&mut p).first().cloned() else {
             panic!("send")
@@ -1544,7 +1595,9 @@ mod tests {
         let mut p = proxy(1);
         let mut mesh = (**p.config()).clone();
         mesh.clusters[0].limits.idle_timeout = Some(Nanos::from_secs(1));
-        p.apply_config(Time(0), Arc::new(mesh));
+        mesh.generation += 1;
+        p.apply_config(Time(0), Arc::new(mesh))
+            .expect("a later generation");
         let (_, _, opened) = round_trip(&mut p, 0, 200);
         assert!(opened);
         assert_eq!(p.open_connections(), 1, "idle, kept");

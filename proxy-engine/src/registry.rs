@@ -21,6 +21,11 @@ pub enum EndpointAddr {
 /// One endpoint: an instance of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// Stable instance name, unique in the registry: `service/version/k` for a scenario's
+    /// instance k of a version; in a proxy config, `service/version/` and the endpoint's
+    /// configured name, else its address. A mesh compiled again keeps each name's
+    /// `EndpointId` (see `CompiledMesh::compile_next`), and reports name instances by it.
+    pub name: String,
     /// Where to send to.
     pub addr: EndpointAddr,
     /// Labels such as `version`, used by subsets.

@@ -20,6 +20,7 @@ fn proxy(lb: &str) -> Proxy {
     let mut reg = Registry::default();
     let eps = (0..8)
         .map(|i| Endpoint {
+            name: format!("backend/-/{i}"),
             addr: EndpointAddr::Sim(i),
             labels: BTreeMap::new(),
         })

@@ -18,6 +18,7 @@ fn proxy(endpoints: u32, route: HttpRoute, policy: Option<TrafficPolicy>) -> Pro
     let mut reg = Registry::default();
     let eps = (0..endpoints)
         .map(|i| Endpoint {
+            name: format!("backend/-/{i}"),
             addr: EndpointAddr::Sim(i),
             labels: BTreeMap::new(),
         })

@@ -97,6 +97,7 @@ fn mesh() -> Arc<CompiledMesh> {
     let config: MeshConfig = options.from_str(MESH).unwrap_or_else(|e| panic!("{e}"));
     let mut reg = Registry::default();
     let ep = |i: u32, v: &str| Endpoint {
+        name: format!("reviews/{v}/{i}"),
         addr: EndpointAddr::Sim(i),
         labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
     };
@@ -322,6 +323,7 @@ fn redirect_codes_envoy_cannot_send_are_rejected() {
     reg.add_service(
         "web",
         vec![Endpoint {
+            name: "web/-/0".into(),
             addr: EndpointAddr::Sim(0),
             labels: BTreeMap::new(),
         }],

@@ -53,8 +53,9 @@ pub fn registry(s: &Scenario) -> Registry {
     for (service, svc) in &s.services {
         let mut endpoints = Vec::new();
         for (version, model) in &svc.versions {
-            for _ in 0..model.instances {
+            for k in 0..model.instances {
                 endpoints.push(Endpoint {
+                    name: format!("{service}/{version}/{k}"),
                     addr: EndpointAddr::Sim(next),
                     labels: BTreeMap::from([("version".to_owned(), version.clone())]),
                 });

@@ -42,7 +42,7 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
     let file = args.config.display().to_string();
-    let mesh = Arc::new(config.compile(&file)?);
+    let mesh = Arc::new(config.compile(&file, None)?);
     let opts = DriverOptions {
         name: "proxy".into(),
         seed: args.seed,
@@ -136,14 +136,23 @@ fn reload(
     why: &str,
 ) {
     let file = args.config.display().to_string();
+    let running = handles.first().map(|(_, h)| h.mesh());
     let loaded = ProxyConfig::load(&args.config, args.endpoints.as_deref())
         .map_err(anyhow::Error::from)
-        .and_then(|c| Ok((c.compile(&file)?, serde_json::to_value(&c)?)));
+        .and_then(|c| {
+            Ok((
+                c.compile(&file, running.as_deref())?,
+                serde_json::to_value(&c)?,
+            ))
+        });
     match loaded {
         Ok((mesh, value)) => {
             let mesh = Arc::new(mesh);
-            for (_, h) in handles {
-                h.reload(mesh.clone());
+            for (name, h) in handles {
+                if let Err(e) = h.reload(mesh.clone()) {
+                    eprintln!("reload ({why}) of listener {name} refused: {e}");
+                    return;
+                }
             }
             if let Ok(mut j) = json.lock() {
                 *j = value;

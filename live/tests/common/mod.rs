@@ -109,6 +109,7 @@ pub async fn proxy_tls(
         let endpoints = eps
             .iter()
             .map(|(addr, v)| Endpoint {
+                name: format!("{name}/{v}/{addr}"),
                 addr: EndpointAddr::Socket(*addr),
                 labels: BTreeMap::from([("version".to_owned(), (*v).to_owned())]),
             })
