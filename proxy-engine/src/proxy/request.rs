@@ -1,0 +1,287 @@
+//! A downstream request's path through the proxy: route match, local rate limits, fault
+//! injection, direct responses and redirects, the weighted cluster pick and dispatch to an
+//! upstream attempt; local replies and the request's one completion.
+
+use super::balance::chance;
+use super::*;
+
+impl Proxy {
+    /// A new downstream request `req` (an id not already open on this proxy).
+    pub fn handle_request(&mut self, now: Time, req: RequestId, mut head: RequestHead) {
+        self.advance(now);
+        debug_assert!(
+            !self.requests.contains_key(&req),
+            "request id reused: {req:?}"
+        );
+        // Routed and forwarded with the path normalized, as Istio's default asks (see `path`).
+        if let Cow::Owned(normal) = crate::path::normalize(&head.path) {
+            head.path = Arc::from(normal);
+        }
+        let matched = self.match_route(&head);
+        // A request that matches nothing is still reported under a route, its host's
+        // `(no route)` one, so a 404 `NR` at any hop shows in the route table.
+        let reported = match matched {
+            Some((route, _)) => Some(route),
+            None => self.config.unmatched_route(head.host()),
+        };
+        self.requests.insert(
+            req,
+            Request {
+                config: self.config.clone(),
+                head,
+                route: reported,
+                block: matched.and_then(|m| m.1),
+                cluster: None,
+                endpoint: None,
+                attempts: 0,
+                attempt: None,
+                status: None,
+                flags: ResponseFlags::NONE,
+                delayed: None,
+                retry: None,
+                retries_left: 0,
+                interval: Nanos::ZERO,
+                tried: Vec::new(),
+                retry_held: false,
+                backing_off: false,
+                deadline: None,
+            },
+        );
+        let Some((route, _)) = matched else {
+            return self.local_reply(req, 404, ResponseFlags::NO_ROUTE_FOUND, Vec::new(), None);
+        };
+        if let Some(status) = self.rate_limited(route) {
+            let headers = vec![(Arc::from("x-envoy-ratelimited"), Arc::from("true"))];
+            let body = Some(Arc::from("local_rate_limited"));
+            return self.local_reply(req, status, ResponseFlags::RATE_LIMITED, headers, body);
+        }
+        let Some(fault) = self.config.route(route).fault else {
+            return self.dispatch(req);
+        };
+        // Envoy's fault filter: the delay and the abort are decided independently.
+        let delay = fault.delay.filter(|(_, ppm)| self.draw(*ppm));
+        let abort = fault
+            .abort
+            .filter(|(_, ppm)| self.draw(*ppm))
+            .map(|(s, _)| s);
+        match (delay, abort) {
+            (Some((d, _)), abort) => {
+                if let Some(r) = self.requests.get_mut(&req) {
+                    r.flags |= ResponseFlags::DELAY_INJECTED;
+                    r.delayed = Some(abort);
+                }
+                self.timers.after(now, d, Timer::FaultDelay(req));
+            }
+            (None, Some(status)) => {
+                self.local_reply(req, status, ResponseFlags::FAULT_INJECTED, Vec::new(), None)
+            }
+            (None, None) => self.dispatch(req),
+        }
+    }
+
+    /// The local rate limits (the proxy's, then the route's): `Some(status)` when a bucket is
+    /// empty.
+    pub(super) fn rate_limited(&mut self, route: RouteId) -> Option<u16> {
+        let now = self.now;
+        if let Some(b) = &mut self.bucket {
+            if !b.try_take(now) {
+                return Some(b.spec().status);
+            }
+        }
+        let spec = self.config.route(route).rate_limit?;
+        let slot = self.route_buckets.get_mut(route.0 as usize)?;
+        let b = slot.get_or_insert_with(|| TokenBucket::new(spec, now));
+        (!b.try_take(now)).then_some(spec.status)
+    }
+
+    /// True with probability `ppm` / 1 000 000; no draw for 0 % or 100 %.
+    pub(super) fn draw(&mut self, ppm: u32) -> bool {
+        chance(&mut self.rng, ppm)
+    }
+
+    /// Where `head` would go, without sending anything: the matched route, the weighted
+    /// cluster pick and the load balancer's endpoint pick — the same functions the request
+    /// path uses (fault injection and mirrors aside). Like a real pick it advances the
+    /// balancer's state (round-robin cursor, RNG).
+    pub fn decide(&mut self, head: &RequestHead) -> Decision {
+        let mut normal = Cow::Borrowed(head);
+        if let Cow::Owned(path) = crate::path::normalize(&head.path) {
+            normal.to_mut().path = Arc::from(path);
+        }
+        let head = &*normal;
+        let Some((route, block)) = self.match_route(head) else {
+            return Decision::NoRoute;
+        };
+        let config = self.config.clone();
+        let compiled = config.route(route);
+        let RouteAction::Forward(clusters) = &compiled.action else {
+            return Decision::LocalReply { route };
+        };
+        let Some(cluster) = self.pick_cluster(clusters) else {
+            return Decision::NoCluster { route };
+        };
+        let block = block.and_then(|b| compiled.matches.get(b as usize));
+        let forwarded = forwarded_head(head, compiled, block);
+        match self.pick_endpoint(&config, cluster, &forwarded) {
+            Some(endpoint) => Decision::Endpoint {
+                route,
+                cluster,
+                endpoint,
+            },
+            None => Decision::NoEndpoint { route, cluster },
+        }
+    }
+
+    /// First route (in order) of the request's host with a matching block, and that block.
+    pub(super) fn match_route(&self, head: &RequestHead) -> Option<(RouteId, Option<u32>)> {
+        let table = self.config.host_table(head.host())?;
+        table.find(&MatchInput::new(head))
+    }
+
+    /// Carries out the matched route's action for `req` (after any fault delay).
+    pub(super) fn dispatch(&mut self, req: RequestId) {
+        let Some((config, route_id, block, head)) = self
+            .requests
+            .get(&req)
+            .and_then(|r| Some((r.config.clone(), r.route?, r.block, r.head.clone())))
+        else {
+            return;
+        };
+        let route = config.route(route_id);
+        let clusters = match &route.action {
+            RouteAction::Redirect(redirect) => {
+                let location = redirect_location(&head, redirect);
+                let headers = vec![(Arc::from("location"), Arc::from(location))];
+                return self.local_reply(req, redirect.status, ResponseFlags::NONE, headers, None);
+            }
+            RouteAction::Direct { status, body } => {
+                return self.local_reply(
+                    req,
+                    *status,
+                    ResponseFlags::NONE,
+                    Vec::new(),
+                    body.clone(),
+                );
+            }
+            RouteAction::Forward(clusters) => clusters,
+        };
+        let Some(cluster) = self.pick_cluster(clusters) else {
+            return self.local_reply(req, 503, ResponseFlags::NO_CLUSTER_FOUND, Vec::new(), None);
+        };
+        let block = block.and_then(|b| route.matches.get(b as usize));
+        let head = forwarded_head(&head, route, block).into_owned();
+        for mirror in &route.mirrors {
+            if let Some(endpoint) = self.pick_mirror(mirror, &head) {
+                self.actions.push_back(Action::Mirror {
+                    req,
+                    endpoint,
+                    head: head.clone(),
+                });
+            }
+        }
+        let endpoint = self.pick_endpoint(&config, cluster, &head);
+        if let Some(r) = self.requests.get_mut(&req) {
+            r.cluster = Some(cluster);
+            r.head = head;
+            if let Some(policy) = &route.retry {
+                r.retries_left = policy.num_retries;
+                r.interval = policy.backoff_base;
+                r.retry = Some(policy.clone());
+            }
+        }
+        // The route timeout starts once the request is routed: fault delays do not count.
+        if let Some(t) = route.timeout {
+            self.timers.after(self.now, t, Timer::RouteTimeout(req));
+            if let Some(r) = self.requests.get_mut(&req) {
+                r.deadline = Some(self.now + t);
+            }
+        }
+        match endpoint {
+            Some(endpoint) => self.start_attempt(req, cluster, endpoint),
+            None => self.local_reply(
+                req,
+                503,
+                ResponseFlags::NO_HEALTHY_UPSTREAM,
+                Vec::new(),
+                None,
+            ),
+        }
+    }
+
+    /// The route timeout: whatever the request is doing (waiting for a connection or a
+    /// response, backing off), it ends with 504 `UT`, never retried.
+    pub(super) fn route_timeout(&mut self, req: RequestId) {
+        let Some(r) = self.requests.get(&req) else {
+            return;
+        };
+        if r.status.is_some() {
+            return; // the response is already on its way downstream
+        }
+        let (attempt, cluster) = (r.attempt, r.cluster);
+        if let Some(attempt) = attempt {
+            self.cancel_attempt(attempt, true);
+        }
+        if let Some(r) = self.requests.get_mut(&req) {
+            r.backing_off = false;
+        }
+        if let Some(cluster) = cluster {
+            self.release_retry(req, cluster);
+        }
+        let flags = ResponseFlags::UPSTREAM_REQUEST_TIMEOUT;
+        self.local_reply(req, 504, flags, Vec::new(), None);
+        self.pool_events();
+    }
+
+    /// Answers `req` locally, then completes it.
+    pub(super) fn local_reply(
+        &mut self,
+        req: RequestId,
+        status: u16,
+        flags: ResponseFlags,
+        headers: Vec<(Arc<str>, Arc<str>)>,
+        body: Option<Arc<str>>,
+    ) {
+        let all = flags
+            | self
+                .requests
+                .get(&req)
+                .map_or(ResponseFlags::NONE, |r| r.flags);
+        self.actions.push_back(Action::LocalReply {
+            req,
+            status,
+            flags: all,
+            headers,
+            body,
+        });
+        self.complete(req, status, flags);
+    }
+
+    /// Emits the one `Complete` for `req` and forgets it (releasing any retry slot).
+    pub(super) fn complete(&mut self, req: RequestId, status: u16, flags: ResponseFlags) {
+        let Some(r) = self.requests.remove(&req) else {
+            debug_assert!(false, "completing unknown request {req:?}");
+            return;
+        };
+        if r.retry_held {
+            if let Some(slots) = r
+                .cluster
+                .and_then(|c| self.retries_active.get_mut(c.0 as usize))
+            {
+                *slots = slots.saturating_sub(1);
+            }
+        }
+        let outcome = Outcome {
+            status,
+            flags: flags | r.flags,
+            attempts: r.attempts,
+            route: r.route,
+            cluster: r.cluster,
+            destination: r
+                .endpoint
+                .and_then(|e| r.config.endpoints().get(e.0 as usize))
+                .map(|e| e.destination),
+            endpoint: r.endpoint,
+        };
+        self.actions.push_back(Action::Complete { req, outcome });
+    }
+}

@@ -1,0 +1,316 @@
+//! Unit tests of the proxy state machine.
+
+use super::*;
+use crate::config::{DestinationRule, LoadBalancerSettings, MeshConfig, SimpleLb, TrafficPolicy};
+use crate::registry::{Endpoint, EndpointAddr, Registry};
+use std::collections::BTreeMap;
+
+/// A client proxy for service `backend` with `endpoints` endpoints, round robin.
+fn proxy(endpoints: u32) -> Proxy {
+    let mut reg = Registry::default();
+    let eps = (0..endpoints)
+        .map(|i| Endpoint {
+            name: format!("backend/-/{i}"),
+            addr: EndpointAddr::Sim(i),
+            labels: BTreeMap::new(),
+        })
+        .collect();
+    reg.add_service("backend", eps);
+    let config = MeshConfig {
+        destination_rules: vec![DestinationRule {
+            host: "backend".into(),
+            traffic_policy: Some(TrafficPolicy {
+                load_balancer: Some(LoadBalancerSettings {
+                    simple: Some(SimpleLb::RoundRobin),
+                    consistent_hash: None,
+                }),
+                ..Default::default()
+            }),
+            subsets: Vec::new(),
+        }],
+        ..Default::default()
+    };
+    let mesh = CompiledMesh::compile(&config, &reg).expect("compiles");
+    let role = ProxyRole::Client {
+        name: "test".into(),
+    };
+    Proxy::new(Arc::new(mesh), role, 7)
+}
+
+fn drain(p: &mut Proxy) -> Vec<Action> {
+    std::iter::from_fn(|| p.poll_action()).collect()
+}
+
+fn completed(actions: &[Action]) -> Vec<Outcome> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Complete { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs one request to completion against an upstream answering `status`; returns the
+/// endpoint chosen, the outcome, and whether a new connection was opened.
+fn round_trip(p: &mut Proxy, id: u64, status: u16) -> (EndpointId, Outcome, bool) {
+    let now = Time(id);
+    p.handle_request(now, RequestId(id), RequestHead::get("backend", "/"));
+    let mut actions = drain(p);
+    let mut opened = false;
+    if let Some(Action::Connect { conn, .. }) = actions.first().cloned() {
+        opened = true;
+        p.handle_connected(now, conn);
+        actions = drain(p);
+    }
+    let Some(Action::Send { attempt, .. }) = actions.first().cloned() else {
+        panic!("expected a send, got {actions:?}");
+    };
+    p.handle_response_head(now, attempt, ResponseHead { status });
+    p.handle_attempt_end(now, attempt, AttemptEnd::Done);
+    let actions = drain(p);
+    assert!(matches!(actions[0], Action::Forward { .. }));
+    let outcomes = completed(&actions);
+    assert_eq!(outcomes.len(), 1);
+    let endpoint = outcomes[0].endpoint.expect("an endpoint was used");
+    (endpoint, outcomes[0], opened)
+}
+
+#[test]
+fn unknown_host_is_404_nr() {
+    let mut p = proxy(1);
+    p.handle_request(Time(0), RequestId(1), RequestHead::get("nosuch", "/"));
+    let actions = drain(&mut p);
+    let outcome = completed(&actions)[0];
+    assert_eq!(outcome.status, 404);
+    assert_eq!(outcome.flags, ResponseFlags::NO_ROUTE_FOUND);
+    assert_eq!(outcome.attempts, 0);
+    assert_eq!(p.open_requests(), 0);
+}
+
+#[test]
+fn no_endpoints_is_503_uh() {
+    let mut p = proxy(0);
+    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
+    let outcome = completed(&drain(&mut p))[0];
+    assert_eq!(
+        (outcome.status, outcome.flags.to_string().as_str()),
+        (503, "UH")
+    );
+}
+
+#[test]
+fn round_robin_cycles_and_reuses_connections() {
+    let mut p = proxy(3);
+    let picks: Vec<(EndpointId, bool)> = (0..6)
+        .map(|i| {
+            let (ep, outcome, opened) = round_trip(&mut p, i, 200);
+            assert_eq!((outcome.status, outcome.attempts), (200, 1));
+            assert!(outcome.flags.is_empty());
+            (ep, opened)
+        })
+        .collect();
+    for i in 0..3 {
+        assert_eq!(picks[i].0, picks[i + 3].0, "period 3");
+        assert!(
+            picks[i].1 && !picks[i + 3].1,
+            "second lap reuses connections"
+        );
+    }
+    let distinct: std::collections::BTreeSet<_> = picks.iter().map(|p| p.0).collect();
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(p.open_connections(), 3);
+}
+
+#[test]
+fn connect_failure_is_retried_twice_then_503_uf_urx() {
+    // Istio's default policy: 2 retries on connect-failure, jittered backoff in between.
+    let mut p = proxy(1);
+    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
+    let mut now = Time(0);
+    let mut connects = 0;
+    let outcome = loop {
+        let actions = drain(&mut p);
+        if let Some(o) = completed(&actions).first() {
+            break *o;
+        }
+        if let Some(Action::Connect { conn, .. }) = actions.first().cloned() {
+            connects += 1;
+            p.handle_connect_failed(now, conn, ConnectFailure::Refused);
+            continue;
+        }
+        let at = p.poll_timeout().expect("a backoff timer");
+        assert!(
+            at.since(now) < Nanos::from_millis(50),
+            "backoff within [0, 50ms)"
+        );
+        now = at;
+        p.handle_timeout(now);
+    };
+    assert_eq!(connects, 3);
+    assert_eq!(
+        (
+            outcome.status,
+            outcome.flags.to_string().as_str(),
+            outcome.attempts
+        ),
+        (503, "UF,URX", 3)
+    );
+    assert_eq!(p.open_connections(), 0);
+    p.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_reload_that_removes_routes_and_clusters_leaves_requests_in_flight_alone() {
+    let mut reg = Registry::default();
+    let ep = |i: u32, v: &str| Endpoint {
+        name: format!("backend/{v}/{i}"),
+        addr: EndpointAddr::Sim(i),
+        labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
+    };
+    reg.add_service("backend", vec![ep(0, "v1"), ep(1, "v2")]);
+    let text = r#"Mesh(
+        virtual_services: [VirtualService(hosts: ["backend"], http: [
+            HttpRoute(name: "slow", match: [(uri: Prefix("/slow"))],
+                route: [(destination: (host: "backend", subset: "v2"))],
+                fault: (delay: (fixed_delay: "1s", percentage: 100))),
+            HttpRoute(name: "rest", route: [(destination: (host: "backend", subset: "v1"))],
+                retries: (attempts: 2, retry_on: "5xx")),
+        ])],
+        destination_rules: [DestinationRule(host: "backend", subsets: [
+            (name: "v1", labels: {"version": "v1"}), (name: "v2", labels: {"version": "v2"})])],
+    )"#;
+    let options =
+        ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
+    let config: MeshConfig = options.from_str(text).expect("parses");
+    let before = CompiledMesh::compile(&config, &reg).expect("compiles");
+    let after =
+        CompiledMesh::compile_next(&MeshConfig::default(), &reg, &before).expect("compiles");
+    // Removed clusters keep their slots as tombstones (no endpoints).
+    let live = |m: &CompiledMesh| {
+        m.clusters()
+            .iter()
+            .filter(|c| !c.endpoints.is_empty())
+            .count()
+    };
+    assert!(live(&after) < live(&before));
+    let role = ProxyRole::Client {
+        name: "test".into(),
+    };
+    let mut p = Proxy::new(Arc::new(before), role, 1);
+    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/slow"));
+    p.handle_request(Time(0), RequestId(2), RequestHead::get("backend", "/"));
+    let actions = drain(&mut p);
+    let Some(Action::Connect { conn, .. }) = actions.first().cloned() else {
+        panic!("{actions:?}")
+    };
+    p.apply_config(Time(1), Arc::new(after))
+        .expect("a later generation");
+    p.handle_connected(Time(2), conn);
+    let Some(Action::Send { attempt, .. }) = drain(&mut p).first().cloned() else {
+        panic!("send")
+    };
+    // A retriable answer: the retry still follows the old route's policy.
+    p.handle_response_head(Time(3), attempt, ResponseHead { status: 503 });
+    p.handle_attempt_end(Time(3), attempt, AttemptEnd::Done);
+    let mut outcomes = Vec::new();
+    let mut now = Time(3);
+    for _ in 0..20 {
+        let actions = drain(&mut p);
+        outcomes.extend(completed(&actions));
+        for a in &actions {
+            match a {
+                Action::Connect { conn, .. } => p.handle_connected(now, *conn),
+                Action::Send { attempt, .. } => {
+                    p.handle_response_head(now, *attempt, ResponseHead { status: 200 });
+                    p.handle_attempt_end(now, *attempt, AttemptEnd::Done);
+                }
+                _ => {}
+            }
+        }
+        if let Some(at) = p.poll_timeout() {
+            now = now.max(at);
+            p.handle_timeout(now);
+        }
+    }
+    outcomes.extend(completed(&drain(&mut p)));
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "each request completes once: {outcomes:?}"
+    );
+    assert!(outcomes.iter().all(|o| o.status == 200));
+    let retried = outcomes.iter().find(|o| o.attempts == 2).expect("retried");
+    assert_eq!(
+        retried.route,
+        Some(RouteId(1)),
+        "the old route id, of the old mesh"
+    );
+    p.check_invariants().expect("invariants");
+}
+
+#[test]
+fn explicit_idle_timeout_closes_idle_connections() {
+    let mut p = proxy(1);
+    let mut mesh = (**p.config()).clone();
+    mesh.clusters[0].limits.idle_timeout = Some(Nanos::from_secs(1));
+    mesh.generation += 1;
+    p.apply_config(Time(0), Arc::new(mesh))
+        .expect("a later generation");
+    let (_, _, opened) = round_trip(&mut p, 0, 200);
+    assert!(opened);
+    assert_eq!(p.open_connections(), 1, "idle, kept");
+    let at = p.poll_timeout().expect("idle timer");
+    assert_eq!(at, Time(0) + Nanos::from_secs(1));
+    p.handle_timeout(at);
+    assert!(matches!(
+        drain(&mut p).as_slice(),
+        [Action::CloseConnection { .. }]
+    ));
+    assert_eq!(p.open_connections(), 0);
+}
+
+#[test]
+fn downstream_cancel_completes_once_with_dc() {
+    let mut p = proxy(1);
+    let (_, _, _) = round_trip(&mut p, 0, 200);
+    p.handle_request(Time(10), RequestId(1), RequestHead::get("backend", "/"));
+    let Some(Action::Send { attempt, .. }) = drain(&mut p).first().cloned() else {
+        panic!("expected send on the idle connection");
+    };
+    p.handle_downstream_cancel(Time(20), RequestId(1));
+    let actions = drain(&mut p);
+    assert!(actions.contains(&Action::CancelAttempt { attempt }));
+    let outcome = completed(&actions)[0];
+    assert_eq!(
+        (outcome.status, outcome.flags.to_string().as_str()),
+        (0, "DC")
+    );
+    // A late report on the cancelled attempt is ignored: still exactly one outcome.
+    p.handle_attempt_end(Time(30), attempt, AttemptEnd::Done);
+    assert!(completed(&drain(&mut p)).is_empty());
+    assert_eq!(
+        p.open_connections(),
+        0,
+        "mid-request HTTP/1.1 connection is closed"
+    );
+}
+
+#[test]
+fn reset_before_headers_is_503_ur() {
+    let mut p = proxy(1);
+    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
+    let Some(Action::Connect { conn, .. }) = drain(&mut p).first().cloned() else {
+        panic!("expected connect");
+    };
+    p.handle_connected(Time(1), conn);
+    let Some(Action::Send { attempt, .. }) = drain(&mut p).first().cloned() else {
+        panic!("expected send");
+    };
+    p.handle_attempt_end(Time(2), attempt, AttemptEnd::Reset);
+    let outcome = completed(&drain(&mut p))[0];
+    assert_eq!(
+        (outcome.status, outcome.flags.to_string().as_str()),
+        (503, "UR")
+    );
+}

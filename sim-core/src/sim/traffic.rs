@@ -1,0 +1,213 @@
+//! Requests between workloads, proxies and instances: a workload's arrivals and users issue
+//! requests to their client proxies; `drain` performs every action a proxy queued (connects,
+//! sends over network legs, mirrors, completions) and re-arms its timer; `complete` records an
+//! outcome and moves its caller on.
+
+use super::*;
+
+impl Simulation {
+    pub(super) fn arrival(&mut self, workload: u32) {
+        self.send_from_workload(workload, 0);
+        let w = &mut self.workloads[workload as usize];
+        if let Load::Open(p) = &mut w.load {
+            if let Some(next) = p.next(self.now, &mut w.rng) {
+                self.queue.push(next, Event::Arrival { workload });
+            }
+        }
+    }
+
+    pub(super) fn send_from_workload(&mut self, workload: u32, parent: u32) {
+        let w = &mut self.workloads[workload as usize];
+        let head = w.mix.pick(&mut w.rng);
+        let proxy = w.proxy;
+        self.metrics.generated += 1;
+        self.issue(proxy, head, parent, Serves::Itself);
+    }
+
+    /// Hands a new request to proxy `p` on behalf of `parent`.
+    pub(super) fn issue(&mut self, p: u32, head: RequestHead, parent: u32, serves: Serves) {
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        let slot = &mut self.proxies[p as usize];
+        slot.open.insert(
+            req,
+            Open {
+                start: self.now,
+                parent,
+                root: match serves {
+                    Serves::Itself => Some(req),
+                    Serves::Root(root) => root,
+                },
+            },
+        );
+        slot.proxy.handle_request(self.now, req, head);
+        self.drain(p);
+    }
+
+    /// One leg of network latency.
+    pub(super) fn leg(&mut self) -> proxy_engine::Nanos {
+        if self.net.is_zero() {
+            proxy_engine::Nanos::ZERO
+        } else {
+            self.net.sample(&mut self.net_rng)
+        }
+    }
+
+    /// One leg of network latency for a mirrored copy.
+    pub(super) fn mirror_leg(&mut self) -> proxy_engine::Nanos {
+        if self.net.is_zero() {
+            proxy_engine::Nanos::ZERO
+        } else {
+            self.net.sample(&mut self.mirror_net_rng)
+        }
+    }
+
+    /// Performs every action proxy `p` has queued, then re-arms its timer.
+    pub(super) fn drain(&mut self, p: u32) {
+        while let Some(action) = self.proxies[p as usize].proxy.poll_action() {
+            match action {
+                Action::Connect { conn, endpoint, .. } => {
+                    let EndpointAddr::Sim(instance) = self.mesh.endpoint(endpoint).addr else {
+                        debug_assert!(false, "socket endpoint in a simulation");
+                        continue;
+                    };
+                    self.proxies[p as usize].conns.insert(conn, instance);
+                    if self.partitioned(p, instance) {
+                        continue; // the SYN is lost: the engine's connect timeout decides
+                    }
+                    // A TCP handshake costs a round trip before the request can go (a refusal
+                    // too: the RST comes back).
+                    let rtt = self.leg() + self.leg();
+                    let event = if self.crashed(instance) {
+                        Event::ConnectFailed { proxy: p, conn }
+                    } else {
+                        Event::Connected { proxy: p, conn }
+                    };
+                    self.queue.push(self.now + rtt, event);
+                }
+                Action::Send {
+                    req,
+                    attempt,
+                    conn,
+                    head,
+                    ..
+                } => {
+                    let Some(&instance) = self.proxies[p as usize].conns.get(&conn) else {
+                        debug_assert!(false, "send on unknown connection {conn:?}");
+                        continue;
+                    };
+                    if self.partitioned(p, instance) {
+                        continue; // lost on the way
+                    }
+                    if self.crashed(instance) {
+                        let rtt = self.leg() + self.leg();
+                        let reset = Event::Reset { proxy: p, attempt };
+                        self.queue.push(self.now + rtt, reset);
+                        continue;
+                    }
+                    let reply_to = ReplyTo::Proxy { proxy: p, attempt };
+                    let root = self.proxies[p as usize].open.get(&req).and_then(|o| o.root);
+                    self.send_job(reply_to, instance, head, root);
+                }
+                Action::Mirror { endpoint, head, .. } => {
+                    let ep = self.mesh.endpoint(endpoint);
+                    let EndpointAddr::Sim(instance) = ep.addr else {
+                        debug_assert!(false, "socket endpoint in a simulation");
+                        continue;
+                    };
+                    let reply_to = ReplyTo::Mirror {
+                        destination: ep.destination,
+                        sent: self.now,
+                    };
+                    self.send_job(reply_to, instance, head, None);
+                }
+                Action::CloseConnection { conn } => {
+                    self.proxies[p as usize].conns.remove(&conn);
+                }
+                // The instance keeps working on a cancelled attempt; the engine ignores its
+                // late response. Forward and LocalReply carry nothing the model needs: the
+                // request's `Complete` follows.
+                Action::CancelAttempt { .. }
+                | Action::Forward { .. }
+                | Action::LocalReply { .. } => {}
+                Action::Event(event) => self.metrics.record_event_from(p, self.now, &event),
+                Action::Complete { req, outcome } => self.complete(p, req, outcome),
+            }
+        }
+        if let Some(None) = &self.checks {
+            if let Err(e) = self.proxies[p as usize].proxy.check_invariants() {
+                self.checks = Some(Some(format!("proxy {p} at {:?}: {e}", self.now)));
+            }
+        }
+        let slot = &mut self.proxies[p as usize];
+        let want = slot.proxy.poll_timeout();
+        if want != slot.armed {
+            slot.armed = want;
+            if let Some(at) = want {
+                self.queue
+                    .push(at.max(self.now), Event::Timer { proxy: p, at });
+            }
+        }
+    }
+
+    pub(super) fn complete(&mut self, p: u32, req: RequestId, outcome: Outcome) {
+        let slot = &mut self.proxies[p as usize];
+        let Some(open) = slot.open.remove(&req) else {
+            debug_assert!(false, "outcome for unknown request {req:?}");
+            return;
+        };
+        let owner = slot.owner;
+        let latency = self.now.since(open.start);
+        self.metrics.record_hop(&outcome, latency);
+        match owner {
+            Owner::Client { workload } => {
+                self.metrics
+                    .record_end_to_end(open.start, &outcome, latency);
+                self.metrics.record_workload(workload, &outcome, latency);
+                let inner_failed = self.inner_failed.remove(&req).is_some();
+                if inner_failed && outcome.is_success() {
+                    self.metrics.absorbed += 1;
+                }
+                let w = &mut self.workloads[workload as usize];
+                if let Load::Closed { think, left } = &w.load {
+                    let user = open.parent;
+                    let done = left
+                        .as_ref()
+                        .is_some_and(|l| l.get(user as usize).is_none_or(|&n| n == 0));
+                    if !self.stopped && !done {
+                        // A user whose request was answered in no time (a local reply of its
+                        // own proxy) and who does not think would loop forever at one instant;
+                        // like any real client it takes at least a microsecond per request.
+                        let mut pause = think.sample(&mut w.rng);
+                        if pause.0 == 0 && latency.0 == 0 {
+                            pause = proxy_engine::Nanos(MIN_CLIENT_TURN_NS);
+                        }
+                        self.queue
+                            .push(self.now + pause, Event::UserSend { workload, user });
+                    }
+                }
+            }
+            Owner::Sidecar => {
+                // A 4xx counts here too: a 404 `NR` or 429 `RL` inside the mesh is a failure
+                // even when the caller carries on.
+                let hop_failed = outcome.status == 0 || outcome.status >= 400;
+                if let (true, Some(root)) = (hop_failed, open.root) {
+                    self.inner_failed.insert(root, ());
+                }
+                if self.stopped {
+                    return;
+                }
+                let job = open.parent;
+                let Some(j) = self.jobs[job as usize].as_mut() else {
+                    debug_assert!(false, "call finished for a freed job");
+                    return;
+                };
+                j.failed |= !outcome.is_success();
+                j.pending -= 1;
+                if j.pending == 0 {
+                    self.advance_job(job);
+                }
+            }
+        }
+    }
+}
