@@ -4,7 +4,7 @@
 //! (two-sided) by the twin's distribution over seeds; and the structural facts hold on every
 //! seed.
 
-use proxy_engine::metrics::{RunMetrics, Stats};
+use metrics::{RunMetrics, Stats};
 
 const SEEDS: u64 = 400;
 

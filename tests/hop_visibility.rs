@@ -2,7 +2,7 @@
 //! route row, and a client success that a retry bought over a failed inner hop is counted in
 //! `absorbed_failures` and warned about in the summary.
 
-use proxy_engine::metrics::{RunMetrics, Stats};
+use metrics::{RunMetrics, Stats};
 use reports::{Report, RunInfo};
 
 fn run(text: &str) -> RunMetrics {

@@ -6,7 +6,7 @@
 //! 5·sqrt(n·p·(1−p)) of n·p except with probability below 1e-6 (normal approximation), so a
 //! failure means the behaviour is wrong, not unlucky.
 
-use proxy_engine::metrics::{RunMetrics, Stats};
+use metrics::{RunMetrics, Stats};
 use reports::{Report, RunInfo};
 use sim_core::Scenario;
 use std::path::Path;

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy_engine::metrics::{EventCounts, RunMetrics, Stats};
+use metrics::{EventCounts, RunMetrics, Stats};
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::net::SocketAddr;

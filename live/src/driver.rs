@@ -17,8 +17,8 @@ use crate::http_util::{self, Body};
 use crate::upstream::{self, Answer, AttemptFailure, Sender};
 use bytes::Bytes;
 use http::Response;
+use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
-use proxy_engine::metrics::{Recorder, RunMetrics};
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointAddr, EndpointId,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,

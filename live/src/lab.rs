@@ -9,7 +9,7 @@ use crate::driver::{self, DriverOptions, ProxyHandle};
 use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
-use proxy_engine::metrics::{Recorder, RunMetrics};
+use metrics::{Recorder, RunMetrics};
 use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, ProxyRole, Registry, Time};
 use sim_core::scenario::{FaultKind, Scenario, Workload};
 use sim_core::workload::Mix;

@@ -16,7 +16,7 @@
 //! recorded for the terminal summary.
 
 use crate::h1client::{self, H1Conn};
-use proxy_engine::metrics::{RunMetrics, Stats, TimeSeries};
+use metrics::{RunMetrics, Stats, TimeSeries};
 use proxy_engine::{Nanos, Outcome, RequestHead, ResponseFlags, Time};
 use sim_core::rng::stream;
 use sim_core::scenario::{Arrivals, RateChange};

@@ -3,7 +3,7 @@
 //! ephemeral ports).
 
 use live::loadgen::Progress;
-use proxy_engine::metrics::RunMetrics;
+use metrics::RunMetrics;
 use std::sync::Arc;
 
 const SCENARIO: &str = r#"Scenario(

@@ -14,7 +14,7 @@ use live::loadgen::Progress;
 use std::path::Path;
 use std::sync::Arc;
 
-fn share(m: &proxy_engine::metrics::RunMetrics, dest: &str) -> f64 {
+fn share(m: &metrics::RunMetrics, dest: &str) -> f64 {
     let total: u64 = m.destinations.iter().map(|(_, s)| s.count).sum();
     let n = m
         .destinations
@@ -41,16 +41,13 @@ async fn simulation_predicts_the_live_proxy() {
     .await
     .expect("live runs");
     assert_eq!(live.generated, live.totals.count, "live: nothing lost");
-    let rate =
-        |m: &proxy_engine::metrics::RunMetrics| m.totals.success as f64 / m.totals.count as f64;
-    let p50 = |m: &proxy_engine::metrics::RunMetrics| {
-        m.totals.latency.value_at_quantile(0.5) as f64 / 1e6
-    };
+    let rate = |m: &metrics::RunMetrics| m.totals.success as f64 / m.totals.count as f64;
+    let p50 = |m: &metrics::RunMetrics| m.totals.latency.value_at_quantile(0.5) as f64 / 1e6;
     let (sr_sim, sr_live) = (rate(&sim), rate(&live));
     let (v2_sim, v2_live) = (share(&sim, "reviews/v2"), share(&live, "reviews/v2"));
     let (p50_sim, p50_live) = (p50(&sim), p50(&live));
     // Tries per request at the client proxy's route (the load generator sees only answers).
-    let tries = |m: &proxy_engine::metrics::RunMetrics| {
+    let tries = |m: &metrics::RunMetrics| {
         m.routes
             .iter()
             .find(|(n, _)| n == "reviews/canary")

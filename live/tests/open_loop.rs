@@ -43,7 +43,7 @@ async fn a_hung_instance_does_not_hold_back_the_open_loop() {
     assert_eq!(live.generated, live.totals.count, "one outcome per request");
     // The hung instance held requests until the drain cut them off (DC). Least-request
     // balancing steers away from it as its active count grows, so far fewer than half.
-    let dc = |m: &proxy_engine::metrics::RunMetrics| {
+    let dc = |m: &metrics::RunMetrics| {
         m.totals
             .flags()
             .find(|(f, _)| *f == "DC")

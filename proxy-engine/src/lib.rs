@@ -7,18 +7,16 @@
 //! live runtime drive the same engine.
 //!
 //! Config flows `MeshConfig` (+ `Registry`) → `CompiledMesh` (validated, indexed) → `Proxy`.
-//! Every request ends in exactly one `Action::Complete` carrying an `Outcome`; `metrics` turns
-//! outcomes into streaming statistics.
+//! Every request ends in exactly one `Action::Complete` carrying an `Outcome`; the `metrics`
+//! crate turns outcomes into streaming statistics.
 
 mod compile;
 pub mod config;
 pub mod hash;
 pub mod idmap;
-pub mod instances;
 pub mod lb;
 pub mod matching;
 pub mod mesh;
-pub mod metrics;
 pub mod outlier;
 pub mod path;
 pub mod policy;
@@ -31,7 +29,6 @@ pub mod time;
 pub mod timers;
 pub mod types;
 pub mod unique;
-pub mod window;
 
 pub use config::MeshConfig;
 pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};

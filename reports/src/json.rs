@@ -1,6 +1,6 @@
 //! The JSON report: schema version 1, documented field by field in `reports/SCHEMA.md`.
 
-use proxy_engine::metrics::{EventCounts, RunMetrics, Stats, TimeSeries};
+use metrics::{EventCounts, RunMetrics, Stats, TimeSeries};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -92,7 +92,7 @@ pub struct InstanceLatency {
 }
 
 impl InstanceReport {
-    fn new(name: &str, s: &proxy_engine::instances::InstanceStats) -> InstanceReport {
+    fn new(name: &str, s: &metrics::instances::InstanceStats) -> InstanceReport {
         let q = |p: f64| {
             if s.requests == 0 {
                 0.0
@@ -390,7 +390,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proxy_engine::metrics::{Stats, TimeSeries};
+    use metrics::{Stats, TimeSeries};
     use proxy_engine::{Nanos, Outcome, ResponseFlags, Time};
 
     fn outcome(status: u16, flags: ResponseFlags) -> Outcome {

@@ -3,8 +3,8 @@
 //! `maxEjectionPercent` at every step, every request ends in exactly one outcome, and the same
 //! seed gives the same results.
 
+use metrics::RunMetrics;
 use proptest::prelude::*;
-use proxy_engine::metrics::RunMetrics;
 
 #[derive(Debug, Clone)]
 struct Params {

@@ -4,7 +4,7 @@
 
 mod common;
 use common::{flag_count, run, scenario, status_count};
-use proxy_engine::metrics::RunMetrics;
+use metrics::RunMetrics;
 use proxy_engine::Nanos;
 
 /// `observed` is within four standard errors of a binomial share `p` over `n` trials.

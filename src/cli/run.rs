@@ -126,7 +126,7 @@ fn live_run(
     seed: u64,
     connections: live::lab::Connections,
     bar: &ProgressBar,
-) -> anyhow::Result<proxy_engine::metrics::RunMetrics> {
+) -> anyhow::Result<metrics::RunMetrics> {
     let progress = std::sync::Arc::new(live::loadgen::Progress::default());
     super::runtime(0)?.block_on(async {
         let run = tokio::spawn({

@@ -16,8 +16,8 @@ use crate::queue::EventQueue;
 use crate::rng::{derive_seed, stream, Stream};
 use crate::scenario::{CallStep, FaultKind, Scenario, Version, Workload};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
+use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
-use proxy_engine::metrics::{Recorder, RunMetrics};
 use proxy_engine::types::Headers;
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure,

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, missing_docs)]
 
-use proxy_engine::metrics::RunMetrics;
+use metrics::RunMetrics;
 use sim_core::Scenario;
 
 /// Parses and validates scenario text; panics with the error (tests only).

@@ -9,11 +9,11 @@
 //! State is allocated for an endpoint when it is first seen, so a mesh of many endpoints costs
 //! only for the ones traffic reached.
 
-use crate::mesh::CompiledMesh;
-use crate::registry::EndpointId;
-use crate::time::{Nanos, Time};
-use crate::types::{EngineEvent, Outcome};
 use crate::window::WindowLatency;
+use proxy_engine::mesh::CompiledMesh;
+use proxy_engine::registry::EndpointId;
+use proxy_engine::time::{Nanos, Time};
+use proxy_engine::types::{EngineEvent, Outcome};
 use std::collections::BTreeMap;
 
 /// One instance's figures.
@@ -134,7 +134,7 @@ impl InstanceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::ClusterId;
+    use proxy_engine::mesh::ClusterId;
 
     #[test]
     fn ejected_time_is_summed_per_detecting_proxy_and_closed_at_the_end() {

@@ -2,9 +2,9 @@
 //! latencies, and per-window time series. Nothing is stored per request, so memory does not
 //! grow with the number of requests.
 
-use crate::time::{Nanos, Time};
-use crate::types::{EngineEvent, Outcome, ResponseFlags};
 use hdrhistogram::Histogram;
+use proxy_engine::time::{Nanos, Time};
+use proxy_engine::types::{EngineEvent, Outcome, ResponseFlags};
 
 /// Largest latency a histogram tracks exactly: one hour. Larger values are clamped to it.
 pub const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
@@ -366,7 +366,7 @@ impl std::hash::Hash for HopKey {
 /// destinations, clusters); the client's are also end-to-end records (totals, time series).
 #[derive(Clone, Debug)]
 pub struct Recorder {
-    mesh: std::sync::Arc<crate::mesh::CompiledMesh>,
+    mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>,
     /// Requests generated (counted by the load source).
     pub generated: u64,
     /// Client successes with a failed inner hop (see `RunMetrics::absorbed`), counted by a
@@ -382,7 +382,7 @@ pub struct Recorder {
     /// sums of these, made when named (all of `Stats` adds up exactly, in any order).
     hops: Vec<(HopKey, Stats)>,
     /// Where each key is in `hops` (looked up, never iterated).
-    hop_index: crate::idmap::IdMap<HopKey, usize>,
+    hop_index: proxy_engine::idmap::IdMap<HopKey, usize>,
     mirrors: Vec<Option<Stats>>,
     series: TimeSeries,
     events: Vec<EventCounts>,
@@ -391,13 +391,13 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder for outcomes of `mesh`, with time-series windows of `window`.
-    pub fn new(mesh: std::sync::Arc<crate::mesh::CompiledMesh>, window: Nanos) -> Recorder {
+    pub fn new(mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>, window: Nanos) -> Recorder {
         Recorder::with_series(mesh, TimeSeries::new(window))
     }
 
     /// A recorder that keeps totals, hop and event counts but no time series (for a proxy that
     /// runs indefinitely).
-    pub fn without_series(mesh: std::sync::Arc<crate::mesh::CompiledMesh>) -> Recorder {
+    pub fn without_series(mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>) -> Recorder {
         Recorder::with_series(mesh, TimeSeries::off())
     }
 
@@ -415,7 +415,7 @@ impl Recorder {
     }
 
     fn with_series(
-        mesh: std::sync::Arc<crate::mesh::CompiledMesh>,
+        mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>,
         series: TimeSeries,
     ) -> Recorder {
         Recorder {
@@ -425,7 +425,7 @@ impl Recorder {
             totals: Stats::default(),
             workloads: Vec::new(),
             hops: Vec::new(),
-            hop_index: crate::idmap::IdMap::default(),
+            hop_index: proxy_engine::idmap::IdMap::default(),
             mirrors: vec![None; mesh.destinations().len()],
             series,
             events: vec![EventCounts::default(); mesh.clusters().len()],
@@ -470,7 +470,7 @@ impl Recorder {
     /// A mirrored copy's answer from `destination`.
     pub fn record_mirror(
         &mut self,
-        destination: crate::mesh::DestinationId,
+        destination: proxy_engine::mesh::DestinationId,
         status: u16,
         latency: Nanos,
     ) {
@@ -482,7 +482,7 @@ impl Recorder {
     }
 
     /// The mesh whose ids this recorder names.
-    pub fn mesh(&self) -> &std::sync::Arc<crate::mesh::CompiledMesh> {
+    pub fn mesh(&self) -> &std::sync::Arc<proxy_engine::mesh::CompiledMesh> {
         &self.mesh
     }
 
@@ -635,7 +635,7 @@ mod tests {
     }
 
     /// A mesh with one route splitting `reviews` between subsets v1 and v2.
-    fn split_mesh() -> std::sync::Arc<crate::mesh::CompiledMesh> {
+    fn split_mesh() -> std::sync::Arc<proxy_engine::mesh::CompiledMesh> {
         let text = r#"Mesh(
             virtual_services: [VirtualService(hosts: ["reviews"], http: [HttpRoute(name: "split",
                 route: [(destination: (host: "reviews", subset: "v1"), weight: 50),
@@ -646,21 +646,22 @@ mod tests {
         let options = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
             .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
-        let config: crate::MeshConfig = options.from_str(text).unwrap_or_else(|e| panic!("{e}"));
-        let mut reg = crate::Registry::default();
-        let ep = |i: u32, v: &str| crate::Endpoint {
+        let config: proxy_engine::MeshConfig =
+            options.from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let mut reg = proxy_engine::Registry::default();
+        let ep = |i: u32, v: &str| proxy_engine::Endpoint {
             name: format!("reviews/{v}/{}", i.saturating_sub(1)),
-            addr: crate::EndpointAddr::Sim(i),
+            addr: proxy_engine::EndpointAddr::Sim(i),
             labels: [("version".to_owned(), v.to_owned())].into(),
         };
         reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2")]);
-        let mesh = crate::mesh::CompiledMesh::compile(&config, &reg);
+        let mesh = proxy_engine::mesh::CompiledMesh::compile(&config, &reg);
         std::sync::Arc::new(mesh.unwrap_or_else(|e| panic!("{e}")))
     }
 
     #[test]
     fn hop_records_sum_into_routes_destinations_and_clusters() {
-        use crate::mesh::{ClusterId, DestinationId, RouteId};
+        use proxy_engine::mesh::{ClusterId, DestinationId, RouteId};
         let mesh = split_mesh();
         let route = RouteId(0);
         let find = |version: &str| {
@@ -750,7 +751,7 @@ mod tests {
         ts.record_event(
             hour,
             &EngineEvent::Retry {
-                cluster: crate::mesh::ClusterId(0),
+                cluster: proxy_engine::mesh::ClusterId(0),
             },
         );
         assert!(ts.windows.is_empty());

@@ -11,7 +11,7 @@
 //! **Invariant:** `values` is sorted and free of repeats, `values.len() == counts.len()`, and
 //! every value is its class's lowest (`lowest_equivalent(v) == v`).
 
-use crate::metrics::LATENCY_MAX_NS;
+use crate::LATENCY_MAX_NS;
 use hdrhistogram::Histogram;
 
 /// Significant digits of window histograms.

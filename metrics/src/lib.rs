@@ -1,0 +1,10 @@
+//! `metrics`: what both drivers record and reports read. Outcomes and engine events of
+//! `proxy-engine` go in (`Recorder`), named statistics come out (`RunMetrics`): counts by status
+//! and flag, hdrhistogram latencies, per-window time series, per route, destination, cluster
+//! and instance. The engine itself knows nothing of this crate.
+
+pub mod instances;
+mod record;
+pub mod window;
+
+pub use record::*;
