@@ -198,3 +198,32 @@ fn least_request_beats_round_robin_and_random_around_a_slow_instance() {
         0.1,
     );
 }
+
+/// A mirrored copy crosses the network as a send does: while the mirror target is partitioned
+/// from the caller, copies are lost (none answered), and the primary never notices.
+#[test]
+fn mirrors_respect_partitions() {
+    let mut s = load("mirror.ron");
+    let whole = run(&s);
+    let copies = section(&whole.mirrors, "httpbin/v2").count;
+    s.faults = vec![sim_core::scenario::Fault {
+        target: sim_core::scenario::FaultTarget {
+            service: "httpbin".into(),
+            version: Some("v2".into()),
+            instance: None,
+        },
+        start: proxy_engine::Nanos::ZERO,
+        length: Some(proxy_engine::Nanos::from_secs(30)),
+        kind: sim_core::scenario::FaultKind::Partition {
+            from: "load-0".into(),
+        },
+    }];
+    let cut = run(&s);
+    let half = section(&cut.mirrors, "httpbin/v2").count;
+    // Half the run partitioned: about half the copies, binomially (p = 1/2 of the copies).
+    assert_binomial("copies after the partition", half, copies, 0.5);
+    assert_eq!(
+        cut.totals.success, cut.totals.count,
+        "the primary never notices"
+    );
+}

@@ -115,6 +115,9 @@ impl Simulation {
                         debug_assert!(false, "socket endpoint in a simulation");
                         continue;
                     };
+                    if self.partitioned(p, instance) {
+                        continue; // lost on the way, as a send is
+                    }
                     let reply_to = ReplyTo::Mirror {
                         destination: ep.destination,
                         sent: self.now,
