@@ -24,6 +24,29 @@ pub fn start_time(t: std::time::SystemTime) -> String {
     )
 }
 
+/// An Envoy-style access log line: start time, method, path, status, flags, upstream host,
+/// duration in ms, proxy name.
+pub fn line(
+    start: Option<std::time::SystemTime>,
+    head: &proxy_engine::RequestHead,
+    o: &proxy_engine::Outcome,
+    upstream: Option<std::net::SocketAddr>,
+    latency: proxy_engine::Nanos,
+    proxy: &str,
+) -> String {
+    let start = start.map_or_else(|| "-".to_owned(), start_time);
+    let upstream = upstream.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    format!(
+        "[{start}] \"{} {}\" {} {} {} {} {proxy}",
+        head.method,
+        head.path,
+        o.status,
+        o.flags,
+        upstream,
+        latency.0 / 1_000_000,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::start_time;

@@ -55,7 +55,9 @@ pub struct DriverOptions {
     pub name: String,
     /// Seed of the engine's RNG.
     pub seed: u64,
-    /// Upstream connect timeout.
+    /// Connect timeout of mirrored copies. (A request's own connects follow its cluster's
+    /// `connect_timeout`, which the engine enforces: it closes the connection, and the driver
+    /// aborts the connect.)
     pub connect_timeout: Duration,
     /// Largest upstream response body.
     pub max_response_bytes: usize,
@@ -85,6 +87,8 @@ enum Work {
         conn: ConnId,
         addr: SocketAddr,
         http2: bool,
+        /// Fires (or is dropped) when the engine gives up on the connection.
+        abort: tokio::sync::oneshot::Receiver<()>,
     },
     /// Boxed: a `Work` moves several times between the drain and the exchange, and an
     /// exchange (with its request) is most of its size.
@@ -167,6 +171,9 @@ enum Reply {
 struct State {
     engine: Proxy,
     conns: IdMap<ConnId, Option<Sender>>,
+    /// Connections being opened, with the handle that aborts the connect: the engine alone
+    /// decides when a connect has taken too long (`CloseConnection`).
+    connecting: IdMap<ConnId, tokio::sync::oneshot::Sender<()>>,
     /// Attempts whose exchange is under way, with the handle that aborts it. Removed when
     /// answered or cancelled: an exchange that reports back for an attempt no longer here
     /// was cancelled.
@@ -213,6 +220,7 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
         state: Mutex::new(State {
             engine: Proxy::new(mesh.clone(), role, opts.seed),
             conns: IdMap::default(),
+            connecting: IdMap::default(),
             attempts: IdMap::default(),
             reqs: IdMap::default(),
             replies: IdMap::default(),
@@ -448,11 +456,23 @@ impl Shared {
     /// futures would size every request's future (which hyper moves per request) to theirs.
     async fn perform(self: Arc<Self>, work: Work) -> Todo {
         match work {
-            Work::Connect { conn, addr, http2 } => {
-                let connect = upstream::connect(addr, self.opts.connect_timeout, http2);
-                let result = Box::pin(connect).await;
+            Work::Connect {
+                conn,
+                addr,
+                http2,
+                abort,
+            } => {
+                let connect = upstream::connect_untimed(addr, http2);
+                let result = tokio::select! {
+                    r = Box::pin(connect) => r,
+                    // The engine closed the connection (its connect timeout): nothing to report.
+                    _ = abort => return Todo::default(),
+                };
                 let mut st = self.lock();
                 let now = self.clock.now();
+                if st.connecting.remove(&conn).is_none() {
+                    return Todo::default(); // closed by the engine meanwhile
+                }
                 match result {
                     Ok(sender) => {
                         if let Some(slot) = st.conns.get_mut(&conn) {
@@ -581,7 +601,14 @@ impl Shared {
                 } => match Self::addr(st, endpoint) {
                     Some(addr) => {
                         st.conns.insert(conn, None);
-                        work.push(Work::Connect { conn, addr, http2 });
+                        let (tx, abort) = tokio::sync::oneshot::channel();
+                        st.connecting.insert(conn, tx);
+                        work.push(Work::Connect {
+                            conn,
+                            addr,
+                            http2,
+                            abort,
+                        });
                     }
                     None => {
                         st.engine
@@ -654,6 +681,9 @@ impl Shared {
                 }
                 Action::CloseConnection { conn } => {
                     st.conns.remove(&conn);
+                    if let Some(abort) = st.connecting.remove(&conn) {
+                        let _ = abort.send(());
+                    }
                 }
                 Action::Forward {
                     req,
@@ -715,36 +745,17 @@ impl Shared {
         rec.record_hop(&outcome, latency);
         rec.record_end_to_end(p.start, &outcome, latency);
         if self.opts.access_log {
-            println!("{}", self.log_line(st, &p, &outcome, latency));
+            let upstream = outcome.endpoint.and_then(|e| Self::addr(st, e));
+            let line = crate::access_log::line(
+                p.start_wall,
+                &p.head,
+                &outcome,
+                upstream,
+                latency,
+                &self.opts.name,
+            );
+            println!("{line}");
         }
-    }
-
-    /// An Envoy-style access log line: start time, method, path, status, flags, upstream
-    /// host, duration in ms, proxy name.
-    fn log_line(
-        &self,
-        st: &State,
-        p: &Pending,
-        o: &Outcome,
-        latency: proxy_engine::Nanos,
-    ) -> String {
-        let start = p
-            .start_wall
-            .map_or_else(|| "-".to_owned(), crate::access_log::start_time);
-        let upstream = o
-            .endpoint
-            .and_then(|e| Self::addr(st, e))
-            .map_or_else(|| "-".to_owned(), |a| a.to_string());
-        format!(
-            "[{start}] \"{} {}\" {} {} {} {} {}",
-            p.head.method,
-            p.head.path,
-            o.status,
-            o.flags,
-            upstream,
-            latency.0 / 1_000_000,
-            self.opts.name
-        )
     }
 }
 

@@ -223,10 +223,19 @@ pub async fn connect(
     timeout: Duration,
     http2: bool,
 ) -> Result<Sender, ConnectFailure> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectFailure::Timeout),
-        Ok(Err(_)) => return Err(ConnectFailure::Refused),
-        Ok(Ok(s)) => s,
+    match tokio::time::timeout(timeout, connect_untimed(addr, http2)).await {
+        Err(_) => Err(ConnectFailure::Timeout),
+        Ok(r) => r,
+    }
+}
+
+/// Connects to `addr`, speaking HTTP/2 if `http2`, for as long as it takes: for a caller whose
+/// connect deadline is decided elsewhere (the engine's `connect_timeout`: the proxy driver
+/// drops this future when the engine closes the connection).
+pub async fn connect_untimed(addr: SocketAddr, http2: bool) -> Result<Sender, ConnectFailure> {
+    let stream = match TcpStream::connect(addr).await {
+        Err(_) => return Err(ConnectFailure::Refused),
+        Ok(s) => s,
     };
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
