@@ -226,15 +226,13 @@ impl<'a> Builder<'a> {
             if slot.is_some() {
                 continue;
             }
-            let Some(old) = previous.and_then(|p| p.endpoints.get(i)) else {
-                continue; // unreachable: every id in the book has an endpoint
+            // Every id in the book came from `previous` or this compile, so both lookups hit.
+            let Some((old, name)) = previous.and_then(|p| {
+                let old = p.endpoints.get(i)?;
+                Some((old, p.destinations.get(old.destination.0 as usize)?.clone()))
+            }) else {
+                continue;
             };
-            let name = previous
-                .map(|p| p.destinations[old.destination.0 as usize].clone())
-                .unwrap_or_else(|| DestinationName {
-                    service: String::new(),
-                    version: String::new(),
-                });
             let next = DestinationId(mesh.destinations.len() as u32);
             let id = *dest_ids.entry(name.clone()).or_insert_with(|| {
                 mesh.destinations.push(name);
