@@ -117,8 +117,6 @@ pub struct Limits {
     /// Most downstream connections open at once per listener; more wait in the accept queue.
     /// Default 10 000.
     pub max_connections: usize,
-    /// Upstream connect timeout (Istio's mesh default 10 s).
-    pub connect_timeout: Nanos,
 }
 
 impl Default for Limits {
@@ -129,7 +127,6 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             max_connections: 10_000,
-            connect_timeout: Nanos::from_secs(10),
         }
     }
 }

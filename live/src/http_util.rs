@@ -7,7 +7,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use proxy_engine::mesh::HeaderEdit;
 use proxy_engine::types::HeadParts;
-use proxy_engine::{RequestHead, ResponseFlags};
+use proxy_engine::RequestHead;
 use std::sync::Arc;
 
 /// The body type used throughout live mode: fully buffered.
@@ -263,50 +263,12 @@ pub fn apply_edit(headers: &mut http::HeaderMap, edit: &HeaderEdit) {
     }
 }
 
-/// Envoy's body for a local reply with these flags.
-fn local_body(flags: ResponseFlags) -> &'static str {
-    const BODIES: &[(ResponseFlags, &str)] = &[
-        (ResponseFlags::NO_HEALTHY_UPSTREAM, "no healthy upstream"),
-        (
-            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-        ),
-        (
-            ResponseFlags::UPSTREAM_OVERFLOW,
-            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-        ),
-        (
-            ResponseFlags::UPSTREAM_REMOTE_RESET,
-            "upstream connect error or disconnect/reset before headers. reset reason: remote reset",
-        ),
-        (ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, "upstream request timeout"),
-        (ResponseFlags::FAULT_INJECTED, "fault filter abort"),
-        (ResponseFlags::RATE_LIMITED, "local_rate_limited"),
-    ];
-    BODIES
-        .iter()
-        .find(|(f, _)| flags.contains(*f))
-        .map_or("", |(_, b)| b)
-}
-
-/// A locally generated response (Envoy's local reply): the engine's status, headers and body,
-/// or Envoy's standard body for the flags.
-pub fn local_reply(
-    status: u16,
-    flags: ResponseFlags,
-    headers: &[(Arc<str>, Arc<str>)],
-    body: Option<&str>,
-) -> Response<Body> {
-    let body = body.unwrap_or_else(|| local_body(flags));
+/// A locally generated response (Envoy's local reply) as the engine decided it: status,
+/// headers and body (see `proxy_engine::local_reply`).
+pub fn local_reply(status: u16, headers: &[(Arc<str>, Arc<str>)], body: &str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let h = resp.headers_mut();
-    if !body.is_empty() {
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
-    }
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),

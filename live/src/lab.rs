@@ -60,7 +60,6 @@ fn driver_options(name: &str, seed: u64, s: &Scenario) -> DriverOptions {
     DriverOptions {
         name: name.to_owned(),
         seed: sim_core::rng::derive_seed(seed, &format!("proxy/{name}")),
-        connect_timeout: Duration::from_secs(10),
         max_response_bytes: Limits::default().max_response_bytes,
         access_log: false,
         window: Some(s.window),

@@ -9,7 +9,7 @@
 //! State is allocated for an endpoint when it is first seen, so a mesh of many endpoints costs
 //! only for the ones traffic reached.
 
-use crate::window::WindowLatency;
+use crate::latency::WindowLatency;
 use proxy_engine::mesh::CompiledMesh;
 use proxy_engine::registry::EndpointId;
 use proxy_engine::time::{Nanos, Time};

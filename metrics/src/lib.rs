@@ -4,7 +4,7 @@
 //! and instance. The engine itself knows nothing of this crate.
 
 pub mod instances;
+pub mod latency;
 mod record;
-pub mod window;
 
 pub use record::*;

@@ -2,18 +2,11 @@
 //! latencies, and per-window time series. Nothing is stored per request, so memory does not
 //! grow with the number of requests.
 
-use hdrhistogram::Histogram;
 use proxy_engine::time::{Nanos, Time};
 use proxy_engine::types::{EngineEvent, Outcome, ResponseFlags};
 
 /// Largest latency a histogram tracks exactly: one hour. Larger values are clamped to it.
 pub const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
-
-fn histogram(sigfig: u8) -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts (low 1 ≥ 1, high ≥ 2·low, sigfig ≤ 5).
-    #[allow(clippy::expect_used)]
-    Histogram::new_with_bounds(1, LATENCY_MAX_NS, sigfig).expect("valid histogram bounds")
-}
 
 /// Outcome counts and a latency histogram for one slice of traffic.
 #[derive(Clone, Debug)]
@@ -26,8 +19,8 @@ pub struct Stats {
     pub by_status: Vec<(u16, u64)>,
     /// Count per response flag bit, indexed like `ResponseFlags::ALL`.
     pub by_flag: Vec<u64>,
-    /// Latency in nanoseconds, 3 significant digits.
-    pub latency: Histogram<u64>,
+    /// Latency in nanoseconds, 3 significant digits (sparse while it holds few values).
+    pub latency: crate::latency::StatsLatency,
     /// Exact sum of latencies, nanoseconds (the histogram's mean is only approximate).
     pub latency_sum_ns: u128,
     /// Requests per number of upstream attempts (index = attempts; 0 = answered locally).
@@ -43,7 +36,7 @@ impl Default for Stats {
             success: 0,
             by_status: Vec::new(),
             by_flag: vec![0; ResponseFlags::ALL.len()],
-            latency: histogram(3),
+            latency: crate::latency::StatsLatency::default(),
             latency_sum_ns: 0,
             by_attempts: Vec::new(),
             attempts: 0,
@@ -72,8 +65,7 @@ impl Stats {
                 }
             }
         }
-        self.latency
-            .saturating_record(latency.0.clamp(1, LATENCY_MAX_NS));
+        self.latency.record(latency.0);
         self.latency_sum_ns += u128::from(latency.0);
         let n = outcome.attempts as usize;
         if self.by_attempts.len() <= n {
@@ -119,7 +111,7 @@ pub struct Window {
     /// Of those, the ones that did not succeed.
     pub errors: u64,
     /// Their latency, nanoseconds, 2 significant digits (stored compactly: see `window`).
-    pub latency: crate::window::WindowLatency,
+    pub latency: crate::latency::WindowLatency,
     /// Resilience events that happened in the window (any proxy).
     pub events: EventCounts,
 }
@@ -213,7 +205,7 @@ impl TimeSeries {
             self.windows.push(Window {
                 requests: 0,
                 errors: 0,
-                latency: crate::window::WindowLatency::default(),
+                latency: crate::latency::WindowLatency::default(),
                 events: EventCounts::default(),
             });
         }
@@ -467,15 +459,17 @@ impl Recorder {
         }
     }
 
-    /// A mirrored copy's answer from `destination`.
+    /// A mirrored copy's end at `destination` (the engine's `MirrorDone`): its status, the
+    /// flags of a local failure, and its latency.
     pub fn record_mirror(
         &mut self,
         destination: proxy_engine::mesh::DestinationId,
         status: u16,
+        flags: ResponseFlags,
         latency: Nanos,
     ) {
         if let Some(slot) = self.mirrors.get_mut(destination.0 as usize) {
-            let outcome = Outcome::bare(status, ResponseFlags::NONE);
+            let outcome = Outcome::bare(status, flags);
             slot.get_or_insert_with(Stats::default)
                 .record(&outcome, latency);
         }
@@ -598,8 +592,7 @@ impl Stats {
         for (mine, theirs) in self.by_flag.iter_mut().zip(&other.by_flag) {
             *mine += theirs;
         }
-        // Both histograms have the same bounds, so adding cannot fail.
-        let _ = self.latency.add(&other.latency);
+        self.latency.merge(&other.latency);
         self.latency_sum_ns += other.latency_sum_ns;
         if self.by_attempts.len() < other.by_attempts.len() {
             self.by_attempts.resize(other.by_attempts.len(), 0);

@@ -15,6 +15,7 @@ pub mod config;
 pub mod hash;
 pub mod idmap;
 pub mod lb;
+pub mod local_reply;
 pub mod matching;
 pub mod mesh;
 pub mod outlier;

@@ -42,6 +42,9 @@ pub enum PoolEvent {
         endpoint: EndpointId,
         /// HTTP/2.
         http2: bool,
+        /// The waiting attempt the connection is opened for (the first pending one it covers);
+        /// the pool serves pending attempts in order, whichever connection is ready first.
+        opened_for: Option<AttemptId>,
     },
     /// Send `attempt` on `conn` now.
     Send {
@@ -235,6 +238,12 @@ impl Pool {
         if !needed || (cx >= limit && host.conns > 0) {
             return;
         }
+        let covered = if multiplexed {
+            0
+        } else {
+            host.connecting as usize
+        };
+        let opened_for = host.pending.get(covered).copied();
         let conn = ConnId(self.next);
         self.next += 1;
         host.conns += 1;
@@ -261,6 +270,7 @@ impl Pool {
             cluster,
             endpoint,
             http2: multiplexed,
+            opened_for,
         });
     }
 

@@ -7,8 +7,21 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A downstream request, identified by the driver; unique among the proxy's open requests.
+///
+/// **Invariant:** drivers number their requests below `RequestId::MIRROR_COPY` (2^63); the
+/// ids from there up name the engine's mirrored copies (see `Action::Mirror`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// The first id of the engine's mirrored copies; every id at or above it is one.
+    pub const MIRROR_COPY: u64 = 1 << 63;
+
+    /// Whether this id names a mirrored copy made by the engine (not a driver's request).
+    pub fn is_mirror_copy(self) -> bool {
+        self.0 >= Self::MIRROR_COPY
+    }
+}
 
 /// One upstream try of a request, identified by the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -303,6 +316,9 @@ pub enum Action {
         endpoint: EndpointId,
         /// Speak HTTP/2 on it (many attempts at once) instead of HTTP/1.1.
         http2: bool,
+        /// Opened for a mirrored copy: a driver that models the network draws the
+        /// handshake's legs from its mirror stream, so mirrors never move the primary's draws.
+        mirror: bool,
     },
     /// Send an attempt on an established connection.
     Send {
@@ -320,15 +336,29 @@ pub enum Action {
         /// Which try this is (1 for the first); sent upstream as `x-envoy-attempt-count`.
         try_number: u32,
     },
-    /// Send a fire-and-forget copy of a request to `endpoint`; its response is discarded and
-    /// never reported back to the engine.
+    /// The engine made `copy`, a mirrored copy of `req` (fire and forget): the copy's
+    /// attempts come as `Send { req: copy, .. }` through the mirror cluster's pool and limits,
+    /// so the driver keeps `req`'s body for them until `MirrorDone` for `copy`. The copy has a
+    /// deadline (see `proxy::MIRROR_TIMEOUT`) and always ends in exactly one `MirrorDone`.
     Mirror {
         /// The downstream request copied (its body is the driver's to send).
         req: RequestId,
-        /// Where the copy goes.
-        endpoint: EndpointId,
-        /// The copy's head (after the route's rewrites and header operations).
-        head: RequestHead,
+        /// The copy (an id with `RequestId::is_mirror_copy`).
+        copy: RequestId,
+    },
+    /// A mirrored copy is over: answered, failed or timed out. Its answer never goes
+    /// downstream; drivers count it per destination.
+    MirrorDone {
+        /// The copy.
+        copy: RequestId,
+        /// Where it went.
+        destination: DestinationId,
+        /// Its final status (a local failure's: 503 `UF` or `UO`, 504 `UT`).
+        status: u16,
+        /// Flags of a local failure.
+        flags: ResponseFlags,
+        /// From the copy's making to its end.
+        latency: crate::time::Nanos,
     },
     /// Abandon an attempt (timeout or downstream cancel): reset its stream.
     CancelAttempt {
@@ -358,10 +388,11 @@ pub enum Action {
         status: u16,
         /// Flags explaining the reply.
         flags: ResponseFlags,
-        /// Response headers (e.g. `location` of a redirect).
+        /// Response headers (e.g. `location` of a redirect, `content-type` of a body).
         headers: Vec<(Arc<str>, Arc<str>)>,
-        /// Response body, if any.
-        body: Option<Arc<str>>,
+        /// Response body (empty for none): a direct response's, else Envoy's for the flags
+        /// (see `local_reply`).
+        body: Arc<str>,
     },
     /// Something worth counting happened (a retry, a breaker overflow, an ejection); drivers
     /// hand it to their metrics.

@@ -151,8 +151,8 @@ fn route(
                 if let Some((_, loc)) = headers.iter().find(|(n, _)| &**n == "location") {
                     reply += &format!(" {loc}");
                 }
-                if let Some(b) = body {
-                    reply += &format!(" body={b}");
+                if !body.is_empty() {
+                    reply += &format!(" body={body}");
                 }
             }
             Action::Complete { outcome, .. } => {

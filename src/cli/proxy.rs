@@ -46,7 +46,6 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
     let opts = DriverOptions {
         name: "proxy".into(),
         seed: args.seed,
-        connect_timeout: Duration::from_nanos(config.limits.connect_timeout.0),
         max_response_bytes: config.limits.max_response_bytes,
         access_log: config.access_log,
         // Runs indefinitely: cumulative metrics only (`/metrics`), no per-second series.

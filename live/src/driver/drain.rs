@@ -1,4 +1,4 @@
-//! Engine actions into the driver's work: connects, sends, mirrors, closes and replies
+//! Engine actions into the driver's work: connects, sends, closes, replies and mirrored copies
 //! (`drain`), the upstream requests they carry, and each request's one recorded outcome.
 
 use super::*;
@@ -22,6 +22,7 @@ impl Shared {
                     conn,
                     endpoint,
                     http2,
+                    ..
                 } => match Self::addr(st, endpoint) {
                     Some(addr) => {
                         st.conns.insert(conn, None);
@@ -82,19 +83,34 @@ impl Shared {
                         }
                     }
                 }
-                Action::Mirror {
-                    req,
-                    endpoint,
-                    head,
-                } => {
-                    let addr = Self::addr(st, endpoint);
-                    if let (Some(addr), Some(request)) = (addr, outgoing(st, req, &head, &[])) {
-                        work.push(Work::Mirror {
-                            endpoint,
-                            addr,
-                            request: Box::new(request),
-                        });
+                Action::Mirror { req, copy } => {
+                    // The copy's sends carry the request's body: it is kept under the copy's
+                    // id until the copy is done.
+                    if let Some(p) = st.reqs.get(&req) {
+                        let kept = Pending {
+                            body: p.body.clone(),
+                            start: now,
+                            start_wall: None,
+                            generation: p.generation,
+                            head: p.head.clone(),
+                            parts: None,
+                        };
+                        st.reqs.insert(copy, kept);
                     }
+                }
+                Action::MirrorDone {
+                    copy,
+                    destination,
+                    status,
+                    flags,
+                    latency,
+                } => {
+                    let generation = st.reqs.remove(&copy).map(|p| p.generation);
+                    let rec = match generation.and_then(|g| st.earlier.get_mut(g)) {
+                        Some(r) => r,
+                        None => &mut st.metrics,
+                    };
+                    rec.record_mirror(destination, status, flags, latency);
                 }
                 Action::CancelAttempt { attempt } => {
                     // The exchange ends at once; its task finds the attempt gone.
@@ -123,11 +139,11 @@ impl Shared {
                 Action::LocalReply {
                     req,
                     status,
-                    flags,
                     headers,
                     body,
+                    ..
                 } => {
-                    let resp = http_util::local_reply(status, flags, &headers, body.as_deref());
+                    let resp = http_util::local_reply(status, &headers, &body);
                     reply(st, req, resp);
                 }
                 Action::Event(event) => {

@@ -50,6 +50,21 @@ pub struct Gauges {
     pub rejected_total: AtomicU64,
 }
 
+/// What a proxy holds open at one moment (see `ProxyHandle::open`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Open {
+    /// Downstream requests the engine has not completed.
+    pub requests: usize,
+    /// Mirrored copies not yet done.
+    pub mirrors: usize,
+    /// Upstream connections (connecting, busy or idle).
+    pub connections: usize,
+    /// Connects and exchanges under way (each is a task or part of one).
+    pub exchanges: usize,
+    /// Requests (and copies) whose body the driver keeps.
+    pub bodies: usize,
+}
+
 /// Driver settings.
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
@@ -57,10 +72,6 @@ pub struct DriverOptions {
     pub name: String,
     /// Seed of the engine's RNG.
     pub seed: u64,
-    /// Connect timeout of mirrored copies. (A request's own connects follow its cluster's
-    /// `connect_timeout`, which the engine enforces: it closes the connection, and the driver
-    /// aborts the connect.)
-    pub connect_timeout: Duration,
     /// Largest upstream response body.
     pub max_response_bytes: usize,
     /// Print an access log line per request.
@@ -95,11 +106,6 @@ enum Work {
     /// Boxed: a `Work` moves several times between the drain and the exchange, and an
     /// exchange (with its request) is most of its size.
     Exchange(Box<Exchange>),
-    Mirror {
-        endpoint: EndpointId,
-        addr: SocketAddr,
-        request: Box<http::Request<Body>>,
-    },
 }
 
 /// The socket work one drain produced. Nearly always a single item, so the first is held
@@ -360,6 +366,20 @@ impl ProxyHandle {
         Ok(())
     }
 
+    /// What the proxy holds open now: (downstream requests, mirrored copies, upstream
+    /// connections, request bodies kept). After traffic stops, each falls to zero (an idle
+    /// pooled connection aside) by the last deadline.
+    pub fn open(&self) -> Open {
+        let st = self.shared.lock();
+        Open {
+            requests: st.engine.open_requests(),
+            mirrors: st.engine.open_mirrors(),
+            connections: st.engine.open_connections(),
+            exchanges: st.attempts.len() + st.connecting.len(),
+            bodies: st.reqs.len(),
+        }
+    }
+
     /// The mesh the proxy runs (the one to compile the next generation from).
     pub fn mesh(&self) -> Arc<CompiledMesh> {
         self.shared.lock().engine.config().clone()
@@ -454,8 +474,8 @@ impl Shared {
 
     /// One piece of socket work; returns the work its result leads to.
     ///
-    /// Connects and mirrors are boxed: they are rare next to exchanges, and unboxed their
-    /// futures would size every request's future (which hyper moves per request) to theirs.
+    /// Connects are boxed: they are rare next to exchanges, and unboxed their futures would
+    /// size every request's future (which hyper moves per request) to theirs.
     async fn perform(self: Arc<Self>, work: Work) -> Todo {
         match work {
             Work::Connect {
@@ -490,29 +510,6 @@ impl Shared {
                 self.drain(&mut st, now, None)
             }
             Work::Exchange(x) => self.exchange(x).await,
-            Work::Mirror {
-                endpoint,
-                addr,
-                request,
-            } => {
-                let started = std::time::Instant::now();
-                let (timeout, max) = (self.opts.connect_timeout, self.opts.max_response_bytes);
-                let status = Box::pin(async move {
-                    let Ok(mut sender) = upstream::connect(addr, timeout, false).await else {
-                        return 0;
-                    };
-                    match upstream::exchange(&mut sender, *request, max).await {
-                        Ok((parts, _)) => parts.status.as_u16(),
-                        Err(_) => 0,
-                    }
-                })
-                .await;
-                let latency = proxy_engine::Nanos(started.elapsed().as_nanos() as u64);
-                let mut st = self.lock();
-                let dest = st.engine.config().endpoint(endpoint).destination;
-                st.metrics.record_mirror(dest, status, latency);
-                Todo::default()
-            }
         }
     }
 

@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// What an echo upstream received: Host, URI, headers.
@@ -120,7 +119,6 @@ pub async fn proxy_tls(
     let opts = DriverOptions {
         name: "test".into(),
         seed: 7,
-        connect_timeout: Duration::from_secs(2),
         max_response_bytes: 1 << 20,
         access_log: false,
         window: Some(proxy_engine::Nanos::from_secs(1)),
@@ -191,7 +189,6 @@ pub async fn lab(
     let opts = DriverOptions {
         name: "client".into(),
         seed: 3,
-        connect_timeout: Duration::from_secs(1),
         max_response_bytes: 1 << 20,
         access_log: false,
         window: Some(s.window),

@@ -67,22 +67,25 @@ impl Proxy {
         Some(healthy[i])
     }
 
-    /// Whether `mirror` takes a copy of this request, and where it goes. Uses the mirror
-    /// stream and a throwaway round-robin cursor, so the primary's picks are untouched.
+    /// Whether `mirror` takes a copy of this request, and where it goes (cluster and host).
+    /// Uses the mirror stream and a throwaway round-robin cursor, so the primary's picks are
+    /// untouched.
     pub(super) fn pick_mirror(
         &mut self,
+        config: &CompiledMesh,
         mirror: &Mirror,
         head: &RequestHead,
-    ) -> Option<EndpointId> {
+    ) -> Option<(ClusterId, EndpointId)> {
         let cluster = mirror.cluster?;
         if !chance(&mut self.mirror_rng, mirror.ppm) {
             return None;
         }
-        let c = self.config.clusters().get(cluster.0 as usize)?;
+        let c = config.clusters().get(cluster.0 as usize)?;
         let active = &self.active;
-        pick(c, head, &mut self.mirror_rng, &mut None, |e| {
+        let endpoint = pick(c, head, &mut self.mirror_rng, &mut None, |e| {
             active.get(e.0 as usize).copied().unwrap_or(0)
-        })
+        })?;
+        Some((cluster, endpoint))
     }
 
     /// Feeds an upstream result of `endpoint` to its cluster's outlier detector.

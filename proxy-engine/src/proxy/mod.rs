@@ -12,14 +12,17 @@
 //!   gives up first — connect timeout — and sends `CloseConnection`; a late answer is then
 //!   ignored). A `Send` is answered by at most one `handle_response_head` and exactly one
 //!   `handle_attempt_end`, unless the engine cancels the attempt first (`CancelAttempt`), after
-//!   which reports on that attempt are ignored. `Mirror` copies are fire-and-forget.
+//!   which reports on that attempt are ignored.
+//! * A `Mirror` names a copy the engine made of a request; the copy's attempts are ordinary
+//!   `Send`s (with `req` the copy's id) and it ends in exactly one `MirrorDone`, by its
+//!   deadline at the latest. Driver request ids stay below `RequestId::MIRROR_COPY`.
 //!
 //! # Request path
 //!
 //! match route (none → 404 `NR`) → local rate limits, proxy then route (429 `RL`) → fault
 //! injection (delay `DI`, then abort `FI`, drawn independently) → redirect / direct response,
 //! or: weighted cluster pick (undefined subset → 503 `NC`) → rewrites and header operations →
-//! mirrors → route timeout starts → load balancer over non-ejected hosts (none → 503 `UH`) →
+//! mirrors (copies through the mirror cluster's pool, with a deadline) → route timeout starts → load balancer over non-ejected hosts (none → 503 `UH`) →
 //! connection pool and circuit breakers (overflow → 503 `UO`, never retried) → send → on a
 //! failure (connect failure `UF`, reset `UR`, per-try timeout `UT`, retriable status) the retry
 //! policy decides: backoff and a new try on another host, or the failure is final (`URX` when
@@ -34,7 +37,8 @@
 //! This module holds the state (`Proxy`, its requests and attempts), reloads
 //! (`apply_config`), timers and the action queue; `request` a request's path up to dispatch and
 //! its completion; `balance` cluster and host picks and outlier detection; `upstream` attempts
-//! on the pool and the driver's connection and attempt reports; `retry` the retry decision.
+//! on the pool and the driver's connection and attempt reports; `retry` the retry decision;
+//! `mirror` mirrored copies.
 
 use crate::idmap::IdMap;
 use crate::lb::LbPolicy;
@@ -57,6 +61,8 @@ use rand_chacha::ChaCha8Rng;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
+
+pub use mirror::MIRROR_TIMEOUT;
 
 /// Salt of the mirror stream's seed.
 const MIRROR_STREAM: u64 = 0x6d69_7272_6f72; // "mirror"
@@ -152,6 +158,36 @@ struct Request {
     /// When the route timeout fires (drivers may reuse a finished request's id, so a timer
     /// checks that it is this request's).
     deadline: Option<Time>,
+    /// For a mirrored copy, when it was made (its latency runs from there); `None` for a
+    /// driver's request.
+    mirror: Option<Time>,
+}
+
+impl Request {
+    /// A request for `head` under `config`, not yet routed.
+    fn new(config: Arc<CompiledMesh>, head: RequestHead) -> Request {
+        Request {
+            config,
+            head,
+            route: None,
+            block: None,
+            cluster: None,
+            endpoint: None,
+            attempts: 0,
+            attempt: None,
+            status: None,
+            flags: ResponseFlags::NONE,
+            delayed: None,
+            retry: None,
+            retries_left: 0,
+            interval: Nanos::ZERO,
+            tried: Vec::new(),
+            retry_held: false,
+            backing_off: false,
+            deadline: None,
+            mirror: None,
+        }
+    }
 }
 
 /// An attempt in flight.
@@ -221,6 +257,10 @@ pub struct Proxy {
     route_buckets: Vec<Option<TokenBucket>>,
     timers: Timers<Timer>,
     next_attempt: u64,
+    /// Mirrored copies made so far (their ids count up from `RequestId::MIRROR_COPY`).
+    next_mirror: u64,
+    /// Mirrored copies not yet done (they are in `requests` too).
+    mirrors_open: usize,
     actions: VecDeque<Action>,
 }
 
@@ -262,6 +302,8 @@ impl Proxy {
             route_buckets: Vec::new(),
             timers: Timers::default(),
             next_attempt: 0,
+            next_mirror: 0,
+            mirrors_open: 0,
             actions: VecDeque::new(),
         };
         p.size_tables(None);
@@ -280,7 +322,12 @@ impl Proxy {
 
     /// Number of downstream requests not yet completed.
     pub fn open_requests(&self) -> usize {
-        self.requests.len()
+        self.requests.len() - self.mirrors_open
+    }
+
+    /// Number of mirrored copies not yet done.
+    pub fn open_mirrors(&self) -> usize {
+        self.mirrors_open
     }
 
     /// Number of upstream connections (connecting, busy or idle).
@@ -502,6 +549,7 @@ impl Proxy {
 }
 
 mod balance;
+mod mirror;
 mod request;
 mod retry;
 mod upstream;

@@ -13,6 +13,7 @@ impl Proxy {
             !self.requests.contains_key(&req),
             "request id reused: {req:?}"
         );
+        debug_assert!(!req.is_mirror_copy(), "driver id in the copies' range");
         // Routed and forwarded with the path normalized, as Istio's default asks (see `path`).
         if let Cow::Owned(normal) = crate::path::normalize(&head.path) {
             head.path = Arc::from(normal);
@@ -24,36 +25,16 @@ impl Proxy {
             Some((route, _)) => Some(route),
             None => self.config.unmatched_route(head.host()),
         };
-        self.requests.insert(
-            req,
-            Request {
-                config: self.config.clone(),
-                head,
-                route: reported,
-                block: matched.and_then(|m| m.1),
-                cluster: None,
-                endpoint: None,
-                attempts: 0,
-                attempt: None,
-                status: None,
-                flags: ResponseFlags::NONE,
-                delayed: None,
-                retry: None,
-                retries_left: 0,
-                interval: Nanos::ZERO,
-                tried: Vec::new(),
-                retry_held: false,
-                backing_off: false,
-                deadline: None,
-            },
-        );
+        let mut r = Request::new(self.config.clone(), head);
+        r.route = reported;
+        r.block = matched.and_then(|m| m.1);
+        self.requests.insert(req, r);
         let Some((route, _)) = matched else {
             return self.local_reply(req, 404, ResponseFlags::NO_ROUTE_FOUND, Vec::new(), None);
         };
         if let Some(status) = self.rate_limited(route) {
             let headers = vec![(Arc::from("x-envoy-ratelimited"), Arc::from("true"))];
-            let body = Some(Arc::from("local_rate_limited"));
-            return self.local_reply(req, status, ResponseFlags::RATE_LIMITED, headers, body);
+            return self.local_reply(req, status, ResponseFlags::RATE_LIMITED, headers, None);
         }
         let Some(fault) = self.config.route(route).fault else {
             return self.dispatch(req);
@@ -171,12 +152,8 @@ impl Proxy {
         let block = block.and_then(|b| route.matches.get(b as usize));
         let head = forwarded_head(&head, route, block).into_owned();
         for mirror in &route.mirrors {
-            if let Some(endpoint) = self.pick_mirror(mirror, &head) {
-                self.actions.push_back(Action::Mirror {
-                    req,
-                    endpoint,
-                    head: head.clone(),
-                });
+            if let Some((cluster, endpoint)) = self.pick_mirror(&config, mirror, &head) {
+                self.start_mirror(req, &config, (cluster, endpoint), &head, route.timeout);
             }
         }
         let endpoint = self.pick_endpoint(&config, cluster, &head);
@@ -214,7 +191,7 @@ impl Proxy {
         let Some(r) = self.requests.get(&req) else {
             return;
         };
-        if r.status.is_some() {
+        if r.status.is_some() && r.mirror.is_none() {
             return; // the response is already on its way downstream
         }
         let (attempt, cluster) = (r.attempt, r.cluster);
@@ -232,7 +209,8 @@ impl Proxy {
         self.pool_events();
     }
 
-    /// Answers `req` locally, then completes it.
+    /// Answers `req` locally (the body and headers finished by `local_reply::finish`), then
+    /// completes it.
     pub(super) fn local_reply(
         &mut self,
         req: RequestId,
@@ -246,22 +224,29 @@ impl Proxy {
                 .requests
                 .get(&req)
                 .map_or(ResponseFlags::NONE, |r| r.flags);
-        self.actions.push_back(Action::LocalReply {
-            req,
-            status,
-            flags: all,
-            headers,
-            body,
-        });
+        if !req.is_mirror_copy() {
+            let (headers, body) = crate::local_reply::finish(all, headers, body);
+            self.actions.push_back(Action::LocalReply {
+                req,
+                status,
+                flags: all,
+                headers,
+                body,
+            });
+        }
         self.complete(req, status, flags);
     }
 
-    /// Emits the one `Complete` for `req` and forgets it (releasing any retry slot).
+    /// Emits the one `Complete` for `req` (`MirrorDone` for a copy) and forgets it (releasing
+    /// any retry slot).
     pub(super) fn complete(&mut self, req: RequestId, status: u16, flags: ResponseFlags) {
         let Some(r) = self.requests.remove(&req) else {
             debug_assert!(false, "completing unknown request {req:?}");
             return;
         };
+        if let Some(made) = r.mirror {
+            return self.mirror_done(req, &r, made, status, flags | r.flags);
+        }
         if r.retry_held {
             if let Some(slots) = r
                 .cluster

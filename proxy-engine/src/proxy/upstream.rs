@@ -49,8 +49,12 @@ impl Proxy {
                     cluster,
                     endpoint,
                     http2,
+                    opened_for,
                 } => {
                     self.conns.insert(conn, (cluster, endpoint));
+                    let mirror = opened_for
+                        .and_then(|a| self.attempts.get(&a))
+                        .is_some_and(|a| a.req.is_mirror_copy());
                     let timeout = self
                         .config
                         .clusters()
@@ -64,6 +68,7 @@ impl Proxy {
                         conn,
                         endpoint,
                         http2,
+                        mirror,
                     });
                 }
                 PoolEvent::Send { attempt, conn } => self.send(attempt, conn),
@@ -211,6 +216,9 @@ impl Proxy {
         }
         if let Some(r) = self.requests.get_mut(&a.req) {
             r.status = Some(head.status);
+            if r.mirror.is_some() {
+                return; // a copy's answer goes nowhere
+            }
             let response_headers = r
                 .route
                 .and_then(|id| r.config.routes().get(id.0 as usize))

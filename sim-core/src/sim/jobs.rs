@@ -23,10 +23,7 @@ impl Simulation {
             root,
             dead: false,
         });
-        let leg = match reply_to {
-            ReplyTo::Proxy { .. } => self.leg(),
-            ReplyTo::Mirror { .. } => self.mirror_leg(),
-        };
+        let leg = self.leg_of(reply_to.mirror);
         self.queue.push(self.now + leg, Event::Deliver { job });
     }
 
@@ -134,41 +131,42 @@ impl Simulation {
         }
     }
 
-    /// Sends the job's response back to its proxy (or records a mirror's) and frees the job.
+    /// Sends the job's response back to its proxy and frees the job.
     pub(super) fn respond(&mut self, job: u32, status: u16) {
         let Some(j) = self.jobs[job as usize].take() else {
             return;
         };
         self.free_jobs.push(job);
-        match j.reply_to {
-            ReplyTo::Proxy { proxy, .. } if self.partitioned(proxy, j.instance) => {}
-            ReplyTo::Proxy { proxy, attempt } => {
-                let at = self.now + self.leg();
-                let respond = Event::Respond {
-                    proxy,
-                    attempt,
-                    status,
-                };
-                self.queue.push(at, respond);
-            }
-            ReplyTo::Mirror { destination, sent } => {
-                let at = self.now + self.mirror_leg();
-                let latency = at.since(sent);
-                self.metrics.record_mirror(destination, status, latency);
-            }
+        let ReplyTo {
+            proxy,
+            attempt,
+            mirror,
+        } = j.reply_to;
+        if self.partitioned(proxy, j.instance) {
+            return; // lost on the way back
         }
+        let at = self.now + self.leg_of(mirror);
+        let respond = Event::Respond {
+            proxy,
+            attempt,
+            status,
+        };
+        self.queue.push(at, respond);
     }
 
-    /// The job's sender sees its stream reset (after one network leg); a mirrored copy is
-    /// dropped. The job itself is left to its owner.
+    /// The job's sender sees its stream reset (after one network leg). The job itself is left
+    /// to its owner.
     pub(super) fn reset_reply(&mut self, job: u32) {
         let Some(j) = self.jobs[job as usize].as_ref() else {
             return;
         };
-        if let ReplyTo::Proxy { proxy, attempt } = j.reply_to {
-            let at = self.now + self.leg();
-            self.queue.push(at, Event::Reset { proxy, attempt });
-        }
+        let ReplyTo {
+            proxy,
+            attempt,
+            mirror,
+        } = j.reply_to;
+        let at = self.now + self.leg_of(mirror);
+        self.queue.push(at, Event::Reset { proxy, attempt });
     }
 
     /// Resets the job's sender and frees the job.

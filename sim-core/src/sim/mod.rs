@@ -20,9 +20,8 @@ use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::types::Headers;
 use proxy_engine::{
-    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure,
-    DestinationId, EndpointAddr, Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead,
-    Time,
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure, EndpointAddr,
+    Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -145,16 +144,14 @@ struct Instance {
     faults: Vec<model::FaultWindow>,
 }
 
-/// Where an instance's answer goes.
+/// Where an instance's answer goes: back to the proxy that sent the attempt.
 #[derive(Clone, Copy)]
-enum ReplyTo {
-    /// Back to the proxy that sent the attempt.
-    Proxy { proxy: u32, attempt: AttemptId },
-    /// A mirrored copy: the answer is only recorded (per destination), never reported.
-    Mirror {
-        destination: DestinationId,
-        sent: Time,
-    },
+struct ReplyTo {
+    proxy: u32,
+    attempt: AttemptId,
+    /// The attempt serves a mirrored copy: its network legs draw from the mirror stream, so
+    /// mirrors never move the primary traffic's draws.
+    mirror: bool,
 }
 
 /// Which client request a new request serves.

@@ -53,9 +53,12 @@ impl Simulation {
         }
     }
 
-    /// One leg of network latency for a mirrored copy.
-    pub(super) fn mirror_leg(&mut self) -> proxy_engine::Nanos {
-        if self.net.is_zero() {
+    /// One leg of network latency, for a mirrored copy's traffic when `mirror` (drawn from
+    /// the mirror stream).
+    pub(super) fn leg_of(&mut self, mirror: bool) -> proxy_engine::Nanos {
+        if !mirror {
+            self.leg()
+        } else if self.net.is_zero() {
             proxy_engine::Nanos::ZERO
         } else {
             self.net.sample(&mut self.mirror_net_rng)
@@ -66,7 +69,12 @@ impl Simulation {
     pub(super) fn drain(&mut self, p: u32) {
         while let Some(action) = self.proxies[p as usize].proxy.poll_action() {
             match action {
-                Action::Connect { conn, endpoint, .. } => {
+                Action::Connect {
+                    conn,
+                    endpoint,
+                    mirror,
+                    ..
+                } => {
                     let EndpointAddr::Sim(instance) = self.mesh.endpoint(endpoint).addr else {
                         debug_assert!(false, "socket endpoint in a simulation");
                         continue;
@@ -77,7 +85,7 @@ impl Simulation {
                     }
                     // A TCP handshake costs a round trip before the request can go (a refusal
                     // too: the RST comes back).
-                    let rtt = self.leg() + self.leg();
+                    let rtt = self.leg_of(mirror) + self.leg_of(mirror);
                     let event = if self.crashed(instance) {
                         Event::ConnectFailed { proxy: p, conn }
                     } else {
@@ -99,30 +107,31 @@ impl Simulation {
                     if self.partitioned(p, instance) {
                         continue; // lost on the way
                     }
+                    let mirror = req.is_mirror_copy();
                     if self.crashed(instance) {
-                        let rtt = self.leg() + self.leg();
+                        let rtt = self.leg_of(mirror) + self.leg_of(mirror);
                         let reset = Event::Reset { proxy: p, attempt };
                         self.queue.push(self.now + rtt, reset);
                         continue;
                     }
-                    let reply_to = ReplyTo::Proxy { proxy: p, attempt };
+                    let reply_to = ReplyTo {
+                        proxy: p,
+                        attempt,
+                        mirror,
+                    };
+                    // A copy is no client's request: its calls serve none (`root` None).
                     let root = self.proxies[p as usize].open.get(&req).and_then(|o| o.root);
                     self.send_job(reply_to, instance, head, root);
                 }
-                Action::Mirror { endpoint, head, .. } => {
-                    let ep = self.mesh.endpoint(endpoint);
-                    let EndpointAddr::Sim(instance) = ep.addr else {
-                        debug_assert!(false, "socket endpoint in a simulation");
-                        continue;
-                    };
-                    if self.partitioned(p, instance) {
-                        continue; // lost on the way, as a send is
-                    }
-                    let reply_to = ReplyTo::Mirror {
-                        destination: ep.destination,
-                        sent: self.now,
-                    };
-                    self.send_job(reply_to, instance, head, None);
+                Action::MirrorDone {
+                    destination,
+                    status,
+                    flags,
+                    latency,
+                    ..
+                } => {
+                    self.metrics
+                        .record_mirror(destination, status, flags, latency);
                 }
                 Action::CloseConnection { conn } => {
                     self.proxies[p as usize].conns.remove(&conn);
@@ -130,9 +139,11 @@ impl Simulation {
                 // The instance keeps working on a cancelled attempt; the engine ignores its
                 // late response. Forward and LocalReply carry nothing the model needs: the
                 // request's `Complete` follows.
+                // A copy's attempts come as sends; the model keeps no body to hold for them.
                 Action::CancelAttempt { .. }
                 | Action::Forward { .. }
-                | Action::LocalReply { .. } => {}
+                | Action::LocalReply { .. }
+                | Action::Mirror { .. } => {}
                 Action::Event(event) => self.metrics.record_event_from(p, self.now, &event),
                 Action::Complete { req, outcome } => self.complete(p, req, outcome),
             }
