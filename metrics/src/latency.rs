@@ -73,8 +73,13 @@ fn class_of(sigfig: u8, v: u64) -> u64 {
 
 impl<const SIGFIG: u8> Latency<SIGFIG> {
     /// Records one latency (clamped to 1 ns ..= `LATENCY_MAX_NS`).
+    #[inline]
     pub fn record(&mut self, latency_ns: u64) {
-        self.record_n(latency_ns.clamp(1, LATENCY_MAX_NS), 1);
+        let v = latency_ns.clamp(1, LATENCY_MAX_NS);
+        match &mut self.dense {
+            Some(d) => d.saturating_record(v),
+            None => self.record_n(v, 1),
+        }
     }
 
     fn record_n(&mut self, v: u64, n: u64) {

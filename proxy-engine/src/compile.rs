@@ -174,6 +174,7 @@ impl<'a> Builder<'a> {
             destinations: Vec::new(),
             warnings: Vec::new(),
             unknown_host: None,
+            pool_settings: Arc::from(Vec::new()),
             rate_limit: config
                 .local_rate_limit
                 .as_ref()
@@ -494,6 +495,12 @@ impl<'a> Builder<'a> {
             count,
             "a cluster id without a slot"
         );
+        self.mesh.pool_settings = self
+            .mesh
+            .clusters
+            .iter()
+            .map(|c| (c.limits, c.http2))
+            .collect();
         debug_assert_eq!(
             self.mesh.endpoints.len(),
             self.mesh.ids.endpoints.len(),

@@ -353,6 +353,10 @@ pub struct CompiledMesh {
     pub(crate) ids: IdBook,
     /// 0 for a first compile, one more than its predecessor's for `compile_next`.
     pub(crate) generation: u64,
+    /// Each cluster's pool settings (limits, HTTP/2), indexed by `ClusterId`: made once per
+    /// compile and shared by every proxy's pool, so a proxy holds nothing per cluster of the
+    /// mesh that it does not use.
+    pub(crate) pool_settings: Arc<[(Limits, bool)]>,
 }
 
 /// The stable ids of one lineage of compiled meshes: every cluster and endpoint name compiled
@@ -368,6 +372,11 @@ pub(crate) struct IdBook {
 }
 
 impl CompiledMesh {
+    /// Each cluster's pool settings (limits, HTTP/2), indexed by `ClusterId`.
+    pub fn pool_settings(&self) -> &Arc<[(Limits, bool)]> {
+        &self.pool_settings
+    }
+
     /// Which generation of its lineage this mesh is: 0 for `compile`, one more than its
     /// predecessor's for `compile_next`.
     pub fn generation(&self) -> u64 {

@@ -129,21 +129,19 @@ pub struct Pool {
     conns: IdMap<ConnId, Conn>,
     hosts: IdMap<Key, HostPool>,
     attempts: IdMap<AttemptId, Placed>,
+    /// Counters per cluster (indexed by `ClusterId`), grown to the highest cluster used.
     counts: Vec<Counts>,
-    limits: Vec<Limits>,
-    http2: Vec<bool>,
+    /// Each cluster's limits and protocol, shared with the mesh (see `configure`).
+    settings: std::sync::Arc<[(Limits, bool)]>,
     events: VecDeque<PoolEvent>,
     next: u64,
 }
 
 impl Pool {
-    /// Sets each cluster's limits and protocol (indexed by `ClusterId`); counters are kept.
-    pub fn configure(&mut self, clusters: impl Iterator<Item = (Limits, bool)>) {
-        let (limits, http2): (Vec<Limits>, Vec<bool>) = clusters.unzip();
-        self.counts
-            .resize(limits.len().max(self.counts.len()), Counts::default());
-        self.limits = limits;
-        self.http2 = http2;
+    /// Sets each cluster's limits and protocol (indexed by `ClusterId`; the mesh's shared
+    /// `CompiledMesh::pool_settings`); counters are kept.
+    pub fn configure(&mut self, settings: std::sync::Arc<[(Limits, bool)]>) {
+        self.settings = settings;
     }
 
     /// Connections open or opening.
@@ -170,9 +168,9 @@ impl Pool {
     }
 
     fn limits(&self, cluster: ClusterId) -> Limits {
-        self.limits
+        self.settings
             .get(cluster.0 as usize)
-            .copied()
+            .map(|s| s.0)
             .unwrap_or_default()
     }
 
@@ -187,7 +185,7 @@ impl Pool {
     /// Places a new attempt to `endpoint` of `cluster`.
     pub fn place(&mut self, cluster: ClusterId, endpoint: EndpointId, attempt: AttemptId) {
         let k = key(cluster, endpoint);
-        let multiplexed = self.http2.get(cluster.0 as usize).copied().unwrap_or(false);
+        let multiplexed = self.settings.get(cluster.0 as usize).is_some_and(|s| s.1);
         let host = self.hosts.entry(k).or_default();
         let ready = if multiplexed {
             host.shared
@@ -487,7 +485,7 @@ impl Pool {
             if sum != counts {
                 return Err(format!("cluster {i}: counters {counts:?} != sums {sum:?}"));
             }
-            let l = self.limits.get(i).copied().unwrap_or_default();
+            let l = self.limits(ClusterId(i as u32));
             if counts.active > l.max_requests || counts.pending > l.max_pending {
                 return Err(format!("cluster {i}: {counts:?} over limits {l:?}"));
             }
@@ -513,7 +511,7 @@ mod tests {
 
     fn pool(limits: Limits, http2: bool) -> Pool {
         let mut p = Pool::default();
-        p.configure(std::iter::once((limits, http2)));
+        p.configure(std::sync::Arc::from(vec![(limits, http2)]));
         p
     }
 

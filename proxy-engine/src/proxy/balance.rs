@@ -29,10 +29,13 @@ impl Proxy {
         head: &RequestHead,
     ) -> Option<EndpointId> {
         let c = config.clusters().get(cluster.0 as usize)?;
+        let i = cluster.0 as usize;
+        if self.rr.len() <= i {
+            self.rr.resize(i + 1, None);
+        }
         let active = &self.active;
         let load = |e: EndpointId| active.get(e.0 as usize).copied().unwrap_or(0);
-        let mut spare = None;
-        let rr = self.rr.get_mut(cluster.0 as usize).unwrap_or(&mut spare);
+        let rr = &mut self.rr[i];
         // A detector is only consulted while the cluster is the same in the current mesh.
         let same = std::ptr::eq(config, &*self.config);
         let detector = self
@@ -88,18 +91,21 @@ impl Proxy {
         Some((cluster, endpoint))
     }
 
-    /// Feeds an upstream result of `endpoint` to its cluster's outlier detector.
+    /// Feeds an upstream result of `endpoint` to its cluster's outlier detector (made at the
+    /// cluster's first result, when it has `outlier_detection`).
     pub(super) fn outlier_result(&mut self, cluster: ClusterId, endpoint: EndpointId, status: u16) {
-        let Some(d) = self
-            .outliers
-            .get_mut(cluster.0 as usize)
-            .and_then(Option::as_mut)
-        else {
-            return;
-        };
         let Some(c) = self.config.clusters().get(cluster.0 as usize) else {
             return;
         };
+        let Some(spec) = c.outlier else {
+            return;
+        };
+        let i = cluster.0 as usize;
+        if self.outliers.len() <= i {
+            self.outliers.resize_with(i + 1, || None);
+        }
+        let d = self.outliers[i]
+            .get_or_insert_with(|| Box::new(Detector::new(spec, c.endpoints.len())));
         let Ok(i) = c.endpoints.binary_search(&endpoint) else {
             return;
         };

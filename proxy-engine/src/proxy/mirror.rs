@@ -33,7 +33,7 @@ impl Proxy {
         let copy = RequestId(RequestId::MIRROR_COPY | self.next_mirror);
         self.next_mirror += 1;
         let timeout = route_timeout.unwrap_or(MIRROR_TIMEOUT);
-        let mut r = Request::new(config.clone(), head.clone());
+        let mut r = Request::new(config.clone(), head.clone(), None, None);
         r.cluster = Some(cluster);
         r.deadline = Some(self.now + timeout);
         r.mirror = Some(self.now);

@@ -164,13 +164,20 @@ struct Request {
 }
 
 impl Request {
-    /// A request for `head` under `config`, not yet routed.
-    fn new(config: Arc<CompiledMesh>, head: RequestHead) -> Request {
+    /// A request for `head` under `config`, matched to `route` (and its match `block`), not
+    /// yet dispatched.
+    #[inline]
+    fn new(
+        config: Arc<CompiledMesh>,
+        head: RequestHead,
+        route: Option<RouteId>,
+        block: Option<u32>,
+    ) -> Request {
         Request {
             config,
             head,
-            route: None,
-            block: None,
+            route,
+            block,
             cluster: None,
             endpoint: None,
             attempts: 0,
@@ -243,18 +250,21 @@ pub struct Proxy {
     pool: Pool,
     /// Connection → (cluster, endpoint), for connect timeouts and outlier accounting.
     conns: IdMap<ConnId, (ClusterId, EndpointId)>,
+    // Per-endpoint and per-cluster state is made when the proxy first uses the endpoint or
+    // cluster: tables indexed by id grow to the highest id used (a sidecar that calls one
+    // service of thousands holds state for that one), and outlier detectors are boxed.
     /// Active attempts per endpoint (indexed by `EndpointId`), for least-request balancing.
     active: Vec<u32>,
     /// Round-robin cursor per cluster (indexed by `ClusterId`); `None` until first use.
     rr: Vec<Option<u32>>,
     /// Outstanding retries per cluster.
     retries_active: Vec<u32>,
-    /// Outlier detector per cluster with `outlier_detection`.
-    outliers: Vec<Option<Detector>>,
+    /// Outlier detector per cluster with `outlier_detection`, made at its first result.
+    outliers: Vec<Option<Box<Detector>>>,
     /// The proxy-wide local rate limit bucket.
     bucket: Option<TokenBucket>,
-    /// Per-route buckets (indexed by `RouteId`), created on first use.
-    route_buckets: Vec<Option<TokenBucket>>,
+    /// Buckets of the routes with a local rate limit, made at first use.
+    route_buckets: IdMap<RouteId, TokenBucket>,
     timers: Timers<Timer>,
     next_attempt: u64,
     /// Mirrored copies made so far (their ids count up from `RequestId::MIRROR_COPY`).
@@ -299,7 +309,7 @@ impl Proxy {
             retries_active: Vec::new(),
             outliers: Vec::new(),
             bucket: None,
-            route_buckets: Vec::new(),
+            route_buckets: IdMap::default(),
             timers: Timers::default(),
             next_attempt: 0,
             next_mirror: 0,
@@ -365,49 +375,35 @@ impl Proxy {
         Ok(())
     }
 
-    /// Sizes the per-cluster and per-endpoint state for the current mesh. With `previous` (the
+    /// Fits the per-cluster and per-endpoint state to the current mesh. With `previous` (the
     /// mesh it replaced, of the same lineage: ids mean the same things), state carries over:
     /// active counts, retry slots and pools by id; a cluster's round-robin cursor when its
-    /// hosts are unchanged; its outlier detector, host by host, when its settings are.
+    /// hosts are unchanged; its outlier detector, host by host, when its settings are. State
+    /// of clusters and endpoints the proxy has not used is made at first use.
     fn size_tables(&mut self, previous: Option<&CompiledMesh>) {
         // Per-endpoint and per-cluster counters never shrink: requests that started under an
         // earlier mesh still count against them until they end.
-        let endpoints = self.config.endpoints().len();
-        if self.active.len() < endpoints {
-            self.active.resize(endpoints, 0);
-        }
         let clusters = self.config.clusters();
         let before = |i: usize| previous.and_then(|p| p.clusters().get(i));
-        let old_rr = std::mem::take(&mut self.rr);
-        self.rr = clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match before(i) {
-                Some(b) if b.endpoints == c.endpoints => old_rr.get(i).copied().flatten(),
-                _ => None,
-            })
-            .collect();
-        if self.retries_active.len() < clusters.len() {
-            self.retries_active.resize(clusters.len(), 0);
+        for (i, rr) in self.rr.iter_mut().enumerate() {
+            let same = matches!((before(i), clusters.get(i)), (Some(b), Some(c)) if b.endpoints == c.endpoints);
+            if !same {
+                *rr = None;
+            }
         }
-        self.pool
-            .configure(clusters.iter().map(|c| (c.limits, c.http2)));
-        let old = std::mem::take(&mut self.outliers);
-        self.outliers = clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let spec = c.outlier?;
-                match (old.get(i).and_then(Option::as_ref), before(i)) {
-                    (Some(d), Some(b)) if *d.spec() == spec => {
-                        Some(d.remap(&b.endpoints, &c.endpoints))
-                    }
-                    _ => Some(Detector::new(spec, c.endpoints.len())),
-                }
-            })
-            .collect();
+        self.pool.configure(self.config.pool_settings().clone());
+        for (i, slot) in self.outliers.iter_mut().enumerate() {
+            let Some(d) = slot.take() else { continue };
+            let (Some(c), Some(b)) = (clusters.get(i), before(i)) else {
+                continue;
+            };
+            // A detector whose settings changed starts over (at its next result).
+            if c.outlier.as_ref() == Some(d.spec()) {
+                *slot = Some(Box::new(d.remap(&b.endpoints, &c.endpoints)));
+            }
+        }
         for (i, d) in self.outliers.iter().enumerate() {
-            if let Some(at) = d.as_ref().and_then(Detector::next_tick) {
+            if let Some(at) = d.as_ref().and_then(|d| d.next_tick()) {
                 self.timers.at(at, Timer::Outlier(ClusterId(i as u32)));
             }
         }
@@ -419,7 +415,7 @@ impl Proxy {
                 Some(b) if b.spec() == spec => b,
                 _ => TokenBucket::new(*spec, now),
             });
-        self.route_buckets = vec![None; self.config.routes().len()];
+        self.route_buckets.clear();
     }
 
     fn advance(&mut self, now: Time) {

@@ -25,9 +25,8 @@ impl Proxy {
             Some((route, _)) => Some(route),
             None => self.config.unmatched_route(head.host()),
         };
-        let mut r = Request::new(self.config.clone(), head);
-        r.route = reported;
-        r.block = matched.and_then(|m| m.1);
+        let block = matched.and_then(|m| m.1);
+        let r = Request::new(self.config.clone(), head, reported, block);
         self.requests.insert(req, r);
         let Some((route, _)) = matched else {
             return self.local_reply(req, 404, ResponseFlags::NO_ROUTE_FOUND, Vec::new(), None);
@@ -70,8 +69,10 @@ impl Proxy {
             }
         }
         let spec = self.config.route(route).rate_limit?;
-        let slot = self.route_buckets.get_mut(route.0 as usize)?;
-        let b = slot.get_or_insert_with(|| TokenBucket::new(spec, now));
+        let b = self
+            .route_buckets
+            .entry(route)
+            .or_insert_with(|| TokenBucket::new(spec, now));
         (!b.try_take(now)).then_some(spec.status)
     }
 

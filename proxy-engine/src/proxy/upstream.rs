@@ -23,9 +23,11 @@ impl Proxy {
                 discard: false,
             },
         );
-        if let Some(n) = self.active.get_mut(endpoint.0 as usize) {
-            *n += 1;
+        let e = endpoint.0 as usize;
+        if self.active.len() <= e {
+            self.active.resize(e + 1, 0);
         }
+        self.active[e] += 1;
         let mut per_try = None;
         if let Some(r) = self.requests.get_mut(&req) {
             r.attempts += 1;
