@@ -15,8 +15,8 @@
 
 use crate::config::{ConsistentHash, LoadBalancerSettings, SimpleLb};
 use crate::hash::{hash64, mix64};
+use crate::head::RequestHead;
 use crate::matching::{cookie, query_param};
-use crate::types::RequestHead;
 use rand::Rng;
 use std::sync::Arc;
 

@@ -12,8 +12,11 @@
 
 mod compile;
 pub mod config;
+pub mod error;
 pub mod hash;
+pub mod head;
 pub mod idmap;
+pub mod ids;
 pub mod lb;
 pub mod local_reply;
 pub mod matching;

@@ -12,7 +12,8 @@
 //!   `without_headers: {"x": Exact("a")}` matches when `x` is absent or differs.
 
 use crate::config::{HttpMatchRequest, StringMatch};
-use crate::types::RequestHead;
+pub(crate) use crate::head::starts_with;
+use crate::head::RequestHead;
 use regex::Regex;
 use std::sync::Arc;
 
@@ -80,19 +81,6 @@ impl Matcher {
             }
             _ => self.matches(Some(v)),
         }
-    }
-}
-
-/// `hay.starts_with(needle)`, rejecting most mismatches on the needle's first and last byte
-/// before a full compare: route tables are mostly near-misses (`/svc10/` vs `/svc5/`), and
-/// two byte compares are much cheaper than a `memcmp` call.
-#[inline]
-pub(crate) fn starts_with(hay: &str, needle: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    match n.len() {
-        0 => true,
-        len if len > h.len() => false,
-        len => h[0] == n[0] && h[len - 1] == n[len - 1] && h[..len] == *n,
     }
 }
 

@@ -3,7 +3,10 @@
 //! hash map (never iterated), regexes are built, weights are cumulative, percentages are parts
 //! per million, clusters carry their endpoints and load-balancing policy.
 
+pub use crate::error::{ConfigError, ConfigWarning};
+pub use crate::head::HeaderEdit;
 use crate::idmap::IdHasher;
+pub use crate::ids::{ClusterId, DestinationId, RouteId};
 use crate::lb::LbPolicy;
 use crate::matching::{MatchBlock, MatchInput};
 use crate::policy::{Budget, Limits, OutlierSpec, RetryPolicy, TokenBucketSpec};
@@ -12,106 +15,6 @@ use crate::time::Nanos;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
-use thiserror::Error;
-
-/// Index of a route in the `CompiledMesh`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteId(pub u32);
-
-/// Index of a cluster (a service, or a subset of one) in the `CompiledMesh`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClusterId(pub u32);
-
-/// Index of a destination (service, version) in the `CompiledMesh`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DestinationId(pub u32);
-
-/// A mesh configuration that cannot be used. `field` is the path of the offending field inside
-/// the mesh config, e.g. `virtual_services[0].http[1].route[0].destination.host`.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigError {
-    /// A destination or rule names a service the registry does not have.
-    #[error("{field}: unknown service `{host}` (known services: {known})")]
-    UnknownHost {
-        /// Path of the field.
-        field: String,
-        /// The host as written.
-        host: String,
-        /// Comma-separated known services.
-        known: String,
-    },
-    /// A route has no destination with a weight above 0.
-    #[error("{field}: route has no destination with a weight above 0")]
-    NoWeight {
-        /// Path of the field.
-        field: String,
-    },
-    /// Two rules of one kind claim the same host.
-    #[error("{field}: host `{host}` already has a {kind}")]
-    DuplicateHost {
-        /// Path of the field.
-        field: String,
-        /// The host.
-        host: String,
-        /// `virtual service` or `destination rule`.
-        kind: &'static str,
-    },
-    /// A virtual service lists no host.
-    #[error("{field}: a virtual service needs at least one host")]
-    NoHosts {
-        /// Path of the field.
-        field: String,
-    },
-    /// A regular expression does not compile.
-    #[error("{field}: regex `{pattern}` does not compile: {error}")]
-    BadRegex {
-        /// Path of the field.
-        field: String,
-        /// The pattern.
-        pattern: String,
-        /// The compiler's message.
-        error: String,
-    },
-    /// Any other value out of range or combination not allowed; `message` says which.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// Path of the field.
-        field: String,
-        /// What was expected and what was found.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// The path of the offending field.
-    pub fn field(&self) -> &str {
-        match self {
-            ConfigError::UnknownHost { field, .. }
-            | ConfigError::NoWeight { field }
-            | ConfigError::DuplicateHost { field, .. }
-            | ConfigError::NoHosts { field }
-            | ConfigError::BadRegex { field, .. }
-            | ConfigError::Invalid { field, .. } => field,
-        }
-    }
-}
-
-/// Something that compiles but will not do what its author likely meant. The engine handles it
-/// at run time (an undefined subset answers 503 `NC`, as Envoy does for a missing cluster);
-/// tools such as `meshtwin validate` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigWarning {
-    /// A destination names a subset no destination rule defines for its host.
-    #[error("{field}: subset `{subset}` is not defined for host `{host}` by any destination rule (requests routed to it get 503 NC)")]
-    UndefinedSubset {
-        /// Path of the field.
-        field: String,
-        /// Destination host.
-        host: String,
-        /// Subset as written.
-        subset: String,
-    },
-}
 
 /// What a weighted entry sends to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,24 +54,6 @@ pub enum RouteAction {
         /// Body.
         body: Option<Arc<str>>,
     },
-}
-
-/// Compiled header operations; names lower-case.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeaderEdit {
-    /// Overwrite or add.
-    pub set: Vec<(Arc<str>, Arc<str>)>,
-    /// Append (comma list) or add.
-    pub add: Vec<(Arc<str>, Arc<str>)>,
-    /// Remove.
-    pub remove: Vec<Arc<str>>,
-}
-
-impl HeaderEdit {
-    /// Whether the edit changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
 }
 
 /// Compiled fault injection; percentages in parts per million.

@@ -7,7 +7,7 @@
 use crate::config::{
     ConnectionPoolSettings, HttpRetry, LocalRateLimit, OutlierDetection, RetryBudget,
 };
-use crate::mesh::ConfigError;
+use crate::error::ConfigError;
 use crate::time::Nanos;
 
 /// Istio's "unset" circuit-breaker threshold: 2³²−1.

@@ -23,7 +23,7 @@
 //! connection open one, so the cluster can exceed the limit by up to its host count).
 
 use crate::idmap::IdMap;
-use crate::mesh::ClusterId;
+use crate::ids::ClusterId;
 use crate::policy::Limits;
 use crate::registry::EndpointId;
 use crate::types::{AttemptId, ConnId};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// Arguments of `meshtwin cert`.
 #[derive(Debug, Args)]
-pub struct CertArgs {
+pub(super) struct CertArgs {
     /// Names the certificate is for (subject alternative names).
     #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
     names: Vec<String>,
@@ -23,7 +23,7 @@ pub struct CertArgs {
 }
 
 /// Writes a fresh self-signed pair; refuses to overwrite without `--force`.
-pub fn cert(args: CertArgs) -> anyhow::Result<()> {
+pub(super) fn cert(args: CertArgs) -> anyhow::Result<()> {
     for path in [&args.cert, &args.key] {
         anyhow::ensure!(
             args.force || !path.exists(),

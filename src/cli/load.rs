@@ -27,7 +27,7 @@ enum ArrivalsArg {
 
 /// Arguments of `meshtwin load`.
 #[derive(Debug, Args)]
-pub struct LoadArgs {
+pub(super) struct LoadArgs {
     /// Target, e.g. http://127.0.0.1:8080/productpage (the authority becomes the Host header).
     url: String,
     /// Requests per second (total over all connections).
@@ -83,7 +83,7 @@ fn split_url(url: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Runs the load, prints a progress line each second and a summary, writes the JSON report.
-pub fn load(args: LoadArgs) -> anyhow::Result<()> {
+pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
     if !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--rate must be a number above 0, found {}", args.rate);
     }

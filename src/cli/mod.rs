@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 /// same engine runs live as a real HTTP proxy, so the twin can be checked against reality.
 #[derive(Debug, Parser)]
 #[command(name = "meshtwin", version, about, long_about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +51,7 @@ enum Command {
 }
 
 /// Runs the chosen subcommand.
-pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::validate(args),

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 /// Arguments of `meshtwin proxy`.
 #[derive(Debug, Args)]
-pub struct ProxyArgs {
+pub(super) struct ProxyArgs {
     /// Proxy configuration (RON `Proxy(listeners: [...], mesh: Mesh(...), ...)`).
     #[arg(long)]
     config: PathBuf,
@@ -30,7 +30,7 @@ pub struct ProxyArgs {
 
 /// Starts listeners and the admin endpoint; reloads on SIGHUP or when a file changes; drains
 /// and stops on ctrl-c or SIGTERM.
-pub fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+pub(super) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let config = ProxyConfig::load(&args.config, args.endpoints.as_deref())?;
     let rt = super::runtime(args.workers)?;
     rt.block_on(run(args, config))

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// Arguments of `meshtwin run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(super) struct RunArgs {
     /// Scenario file (RON), e.g. scenarios/basic.ron.
     scenario: PathBuf,
     /// Seed for every random stream (default: the scenario's `seed`). Same seed, same report.
@@ -46,7 +46,7 @@ fn parse_duration(s: &str) -> Result<Nanos, String> {
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) ends the output quietly, never a panic.
-pub fn to_stdout(text: &str) -> anyhow::Result<()> {
+pub(super) fn to_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -57,7 +57,7 @@ pub fn to_stdout(text: &str) -> anyhow::Result<()> {
 
 /// Prints the terminal summary: on stdout, or on stderr when the JSON goes to stdout
 /// (`--json -`), so `| jq` reads JSON only.
-pub fn print_summary(text: &str, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(super) fn print_summary(text: &str, json: Option<&std::path::Path>) -> anyhow::Result<()> {
     if json.is_some_and(|p| p.as_os_str() == "-") {
         eprint!("{text}");
         Ok(())
@@ -67,7 +67,7 @@ pub fn print_summary(text: &str, json: Option<&std::path::Path>) -> anyhow::Resu
 }
 
 /// Writes the report's JSON to `path` (`-` = stdout), if given.
-pub fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(super) fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else {
         return Ok(());
     };
@@ -82,7 +82,7 @@ pub fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Re
 }
 
 /// Loads, simulates and reports.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut scenario = sim_core::load(&args.scenario)?;
     if let Some(d) = args.duration {
         anyhow::ensure!(d.0 > 0, "--duration must be above 0");

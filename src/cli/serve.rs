@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Arguments of `meshtwin serve`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     /// Scenario whose services to run.
     scenario: PathBuf,
     /// Seed (default: the scenario's).
@@ -14,7 +14,7 @@ pub struct ServeArgs {
 }
 
 /// Starts every instance behind its sidecar, prints where, runs until ctrl-c.
-pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub(super) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let s = sim_core::load(&args.scenario)?;
     let seed = args.seed.unwrap_or(s.seed);
     super::runtime(0)?.block_on(async {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Arguments of `meshtwin validate`.
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(super) struct ValidateArgs {
     /// Scenario or proxy config files (RON) to check; a proxy config is a file whose top-level
     /// value is `Proxy(...)`.
     #[arg(required = true)]
@@ -13,7 +13,7 @@ pub struct ValidateArgs {
 }
 
 /// Checks every file; prints a one-line summary per valid file and fails on the first error.
-pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+pub(super) fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     for file in &args.files {
         let line = if is_proxy_config(file) {
             proxy_config(file)?
