@@ -21,11 +21,11 @@ use rand::Rng;
 use std::sync::Arc;
 
 /// Envoy's default minimum ring size.
-pub const DEFAULT_RING_SIZE: u64 = 1024;
+pub(crate) const DEFAULT_RING_SIZE: u64 = 1024;
 /// Envoy's largest ring.
-pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 /// Envoy's default Maglev table size (prime).
-pub const DEFAULT_MAGLEV_SIZE: u64 = 65537;
+pub(crate) const DEFAULT_MAGLEV_SIZE: u64 = 65537;
 
 /// Where a consistent hash takes its key from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub enum LbPolicy {
 }
 
 /// Why a load-balancer setting cannot be used; the string says what is wrong.
-pub type LbError = String;
+pub(crate) type LbError = String;
 
 impl LbPolicy {
     /// Compiles `settings` (None = Istio's default, `LEAST_REQUEST`) over endpoints with these

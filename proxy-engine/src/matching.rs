@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// A compiled `StringMatch`.
 #[derive(Clone, Debug)]
-pub enum Matcher {
+pub(crate) enum Matcher {
     /// Equal.
     Exact(Arc<str>),
     /// Starts with.
@@ -42,7 +42,7 @@ pub struct BadRegex {
 
 impl Matcher {
     /// Compiles `m`; a regex is anchored so it must match the whole value.
-    pub fn compile(m: &StringMatch) -> Result<Matcher, BadRegex> {
+    pub(crate) fn compile(m: &StringMatch) -> Result<Matcher, BadRegex> {
         Ok(match m {
             StringMatch::Exact(s) => Matcher::Exact(s.as_str().into()),
             StringMatch::Prefix(s) => Matcher::Prefix(s.as_str().into()),
@@ -58,7 +58,7 @@ impl Matcher {
     }
 
     /// Whether `value` (None = absent) matches.
-    pub fn matches(&self, value: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, value: Option<&str>) -> bool {
         let Some(v) = value else {
             return false;
         };
@@ -149,7 +149,7 @@ pub enum RewriteSpan {
 
 /// Where a bad regex sits inside a match block (a field path suffix such as `uri` or
 /// `headers.end-user`).
-pub type MatchError = (String, BadRegex);
+pub(crate) type MatchError = (String, BadRegex);
 
 /// The parts of a request that matching looks at, computed once per request.
 pub struct MatchInput<'a> {
@@ -322,7 +322,7 @@ impl Cond {
 }
 
 /// The value of query parameter `name` in `path` (first occurrence; no percent-decoding).
-pub fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     let (_, query) = path.split_once('?')?;
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -331,7 +331,7 @@ pub fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The value of cookie `name` in the request's `cookie` header.
-pub fn cookie<'a>(head: &'a RequestHead, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(head: &'a RequestHead, name: &str) -> Option<&'a str> {
     head.header("cookie")?.split(';').find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
         (k == name).then_some(v)

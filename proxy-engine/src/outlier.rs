@@ -16,7 +16,7 @@ use crate::time::{Nanos, Time};
 
 /// A change of a host's ejection state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutlierChange {
+pub(crate) enum OutlierChange {
     /// Host (index in the cluster) ejected.
     Ejected(usize),
     /// Host returned.
@@ -37,7 +37,7 @@ struct Host {
 
 /// The outlier detector of one cluster in one proxy.
 #[derive(Clone, Debug)]
-pub struct Detector {
+pub(crate) struct Detector {
     spec: OutlierSpec,
     hosts: Vec<Host>,
     ejected: u32,
@@ -50,7 +50,7 @@ pub struct Detector {
 
 impl Detector {
     /// A detector for a cluster of `hosts` hosts.
-    pub fn new(spec: OutlierSpec, hosts: usize) -> Detector {
+    pub(crate) fn new(spec: OutlierSpec, hosts: usize) -> Detector {
         Detector {
             spec,
             hosts: vec![Host::default(); hosts],
@@ -64,7 +64,7 @@ impl Detector {
     /// (endpoint ids in cluster order, both sorted by id, as clusters keep them): a host that
     /// stays keeps its counters, ejection and multiplier; a new host starts clean; a removed
     /// host's state is dropped.
-    pub fn remap(&self, old: &[EndpointId], new: &[EndpointId]) -> Detector {
+    pub(crate) fn remap(&self, old: &[EndpointId], new: &[EndpointId]) -> Detector {
         let hosts: Vec<Host> = new
             .iter()
             .map(|id| {
@@ -93,42 +93,47 @@ impl Detector {
 
     /// Whether the ejection limit holds: `100 · ejected ≤ max_ejection_percent · hosts`, or
     /// every ejection predates a reload that removed hosts (see the module invariant).
-    pub fn within_limit(&self) -> bool {
+    pub(crate) fn within_limit(&self) -> bool {
         self.relaxed || self.fits()
     }
 
     /// Its configuration.
-    pub fn spec(&self) -> &OutlierSpec {
+    pub(crate) fn spec(&self) -> &OutlierSpec {
         &self.spec
     }
 
     /// Hosts currently ejected.
-    pub fn ejected(&self) -> u32 {
+    pub(crate) fn ejected(&self) -> u32 {
         self.ejected
     }
 
     /// Whether host `i` is ejected.
-    pub fn is_ejected(&self, i: usize) -> bool {
+    pub(crate) fn is_ejected(&self, i: usize) -> bool {
         self.hosts.get(i).is_some_and(|h| h.ejected_at.is_some())
     }
 
     /// Whether the cluster is in panic: the healthy share is below `min_health_percent`, so
     /// the balancer ignores ejections.
-    pub fn panic(&self) -> bool {
+    pub(crate) fn panic(&self) -> bool {
         let n = self.hosts.len() as u64;
         let healthy = n - u64::from(self.ejected);
         n > 0 && healthy * 100 < u64::from(self.spec.min_health_percent) * n
     }
 
     /// The next tick the proxy must deliver to `tick`, if armed.
-    pub fn next_tick(&self) -> Option<Time> {
+    pub(crate) fn next_tick(&self) -> Option<Time> {
         self.tick
     }
 
     /// Records a result of host `i`: an HTTP status, or a local-origin failure already mapped
     /// to one (connect failure or reset → 503, timeout → 504). Returns an ejection change and
     /// whether a tick was newly armed.
-    pub fn record(&mut self, now: Time, i: usize, status: u16) -> (Option<OutlierChange>, bool) {
+    pub(crate) fn record(
+        &mut self,
+        now: Time,
+        i: usize,
+        status: u16,
+    ) -> (Option<OutlierChange>, bool) {
         let spec = self.spec;
         let Some(h) = self.hosts.get_mut(i) else {
             return (None, false);
@@ -188,7 +193,7 @@ impl Detector {
 
     /// The interval tick at `at`: hosts whose ejection time has passed return; healthy hosts'
     /// multipliers decay. Re-arms while any host is ejected or has a multiplier left.
-    pub fn tick(&mut self, at: Time) -> Vec<OutlierChange> {
+    pub(crate) fn tick(&mut self, at: Time) -> Vec<OutlierChange> {
         if self.tick != Some(at) {
             return Vec::new(); // stale
         }

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 
 /// `path` (a `:path`, query included) as Envoy's `normalize_path` routes and forwards it;
 /// borrowed when it is already normal.
-pub fn normalize(path: &str) -> Cow<'_, str> {
+pub(crate) fn normalize(path: &str) -> Cow<'_, str> {
     if !path.starts_with('/') || is_normal(path) {
         return Cow::Borrowed(path);
     }

@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 
 /// What the pool asks of its proxy, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolEvent {
+pub(crate) enum PoolEvent {
     /// Open connection `conn` to `endpoint`.
     Connect {
         /// New connection.
@@ -102,7 +102,7 @@ struct HostPool {
 
 /// Per-cluster circuit-breaker counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Connections open or opening.
     pub cx: u32,
     /// Attempts waiting for a connection.
@@ -125,7 +125,7 @@ struct Placed {
 
 /// The connection pools of one proxy.
 #[derive(Debug, Default)]
-pub struct Pool {
+pub(crate) struct Pool {
     conns: IdMap<ConnId, Conn>,
     hosts: IdMap<Key, HostPool>,
     attempts: IdMap<AttemptId, Placed>,
@@ -140,22 +140,17 @@ pub struct Pool {
 impl Pool {
     /// Sets each cluster's limits and protocol (indexed by `ClusterId`; the mesh's shared
     /// `CompiledMesh::pool_settings`); counters are kept.
-    pub fn configure(&mut self, settings: std::sync::Arc<[(Limits, bool)]>) {
+    pub(crate) fn configure(&mut self, settings: std::sync::Arc<[(Limits, bool)]>) {
         self.settings = settings;
     }
 
     /// Connections open or opening.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.conns.len()
     }
 
-    /// Whether no connection is open or opening.
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// A cluster's counters.
-    pub fn counts(&self, cluster: ClusterId) -> Counts {
+    pub(crate) fn counts(&self, cluster: ClusterId) -> Counts {
         self.counts
             .get(cluster.0 as usize)
             .copied()
@@ -163,7 +158,7 @@ impl Pool {
     }
 
     /// The next thing to do, if any.
-    pub fn poll_event(&mut self) -> Option<PoolEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<PoolEvent> {
         self.events.pop_front()
     }
 
@@ -183,7 +178,7 @@ impl Pool {
     }
 
     /// Places a new attempt to `endpoint` of `cluster`.
-    pub fn place(&mut self, cluster: ClusterId, endpoint: EndpointId, attempt: AttemptId) {
+    pub(crate) fn place(&mut self, cluster: ClusterId, endpoint: EndpointId, attempt: AttemptId) {
         let k = key(cluster, endpoint);
         let multiplexed = self.settings.get(cluster.0 as usize).is_some_and(|s| s.1);
         let host = self.hosts.entry(k).or_default();
@@ -348,7 +343,7 @@ impl Pool {
     }
 
     /// `conn` is up.
-    pub fn connected(&mut self, conn: ConnId) {
+    pub(crate) fn connected(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -363,7 +358,7 @@ impl Pool {
     }
 
     /// `conn` could not be opened: every attempt pending on its host pool fails.
-    pub fn connect_failed(&mut self, conn: ConnId) {
+    pub(crate) fn connect_failed(&mut self, conn: ConnId) {
         let Some(c) = self.forget(conn) else {
             return;
         };
@@ -381,7 +376,7 @@ impl Pool {
 
     /// `attempt` ended (or was abandoned). `reusable`: the response completed and the upstream
     /// keeps the connection (HTTP/1.1), or the stream alone ended (HTTP/2).
-    pub fn finished(&mut self, attempt: AttemptId, reusable: bool) {
+    pub(crate) fn finished(&mut self, attempt: AttemptId, reusable: bool) {
         let Some(placed) = self.attempts.remove(&attempt) else {
             return;
         };
@@ -412,7 +407,7 @@ impl Pool {
 
     /// The peer closed `conn` (or it broke); it is no longer used. Attempts on it are reported
     /// through `finished`.
-    pub fn closed(&mut self, conn: ConnId) {
+    pub(crate) fn closed(&mut self, conn: ConnId) {
         if let Some(c) = self.forget(conn) {
             self.maybe_open(c.cluster, c.endpoint, c.multiplexed);
         }
@@ -420,7 +415,7 @@ impl Pool {
 
     /// Closes an idle connection (idle timeout) if it is still idle and has served `served`
     /// requests (so a reused connection is not closed by an old timer).
-    pub fn close_if_idle(&mut self, conn: ConnId, served: u32) {
+    pub(crate) fn close_if_idle(&mut self, conn: ConnId, served: u32) {
         let idle = self
             .conns
             .get(&conn)
@@ -431,12 +426,12 @@ impl Pool {
     }
 
     /// Whether `conn` is still being opened.
-    pub fn is_connecting(&self, conn: ConnId) -> bool {
+    pub(crate) fn is_connecting(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).is_some_and(|c| c.connecting)
     }
 
     /// Requests `conn` has served, if it is open and idle (HTTP/1.1).
-    pub fn idle_served(&self, conn: ConnId) -> Option<u32> {
+    pub(crate) fn idle_served(&self, conn: ConnId) -> Option<u32> {
         self.conns
             .get(&conn)
             .filter(|c| c.active == 0 && !c.connecting && !c.multiplexed)
@@ -466,7 +461,7 @@ impl Pool {
     }
 
     /// Checks the invariants in the module documentation; returns the first violation.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let mut sums: Vec<Counts> = vec![Counts::default(); self.counts.len()];
         for c in self.conns.values() {
             sums[c.cluster.0 as usize].cx += 1;

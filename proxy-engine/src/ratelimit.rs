@@ -7,7 +7,7 @@ use crate::time::Time;
 
 /// One bucket.
 #[derive(Clone, Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     spec: TokenBucketSpec,
     tokens: f64,
     last: Time,
@@ -15,7 +15,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket at `now`.
-    pub fn new(spec: TokenBucketSpec, now: Time) -> TokenBucket {
+    pub(crate) fn new(spec: TokenBucketSpec, now: Time) -> TokenBucket {
         TokenBucket {
             spec,
             tokens: spec.max_tokens,
@@ -24,12 +24,12 @@ impl TokenBucket {
     }
 
     /// The bucket's configuration.
-    pub fn spec(&self) -> &TokenBucketSpec {
+    pub(crate) fn spec(&self) -> &TokenBucketSpec {
         &self.spec
     }
 
     /// Takes a token at `now` if one is available.
-    pub fn try_take(&mut self, now: Time) -> bool {
+    pub(crate) fn try_take(&mut self, now: Time) -> bool {
         let elapsed = now.since(self.last).0 as f64;
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.spec.rate_per_ns).min(self.spec.max_tokens);

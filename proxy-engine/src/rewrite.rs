@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// Applies `edit` to `headers`: remove, then set (overwrite or add), then add (append to an
 /// existing value as a comma list, or add).
-pub fn edit_headers(headers: &Headers, edit: &HeaderEdit) -> Headers {
+pub(crate) fn edit_headers(headers: &Headers, edit: &HeaderEdit) -> Headers {
     let mut out: Vec<(Arc<str>, Arc<str>)> = headers
         .iter()
         .filter(|(n, _)| !edit.remove.iter().any(|r| r == n))
@@ -30,7 +30,7 @@ pub fn edit_headers(headers: &Headers, edit: &HeaderEdit) -> Headers {
 
 /// The request as forwarded by `route`, matched by `block` (None: the route has no match
 /// blocks). Borrows the input (no copy) when the route edits nothing.
-pub fn forwarded_head<'a>(
+pub(crate) fn forwarded_head<'a>(
     head: &'a RequestHead,
     route: &CompiledRoute,
     block: Option<&MatchBlock>,
@@ -81,7 +81,7 @@ fn rewritten_path(path: &str, span: RewriteSpan, new: &str) -> String {
 }
 
 /// The `Location` of a redirect: each part replaced if the redirect sets it.
-pub fn redirect_location(head: &RequestHead, r: &Redirect) -> String {
+pub(crate) fn redirect_location(head: &RequestHead, r: &Redirect) -> String {
     let scheme = r.scheme.as_deref().unwrap_or(&head.scheme);
     let authority = r.authority.as_deref().unwrap_or(&head.authority);
     let authority = match r.port {

@@ -17,7 +17,7 @@ const MAX_LANES: usize = 16;
 
 /// A set of pending timers of kind `T`.
 #[derive(Debug)]
-pub struct Timers<T: Ord + Copy> {
+pub(crate) struct Timers<T: Ord + Copy> {
     heap: BinaryHeap<Reverse<(Time, T)>>,
     lanes: Vec<(Nanos, VecDeque<(Time, T)>)>,
 }
@@ -33,12 +33,12 @@ impl<T: Ord + Copy> Default for Timers<T> {
 
 impl<T: Ord + Copy> Timers<T> {
     /// Arms `timer` at the instant `at`.
-    pub fn at(&mut self, at: Time, timer: T) {
+    pub(crate) fn at(&mut self, at: Time, timer: T) {
         self.heap.push(Reverse((at, timer)));
     }
 
     /// Arms `timer` at `now + delay`; `now` must not be earlier than any earlier call's.
-    pub fn after(&mut self, now: Time, delay: Nanos, timer: T) {
+    pub(crate) fn after(&mut self, now: Time, delay: Nanos, timer: T) {
         let at = now + delay;
         if let Some((_, lane)) = self.lanes.iter_mut().find(|(d, _)| *d == delay) {
             debug_assert!(
@@ -54,7 +54,7 @@ impl<T: Ord + Copy> Timers<T> {
     }
 
     /// The earliest pending timer.
-    pub fn peek(&self) -> Option<(Time, T)> {
+    pub(crate) fn peek(&self) -> Option<(Time, T)> {
         let heap = self.heap.peek().map(|Reverse(e)| *e);
         self.lanes
             .iter()
@@ -64,7 +64,7 @@ impl<T: Ord + Copy> Timers<T> {
     }
 
     /// Removes and returns the earliest timer due at or before `now`.
-    pub fn pop_due(&mut self, now: Time) -> Option<(Time, T)> {
+    pub(crate) fn pop_due(&mut self, now: Time) -> Option<(Time, T)> {
         let first = self.peek().filter(|(at, _)| *at <= now)?;
         if self.heap.peek().map(|Reverse(e)| *e) == Some(first) {
             self.heap.pop();
@@ -80,7 +80,7 @@ impl<T: Ord + Copy> Timers<T> {
 
     /// Drops timers that no longer matter (`stale`) from the front of every lane and the top of
     /// the heap, so the next deadline is a live one.
-    pub fn prune(&mut self, stale: impl Fn(&T) -> bool) {
+    pub(crate) fn prune(&mut self, stale: impl Fn(&T) -> bool) {
         for (_, lane) in &mut self.lanes {
             while lane.front().is_some_and(|(_, t)| stale(t)) {
                 lane.pop_front();
@@ -92,12 +92,14 @@ impl<T: Ord + Copy> Timers<T> {
     }
 
     /// Timers pending (stale ones included).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.heap.len() + self.lanes.iter().map(|(_, l)| l.len()).sum::<usize>()
     }
 
     /// Whether no timer is pending.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
