@@ -647,7 +647,7 @@ mod tests {
         let _ = events(&mut p);
         p.finished(AttemptId(1), true);
         assert_eq!(events(&mut p), vec![PoolEvent::Close { conn }]);
-        assert!(p.is_empty());
+        assert_eq!(p.len(), 0);
         p.check().expect("invariants");
     }
 

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
 /// What an echo upstream received: Host, URI, headers.
-pub type Seen = (String, String, Vec<(String, String)>);
+pub(crate) type Seen = (String, String, Vec<(String, String)>);
 
 /// An upstream that answers 200 with its name (body and `x-served-by`), and remembers what it
 /// received.
-pub struct Echo {
+pub(crate) struct Echo {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -35,7 +35,7 @@ impl Drop for Echo {
     }
 }
 
-pub async fn echo(name: &str) -> Echo {
+pub(crate) async fn echo(name: &str) -> Echo {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let hits = Arc::new(AtomicU64::new(0));
@@ -84,12 +84,12 @@ pub async fn echo(name: &str) -> Echo {
     }
 }
 
-pub fn parse_mesh(text: &str) -> MeshConfig {
+pub(crate) fn parse_mesh(text: &str) -> MeshConfig {
     sim_core::load::parse_as("test-mesh.ron", text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A proxy (driver + plain listener) over `services` (name → [(addr, version)]).
-pub async fn proxy(
+pub(crate) async fn proxy(
     mesh: &str,
     services: &[(&str, Vec<(SocketAddr, &str)>)],
     limits: Limits,
@@ -97,7 +97,7 @@ pub async fn proxy(
     proxy_tls(mesh, services, limits, None).await
 }
 
-pub async fn proxy_tls(
+pub(crate) async fn proxy_tls(
     mesh: &str,
     services: &[(&str, Vec<(SocketAddr, &str)>)],
     limits: Limits,
@@ -143,14 +143,14 @@ pub async fn proxy_tls(
 
 /// A response as the tests look at it.
 #[derive(Debug)]
-pub struct Got {
+pub(crate) struct Got {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: String,
 }
 
 /// One HTTP/1.1 request on a fresh connection.
-pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -175,7 +175,7 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &st
 
 /// A scenario's services running live (`meshtwin serve`'s code) and a client proxy over them
 /// (driver + plain listener), from scenario text.
-pub async fn lab(
+pub(crate) async fn lab(
     text: &str,
 ) -> (
     live::lab::Services,

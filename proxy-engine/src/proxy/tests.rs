@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{DestinationRule, LoadBalancerSettings, MeshConfig, SimpleLb, TrafficPolicy};
+use crate::harness::{Accept, Harness, Reply};
 use crate::registry::{Endpoint, EndpointAddr, Registry};
 use std::collections::BTreeMap;
 
@@ -78,21 +79,18 @@ fn round_trip(p: &mut Proxy, id: u64, status: u16) -> (EndpointId, Outcome, bool
 
 #[test]
 fn unknown_host_is_404_nr() {
-    let mut p = proxy(1);
-    p.handle_request(Time(0), RequestId(1), RequestHead::get("nosuch", "/"));
-    let actions = drain(&mut p);
-    let outcome = completed(&actions)[0];
+    let mut h = Harness::with_proxy(proxy(1));
+    let outcome = h.request(RequestHead::get("nosuch", "/"));
     assert_eq!(outcome.status, 404);
     assert_eq!(outcome.flags, ResponseFlags::NO_ROUTE_FOUND);
     assert_eq!(outcome.attempts, 0);
-    assert_eq!(p.open_requests(), 0);
+    assert_eq!(h.proxy.open_requests(), 0);
 }
 
 #[test]
 fn no_endpoints_is_503_uh() {
-    let mut p = proxy(0);
-    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
-    let outcome = completed(&drain(&mut p))[0];
+    let mut h = Harness::with_proxy(proxy(0));
+    let outcome = h.request(RequestHead::get("backend", "/"));
     assert_eq!(
         (outcome.status, outcome.flags.to_string().as_str()),
         (503, "UH")
@@ -101,13 +99,15 @@ fn no_endpoints_is_503_uh() {
 
 #[test]
 fn round_robin_cycles_and_reuses_connections() {
-    let mut p = proxy(3);
+    let mut h = Harness::with_proxy(proxy(3));
     let picks: Vec<(EndpointId, bool)> = (0..6)
-        .map(|i| {
-            let (ep, outcome, opened) = round_trip(&mut p, i, 200);
+        .map(|_| {
+            let connects = h.connects.len();
+            let outcome = h.request(RequestHead::get("backend", "/"));
             assert_eq!((outcome.status, outcome.attempts), (200, 1));
             assert!(outcome.flags.is_empty());
-            (ep, opened)
+            let ep = outcome.endpoint.expect("an endpoint was used");
+            (ep, h.connects.len() > connects)
         })
         .collect();
     for i in 0..3 {
@@ -119,34 +119,21 @@ fn round_robin_cycles_and_reuses_connections() {
     }
     let distinct: std::collections::BTreeSet<_> = picks.iter().map(|p| p.0).collect();
     assert_eq!(distinct.len(), 3);
-    assert_eq!(p.open_connections(), 3);
+    assert_eq!(h.proxy.open_connections(), 3);
 }
 
 #[test]
 fn connect_failure_is_retried_twice_then_503_uf_urx() {
     // Istio's default policy: 2 retries on connect-failure, jittered backoff in between.
-    let mut p = proxy(1);
-    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
-    let mut now = Time(0);
-    let mut connects = 0;
-    let outcome = loop {
-        let actions = drain(&mut p);
-        if let Some(o) = completed(&actions).first() {
-            break *o;
-        }
-        if let Some(Action::Connect { conn, .. }) = actions.first().cloned() {
-            connects += 1;
-            p.handle_connect_failed(now, conn, ConnectFailure::Refused);
-            continue;
-        }
-        let at = p.poll_timeout().expect("a backoff timer");
+    let mut h = Harness::with_proxy(proxy(1)).accept(|_| Accept::Refuse);
+    let outcome = h.request(RequestHead::get("backend", "/"));
+    let connects = h.connects.len();
+    for pair in h.connects.windows(2) {
         assert!(
-            at.since(now) < Nanos::from_millis(50),
+            pair[1].0.since(pair[0].0) < Nanos::from_millis(50),
             "backoff within [0, 50ms)"
         );
-        now = at;
-        p.handle_timeout(now);
-    };
+    }
     assert_eq!(connects, 3);
     assert_eq!(
         (
@@ -156,8 +143,8 @@ fn connect_failure_is_retried_twice_then_503_uf_urx() {
         ),
         (503, "UF,URX", 3)
     );
-    assert_eq!(p.open_connections(), 0);
-    p.check_invariants().expect("invariants");
+    assert_eq!(h.proxy.open_connections(), 0);
+    h.proxy.check_invariants().expect("invariants");
 }
 
 #[test]
@@ -298,17 +285,8 @@ fn downstream_cancel_completes_once_with_dc() {
 
 #[test]
 fn reset_before_headers_is_503_ur() {
-    let mut p = proxy(1);
-    p.handle_request(Time(0), RequestId(1), RequestHead::get("backend", "/"));
-    let Some(Action::Connect { conn, .. }) = drain(&mut p).first().cloned() else {
-        panic!("expected connect");
-    };
-    p.handle_connected(Time(1), conn);
-    let Some(Action::Send { attempt, .. }) = drain(&mut p).first().cloned() else {
-        panic!("expected send");
-    };
-    p.handle_attempt_end(Time(2), attempt, AttemptEnd::Reset);
-    let outcome = completed(&drain(&mut p))[0];
+    let mut h = Harness::with_proxy(proxy(1)).upstream(|_| Reply::Reset);
+    let outcome = h.request(RequestHead::get("backend", "/"));
     assert_eq!(
         (outcome.status, outcome.flags.to_string().as_str()),
         (503, "UR")
@@ -349,26 +327,18 @@ fn state_is_made_for_what_the_proxy_uses() {
     let role = ProxyRole::Client {
         name: "test".into(),
     };
-    let mut p = Proxy::new(mesh.clone(), role, 7);
+    let p = Proxy::new(mesh, role, 7);
     let held = |p: &Proxy| {
         let detectors = p.outliers.iter().filter(|d| d.is_some()).count();
         (p.active.len(), p.rr.len(), detectors)
     };
     assert_eq!(held(&p), (0, 0, 0), "nothing before the first request");
     // Calls to the first service only: tables reach its ids, one detector.
-    for id in 0..10 {
-        p.handle_request(Time(id), RequestId(id), RequestHead::get("svc0", "/"));
-        while let Some(a) = p.poll_action() {
-            match a {
-                Action::Connect { conn, .. } => p.handle_connected(Time(id), conn),
-                Action::Send { attempt, .. } => {
-                    p.handle_response_head(Time(id), attempt, ResponseHead { status: 200 });
-                    p.handle_attempt_end(Time(id), attempt, AttemptEnd::Done);
-                }
-                _ => {}
-            }
-        }
+    let mut h = Harness::with_proxy(p);
+    for _ in 0..10 {
+        assert_eq!(h.request(RequestHead::get("svc0", "/")).status, 200);
     }
+    let p = h.proxy;
     let (endpoints, clusters, detectors) = held(&p);
     assert!(endpoints <= 3 && clusters <= 1, "{endpoints} {clusters}");
     assert_eq!(detectors, 1);

@@ -6,14 +6,14 @@ use metrics::RunMetrics;
 use sim_core::Scenario;
 
 /// Parses and validates scenario text; panics with the error (tests only).
-pub fn scenario(text: &str) -> Scenario {
+pub(crate) fn scenario(text: &str) -> Scenario {
     let s = sim_core::load::parse("test.ron", text).unwrap_or_else(|e| panic!("{e}"));
     sim_core::load::validate("test.ron", text, &s).unwrap_or_else(|e| panic!("{e}"));
     s
 }
 
 /// Runs a scenario with its own seed; asserts nothing was lost.
-pub fn run(s: &Scenario) -> RunMetrics {
+pub(crate) fn run(s: &Scenario) -> RunMetrics {
     let m =
         sim_core::run(s, s.seed, &mut |_| {}).unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
     assert_eq!(
@@ -27,7 +27,7 @@ pub fn run(s: &Scenario) -> RunMetrics {
 }
 
 /// Count of outcomes with `status`.
-pub fn status_count(m: &RunMetrics, status: u16) -> u64 {
+pub(crate) fn status_count(m: &RunMetrics, status: u16) -> u64 {
     m.totals
         .by_status
         .iter()
@@ -36,7 +36,7 @@ pub fn status_count(m: &RunMetrics, status: u16) -> u64 {
 }
 
 /// Count of outcomes carrying the flag with this short name.
-pub fn flag_count(m: &RunMetrics, flag: &str) -> u64 {
+pub(crate) fn flag_count(m: &RunMetrics, flag: &str) -> u64 {
     m.totals
         .flags()
         .find(|(f, _)| *f == flag)
