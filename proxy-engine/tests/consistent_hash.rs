@@ -2,30 +2,19 @@
 //! lands on the same endpoint while the endpoint set is unchanged; requests without the key
 //! still get an endpoint; the ring and Maglev spread keys over every endpoint.
 
-use proxy_engine::{
-    CompiledMesh, Decision, Endpoint, EndpointAddr, EndpointId, MeshConfig, Proxy, ProxyRole,
-    Registry, RequestHead,
-};
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use proxy_engine::harness::registry;
+use proxy_engine::{CompiledMesh, Decision, EndpointId, Proxy, ProxyRole, RequestHead};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 fn proxy(lb: &str) -> Proxy {
     let text = format!(
         r#"Mesh(destination_rules: [DestinationRule(host: "cart", traffic_policy: (load_balancer: {lb}))])"#
     );
-    let options = ron::Options::default()
-        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
-        .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
-    let config: MeshConfig = options.from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let mut reg = Registry::default();
-    let eps = (0..8)
-        .map(|i| Endpoint {
-            name: format!("backend/-/{i}"),
-            addr: EndpointAddr::Sim(i),
-            labels: BTreeMap::new(),
-        })
-        .collect();
-    reg.add_service("cart", eps);
+    let config = common::mesh(&text);
+    let reg = registry(&[("cart", &[("v1", 8)])]);
     let mesh = CompiledMesh::compile(&config, &reg).unwrap_or_else(|e| panic!("{e}"));
     Proxy::new(Arc::new(mesh), ProxyRole::Client { name: "t".into() }, 3)
 }

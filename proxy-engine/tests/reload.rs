@@ -11,12 +11,9 @@ use proxy_engine::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn mesh(text: &str) -> MeshConfig {
-    let options = ron::Options::default()
-        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
-        .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
-    options.from_str(text).unwrap_or_else(|e| panic!("{e}"))
-}
+mod common;
+
+use common::mesh;
 
 /// `cart` with `carts` instances (named `cart/v1/k`), `reviews` v1 and v2, and `extra`
 /// services of one instance each.

@@ -7,23 +7,15 @@ use proxy_engine::config::{
     Destination, DestinationRule, HttpRetry, HttpRoute, LoadBalancerSettings, OutlierDetection,
     RouteDestination, SimpleLb, TrafficPolicy, VirtualService,
 };
+use proxy_engine::harness::registry;
 use proxy_engine::{
-    Action, AttemptEnd, CompiledMesh, ConnectFailure, Endpoint, EndpointAddr, EngineEvent,
-    MeshConfig, Nanos, Proxy, ProxyRole, Registry, RequestHead, RequestId, ResponseHead, Time,
+    Action, AttemptEnd, CompiledMesh, ConnectFailure, EngineEvent, MeshConfig, Nanos, Proxy,
+    ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn proxy(endpoints: u32, route: HttpRoute, policy: Option<TrafficPolicy>) -> Proxy {
-    let mut reg = Registry::default();
-    let eps = (0..endpoints)
-        .map(|i| Endpoint {
-            name: format!("backend/-/{i}"),
-            addr: EndpointAddr::Sim(i),
-            labels: BTreeMap::new(),
-        })
-        .collect();
-    reg.add_service("backend", eps);
+    let reg = registry(&[("backend", &[("v1", endpoints)])]);
     let config = MeshConfig {
         virtual_services: vec![VirtualService {
             name: None,

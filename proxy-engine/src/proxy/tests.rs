@@ -8,15 +8,7 @@ use std::collections::BTreeMap;
 
 /// A client proxy for service `backend` with `endpoints` endpoints, round robin.
 fn proxy(endpoints: u32) -> Proxy {
-    let mut reg = Registry::default();
-    let eps = (0..endpoints)
-        .map(|i| Endpoint {
-            name: format!("backend/-/{i}"),
-            addr: EndpointAddr::Sim(i),
-            labels: BTreeMap::new(),
-        })
-        .collect();
-    reg.add_service("backend", eps);
+    let reg = crate::harness::registry(&[("backend", &[("v1", endpoints)])]);
     let config = MeshConfig {
         destination_rules: vec![DestinationRule {
             host: "backend".into(),
