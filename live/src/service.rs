@@ -1,6 +1,7 @@
 //! Live modeled services (`meshtwin serve`): every instance of a scenario as a real HTTP server
-//! on loopback, running the simulator's model — `workers` requests at once (a worker is held for
-//! the whole handler), a bounded FIFO queue (full → 503 at once), the outbound call steps (each
+//! on loopback, running the simulator's model — admission by `sim_core::admission` (`workers`
+//! requests at once, a worker held for the whole handler; a bounded FIFO queue, full → 503 at
+//! once), the outbound call steps (each
 //! call an HTTP request to the instance's sidecar listener, incoming headers propagated), the
 //! service-time distribution as a real sleep, and the status rule of
 //! `sim_core::model::handler_status`. Each instance draws from the same named stream as in the
@@ -18,16 +19,16 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use sim_core::admission::{Admission, Admit};
 use sim_core::model::{self, FaultWindow};
 use sim_core::rng::{stream, Stream};
 use sim_core::scenario::{Call, FaultKind, Version};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// One instance's model.
 pub struct InstanceModel {
@@ -43,8 +44,9 @@ pub struct InstanceModel {
 
 struct State {
     model: InstanceModel,
-    workers: Semaphore,
-    waiting: AtomicUsize,
+    /// Workers and the bounded queue: a waiting request is woken through its channel when a
+    /// worker passes to it.
+    admission: Mutex<Admission<oneshot::Sender<()>>>,
     rng: Mutex<Stream>,
     sidecar: OnceLock<SocketAddr>,
     idle: Mutex<Vec<Sender>>,
@@ -72,8 +74,7 @@ impl Instance {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
-            workers: Semaphore::new(model.version.workers as usize),
-            waiting: AtomicUsize::new(0),
+            admission: Mutex::new(Admission::new(model.version.workers, model.version.queue)),
             rng: Mutex::new(stream(seed, &format!("instance/{}", model.name))),
             sidecar: OnceLock::new(),
             idle: Mutex::new(Vec::new()),
@@ -161,17 +162,16 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         }
     }
     // Admission: a free worker, or a place in the bounded queue, or 503 at once.
-    if state.workers.available_permits() == 0
-        && state.waiting.load(Ordering::Relaxed) >= v.queue as usize
-    {
-        return Ok(status_only(503));
-    }
-    state.waiting.fetch_add(1, Ordering::Relaxed);
-    let permit = state.workers.acquire().await;
-    state.waiting.fetch_sub(1, Ordering::Relaxed);
-    let Ok(_permit) = permit else {
-        return Ok(status_only(503));
+    let (tx, rx) = oneshot::channel();
+    let admitted = lock(&state.admission).arrive(tx);
+    let mut worker = match admitted {
+        Admit::Start => Worker::held(&state),
+        Admit::Queued => Worker::waiting(&state, rx),
+        Admit::Refused(_) => return Ok(status_only(503)),
     };
+    if !worker.granted().await {
+        return Ok(status_only(503)); // the queue was reset under it
+    }
     let mut failed = false;
     for step in &state.model.steps {
         let calls = step.iter().map(|c| call(&state, c, &parts.headers));
@@ -195,6 +195,63 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
     let done = std::time::Instant::now() + Duration::from_nanos(service.0);
     crate::clock::sleep_until_precise(done).await;
     Ok(status_only(status))
+}
+
+/// A request's claim on a worker: held, or waiting for the worker to pass to it. Dropped (the
+/// handler done, or its connection gone), it passes a held worker on to the next waiting request
+/// that is still there, so no worker is lost to a request that left.
+struct Worker<'a> {
+    state: &'a State,
+    /// The channel a worker arrives on, while waiting.
+    grant: Option<oneshot::Receiver<()>>,
+    held: bool,
+}
+
+impl<'a> Worker<'a> {
+    fn held(state: &'a State) -> Worker<'a> {
+        Worker {
+            state,
+            grant: None,
+            held: true,
+        }
+    }
+
+    fn waiting(state: &'a State, grant: oneshot::Receiver<()>) -> Worker<'a> {
+        Worker {
+            state,
+            grant: Some(grant),
+            held: false,
+        }
+    }
+
+    /// Waits for the worker; false if the request was dropped from the queue instead.
+    async fn granted(&mut self) -> bool {
+        if let Some(rx) = self.grant.as_mut() {
+            self.held = rx.await.is_ok();
+            self.grant = None;
+        }
+        self.held
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.grant.take() {
+            // Gone while waiting: closing first means a worker is either already here (taken
+            // and passed on below) or can no longer be sent.
+            rx.close();
+            self.held = rx.try_recv().is_ok();
+        }
+        if !self.held {
+            return;
+        }
+        let mut admission = lock(&self.state.admission);
+        while let Some(next) = admission.finish() {
+            if next.send(()).is_ok() {
+                break; // the worker passed to the next waiting request
+            }
+        }
+    }
 }
 
 fn status_only(status: u16) -> Response<Body> {

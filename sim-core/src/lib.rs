@@ -7,6 +7,7 @@
 //! stream (`rng`), event ties break by sequence number (`queue`), and no hash-map order reaches
 //! the output.
 
+pub mod admission;
 pub mod dist;
 pub mod load;
 pub mod model;

@@ -67,8 +67,7 @@ impl Simulation {
     pub(super) fn fault_start(&mut self, instance: u32, crash: bool) {
         let inst = &mut self.instances[instance as usize];
         let working = std::mem::take(&mut inst.working);
-        let queued: Vec<u32> = inst.queue.drain(..).collect();
-        inst.busy = 0;
+        let queued = inst.admission.reset();
         for job in working {
             if crash {
                 self.reset_reply(job);

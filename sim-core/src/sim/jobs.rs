@@ -54,16 +54,14 @@ impl Simulation {
             return self.respond(job, status);
         }
         let inst = &mut self.instances[instance as usize];
-        let model = &self.models[inst.model as usize];
-        if inst.busy < model.spec.workers {
-            inst.busy += 1;
-            inst.working.push(job);
-            self.advance_job(job);
-        } else if inst.queue.len() < model.spec.queue as usize {
-            inst.queue.push_back(job);
-        } else {
+        match inst.admission.arrive(job) {
+            Admit::Start => {
+                inst.working.push(job);
+                self.advance_job(job);
+            }
+            Admit::Queued => {}
             // Queue full: the instance answers 503 at once.
-            self.respond(job, 503);
+            Admit::Refused(job) => self.respond(job, 503),
         }
     }
 
@@ -116,17 +114,13 @@ impl Simulation {
         let inst = &mut self.instances[instance];
         let model = &self.models[inst.model as usize];
         let status = model::handler_status(failed, &model.spec, &mut inst.rng);
-        debug_assert!(inst.busy > 0, "finishing on an idle instance");
-        inst.busy -= 1;
         if let Some(i) = inst.working.iter().position(|w| *w == job) {
             inst.working.swap_remove(i);
         }
-        let next = inst.queue.pop_front();
+        let next = inst.admission.finish();
         self.respond(job, status);
         if let Some(next) = next {
-            let inst = &mut self.instances[instance];
-            inst.busy += 1;
-            inst.working.push(next);
+            self.instances[instance].working.push(next);
             self.advance_job(next);
         }
     }

@@ -10,6 +10,7 @@
 //! event loop; `traffic` moves requests between workloads, proxies and instances (action
 //! draining); `jobs` is the instance model; `faults` applies faults over time.
 
+use crate::admission::{Admission, Admit};
 use crate::dist::Dist;
 use crate::model;
 use crate::queue::EventQueue;
@@ -23,7 +24,7 @@ use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure, EndpointAddr,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where the simulation stands, for progress display.
@@ -135,8 +136,8 @@ struct Instance {
     name: Arc<str>,
     model: u32,
     sidecar: u32,
-    busy: u32,
-    queue: VecDeque<u32>,
+    /// Workers and the bounded queue (of job ids), as live modeled services admit.
+    admission: Admission<u32>,
     /// Jobs holding a worker.
     working: Vec<u32>,
     rng: Stream,
@@ -321,8 +322,7 @@ impl Simulation {
                 name: Arc::from(name.as_str()),
                 model,
                 sidecar,
-                busy: 0,
-                queue: VecDeque::new(),
+                admission: Admission::new(spec.model.workers, spec.model.queue),
                 working: Vec::new(),
                 rng: stream(seed, &format!("instance/{name}")),
                 faults: Vec::new(),
