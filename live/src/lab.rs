@@ -10,10 +10,10 @@ use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
 use metrics::{Recorder, RunMetrics};
-use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, ProxyRole, Registry, Time};
+use proxy_engine::{CompiledMesh, EndpointAddr, Time};
 use sim_core::scenario::{FaultKind, Scenario, Workload};
+use sim_core::topology::{ProxySpec, Topology};
 use sim_core::workload::Mix;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,10 +56,10 @@ pub struct Services {
     crashes: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn driver_options(name: &str, seed: u64, s: &Scenario) -> DriverOptions {
+fn driver_options(proxy: &ProxySpec, seed: u64, s: &Scenario) -> DriverOptions {
     DriverOptions {
-        name: name.to_owned(),
-        seed: sim_core::rng::derive_seed(seed, &format!("proxy/{name}")),
+        name: proxy.name.clone(),
+        seed: proxy.seed(seed),
         max_response_bytes: Limits::default().max_response_bytes,
         access_log: false,
         window: Some(s.window),
@@ -81,35 +81,30 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         )));
     }
     let epoch = std::time::Instant::now();
+    let topology = Topology::of(s);
     let mut instances = Vec::new();
-    let mut endpoints: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
     let mut faults = sim_core::model::instance_faults(s).into_iter();
-    for spec in sim_core::model::instances(s) {
+    for spec in &topology.instances {
         let model = InstanceModel {
             name: spec.name(),
             version: spec.model.clone(),
             steps: sim_core::model::call_steps(s, spec.service),
             faults: faults.next().unwrap_or_default(),
         };
-        let inst = Instance::start(model, seed, epoch).await?;
-        endpoints.entry(spec.service).or_default().push(Endpoint {
-            name: spec.name(),
-            addr: EndpointAddr::Socket(inst.addr),
-            labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
-        });
-        instances.push(inst);
+        instances.push(Instance::start(model, seed, epoch).await?);
     }
-    let mut registry = Registry::default();
-    for (service, eps) in endpoints {
-        registry.add_service(service, eps);
-    }
+    let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
+    let registry = topology.registry(|i| EndpointAddr::Socket(addrs[i as usize]));
     let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &registry)?);
     let mut sidecars = Vec::new();
-    for (inst, spec) in instances.iter().zip(sim_core::model::instances(s)) {
-        let role = ProxyRole::Sidecar {
-            service: spec.service.to_owned(),
+    for (i, inst) in instances.iter().enumerate() {
+        let Some(proxy) = topology.sidecar(i) else {
+            return Err(LabError::Unsupported(format!(
+                "instance {i} has no sidecar"
+            )));
         };
-        let handle = driver::spawn(mesh.clone(), role, driver_options(inst.name(), seed, s));
+        let options = driver_options(proxy, seed, s);
+        let handle = driver::spawn(mesh.clone(), proxy.role.clone(), options);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
         inst.set_sidecar(listener.addr);
@@ -185,6 +180,7 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<RunMetrics, LabError> {
     let services = start_services(s, seed).await?;
+    let topology = Topology::of(s);
     let mut clients = Vec::new();
     for (i, w) in s.workload.iter().enumerate() {
         let Workload::OpenLoop(o) = w else {
@@ -192,9 +188,14 @@ pub async fn run(
                 "workload[{i}]: live mode runs open-loop workloads only (closed-loop users are simulation-only for now)"
             )));
         };
-        let name = w.name(i);
-        let role = ProxyRole::Client { name: name.clone() };
-        let handle = driver::spawn(services.mesh.clone(), role, driver_options(&name, seed, s));
+        let Some(proxy) = topology.client(i) else {
+            return Err(LabError::Unsupported(format!(
+                "workload[{i}] has no client proxy"
+            )));
+        };
+        let name = proxy.name.clone();
+        let options = driver_options(proxy, seed, s);
+        let handle = driver::spawn(services.mesh.clone(), proxy.role.clone(), options);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
         let load = LoadOptions {

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod rng;
 pub mod scenario;
 pub mod sim;
+pub mod topology;
 pub mod workload;
 
 pub use load::{load, ScenarioError};

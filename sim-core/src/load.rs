@@ -4,7 +4,6 @@
 //! and field.
 
 use crate::dist::Dist;
-use crate::model;
 use crate::scenario::{CallStep, RateChange, RequestSpec, Scenario, Workload};
 use proxy_engine::{CompiledMesh, Nanos};
 use ron::extensions::Extensions;
@@ -294,7 +293,7 @@ fn mesh_config_problem(e: &proxy_engine::ConfigError) -> Problem {
 /// subset would silently answer 503 NC, so a scenario treats it as an error.
 fn check_mesh(s: &Scenario) -> Result<(), Problem> {
     use proxy_engine::ConfigWarning as W;
-    let registry = model::registry(s);
+    let registry = crate::topology::Topology::of(s).registry(proxy_engine::EndpointAddr::Sim);
     let mesh = CompiledMesh::compile(&s.mesh, &registry).map_err(|e| mesh_config_problem(&e))?;
     match mesh.warnings().first() {
         Some(w @ W::UndefinedSubset { field, subset, .. }) => Err(mesh_problem(

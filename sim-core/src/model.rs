@@ -3,10 +3,8 @@
 //! sees and the simulator's instance table.
 
 use crate::scenario::{CallStep, FaultKind, Scenario, Version};
-use proxy_engine::{Endpoint, EndpointAddr, Registry};
 use proxy_engine::{Nanos, Time};
 use rand::Rng;
-use std::collections::BTreeMap;
 
 /// One modeled instance of a service version.
 #[derive(Clone, Debug)]
@@ -44,27 +42,6 @@ pub fn instances(s: &Scenario) -> Vec<InstanceSpec<'_>> {
         }
     }
     out
-}
-
-/// The registry the engine routes over: one endpoint per instance, labelled with its version.
-pub fn registry(s: &Scenario) -> Registry {
-    let mut reg = Registry::default();
-    let mut next = 0u32;
-    for (service, svc) in &s.services {
-        let mut endpoints = Vec::new();
-        for (version, model) in &svc.versions {
-            for k in 0..model.instances {
-                endpoints.push(Endpoint {
-                    name: format!("{service}/{version}/{k}"),
-                    addr: EndpointAddr::Sim(next),
-                    labels: BTreeMap::from([("version".to_owned(), version.clone())]),
-                });
-                next += 1;
-            }
-        }
-        reg.add_service(service.clone(), endpoints);
-    }
-    reg
 }
 
 /// The status a modeled handler answers with, once its calls and service time are done: 500 if

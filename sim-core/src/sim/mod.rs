@@ -14,15 +14,16 @@ use crate::admission::{Admission, Admit};
 use crate::dist::Dist;
 use crate::model;
 use crate::queue::EventQueue;
-use crate::rng::{derive_seed, stream, Stream};
+use crate::rng::{stream, Stream};
 use crate::scenario::{CallStep, FaultKind, Scenario, Version, Workload};
+use crate::topology::{Owner, ProxySpec, Topology};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::types::Headers;
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure, EndpointAddr,
-    Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
+    Outcome, Proxy, RequestHead, RequestId, ResponseHead, Time,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,13 +93,6 @@ enum Event {
     FaultStart { instance: u32, crash: bool },
     /// A proxy's timer fires.
     Timer { proxy: u32, at: Time },
-}
-
-/// Who owns a proxy.
-#[derive(Debug, Clone, Copy)]
-enum Owner {
-    Client { workload: u32 },
-    Sidecar,
 }
 
 /// A request a proxy is handling for its owner.
@@ -229,7 +223,8 @@ struct Simulation {
 
 impl Simulation {
     fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
-        let registry = model::registry(s);
+        let topology = Topology::of(s);
+        let registry = topology.registry(EndpointAddr::Sim);
         let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &registry)?);
         let end = Time(s.duration.0);
         let mut sim = Simulation {
@@ -256,29 +251,19 @@ impl Simulation {
             fault_rng: stream(seed, "faults"),
             checks: None,
         };
-        sim.build_instances(s, seed);
-        sim.build_workloads(s, seed);
+        sim.build_instances(s, &topology, seed);
+        sim.build_workloads(s, &topology, seed);
         sim.build_faults(s);
         Ok(sim)
     }
 
-    fn add_proxy(
-        &mut self,
-        name: &str,
-        caller: &str,
-        role: ProxyRole,
-        owner: Owner,
-        seed: u64,
-    ) -> u32 {
-        let proxy = Proxy::new(
-            self.mesh.clone(),
-            role,
-            derive_seed(seed, &format!("proxy/{name}")),
-        );
+    /// Adds the proxy `spec` describes; its number.
+    fn add_proxy(&mut self, spec: &ProxySpec, seed: u64) -> u32 {
+        let proxy = Proxy::new(self.mesh.clone(), spec.role.clone(), spec.seed(seed));
         self.proxies.push(ProxySlot {
             proxy,
-            owner,
-            caller: Arc::from(caller),
+            owner: spec.owner,
+            caller: Arc::from(spec.caller()),
             conns: IdMap::default(),
             open: IdMap::default(),
             armed: None,
@@ -286,9 +271,9 @@ impl Simulation {
         (self.proxies.len() - 1) as u32
     }
 
-    fn build_instances(&mut self, s: &Scenario, seed: u64) {
+    fn build_instances(&mut self, s: &Scenario, topology: &Topology, seed: u64) {
         let mut model_ids: HashMap<(&str, &str), u32> = HashMap::new();
-        for spec in model::instances(s) {
+        for (i, spec) in topology.instances.iter().enumerate() {
             let next_model = self.models.len() as u32;
             let model = *model_ids
                 .entry((spec.service, spec.version))
@@ -314,10 +299,11 @@ impl Simulation {
                     next_model
                 });
             let name = spec.name();
-            let role = ProxyRole::Sidecar {
-                service: spec.service.to_owned(),
+            let Some(proxy) = topology.sidecar(i) else {
+                debug_assert!(false, "every instance has a sidecar");
+                continue;
             };
-            let sidecar = self.add_proxy(&name, spec.service, role, Owner::Sidecar, seed);
+            let sidecar = self.add_proxy(proxy, seed);
             self.instances.push(Instance {
                 name: Arc::from(name.as_str()),
                 model,
@@ -330,12 +316,15 @@ impl Simulation {
         }
     }
 
-    fn build_workloads(&mut self, s: &Scenario, seed: u64) {
+    fn build_workloads(&mut self, s: &Scenario, topology: &Topology, seed: u64) {
         for (i, w) in s.workload.iter().enumerate() {
             let name = w.name(i);
             let workload = i as u32;
-            let role = ProxyRole::Client { name: name.clone() };
-            let proxy = self.add_proxy(&name, &name, role, Owner::Client { workload }, seed);
+            let Some(client) = topology.client(i) else {
+                debug_assert!(false, "every workload has a client proxy");
+                continue;
+            };
+            let proxy = self.add_proxy(client, seed);
             let load = match w {
                 Workload::OpenLoop(o) => Load::Open(ArrivalProcess::new(
                     RateSchedule::new(o.rate, &o.schedule),

@@ -201,7 +201,7 @@ impl Simulation {
                     }
                 }
             }
-            Owner::Sidecar => {
+            Owner::Sidecar { .. } => {
                 // A 4xx counts here too: a 404 `NR` or 429 `RL` inside the mesh is a failure
                 // even when the caller carries on.
                 let hop_failed = outcome.status == 0 || outcome.status >= 400;

@@ -1,0 +1,133 @@
+//! Who takes part in a scenario's run, worked out once and used by both drivers — the simulator
+//! and live mode (`meshtwin serve`, `run --live`): every instance with its stable name
+//! (`service/version/index`), and every proxy with its name, role, RNG stream and owner (the
+//! instance whose sidecar it is, or the workload whose client it is).
+//!
+//! Both drivers build their proxies and the engine's registry from here, so a proxy draws from
+//! the same stream and an endpoint carries the same name in the simulator and live; each
+//! driver only says where an instance is reached (`Topology::registry`).
+
+use crate::model::{self, InstanceSpec};
+use crate::rng::derive_seed;
+use crate::scenario::Scenario;
+use proxy_engine::{Endpoint, EndpointAddr, ProxyRole, Registry};
+use std::collections::BTreeMap;
+
+/// What a proxy belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The sidecar of instance number `instance` (an index into `Topology::instances`).
+    Sidecar {
+        /// The instance.
+        instance: u32,
+    },
+    /// The client proxy of workload number `workload` (in the scenario's order).
+    Client {
+        /// The workload.
+        workload: u32,
+    },
+}
+
+/// One proxy of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySpec {
+    /// Its name: the instance's (`service/version/index`) or the workload's.
+    pub name: String,
+    /// Its role.
+    pub role: ProxyRole,
+    /// The name of its RNG stream (`proxy/<name>`).
+    pub stream: String,
+    /// What it belongs to.
+    pub owner: Owner,
+}
+
+impl ProxySpec {
+    /// The seed of its engine's RNG in a run seeded with `seed`.
+    pub fn seed(&self, seed: u64) -> u64 {
+        derive_seed(seed, &self.stream)
+    }
+
+    /// Who its requests come from, as scenario faults name callers (a partition's `from`): the
+    /// service whose sidecar it is, or the workload.
+    pub fn caller(&self) -> &str {
+        match &self.role {
+            ProxyRole::Sidecar { service } => service,
+            ProxyRole::Client { name } | ProxyRole::Gateway { name } => name,
+        }
+    }
+}
+
+/// The instances and proxies of a scenario (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct Topology<'a> {
+    /// Every instance, in the stable order (service, version, index); the position is the
+    /// instance's number.
+    pub instances: Vec<InstanceSpec<'a>>,
+    /// Every proxy: the instances' sidecars in instance order, then the workloads' clients.
+    pub proxies: Vec<ProxySpec>,
+}
+
+impl<'a> Topology<'a> {
+    /// The topology of `s`.
+    pub fn of(s: &'a Scenario) -> Topology<'a> {
+        let instances = model::instances(s);
+        let mut proxies: Vec<ProxySpec> = instances
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let name = spec.name();
+                ProxySpec {
+                    stream: format!("proxy/{name}"),
+                    name,
+                    role: ProxyRole::Sidecar {
+                        service: spec.service.to_owned(),
+                    },
+                    owner: Owner::Sidecar { instance: i as u32 },
+                }
+            })
+            .collect();
+        for (i, w) in s.workload.iter().enumerate() {
+            let name = w.name(i);
+            proxies.push(ProxySpec {
+                stream: format!("proxy/{name}"),
+                role: ProxyRole::Client { name: name.clone() },
+                name,
+                owner: Owner::Client { workload: i as u32 },
+            });
+        }
+        Topology { instances, proxies }
+    }
+
+    /// The engine's registry: an endpoint per instance, named as the instance and labelled
+    /// with its version, reached at `addr(instance number)`.
+    pub fn registry(&self, addr: impl Fn(u32) -> EndpointAddr) -> Registry {
+        let mut services: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
+        for (i, spec) in self.instances.iter().enumerate() {
+            services.entry(spec.service).or_default().push(Endpoint {
+                name: spec.name(),
+                addr: addr(i as u32),
+                labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
+            });
+        }
+        let mut reg = Registry::default();
+        for (service, endpoints) in services {
+            reg.add_service(service, endpoints);
+        }
+        reg
+    }
+
+    /// The sidecar of instance number `instance`.
+    pub fn sidecar(&self, instance: usize) -> Option<&ProxySpec> {
+        self.proxies.get(instance).filter(|p| {
+            p.owner
+                == Owner::Sidecar {
+                    instance: instance as u32,
+                }
+        })
+    }
+
+    /// The client proxy of workload number `workload`.
+    pub fn client(&self, workload: usize) -> Option<&ProxySpec> {
+        self.proxies.get(self.instances.len() + workload)
+    }
+}
