@@ -361,11 +361,9 @@ pub struct Recorder {
     mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>,
     /// Requests generated (counted by the load source).
     pub generated: u64,
-    /// Client successes with a failed inner hop (see `RunMetrics::absorbed`), counted by a
-    /// driver that follows requests across hops.
-    pub absorbed: u64,
-    /// Whether the driver counts `absorbed`.
-    pub tracks_absorbed: bool,
+    /// Client successes with a failed inner hop (see `RunMetrics::absorbed`); `None` unless
+    /// the driver follows requests across hops (`tracking_absorbed`).
+    absorbed: Option<u64>,
     totals: Stats,
     /// End-to-end outcomes per workload, named (see `with_workloads`).
     workloads: Vec<(String, Stats)>,
@@ -402,8 +400,15 @@ impl Recorder {
 
     /// This recorder, for a driver that counts `absorbed` (follows requests across hops).
     pub fn tracking_absorbed(mut self) -> Recorder {
-        self.tracks_absorbed = true;
+        self.absorbed = Some(0);
         self
+    }
+
+    /// One client success with a failed inner hop (counted only when `tracking_absorbed`).
+    pub fn record_absorbed(&mut self) {
+        if let Some(n) = &mut self.absorbed {
+            *n += 1;
+        }
     }
 
     fn with_series(
@@ -412,8 +417,7 @@ impl Recorder {
     ) -> Recorder {
         Recorder {
             generated: 0,
-            absorbed: 0,
-            tracks_absorbed: false,
+            absorbed: None,
             totals: Stats::default(),
             workloads: Vec::new(),
             hops: Vec::new(),
@@ -554,7 +558,7 @@ impl Recorder {
         RunMetrics {
             generated: self.generated,
             dropped: 0,
-            absorbed: self.tracks_absorbed.then_some(self.absorbed),
+            absorbed: self.absorbed,
             totals: self.totals,
             workloads: self.workloads,
             routes: named(routes, &|i| mesh.routes()[i].name.clone()),

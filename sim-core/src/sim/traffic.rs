@@ -180,7 +180,7 @@ impl Simulation {
                 self.metrics.record_workload(workload, &outcome, latency);
                 let inner_failed = self.inner_failed.remove(&req).is_some();
                 if inner_failed && outcome.is_success() {
-                    self.metrics.absorbed += 1;
+                    self.metrics.record_absorbed();
                 }
                 let w = &mut self.workloads[workload as usize];
                 if let Load::Closed { think, left } = &w.load {
