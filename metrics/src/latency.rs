@@ -62,13 +62,18 @@ thread_local! {
     static CLASSES_3: Histogram<u64> = dense(3);
 }
 
+/// `f` applied to the class map of `sigfig` digits (2, else 3).
+fn with_classes<R>(sigfig: u8, f: impl FnOnce(&Histogram<u64>) -> R) -> R {
+    if sigfig == 2 {
+        CLASSES_2.with(f)
+    } else {
+        CLASSES_3.with(f)
+    }
+}
+
 /// The lowest value of `v`'s class at `sigfig` digits.
 fn class_of(sigfig: u8, v: u64) -> u64 {
-    if sigfig == 2 {
-        CLASSES_2.with(|h| h.lowest_equivalent(v))
-    } else {
-        CLASSES_3.with(|h| h.lowest_equivalent(v))
-    }
+    with_classes(sigfig, |h| h.lowest_equivalent(v))
 }
 
 impl<const SIGFIG: u8> Latency<SIGFIG> {
@@ -222,11 +227,7 @@ impl<const SIGFIG: u8> Latency<SIGFIG> {
 
     /// The highest value of `v`'s class.
     pub fn highest_equivalent(&self, v: u64) -> u64 {
-        if SIGFIG == 2 {
-            CLASSES_2.with(|h| h.highest_equivalent(v))
-        } else {
-            CLASSES_3.with(|h| h.highest_equivalent(v))
-        }
+        with_classes(SIGFIG, |h| h.highest_equivalent(v))
     }
 
     /// Adds `other`'s values to these.
