@@ -8,8 +8,8 @@ use proxy_engine::config::{
     Subset, VirtualService,
 };
 use proxy_engine::{
-    Action, AttemptEnd, CompiledMesh, Endpoint, EndpointAddr, MeshConfig, Proxy, ProxyRole,
-    Registry, RequestHead, RequestId, ResponseHead, Time,
+    Action, AttemptEnd, CompiledMesh, Endpoint, MeshConfig, Proxy, ProxyRole, Registry,
+    RequestHead, RequestId, ResponseHead, Time,
 };
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -22,7 +22,6 @@ fn fifty_routes() -> CompiledMesh {
     let eps = (0..10)
         .map(|i| Endpoint {
             name: format!("backend/-/{i}"),
-            addr: EndpointAddr::Sim(i),
             labels: BTreeMap::from([("version".into(), if i < 8 { "v1" } else { "v2" }.into())]),
         })
         .collect();

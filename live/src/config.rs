@@ -14,11 +14,13 @@
 //!
 //! `endpoints` may instead come from a separate file (`--endpoints`), holding just the map.
 
-use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, MeshConfig, Nanos, Registry};
+use crate::driver::Generation;
+use proxy_engine::{CompiledMesh, Endpoint, EndpointMap, MeshConfig, Nanos, Registry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A live proxy's whole configuration.
@@ -191,12 +193,7 @@ impl ProxyConfig {
             let endpoints = eps
                 .iter()
                 .map(|e| Endpoint {
-                    name: format!(
-                        "{service}/{}/{}",
-                        e.labels.get("version").map_or("-", String::as_str),
-                        e.name.clone().unwrap_or_else(|| e.addr.to_string())
-                    ),
-                    addr: EndpointAddr::Socket(e.addr),
+                    name: endpoint_name(service, e),
                     labels: e.labels.clone(),
                 })
                 .collect();
@@ -205,14 +202,22 @@ impl ProxyConfig {
         reg
     }
 
-    /// The compiled mesh; an undefined subset is an error here, as in `meshtwin validate`.
-    /// With `running` (a reload), the next generation of the running mesh, so the proxy keeps
-    /// the state of every cluster and endpoint that stays.
+    /// Where each endpoint of `mesh` (compiled from `registry()`) listens.
+    pub fn addresses(&self, mesh: &CompiledMesh) -> EndpointMap<SocketAddr> {
+        let by_name: BTreeMap<String, SocketAddr> = (self.endpoints.iter())
+            .flat_map(|(service, eps)| eps.iter().map(|e| (endpoint_name(service, e), e.addr)))
+            .collect();
+        mesh.endpoint_map(|name| by_name.get(name).copied())
+    }
+
+    /// The compiled mesh and its endpoints' addresses; an undefined subset is an error here,
+    /// as in `meshtwin validate`. With `running` (a reload), the next generation of the running
+    /// mesh, so the proxy keeps the state of every cluster and endpoint that stays.
     pub fn compile(
         &self,
         file: &str,
         running: Option<&CompiledMesh>,
-    ) -> Result<CompiledMesh, ConfigFileError> {
+    ) -> Result<Generation, ConfigFileError> {
         let registry = self.registry();
         let mesh = match running {
             Some(r) => CompiledMesh::compile_next(&self.mesh, &registry, r),
@@ -222,6 +227,22 @@ impl ProxyConfig {
         if let Some(w) = mesh.warnings().first() {
             return Err(ConfigFileError::Invalid(format!("{file}: mesh.{w}")));
         }
-        Ok(mesh)
+        let addrs = self.addresses(&mesh);
+        Ok(Generation {
+            mesh: Arc::new(mesh),
+            addrs,
+        })
     }
+}
+
+/// An endpoint's stable instance name: `service/version/` and its configured name, else its
+/// address.
+fn endpoint_name(service: &str, e: &EndpointSpec) -> String {
+    format!(
+        "{service}/{}/{}",
+        e.labels.get("version").map_or("-", String::as_str),
+        e.name
+            .as_deref()
+            .map_or_else(|| e.addr.to_string(), str::to_owned)
+    )
 }

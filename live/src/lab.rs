@@ -5,12 +5,12 @@
 //! routes, destinations, clusters and mirrors from every proxy's hop records.
 
 use crate::config::Limits;
-use crate::driver::{self, DriverOptions, ProxyHandle};
+use crate::driver::{self, DriverOptions, Generation, ProxyHandle};
 use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
 use metrics::{Recorder, RunMetrics};
-use proxy_engine::{CompiledMesh, EndpointAddr, Time};
+use proxy_engine::{CompiledMesh, Time};
 use sim_core::scenario::{FaultKind, Scenario, Workload};
 use sim_core::topology::{ProxySpec, Topology};
 use sim_core::workload::Mix;
@@ -50,8 +50,8 @@ pub struct Services {
     /// The instances, in the simulator's order.
     pub instances: Vec<Arc<Instance>>,
     sidecars: Vec<(ProxyHandle, Listener)>,
-    /// The compiled mesh over the live endpoints.
-    pub mesh: Arc<CompiledMesh>,
+    /// The compiled mesh over the live endpoints, and their addresses.
+    pub generation: Generation,
     /// Tasks that crash and restart instances on schedule.
     crashes: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -94,8 +94,11 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         instances.push(Instance::start(model, seed, epoch).await?);
     }
     let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
-    let registry = topology.registry(|i| EndpointAddr::Socket(addrs[i as usize]));
-    let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &registry)?);
+    let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &topology.registry())?);
+    let generation = Generation {
+        addrs: (topology.endpoint_map(&mesh)).map(|&i| addrs.get(i as usize).copied()),
+        mesh,
+    };
     let mut sidecars = Vec::new();
     for (i, inst) in instances.iter().enumerate() {
         let Some(proxy) = topology.sidecar(i) else {
@@ -104,7 +107,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
             )));
         };
         let options = driver_options(proxy, seed, s);
-        let handle = driver::spawn(mesh.clone(), proxy.role.clone(), options);
+        let handle = driver::spawn(generation.clone(), proxy.role.clone(), options);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
         inst.set_sidecar(listener.addr);
@@ -125,7 +128,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
     Ok(Services {
         instances,
         sidecars,
-        mesh,
+        generation,
         crashes,
     })
 }
@@ -195,7 +198,7 @@ pub async fn run(
         };
         let name = proxy.name.clone();
         let options = driver_options(proxy, seed, s);
-        let handle = driver::spawn(services.mesh.clone(), proxy.role.clone(), options);
+        let handle = driver::spawn(services.generation.clone(), proxy.role.clone(), options);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
         let load = LoadOptions {
@@ -249,7 +252,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut hops = Recorder::new(services.mesh.clone(), s.window);
+    let mut hops = Recorder::new(services.generation.mesh.clone(), s.window);
     for c in &clients {
         hops.merge_hops(&c.handle.snapshot());
     }

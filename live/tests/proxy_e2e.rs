@@ -275,21 +275,12 @@ async fn metrics_stay_named_right_across_a_reload_that_renumbers_routes() {
         HttpRoute(name: "a", route: [(destination: (host: "api"))])])])"#;
     let (handle, l) = proxy(before, &[("api", vec![(up.addr, "v1")])], Limits::default()).await;
     assert_eq!(get(l.addr, "api", "/", &[]).await.status, 200);
-    let mut reg = proxy_engine::Registry::default();
-    reg.add_service(
-        "api",
-        vec![proxy_engine::Endpoint {
-            name: format!("api/v1/{}", up.addr),
-            addr: proxy_engine::EndpointAddr::Socket(up.addr),
-            labels: std::collections::BTreeMap::from([("version".to_owned(), "v1".to_owned())]),
-        }],
+    let next = common::generation(
+        &common::parse_mesh(after),
+        &[("api", vec![(up.addr, "v1")])],
+        Some(&handle.mesh()),
     );
-    let mesh =
-        proxy_engine::CompiledMesh::compile_next(&common::parse_mesh(after), &reg, &handle.mesh())
-            .expect("compiles");
-    handle
-        .reload(std::sync::Arc::new(mesh))
-        .expect("a later generation");
+    handle.reload(next).expect("a later generation");
     assert_eq!(get(l.addr, "api", "/", &[]).await.status, 200);
     assert_eq!(get(l.addr, "api", "/b", &[]).await.status, 200);
     let m = handle.metrics();

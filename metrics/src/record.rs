@@ -648,7 +648,6 @@ mod tests {
         let mut reg = proxy_engine::Registry::default();
         let ep = |i: u32, v: &str| proxy_engine::Endpoint {
             name: format!("reviews/{v}/{}", i.saturating_sub(1)),
-            addr: proxy_engine::EndpointAddr::Sim(i),
             labels: [("version".to_owned(), v.to_owned())].into(),
         };
         reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2")]);

@@ -215,7 +215,6 @@ impl<'a> Builder<'a> {
                 }
                 *slot = Some(CompiledEndpoint {
                     name,
-                    addr: ep.addr,
                     destination: id,
                 });
                 ids.push(ep_id);

@@ -22,7 +22,7 @@
 
 use crate::mesh::CompiledMesh;
 use crate::proxy::{Proxy, ProxyRole};
-use crate::registry::{Endpoint, EndpointAddr, EndpointId, Registry};
+use crate::registry::{Endpoint, EndpointId, Registry};
 use crate::time::{Nanos, Time};
 use crate::types::{
     Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, EngineEvent, Outcome, RequestHead,
@@ -32,21 +32,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A registry of simulated endpoints: for each service, each `(version, count)` adds `count`
-/// instances labelled `version: <version>` and named `service/version/k`, at addresses
-/// numbered in order from 0 across the whole registry.
+/// instances labelled `version: <version>` and named `service/version/k`.
 pub fn registry(services: &[(&str, &[(&str, u32)])]) -> Registry {
     let mut reg = Registry::default();
-    let mut addr = 0u32;
     for (service, versions) in services {
         let mut eps = Vec::new();
         for (version, count) in versions.iter() {
             for k in 0..*count {
                 eps.push(Endpoint {
                     name: format!("{service}/{version}/{k}"),
-                    addr: EndpointAddr::Sim(addr),
                     labels: BTreeMap::from([("version".to_owned(), (*version).to_owned())]),
                 });
-                addr += 1;
             }
         }
         reg.add_service(*service, eps);

@@ -38,7 +38,7 @@ pub mod unique;
 pub use config::MeshConfig;
 pub use mesh::{ClusterId, CompiledMesh, ConfigError, ConfigWarning, DestinationId, RouteId};
 pub use proxy::{ApplyError, Decision, Proxy, ProxyRole};
-pub use registry::{Endpoint, EndpointAddr, EndpointId, Registry};
+pub use registry::{Endpoint, EndpointId, EndpointMap, Registry};
 pub use time::{Nanos, Time};
 pub use types::{
     Action, AttemptEnd, AttemptId, ConnId, ConnectFailure, EngineEvent, Outcome, RequestHead,

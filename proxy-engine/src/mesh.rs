@@ -10,7 +10,7 @@ pub use crate::ids::{ClusterId, DestinationId, RouteId};
 use crate::lb::LbPolicy;
 use crate::matching::{MatchBlock, MatchInput};
 use crate::policy::{Budget, Limits, OutlierSpec, RetryPolicy, TokenBucketSpec};
-use crate::registry::{EndpointAddr, EndpointId};
+use crate::registry::{EndpointId, EndpointMap};
 use crate::time::Nanos;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -162,8 +162,6 @@ pub struct Cluster {
 pub struct CompiledEndpoint {
     /// Its stable instance name (the registry's).
     pub name: Arc<str>,
-    /// Where it lives.
-    pub addr: EndpointAddr,
     /// Its (service, version) destination.
     pub destination: DestinationId,
 }
@@ -341,6 +339,12 @@ impl CompiledMesh {
         &self.endpoints
     }
 
+    /// A driver's address for each endpoint, looked up by stable name (`None` for a name the
+    /// driver does not know, such as an endpoint this generation removed).
+    pub fn endpoint_map<A>(&self, mut addr: impl FnMut(&str) -> Option<A>) -> EndpointMap<A> {
+        EndpointMap::from_ids(self.endpoints.iter().map(|e| addr(&e.name)).collect())
+    }
+
     /// All destinations, indexed by `DestinationId`.
     pub fn destinations(&self) -> &[DestinationName] {
         &self.destinations
@@ -370,7 +374,6 @@ mod tests {
         let mut r = Registry::default();
         let ep = |i: u32, v: &str| Endpoint {
             name: format!("backend/{v}/{i}"),
-            addr: EndpointAddr::Sim(i),
             labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
         };
         r.add_service("backend", vec![ep(0, "v1"), ep(1, "v1"), ep(2, "v2")]);

@@ -1,22 +1,16 @@
 //! The service registry: which services exist and which endpoints (instances) back them.
 //! Drivers build it — the simulator from the scenario's modeled instances, the live runtime from
 //! an endpoints file — and the engine compiles it together with the `MeshConfig`.
+//!
+//! The engine knows an endpoint by its id and stable name only; where it lives (a simulated
+//! instance, a socket address) is the driver's business: each driver keeps an
+//! `EndpointMap` from ids to its own addresses (see `CompiledMesh::endpoint_map`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 /// Index of an endpoint in the `Registry` (and in the `CompiledMesh` built from it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(pub u32);
-
-/// Where an endpoint lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointAddr {
-    /// A modeled instance in the simulator, by the simulator's instance index.
-    Sim(u32),
-    /// A real socket address in live mode.
-    Socket(SocketAddr),
-}
 
 /// One endpoint: an instance of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +20,6 @@ pub struct Endpoint {
     /// configured name, else its address. A mesh compiled again keeps each name's
     /// `EndpointId` (see `CompiledMesh::compile_next`), and reports name instances by it.
     pub name: String,
-    /// Where to send to.
-    pub addr: EndpointAddr,
     /// Labels such as `version`, used by subsets.
     pub labels: BTreeMap<String, String>,
 }
@@ -60,5 +52,36 @@ impl Registry {
     /// The service with this name, if any.
     pub fn service(&self, name: &str) -> Option<&RegistryService> {
         self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// A driver's address for each endpoint of one compiled mesh, indexed by `EndpointId`: the
+/// simulator maps ids to instance numbers, the live runtime to socket addresses. Built with
+/// `CompiledMesh::endpoint_map` for the generation it serves; an endpoint a later generation
+/// removed (its id stays reserved) has no address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointMap<A> {
+    by_id: Vec<Option<A>>,
+}
+
+impl<A> EndpointMap<A> {
+    /// A map from each id's address, in id order.
+    pub(crate) fn from_ids(by_id: Vec<Option<A>>) -> Self {
+        EndpointMap { by_id }
+    }
+
+    /// The same ids mapped to other addresses (an instance number to its socket, say).
+    pub fn map<B>(&self, mut f: impl FnMut(&A) -> Option<B>) -> EndpointMap<B> {
+        EndpointMap::from_ids(
+            self.by_id
+                .iter()
+                .map(|a| a.as_ref().and_then(&mut f))
+                .collect(),
+        )
+    }
+
+    /// Where endpoint `id` lives, if the driver gave it an address.
+    pub fn get(&self, id: EndpointId) -> Option<&A> {
+        self.by_id.get(id.0 as usize).and_then(Option::as_ref)
     }
 }

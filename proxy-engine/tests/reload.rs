@@ -5,8 +5,8 @@
 //! its hosts did not change, continues its round-robin rotation where it was.
 
 use proxy_engine::{
-    Action, AttemptEnd, CompiledMesh, Endpoint, EndpointAddr, EndpointId, MeshConfig, Proxy,
-    ProxyRole, Registry, RequestHead, RequestId, ResponseHead, Time,
+    Action, AttemptEnd, CompiledMesh, Endpoint, EndpointId, MeshConfig, Proxy, ProxyRole, Registry,
+    RequestHead, RequestId, ResponseHead, Time,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,28 +18,27 @@ use common::mesh;
 /// `cart` with `carts` instances (named `cart/v1/k`), `reviews` v1 and v2, and `extra`
 /// services of one instance each.
 fn registry(carts: &[u32], extra: &[&str]) -> Registry {
-    let ep = |name: String, addr: u32, version: &str| Endpoint {
+    let ep = |name: String, version: &str| Endpoint {
         name,
-        addr: EndpointAddr::Sim(addr),
         labels: BTreeMap::from([("version".to_owned(), version.to_owned())]),
     };
     let mut reg = Registry::default();
     reg.add_service(
         "reviews",
         vec![
-            ep("reviews/v1/0".into(), 100, "v1"),
-            ep("reviews/v2/0".into(), 101, "v2"),
+            ep("reviews/v1/0".into(), "v1"),
+            ep("reviews/v2/0".into(), "v2"),
         ],
     );
     reg.add_service(
         "cart",
         carts
             .iter()
-            .map(|&k| ep(format!("cart/v1/{k}"), k, "v1"))
+            .map(|&k| ep(format!("cart/v1/{k}"), "v1"))
             .collect(),
     );
-    for (i, s) in extra.iter().enumerate() {
-        reg.add_service(*s, vec![ep(format!("{s}/v1/0"), 200 + i as u32, "v1")]);
+    for s in extra {
+        reg.add_service(*s, vec![ep(format!("{s}/v1/0"), "v1")]);
     }
     reg
 }

@@ -7,8 +7,8 @@
 //! path normalization, undefined subsets (`NC`) and no route (`NR`).
 
 use proxy_engine::{
-    Action, AttemptEnd, CompiledMesh, Endpoint, EndpointAddr, MeshConfig, Proxy, ProxyRole,
-    Registry, RequestHead, RequestId, ResponseHead, Time,
+    Action, AttemptEnd, CompiledMesh, Endpoint, MeshConfig, Proxy, ProxyRole, Registry,
+    RequestHead, RequestId, ResponseHead, Time,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,7 +98,6 @@ fn mesh() -> Arc<CompiledMesh> {
     let mut reg = Registry::default();
     let ep = |i: u32, v: &str| Endpoint {
         name: format!("reviews/{v}/{i}"),
-        addr: EndpointAddr::Sim(i),
         labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
     };
     reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2"), ep(2, "v3")]);
@@ -324,7 +323,6 @@ fn redirect_codes_envoy_cannot_send_are_rejected() {
         "web",
         vec![Endpoint {
             name: "web/-/0".into(),
-            addr: EndpointAddr::Sim(0),
             labels: BTreeMap::new(),
         }],
     );

@@ -293,7 +293,7 @@ fn mesh_config_problem(e: &proxy_engine::ConfigError) -> Problem {
 /// subset would silently answer 503 NC, so a scenario treats it as an error.
 fn check_mesh(s: &Scenario) -> Result<(), Problem> {
     use proxy_engine::ConfigWarning as W;
-    let registry = crate::topology::Topology::of(s).registry(proxy_engine::EndpointAddr::Sim);
+    let registry = crate::topology::Topology::of(s).registry();
     let mesh = CompiledMesh::compile(&s.mesh, &registry).map_err(|e| mesh_config_problem(&e))?;
     match mesh.warnings().first() {
         Some(w @ W::UndefinedSubset { field, subset, .. }) => Err(mesh_problem(

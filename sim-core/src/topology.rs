@@ -10,7 +10,7 @@
 use crate::model::{self, InstanceSpec};
 use crate::rng::derive_seed;
 use crate::scenario::Scenario;
-use proxy_engine::{Endpoint, EndpointAddr, ProxyRole, Registry};
+use proxy_engine::{CompiledMesh, Endpoint, EndpointMap, ProxyRole, Registry};
 use std::collections::BTreeMap;
 
 /// What a proxy belongs to.
@@ -99,13 +99,12 @@ impl<'a> Topology<'a> {
     }
 
     /// The engine's registry: an endpoint per instance, named as the instance and labelled
-    /// with its version, reached at `addr(instance number)`.
-    pub fn registry(&self, addr: impl Fn(u32) -> EndpointAddr) -> Registry {
+    /// with its version.
+    pub fn registry(&self) -> Registry {
         let mut services: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
-        for (i, spec) in self.instances.iter().enumerate() {
+        for spec in &self.instances {
             services.entry(spec.service).or_default().push(Endpoint {
                 name: spec.name(),
-                addr: addr(i as u32),
                 labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
             });
         }
@@ -114,6 +113,15 @@ impl<'a> Topology<'a> {
             reg.add_service(service, endpoints);
         }
         reg
+    }
+
+    /// The instance number of each endpoint of `mesh` (compiled from `registry()`), which
+    /// each driver maps to its own address.
+    pub fn endpoint_map(&self, mesh: &CompiledMesh) -> EndpointMap<u32> {
+        let numbers: BTreeMap<String, u32> = (self.instances.iter().enumerate())
+            .map(|(i, spec)| (spec.name(), i as u32))
+            .collect();
+        mesh.endpoint_map(|name| numbers.get(name).copied())
     }
 
     /// The sidecar of instance number `instance`.

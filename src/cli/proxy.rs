@@ -42,7 +42,7 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
     let file = args.config.display().to_string();
-    let mesh = Arc::new(config.compile(&file, None)?);
+    let generation = config.compile(&file, None)?;
     let opts = DriverOptions {
         name: "proxy".into(),
         seed: args.seed,
@@ -67,7 +67,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
             name: l.name.clone(),
             ..opts.clone()
         };
-        let handle = driver::spawn(mesh.clone(), role, opts);
+        let handle = driver::spawn(generation.clone(), role, opts);
         let tls = match &l.tls {
             Some(t) => Some(live::tls::server_config(&t.cert, &t.key)?),
             None => None,
@@ -145,10 +145,9 @@ fn reload(
             ))
         });
     match loaded {
-        Ok((mesh, value)) => {
-            let mesh = Arc::new(mesh);
+        Ok((generation, value)) => {
             for (name, h) in handles {
-                if let Err(e) = h.reload(mesh.clone()) {
+                if let Err(e) = h.reload(generation.clone()) {
                     eprintln!("reload ({why}) of listener {name} refused: {e}");
                     return;
                 }

@@ -22,7 +22,7 @@ use http::Response;
 use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::{
-    Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointAddr, EndpointId,
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointId, EndpointMap,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
 use std::net::SocketAddr;
@@ -48,6 +48,19 @@ pub struct Gauges {
     /// Requests the listener refused before the engine saw them (413 body too large, 400
     /// missing or invalid Host).
     pub rejected_total: AtomicU64,
+}
+
+/// One config generation as a driver runs it: the compiled mesh, and the socket address of each
+/// of its endpoints (the engine knows endpoints by id and name only).
+///
+/// **Invariant:** `addrs` was built for `mesh` (`CompiledMesh::endpoint_map`), so every endpoint
+/// id the engine hands out under this generation is looked up in the right table.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The compiled mesh.
+    pub mesh: Arc<CompiledMesh>,
+    /// Where each endpoint of `mesh` listens.
+    pub addrs: EndpointMap<SocketAddr>,
 }
 
 /// What a proxy holds open at one moment (see `ProxyHandle::open`).
@@ -201,6 +214,8 @@ struct State {
     earlier: Vec<Recorder>,
     /// The deadline the timer task sleeps towards.
     armed: Option<Time>,
+    /// Where the current generation's endpoints listen.
+    addrs: EndpointMap<SocketAddr>,
 }
 
 struct Shared {
@@ -221,8 +236,10 @@ pub struct ProxyHandle {
     pub gauges: Arc<Gauges>,
 }
 
-/// Starts a driver for `mesh` (and its timer task) on the current tokio runtime.
-pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> ProxyHandle {
+/// Starts a driver for generation `generation` (and its timer task) on the current tokio
+/// runtime.
+pub fn spawn(generation: Generation, role: ProxyRole, opts: DriverOptions) -> ProxyHandle {
+    let Generation { mesh, addrs } = generation;
     let gauges = Arc::new(Gauges::default());
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -236,6 +253,7 @@ pub fn spawn(mesh: Arc<CompiledMesh>, role: ProxyRole, opts: DriverOptions) -> P
             metrics: recorder(mesh, opts.window),
             earlier: Vec::new(),
             armed: None,
+            addrs,
         }),
         clock: Clock::new(),
         opts,
@@ -349,14 +367,16 @@ impl ProxyHandle {
         self.shared.clone().spawn_all(work);
     }
 
-    /// Swaps in a new mesh, a later generation of the running one
+    /// Swaps in a new generation, a later one of the running mesh
     /// (`CompiledMesh::compile_next`): requests in flight finish on the routes they chose, and
     /// every cluster's and endpoint's state (pools, ejections, balancing) carries over for what
     /// stayed. A mesh of another lineage is refused and the running one kept.
-    pub fn reload(&self, mesh: Arc<CompiledMesh>) -> Result<(), proxy_engine::ApplyError> {
+    pub fn reload(&self, generation: Generation) -> Result<(), proxy_engine::ApplyError> {
+        let Generation { mesh, addrs } = generation;
         let mut st = self.shared.lock();
         let now = self.shared.clock.now();
         st.engine.apply_config(now, mesh.clone())?;
+        st.addrs = addrs;
         let fresh = recorder(mesh, self.shared.opts.window);
         let old = std::mem::replace(&mut st.metrics, fresh);
         st.earlier.push(old);
@@ -578,10 +598,7 @@ impl Shared {
     }
 
     fn addr(st: &State, endpoint: EndpointId) -> Option<SocketAddr> {
-        match st.engine.config().endpoint(endpoint).addr {
-            EndpointAddr::Socket(a) => Some(a),
-            EndpointAddr::Sim(_) => None,
-        }
+        st.addrs.get(endpoint).copied()
     }
 }
 

@@ -7,9 +7,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use live::config::Limits;
-use live::driver::{self, DriverOptions, ProxyHandle};
+use live::driver::{self, DriverOptions, Generation, ProxyHandle};
 use live::server::{self, Listener};
-use proxy_engine::{CompiledMesh, Endpoint, EndpointAddr, MeshConfig, ProxyRole, Registry};
+use proxy_engine::{CompiledMesh, Endpoint, MeshConfig, ProxyRole, Registry};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -97,25 +97,47 @@ pub(crate) async fn proxy(
     proxy_tls(mesh, services, limits, None).await
 }
 
+/// `mesh` compiled over `services` (each endpoint named `service/version/addr`) with their
+/// addresses; with `running`, as its next generation.
+pub(crate) fn generation(
+    mesh: &MeshConfig,
+    services: &[(&str, Vec<(SocketAddr, &str)>)],
+    running: Option<&CompiledMesh>,
+) -> Generation {
+    let mut reg = Registry::default();
+    let mut addrs = BTreeMap::new();
+    for (name, eps) in services {
+        let endpoints = eps
+            .iter()
+            .map(|(addr, v)| {
+                let name = format!("{name}/{v}/{addr}");
+                addrs.insert(name.clone(), *addr);
+                Endpoint {
+                    name,
+                    labels: BTreeMap::from([("version".to_owned(), (*v).to_owned())]),
+                }
+            })
+            .collect();
+        reg.add_service(*name, endpoints);
+    }
+    let compiled = match running {
+        Some(r) => CompiledMesh::compile_next(mesh, &reg, r),
+        None => CompiledMesh::compile(mesh, &reg),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    Generation {
+        addrs: compiled.endpoint_map(|n| addrs.get(n).copied()),
+        mesh: Arc::new(compiled),
+    }
+}
+
 pub(crate) async fn proxy_tls(
     mesh: &str,
     services: &[(&str, Vec<(SocketAddr, &str)>)],
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> (ProxyHandle, Listener) {
-    let mut reg = Registry::default();
-    for (name, eps) in services {
-        let endpoints = eps
-            .iter()
-            .map(|(addr, v)| Endpoint {
-                name: format!("{name}/{v}/{addr}"),
-                addr: EndpointAddr::Socket(*addr),
-                labels: BTreeMap::from([("version".to_owned(), (*v).to_owned())]),
-            })
-            .collect();
-        reg.add_service(*name, endpoints);
-    }
-    let compiled = CompiledMesh::compile(&parse_mesh(mesh), &reg).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = generation(&parse_mesh(mesh), services, None);
     let opts = DriverOptions {
         name: "test".into(),
         seed: 7,
@@ -124,7 +146,7 @@ pub(crate) async fn proxy_tls(
         window: Some(proxy_engine::Nanos::from_secs(1)),
     };
     let handle = driver::spawn(
-        Arc::new(compiled),
+        compiled,
         ProxyRole::Client {
             name: "test".into(),
         },
@@ -196,7 +218,7 @@ pub(crate) async fn lab(
     let role = ProxyRole::Client {
         name: "client".into(),
     };
-    let client = driver::spawn(services.mesh.clone(), role, opts);
+    let client = driver::spawn(services.generation.clone(), role, opts);
     let listener = server::listen(
         "127.0.0.1:0".parse().expect("addr"),
         client.clone(),

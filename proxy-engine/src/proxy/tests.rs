@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::{DestinationRule, LoadBalancerSettings, MeshConfig, SimpleLb, TrafficPolicy};
 use crate::harness::{Accept, Harness, Reply};
-use crate::registry::{Endpoint, EndpointAddr, Registry};
+use crate::registry::{Endpoint, Registry};
 use std::collections::BTreeMap;
 
 /// A client proxy for service `backend` with `endpoints` endpoints, round robin.
@@ -144,7 +144,6 @@ fn a_reload_that_removes_routes_and_clusters_leaves_requests_in_flight_alone() {
     let mut reg = Registry::default();
     let ep = |i: u32, v: &str| Endpoint {
         name: format!("backend/{v}/{i}"),
-        addr: EndpointAddr::Sim(i),
         labels: BTreeMap::from([("version".to_owned(), v.to_owned())]),
     };
     reg.add_service("backend", vec![ep(0, "v1"), ep(1, "v2")]);
@@ -297,7 +296,6 @@ fn state_is_made_for_what_the_proxy_uses() {
         let eps = (0..3)
             .map(|k| Endpoint {
                 name: format!("{name}/-/{k}"),
-                addr: EndpointAddr::Sim(s * 3 + k),
                 labels: BTreeMap::new(),
             })
             .collect();

@@ -22,7 +22,7 @@ use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
 use proxy_engine::types::Headers;
 use proxy_engine::{
-    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure, EndpointAddr,
+    Action, AttemptEnd, AttemptId, CompiledMesh, ConfigError, ConnId, ConnectFailure, EndpointMap,
     Outcome, Proxy, RequestHead, RequestId, ResponseHead, Time,
 };
 use std::collections::HashMap;
@@ -198,6 +198,8 @@ struct Simulation {
     stopped: bool,
     queue: EventQueue<Event>,
     mesh: Arc<CompiledMesh>,
+    /// The instance number of each endpoint of `mesh`.
+    instance_of: EndpointMap<u32>,
     proxies: Vec<ProxySlot>,
     models: Vec<VersionModel>,
     instances: Vec<Instance>,
@@ -224,8 +226,7 @@ struct Simulation {
 impl Simulation {
     fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
         let topology = Topology::of(s);
-        let registry = topology.registry(EndpointAddr::Sim);
-        let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &registry)?);
+        let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &topology.registry())?);
         let end = Time(s.duration.0);
         let mut sim = Simulation {
             now: Time::ZERO,
@@ -247,6 +248,7 @@ impl Simulation {
             metrics: Recorder::new(mesh.clone(), s.window)
                 .tracking_absorbed()
                 .with_workloads(s.workload.iter().enumerate().map(|(i, w)| w.name(i))),
+            instance_of: topology.endpoint_map(&mesh),
             mesh,
             fault_rng: stream(seed, "faults"),
             checks: None,

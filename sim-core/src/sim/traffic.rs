@@ -75,8 +75,8 @@ impl Simulation {
                     mirror,
                     ..
                 } => {
-                    let EndpointAddr::Sim(instance) = self.mesh.endpoint(endpoint).addr else {
-                        debug_assert!(false, "socket endpoint in a simulation");
+                    let Some(&instance) = self.instance_of.get(endpoint) else {
+                        debug_assert!(false, "an endpoint with no instance");
                         continue;
                     };
                     self.proxies[p as usize].conns.insert(conn, instance);
