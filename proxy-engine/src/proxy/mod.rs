@@ -122,6 +122,65 @@ pub enum Decision {
     },
 }
 
+/// Where a request is in its life: exactly one phase at a time. Each transition is made where
+/// the event that causes it is handled.
+///
+/// ```text
+/// Matched ──fault delay──▶ Delayed ──delay ends──▶ Matched
+/// Matched ──dispatch────▶ Trying ──response head──▶ Responding ──attempt end──▶ (complete)
+///                          │  ▲
+///          attempt failed, │  │ backoff ends
+///          retry allowed   ▼  │
+///                        BackingOff
+/// ```
+///
+/// Any phase may end in a completion (a local reply, the route timeout, a downstream cancel),
+/// which removes the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Matched to a route and not waiting for anything: being dispatched, retried or answered
+    /// within the current call.
+    Matched,
+    /// Held by an injected fault delay; `abort` is the status to answer with when it ends
+    /// (`None`: dispatch).
+    Delayed {
+        /// The abort decided together with the delay.
+        abort: Option<u16>,
+    },
+    /// This attempt is in flight (queued in the pool, connecting, or sent) and no response
+    /// head has come back.
+    Trying(AttemptId),
+    /// Waiting for the backoff timer before the next try.
+    BackingOff,
+    /// `attempt`'s response head (`status`) came back and the response is streaming
+    /// downstream (for a mirrored copy: being discarded); the request completes when the
+    /// attempt ends.
+    Responding {
+        /// The attempt whose response this is.
+        attempt: AttemptId,
+        /// Its status.
+        status: u16,
+    },
+}
+
+impl Phase {
+    /// The attempt in flight for the request, if any.
+    fn attempt(self) -> Option<AttemptId> {
+        match self {
+            Phase::Trying(a) | Phase::Responding { attempt: a, .. } => Some(a),
+            Phase::Matched | Phase::Delayed { .. } | Phase::BackingOff => None,
+        }
+    }
+
+    /// The response status, once a response head came back.
+    fn status(self) -> Option<u16> {
+        match self {
+            Phase::Responding { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
 /// A request in flight.
 #[derive(Debug)]
 struct Request {
@@ -136,13 +195,10 @@ struct Request {
     cluster: Option<ClusterId>,
     endpoint: Option<EndpointId>,
     attempts: u32,
-    /// The attempt in flight, if any.
-    attempt: Option<AttemptId>,
-    status: Option<u16>,
+    /// Where the request is in its life.
+    phase: Phase,
     /// Flags gathered on the way (`DI`, `URX`).
     flags: ResponseFlags,
-    /// Held by a fault delay; `Some(abort)` says what to do when it ends.
-    delayed: Option<Option<u16>>,
     /// The route's retry policy (set at dispatch).
     retry: Option<Arc<RetryPolicy>>,
     retries_left: u32,
@@ -150,11 +206,10 @@ struct Request {
     interval: Nanos,
     /// Hosts already tried (filled only when a retry happens).
     tried: Vec<EndpointId>,
-    /// Holds one of the cluster's outstanding-retry slots (from the retry decision until the
-    /// next decision or the end of the request, as Envoy holds its retry resource).
-    retry_held: bool,
-    /// Waiting for a backoff timer.
-    backing_off: bool,
+    /// The cluster one of whose outstanding-retry slots the request holds: from the retry
+    /// decision until the next decision or the end of the request (as Envoy holds its retry
+    /// resource), so across `BackingOff` and the retry's `Trying`. A resource, not a phase.
+    retry_slot: Option<ClusterId>,
     /// When the route timeout fires (drivers may reuse a finished request's id, so a timer
     /// checks that it is this request's).
     deadline: Option<Time>,
@@ -181,16 +236,13 @@ impl Request {
             cluster: None,
             endpoint: None,
             attempts: 0,
-            attempt: None,
-            status: None,
+            phase: Phase::Matched,
             flags: ResponseFlags::NONE,
-            delayed: None,
             retry: None,
             retries_left: 0,
             interval: Nanos::ZERO,
             tried: Vec::new(),
-            retry_held: false,
-            backing_off: false,
+            retry_slot: None,
             deadline: None,
             mirror: None,
         }
@@ -366,7 +418,9 @@ impl Proxy {
         }
         let attempts = self.attempts.len();
         let held: u32 = self.retries_active.iter().sum();
-        let holders = self.requests.values().filter(|r| r.retry_held).count() as u32;
+        let holders = (self.requests.values())
+            .filter(|r| r.retry_slot.is_some())
+            .count() as u32;
         if held != holders {
             return Err(format!(
                 "{held} retry slots held by {holders} requests ({attempts} attempts)"
@@ -456,9 +510,14 @@ impl Proxy {
     fn fire(&mut self, at: Time, timer: Timer) {
         match timer {
             Timer::FaultDelay(req) => {
-                let Some(abort) = self.requests.get_mut(&req).and_then(|r| r.delayed.take()) else {
+                let Some(r) = self.requests.get_mut(&req) else {
                     return; // the request was cancelled while delayed
                 };
+                let Phase::Delayed { abort } = r.phase else {
+                    debug_assert!(false, "a fault delay ended for a request not delayed");
+                    return;
+                };
+                r.phase = Phase::Matched;
                 match abort {
                     Some(status) => {
                         let flags = ResponseFlags::FAULT_INJECTED;
@@ -478,13 +537,10 @@ impl Proxy {
             }
             Timer::Backoff(req) => self.retry_now(req),
             Timer::PerTry(attempt) => {
-                let waiting = self.attempts.get(&attempt).is_some_and(|a| {
-                    !a.discard
-                        && self
-                            .requests
-                            .get(&a.req)
-                            .is_some_and(|r| r.status.is_none())
-                });
+                // Only while no response head came back: a streaming response is not cut.
+                let waiting = (self.attempts.get(&attempt))
+                    .and_then(|a| self.requests.get(&a.req))
+                    .is_some_and(|r| r.phase == Phase::Trying(attempt));
                 if waiting {
                     if let Some(a) = self.cancel_attempt(attempt, true) {
                         self.attempt_failed(a, AttemptFailure::PerTryTimeout);
@@ -533,9 +589,13 @@ impl Proxy {
     pub fn poll_timeout(&mut self) -> Option<Time> {
         let (requests, attempts, pool) = (&self.requests, &self.attempts, &self.pool);
         self.timers.prune(|t| match *t {
-            Timer::FaultDelay(req) => requests.get(&req).is_none_or(|r| r.delayed.is_none()),
+            Timer::FaultDelay(req) => requests
+                .get(&req)
+                .is_none_or(|r| !matches!(r.phase, Phase::Delayed { .. })),
             Timer::RouteTimeout(req) => requests.get(&req).is_none_or(|r| r.deadline.is_none()),
-            Timer::Backoff(req) => requests.get(&req).is_none_or(|r| !r.backing_off),
+            Timer::Backoff(req) => requests
+                .get(&req)
+                .is_none_or(|r| r.phase != Phase::BackingOff),
             Timer::PerTry(attempt) => !attempts.contains_key(&attempt),
             Timer::ConnectTimeout(conn) => !pool.is_connecting(conn),
             Timer::IdleTimeout(..) | Timer::Outlier(_) => false,

@@ -48,7 +48,7 @@ impl Proxy {
             (Some((d, _)), abort) => {
                 if let Some(r) = self.requests.get_mut(&req) {
                     r.flags |= ResponseFlags::DELAY_INJECTED;
-                    r.delayed = Some(abort);
+                    r.phase = Phase::Delayed { abort };
                 }
                 self.timers.after(now, d, Timer::FaultDelay(req));
             }
@@ -192,18 +192,11 @@ impl Proxy {
         let Some(r) = self.requests.get(&req) else {
             return;
         };
-        if r.status.is_some() && r.mirror.is_none() {
+        if r.phase.status().is_some() && r.mirror.is_none() {
             return; // the response is already on its way downstream
         }
-        let (attempt, cluster) = (r.attempt, r.cluster);
-        if let Some(attempt) = attempt {
+        if let Some(attempt) = r.phase.attempt() {
             self.cancel_attempt(attempt, true);
-        }
-        if let Some(r) = self.requests.get_mut(&req) {
-            r.backing_off = false;
-        }
-        if let Some(cluster) = cluster {
-            self.release_retry(req, cluster);
         }
         let flags = ResponseFlags::UPSTREAM_REQUEST_TIMEOUT;
         self.local_reply(req, 504, flags, Vec::new(), None);
@@ -248,11 +241,8 @@ impl Proxy {
         if let Some(made) = r.mirror {
             return self.mirror_done(req, &r, made, status, flags | r.flags);
         }
-        if r.retry_held {
-            if let Some(slots) = r
-                .cluster
-                .and_then(|c| self.retries_active.get_mut(c.0 as usize))
-            {
+        if let Some(c) = r.retry_slot {
+            if let Some(slots) = self.retries_active.get_mut(c.0 as usize) {
                 *slots = slots.saturating_sub(1);
             }
         }

@@ -35,7 +35,7 @@ impl Proxy {
         endpoint: EndpointId,
         failure: AttemptFailure,
     ) -> Verdict {
-        self.release_retry(req, cluster);
+        self.release_retry(req);
         let Some(r) = self.requests.get_mut(&req) else {
             return Verdict::Final { exhausted: false };
         };
@@ -69,8 +69,8 @@ impl Proxy {
         let Some(r) = self.requests.get_mut(&req) else {
             return Verdict::Final { exhausted: false };
         };
-        r.retry_held = true;
-        r.backing_off = true;
+        r.retry_slot = Some(cluster);
+        r.phase = Phase::BackingOff;
         if policy.previous_hosts {
             r.tried.push(endpoint);
         }
@@ -84,9 +84,9 @@ impl Proxy {
     }
 
     /// Gives back `req`'s outstanding-retry slot, if it holds one.
-    pub(super) fn release_retry(&mut self, req: RequestId, cluster: ClusterId) {
+    pub(super) fn release_retry(&mut self, req: RequestId) {
         if let Some(r) = self.requests.get_mut(&req) {
-            if std::mem::take(&mut r.retry_held) {
+            if let Some(cluster) = r.retry_slot.take() {
                 if let Some(slots) = self.retries_active.get_mut(cluster.0 as usize) {
                     debug_assert!(*slots > 0, "retry slot underflow");
                     *slots = slots.saturating_sub(1);
@@ -101,9 +101,10 @@ impl Proxy {
         let Some(r) = self.requests.get_mut(&req) else {
             return;
         };
-        if !std::mem::take(&mut r.backing_off) {
+        if r.phase != Phase::BackingOff {
             return;
         }
+        r.phase = Phase::Matched;
         let (Some(cluster), head, config) = (r.cluster, r.head.clone(), r.config.clone()) else {
             return;
         };

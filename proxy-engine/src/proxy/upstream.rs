@@ -31,7 +31,7 @@ impl Proxy {
         let mut per_try = None;
         if let Some(r) = self.requests.get_mut(&req) {
             r.attempts += 1;
-            r.attempt = Some(attempt);
+            r.phase = Phase::Trying(attempt);
             r.endpoint = Some(endpoint);
             per_try = r.retry.as_ref().and_then(|p| p.per_try_timeout);
         }
@@ -118,18 +118,14 @@ impl Proxy {
         });
     }
 
-    /// Forgets an attempt and its share of the endpoint's active count; the request no longer
-    /// has an attempt in flight.
+    /// Forgets an attempt and its share of the endpoint's active count. The request's phase
+    /// is left to the caller, which in the same call completes the request or decides its
+    /// retry (`attempt_failed`), reading the phase first where it matters.
     pub(super) fn end_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
         if let Some(active) = self.active.get_mut(a.endpoint.0 as usize) {
             debug_assert!(*active > 0, "active count underflow");
             *active = active.saturating_sub(1);
-        }
-        if let Some(r) = self.requests.get_mut(&a.req) {
-            if r.attempt == Some(attempt) {
-                r.attempt = None;
-            }
         }
         Some(a)
     }
@@ -198,11 +194,9 @@ impl Proxy {
         if retriable {
             match self.should_retry(a.req, a.cluster, a.endpoint, failure) {
                 Verdict::Retry => {
+                    // The request is `BackingOff`; this attempt's rest is read and dropped.
                     if let Some(a) = self.attempts.get_mut(&attempt) {
                         a.discard = true;
-                    }
-                    if let Some(r) = self.requests.get_mut(&a.req) {
-                        r.attempt = None;
                     }
                     return;
                 }
@@ -214,10 +208,13 @@ impl Proxy {
                 Verdict::Final { exhausted: false } => {}
             }
         } else {
-            self.release_retry(a.req, a.cluster);
+            self.release_retry(a.req);
         }
         if let Some(r) = self.requests.get_mut(&a.req) {
-            r.status = Some(head.status);
+            r.phase = Phase::Responding {
+                attempt,
+                status: head.status,
+            };
             if r.mirror.is_some() {
                 return; // a copy's answer goes nowhere
             }
@@ -241,7 +238,7 @@ impl Proxy {
         };
         self.release_conn(&a, attempt, end == AttemptEnd::Done);
         if !a.discard {
-            let status = self.requests.get(&a.req).and_then(|r| r.status);
+            let status = self.requests.get(&a.req).and_then(|r| r.phase.status());
             match (end, status) {
                 (AttemptEnd::Done | AttemptEnd::DoneAndClosed, Some(status)) => {
                     self.complete(a.req, status, ResponseFlags::NONE)
@@ -298,9 +295,10 @@ impl Proxy {
     /// The downstream client went away: abandon the request (flag `DC`).
     pub fn handle_downstream_cancel(&mut self, now: Time, req: RequestId) {
         self.advance(now);
-        let Some((attempt, status)) = self.requests.get(&req).map(|r| (r.attempt, r.status)) else {
+        let Some(phase) = self.requests.get(&req).map(|r| r.phase) else {
             return;
         };
+        let (attempt, status) = (phase.attempt(), phase.status());
         if let Some(attempt) = attempt {
             self.cancel_attempt(attempt, false);
         }
