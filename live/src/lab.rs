@@ -274,7 +274,9 @@ pub async fn run(
         m.generated = first.generated;
         m.dropped = first.dropped;
         m.totals = first.totals;
-        m.series = first.series;
+        // End-to-end windows from the load generators; events and hops per destination from
+        // the proxies (whose clocks started when they did, a moment before the load).
+        m.series.merge(&first.series);
         for other in load {
             m.generated += other.generated;
             m.dropped += other.dropped;

@@ -51,13 +51,7 @@ impl Stats {
         if outcome.is_success() {
             self.success += 1;
         }
-        match self
-            .by_status
-            .binary_search_by_key(&outcome.status, |e| e.0)
-        {
-            Ok(i) => self.by_status[i].1 += 1,
-            Err(i) => self.by_status.insert(i, (outcome.status, 1)),
-        }
+        bump(&mut self.by_status, outcome.status, 1);
         if !outcome.flags.is_empty() {
             for (i, (flag, _)) in ResponseFlags::ALL.iter().enumerate() {
                 if outcome.flags.contains(*flag) {
@@ -104,7 +98,7 @@ impl Stats {
 }
 
 /// One time-series window.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Window {
     /// Requests started in the window (and completed, possibly later).
     pub requests: u64,
@@ -114,6 +108,22 @@ pub struct Window {
     pub latency: crate::latency::WindowLatency,
     /// Resilience events that happened in the window (any proxy).
     pub events: EventCounts,
+    /// Those requests per final status, sorted by status (0 = no response).
+    pub by_status: Vec<(u16, u64)>,
+    /// Those requests per response flag, as (index in `ResponseFlags::ALL`, count), sorted;
+    /// only flags that occurred.
+    pub by_flag: Vec<(u8, u64)>,
+    /// Hops (at any proxy) that started in the window, per destination: (index into
+    /// `TimeSeries::destinations`, count), sorted; only destinations reached.
+    pub by_destination: Vec<(u32, u64)>,
+}
+
+/// Adds `n` to the count of `key` in a sorted sparse count list.
+fn bump<K: Ord + Copy>(counts: &mut Vec<(K, u64)>, key: K, n: u64) {
+    match counts.binary_search_by_key(&key, |e| e.0) {
+        Ok(i) => counts[i].1 += n,
+        Err(i) => counts.insert(i, (key, n)),
+    }
 }
 
 /// Counts of resilience events (Envoy's cluster stats of the same names in brackets).
@@ -170,6 +180,10 @@ pub struct TimeSeries {
     pub window: Nanos,
     /// Windows from time zero; window `i` covers `[i·window, (i+1)·window)`.
     pub windows: Vec<Window>,
+    /// The names (`service/version`) of the destinations `Window::by_destination` counts, by
+    /// index. While recording the index is the mesh's `DestinationId`; `Recorder::finish`
+    /// names them.
+    pub destinations: Vec<String>,
     /// Whether records are kept. A long-running proxy keeps none: its windows would grow with
     /// its uptime (a latency histogram per window), and nothing reports them.
     recording: bool,
@@ -186,6 +200,7 @@ impl TimeSeries {
         TimeSeries {
             window,
             windows: Vec::new(),
+            destinations: Vec::new(),
             recording: true,
         }
     }
@@ -201,13 +216,8 @@ impl TimeSeries {
     /// The window holding time `t`, created (with the ones before it) if needed.
     fn window_at(&mut self, t: Time) -> &mut Window {
         let i = (t.0 / self.window.0) as usize;
-        while self.windows.len() <= i {
-            self.windows.push(Window {
-                requests: 0,
-                errors: 0,
-                latency: crate::latency::WindowLatency::default(),
-                events: EventCounts::default(),
-            });
+        if self.windows.len() <= i {
+            self.windows.resize_with(i + 1, Window::default);
         }
         &mut self.windows[i]
     }
@@ -230,18 +240,68 @@ impl TimeSeries {
             w.errors += 1;
         }
         w.latency.record(latency.0);
+        bump(&mut w.by_status, outcome.status, 1);
+        if !outcome.flags.is_empty() {
+            for (i, (flag, _)) in ResponseFlags::ALL.iter().enumerate() {
+                if outcome.flags.contains(*flag) {
+                    bump(&mut w.by_flag, i as u8, 1);
+                }
+            }
+        }
     }
-}
 
-impl TimeSeries {
-    /// Adds `other`'s windows (same window length) to these.
+    /// Counts a hop (at any proxy) to its destination, by the hop's `start`.
+    pub fn record_hop(&mut self, start: Time, outcome: &Outcome) {
+        if !self.recording {
+            return;
+        }
+        if let Some(d) = outcome.destination {
+            bump(&mut self.window_at(start).by_destination, d.0, 1);
+        }
+    }
+
+    /// Adds the hop parts of `other`'s windows (resilience events and hops per destination),
+    /// recorded against the same mesh, to these.
+    pub fn merge_hops(&mut self, other: &TimeSeries) {
+        for (i, w) in other.windows.iter().enumerate() {
+            let mine = self.window_at(Time(i as u64 * self.window.0));
+            mine.events.merge(&w.events);
+            for &(d, n) in &w.by_destination {
+                bump(&mut mine.by_destination, d, n);
+            }
+        }
+    }
+
+    /// Adds `other`'s windows (same window length) to these, matching destinations by name.
     pub fn merge(&mut self, other: &TimeSeries) {
+        let ids: Vec<u32> = (other.destinations.iter())
+            .map(
+                |name| match self.destinations.iter().position(|n| n == name) {
+                    Some(i) => i as u32,
+                    None => {
+                        self.destinations.push(name.clone());
+                        (self.destinations.len() - 1) as u32
+                    }
+                },
+            )
+            .collect();
         for (i, w) in other.windows.iter().enumerate() {
             let mine = self.window_at(Time(i as u64 * self.window.0));
             mine.requests += w.requests;
             mine.errors += w.errors;
             mine.events.merge(&w.events);
             mine.latency.merge(&w.latency);
+            for &(status, n) in &w.by_status {
+                bump(&mut mine.by_status, status, n);
+            }
+            for &(flag, n) in &w.by_flag {
+                bump(&mut mine.by_flag, flag, n);
+            }
+            for &(d, n) in &w.by_destination {
+                if let Some(&id) = ids.get(d as usize) {
+                    bump(&mut mine.by_destination, id, n);
+                }
+            }
         }
     }
 }
@@ -430,9 +490,10 @@ impl Recorder {
         }
     }
 
-    /// One hop's outcome, as the proxy that handled it saw it.
-    pub fn record_hop(&mut self, outcome: &Outcome, latency: Nanos) {
+    /// One hop's outcome, as the proxy that handled it saw it; the hop started at `start`.
+    pub fn record_hop(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
         self.hop(HopKey::of(outcome)).record(outcome, latency);
+        self.series.record_hop(start, outcome);
         self.instances.record(outcome, latency);
     }
 
@@ -517,6 +578,7 @@ impl Recorder {
         for (mine, theirs) in self.events.iter_mut().zip(&other.events) {
             mine.merge(theirs);
         }
+        self.series.merge_hops(&other.series);
         self.instances.merge(&other.instances);
     }
 
@@ -555,6 +617,8 @@ impl Recorder {
             let d = &mesh.destinations()[i];
             format!("{}/{}", d.service, d.version)
         };
+        let mut series = self.series;
+        series.destinations = (0..mesh.destinations().len()).map(destination).collect();
         RunMetrics {
             generated: self.generated,
             dropped: 0,
@@ -565,7 +629,7 @@ impl Recorder {
             destinations: named(destinations, &destination),
             clusters: named(clusters, &|i| mesh.clusters()[i].name.clone()),
             mirrors: named(self.mirrors, &destination),
-            series: self.series,
+            series,
             instances: self.instances.finish(&mesh),
             events: {
                 let mut v: Vec<(String, EventCounts)> = self
@@ -686,13 +750,17 @@ mod tests {
         };
         let ms = Nanos::from_millis;
         let mut a = Recorder::without_series(mesh.clone());
-        a.record_hop(&hop(200, "v1"), ms(10));
-        a.record_hop(&hop(503, "v1"), ms(30));
-        a.record_hop(&hop(200, "v2"), ms(20));
+        a.record_hop(Time::ZERO, &hop(200, "v1"), ms(10));
+        a.record_hop(Time::ZERO, &hop(503, "v1"), ms(30));
+        a.record_hop(Time::ZERO, &hop(200, "v2"), ms(20));
         // No route: counted in no table.
-        a.record_hop(&Outcome::bare(404, ResponseFlags::NO_ROUTE_FOUND), ms(1));
+        a.record_hop(
+            Time::ZERO,
+            &Outcome::bare(404, ResponseFlags::NO_ROUTE_FOUND),
+            ms(1),
+        );
         let mut b = Recorder::without_series(mesh.clone());
-        b.record_hop(&hop(200, "v2"), ms(40));
+        b.record_hop(Time::ZERO, &hop(200, "v2"), ms(40));
         a.merge_hops(&b);
         let m = a.finish();
         let table = |t: &[(String, Stats)]| -> Vec<(String, u64, u64, f64)> {

@@ -1,7 +1,8 @@
 //! The JSON report: schema version 1, documented field by field in `reports/SCHEMA.md`.
 
 use metrics::{EventCounts, RunMetrics, Stats, TimeSeries};
-use serde::Serialize;
+use proxy_engine::ResponseFlags;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version of the JSON schema; bumped on any incompatible change.
@@ -21,7 +22,8 @@ pub struct RunInfo {
 }
 
 /// Latency summary in milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Latency {
     /// Exact mean.
     pub mean: f64,
@@ -38,7 +40,8 @@ pub struct Latency {
 }
 
 /// Outcome statistics of one slice of traffic.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatsReport {
     /// Requests completed.
     pub count: u64,
@@ -62,7 +65,8 @@ pub struct StatsReport {
 
 /// One instance's figures (hops whose last attempt it answered; see `instances` in
 /// `SCHEMA.md`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InstanceReport {
     /// Stable instance name, `service/version/k`.
     pub name: String,
@@ -81,7 +85,8 @@ pub struct InstanceReport {
 }
 
 /// An instance's latency summary, milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InstanceLatency {
     /// Median.
     pub p50: f64,
@@ -117,7 +122,8 @@ impl InstanceReport {
 }
 
 /// Resilience events of one cluster, as Envoy's cluster stats count them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventsReport {
     /// Cluster name (`service` or `service|subset`).
     pub name: String,
@@ -150,7 +156,7 @@ impl EventsReport {
 }
 
 /// A named slice: one route or one destination.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Named {
     /// Route name (`host/route`) or destination (`service/version`).
     pub name: String,
@@ -164,7 +170,8 @@ pub struct Named {
 }
 
 /// One time-series window.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WindowReport {
     /// Window start, seconds from the run start.
     pub start_s: f64,
@@ -174,8 +181,20 @@ pub struct WindowReport {
     pub errors: u64,
     /// Their median latency, milliseconds.
     pub p50_ms: f64,
+    /// Their 90th-percentile latency, milliseconds.
+    #[serde(default)]
+    pub p90_ms: f64,
     /// Their 99th-percentile latency, milliseconds.
     pub p99_ms: f64,
+    /// Those requests per final status (`"0"`: no response).
+    #[serde(default)]
+    pub by_status: BTreeMap<String, u64>,
+    /// Those requests per Envoy response flag, only flags that occurred.
+    #[serde(default)]
+    pub by_flag: BTreeMap<String, u64>,
+    /// Hops (at any proxy) that started in the window, per destination `service/version`.
+    #[serde(default)]
+    pub by_destination: BTreeMap<String, u64>,
     /// Retries scheduled in the window (any proxy).
     pub retries: u64,
     /// Circuit-breaker overflows (503 `UO`) in the window.
@@ -188,8 +207,39 @@ pub struct WindowReport {
     pub unejections: u64,
 }
 
+/// One step of a percentile spectrum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpectrumPoint {
+    /// Percentile, 0–100.
+    pub percentile: f64,
+    /// Latency at that percentile, milliseconds.
+    pub value_ms: f64,
+}
+
+/// HdrHistogram's percentile iteration of `s`' latency (empty when `s` is).
+fn spectrum(s: &Stats) -> Vec<SpectrumPoint> {
+    if s.count == 0 {
+        return Vec::new();
+    }
+    let h = s.latency.histogram();
+    let mut points: Vec<SpectrumPoint> = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let point = SpectrumPoint {
+            // Rounded to 1e-9 %, so `30%` does not print as `30.000000000000004`.
+            percentile: (v.quantile_iterated_to() * 1e11).round() / 1e9,
+            value_ms: ms(h.highest_equivalent(v.value_iterated_to())),
+        };
+        if points.last() != Some(&point) {
+            points.push(point);
+        }
+    }
+    points
+}
+
 /// The whole JSON report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     /// `SCHEMA_VERSION`.
     pub schema_version: u32,
@@ -212,6 +262,10 @@ pub struct Report {
     pub absorbed_failures: Option<u64>,
     /// End-to-end outcomes as clients saw them.
     pub totals: StatsReport,
+    /// `totals`' latency distribution as HdrHistogram's percentile spectrum (5 ticks per
+    /// half distance to 100 %), for plotting on a `1/(1-p)` axis.
+    #[serde(default)]
+    pub latency_spectrum: Vec<SpectrumPoint>,
     /// End-to-end outcomes per workload, in the scenario's order; `share` is the workload's
     /// part of `totals`.
     pub workloads: Vec<Named>,
@@ -325,7 +379,19 @@ fn series(ts: &TimeSeries) -> Vec<WindowReport> {
                 requests: w.requests,
                 errors: w.errors,
                 p50_ms: q(0.5),
+                p90_ms: q(0.9),
                 p99_ms: q(0.99),
+                by_status: (w.by_status.iter())
+                    .map(|(code, n)| (code.to_string(), *n))
+                    .collect(),
+                by_flag: (w.by_flag.iter())
+                    .filter_map(|&(i, n)| {
+                        Some((ResponseFlags::ALL.get(i as usize)?.1.to_owned(), n))
+                    })
+                    .collect(),
+                by_destination: (w.by_destination.iter())
+                    .filter_map(|&(d, n)| Some((ts.destinations.get(d as usize)?.clone(), n)))
+                    .collect(),
                 retries: w.events.retries,
                 overflows: w.events.overflows,
                 retry_overflows: w.events.retry_overflows,
@@ -349,6 +415,7 @@ impl Report {
             dropped: m.dropped,
             absorbed_failures: m.absorbed,
             totals: StatsReport::from_stats(&m.totals),
+            latency_spectrum: spectrum(&m.totals),
             workloads: m
                 .workloads
                 .iter()
@@ -457,7 +524,22 @@ mod tests {
         assert_eq!(r.destinations[1].share, 0.25);
         assert_eq!(r.timeseries.len(), 3, "starts up to 2 s in 1 s windows");
         assert_eq!(r.timeseries.iter().map(|w| w.requests).sum::<u64>(), 100);
+        for w in &r.timeseries {
+            assert_eq!(w.by_status.values().sum::<u64>(), w.requests);
+            assert_eq!(w.by_flag.get("UH").copied().unwrap_or(0), w.errors);
+        }
+        // The spectrum climbs to 100 % at the largest value, never going down.
+        let spectrum = &r.latency_spectrum;
+        assert!(spectrum
+            .windows(2)
+            .all(|p| p[0].percentile <= p[1].percentile && p[0].value_ms <= p[1].value_ms));
+        assert_eq!(
+            spectrum.last().map(|p| (p.percentile, p.value_ms)),
+            Some((100.0, t.latency_ms.max))
+        );
         let json = r.to_json();
+        let back: Report = serde_json::from_str(&json).expect("a report reads back");
+        assert_eq!(back, r);
         let keys: Vec<&str> = json
             .lines()
             .filter(|l| l.starts_with("  \""))
@@ -475,6 +557,7 @@ mod tests {
                 "dropped",
                 "absorbed_failures",
                 "totals",
+                "latency_spectrum",
                 "workloads",
                 "routes",
                 "destinations",

@@ -182,7 +182,7 @@ impl Shared {
             Some(r) => r,
             None => &mut st.metrics,
         };
-        rec.record_hop(&outcome, latency);
+        rec.record_hop(p.start, &outcome, latency);
         rec.record_end_to_end(p.start, &outcome, latency);
         if self.opts.access_log {
             let upstream = outcome.endpoint.and_then(|e| Self::addr(st, e));

@@ -172,7 +172,7 @@ impl Simulation {
         };
         let owner = slot.owner;
         let latency = self.now.since(open.start);
-        self.metrics.record_hop(&outcome, latency);
+        self.metrics.record_hop(open.start, &outcome, latency);
         match owner {
             Owner::Client { workload } => {
                 self.metrics
