@@ -59,6 +59,9 @@ pub(super) struct LoadArgs {
     /// Write the JSON report here (`-` for stdout).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the HTML report (one self-contained file with charts) here.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
     /// No progress line or summary.
     #[arg(long, short)]
     quiet: bool,
@@ -187,5 +190,6 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
         super::run::print_summary(&text, args.json.as_deref())?;
     }
-    super::run::write_json(&report, args.json.as_deref())
+    super::run::write_json(&report, args.json.as_deref())?;
+    super::run::write_html(&report, args.html.as_deref(), args.quiet)
 }

@@ -24,6 +24,9 @@ pub(super) struct RunArgs {
     /// Write the JSON report (schema: reports/SCHEMA.md) to this path; `-` for stdout.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Write the HTML report (one self-contained file with charts) to this path.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
     /// Print nothing but errors (and the JSON if `--json -`).
     #[arg(long, short)]
     quiet: bool,
@@ -81,6 +84,23 @@ pub(super) fn write_json(report: &Report, path: Option<&std::path::Path>) -> any
     Ok(())
 }
 
+/// Writes the report's HTML page to `path`, if given, and says where it went (unless quiet).
+pub(super) fn write_html(
+    report: &Report,
+    path: Option<&std::path::Path>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    std::fs::write(path, reports::html::render(report))
+        .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+    if !quiet {
+        eprintln!("HTML report: {}", path.display());
+    }
+    Ok(())
+}
+
 /// Loads, simulates and reports.
 pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut scenario = sim_core::load(&args.scenario)?;
@@ -117,7 +137,8 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         let text = summary(&report, Some(WallClock { elapsed_s }));
         print_summary(&text, args.json.as_deref())?;
     }
-    write_json(&report, args.json.as_deref())
+    write_json(&report, args.json.as_deref())?;
+    write_html(&report, args.html.as_deref(), args.quiet)
 }
 
 /// Runs the scenario live on loopback, showing progress in wall-clock milliseconds.
