@@ -14,9 +14,17 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<cli::Exit>() {
+            Some(exit) => {
+                if let Some(m) = &exit.message {
+                    eprintln!("error: {m}");
+                }
+                ExitCode::from(u8::try_from(exit.code).unwrap_or(1))
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

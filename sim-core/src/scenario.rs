@@ -40,6 +40,11 @@ pub struct Scenario {
     /// Faults over time, applied by the modeled instances.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// CI gates checked against the run's report, k6-style expressions such as
+    /// `"p99_ms{destination=reviews/v2} < 250"` (the grammar is `reports::gate`'s); a breach
+    /// makes `meshtwin run` exit 99.
+    #[serde(default)]
+    pub thresholds: Vec<String>,
     /// Policy changes over time (reserved; must be empty for now).
     #[serde(default)]
     pub timeline: Vec<()>,

@@ -68,6 +68,8 @@ pub(super) struct LoadArgs {
     /// Seed of the arrival streams.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    gates: super::gate::GateArgs,
 }
 
 /// Splits `http://host:port/path` into authority and path.
@@ -90,6 +92,7 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
     if !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--rate must be a number above 0, found {}", args.rate);
     }
+    let thresholds = super::gate::prepare(None, &[], &args.gates)?;
     let (authority, path) = split_url(&args.url)?;
     let with_port = if authority.contains(':') {
         authority.clone()
@@ -191,5 +194,12 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
         super::run::print_summary(&text, args.json.as_deref())?;
     }
     super::run::write_json(&report, args.json.as_deref())?;
-    super::run::write_html(&report, args.html.as_deref(), args.quiet)
+    super::run::write_html(&report, args.html.as_deref(), args.quiet)?;
+    let json_on_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    super::gate::enforce(
+        &report,
+        &thresholds,
+        &args.gates,
+        json_on_stdout || args.quiet,
+    )
 }

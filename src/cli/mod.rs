@@ -1,6 +1,7 @@
 //! Argument parsing (clap derive) and one module per subcommand.
 
 mod cert;
+mod gate;
 mod load;
 mod proxy;
 mod run;
@@ -44,6 +45,14 @@ enum Command {
     ///
     /// Example: meshtwin load http://127.0.0.1:8080/ --rate 500 --duration 30s --connections 8
     Load(load::LoadArgs),
+    /// Check a JSON report against thresholds and, with --baseline, against a stored report.
+    ///
+    /// Exit 0 when every gate holds, 99 on a breach, 104 for a gate that cannot be evaluated,
+    /// 65 for a report that cannot be read.
+    ///
+    /// Example: meshtwin check new.json --threshold 'p99_ms < 250' --baseline main.json
+    /// --max-increase p99_ms=5%
+    Check(gate::CheckArgs),
     /// Write a self-signed certificate and key (PEM) for a TLS listener.
     ///
     /// Example: meshtwin cert --cert cert.pem --key key.pem
@@ -58,9 +67,12 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Proxy(args) => proxy::proxy(args),
         Command::Serve(args) => serve::serve(args),
         Command::Load(args) => load::load(args),
+        Command::Check(args) => gate::check(args),
         Command::Cert(args) => cert::cert(args),
     }
 }
+
+pub(crate) use gate::Exit;
 
 /// A tokio runtime with `workers` threads (0 = one per core). One worker means a
 /// current-thread runtime: no work-stealing machinery, as an Envoy or HAProxy worker.

@@ -42,6 +42,8 @@ pub(super) struct RunArgs {
     /// busy is then dropped and counted (`dropped`, as k6's `dropped_iterations`).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    #[command(flatten)]
+    gates: super::gate::GateArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Nanos, String> {
@@ -109,6 +111,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         scenario.duration = d;
     }
     let seed = args.seed.unwrap_or(scenario.seed);
+    let thresholds = super::gate::prepare(Some(&args.scenario), &scenario.thresholds, &args.gates)?;
     let bar = progress_bar(args.quiet, scenario.duration);
     let started = Instant::now();
     let metrics = if args.live {
@@ -138,7 +141,14 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         print_summary(&text, args.json.as_deref())?;
     }
     write_json(&report, args.json.as_deref())?;
-    write_html(&report, args.html.as_deref(), args.quiet)
+    write_html(&report, args.html.as_deref(), args.quiet)?;
+    let json_on_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    super::gate::enforce(
+        &report,
+        &thresholds,
+        &args.gates,
+        json_on_stdout || args.quiet,
+    )
 }
 
 /// Runs the scenario live on loopback, showing progress in wall-clock milliseconds.
