@@ -293,6 +293,18 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// `v` with at most `places` decimals and no trailing zeros (`2`, `2.5`, `0.25`), as the HTML
+/// report and the gate verdicts print numbers.
+pub(crate) fn trim_decimals(v: f64, places: usize) -> String {
+    let s = format!("{v:.places$}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 {
         0.0

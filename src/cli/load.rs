@@ -193,13 +193,10 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
         super::run::print_summary(&text, args.json.as_deref())?;
     }
-    super::run::write_json(&report, args.json.as_deref())?;
-    super::run::write_html(&report, args.html.as_deref(), args.quiet)?;
-    let json_on_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    super::gate::enforce(
-        &report,
-        &thresholds,
-        &args.gates,
-        json_on_stdout || args.quiet,
-    )
+    let outputs = super::run::Outputs {
+        json: args.json.as_deref(),
+        html: args.html.as_deref(),
+        quiet: args.quiet,
+    };
+    outputs.write(&report, &thresholds, &args.gates)
 }

@@ -72,7 +72,7 @@ pub(super) fn print_summary(text: &str, json: Option<&std::path::Path>) -> anyho
 }
 
 /// Writes the report's JSON to `path` (`-` = stdout), if given.
-pub(super) fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(path) = path else {
         return Ok(());
     };
@@ -87,7 +87,7 @@ pub(super) fn write_json(report: &Report, path: Option<&std::path::Path>) -> any
 }
 
 /// Writes the report's HTML page to `path`, if given, and says where it went (unless quiet).
-pub(super) fn write_html(
+fn write_html(
     report: &Report,
     path: Option<&std::path::Path>,
     quiet: bool,
@@ -140,15 +140,37 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         let text = summary(&report, Some(WallClock { elapsed_s }));
         print_summary(&text, args.json.as_deref())?;
     }
-    write_json(&report, args.json.as_deref())?;
-    write_html(&report, args.html.as_deref(), args.quiet)?;
-    let json_on_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    super::gate::enforce(
-        &report,
-        &thresholds,
-        &args.gates,
-        json_on_stdout || args.quiet,
-    )
+    let outputs = Outputs {
+        json: args.json.as_deref(),
+        html: args.html.as_deref(),
+        quiet: args.quiet,
+    };
+    outputs.write(&report, &thresholds, &args.gates)
+}
+
+/// Where a run's reports go, and whether to print.
+pub(super) struct Outputs<'a> {
+    /// `--json` (`-`: stdout).
+    pub(super) json: Option<&'a std::path::Path>,
+    /// `--html`.
+    pub(super) html: Option<&'a std::path::Path>,
+    /// `--quiet`.
+    pub(super) quiet: bool,
+}
+
+impl Outputs<'_> {
+    /// Writes the JSON and HTML reports, then checks the thresholds (exit 99 on a breach).
+    pub(super) fn write(
+        &self,
+        report: &Report,
+        thresholds: &[reports::gate::Threshold],
+        gates: &super::gate::GateArgs,
+    ) -> anyhow::Result<()> {
+        write_json(report, self.json)?;
+        write_html(report, self.html, self.quiet)?;
+        let json_on_stdout = self.json.is_some_and(|p| p.as_os_str() == "-");
+        super::gate::enforce(report, thresholds, gates, json_on_stdout || self.quiet)
+    }
 }
 
 /// Runs the scenario live on loopback, showing progress in wall-clock milliseconds.

@@ -108,13 +108,7 @@ pub fn summary(verdicts: &[Verdict]) -> String {
 
 /// A number with at most six decimals and no trailing zeros.
 pub(crate) fn trim_number(v: f64) -> String {
-    let s = format!("{v:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
-    } else {
-        s.into()
-    }
+    crate::json::trim_decimals(v, 6)
 }
 
 const SLICE_TAGS: [&str; 4] = ["route", "destination", "cluster", "workload"];

@@ -217,13 +217,7 @@ pub(super) fn nice_top(v: f64) -> f64 {
 
 /// An axis number without trailing zeros: `2`, `2.5`, `0.25`.
 pub(super) fn trim(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".to_owned()
-    } else {
-        s.to_owned()
-    }
+    crate::json::trim_decimals(v, 3)
 }
 
 /// The label of `1/(1-p)` on the percentile axis: `90%`, `99.9%`.
