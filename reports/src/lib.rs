@@ -3,6 +3,7 @@
 //! from that JSON. The JSON holds only what the run determined (no wall-clock figures), so the
 //! same scenario and seed give byte-identical JSON, and so byte-identical HTML.
 
+pub mod compare;
 pub mod gate;
 pub mod html;
 pub mod json;

@@ -155,7 +155,7 @@ pub(super) struct CheckArgs {
 }
 
 /// Reads a JSON report; exits 65 when it cannot.
-fn read_report(path: &Path) -> anyhow::Result<Report> {
+pub(super) fn read_report(path: &Path) -> anyhow::Result<Report> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| exit(gate::EXIT_BAD_DATA, format!("{}: {e}", path.display())))?;
     let report: Report = serde_json::from_str(&text).map_err(|e| {

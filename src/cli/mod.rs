@@ -1,6 +1,7 @@
 //! Argument parsing (clap derive) and one module per subcommand.
 
 mod cert;
+mod compare;
 mod gate;
 mod load;
 mod proxy;
@@ -53,6 +54,10 @@ enum Command {
     /// Example: meshtwin check new.json --threshold 'p99_ms < 250' --baseline main.json
     /// --max-increase p99_ms=5%
     Check(gate::CheckArgs),
+    /// Compare two JSON reports: the key figures per route and destination, with deltas.
+    ///
+    /// Example: meshtwin compare sim.json live.json --html compare.html
+    Compare(compare::CompareArgs),
     /// Write a self-signed certificate and key (PEM) for a TLS listener.
     ///
     /// Example: meshtwin cert --cert cert.pem --key key.pem
@@ -68,6 +73,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args),
         Command::Load(args) => load::load(args),
         Command::Check(args) => gate::check(args),
+        Command::Compare(args) => compare::compare(args),
         Command::Cert(args) => cert::cert(args),
     }
 }

@@ -87,11 +87,7 @@ fn write_json(report: &Report, path: Option<&std::path::Path>) -> anyhow::Result
 }
 
 /// Writes the report's HTML page to `path`, if given, and says where it went (unless quiet).
-fn write_html(
-    report: &Report,
-    path: Option<&std::path::Path>,
-    quiet: bool,
-) -> anyhow::Result<()> {
+fn write_html(report: &Report, path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<()> {
     let Some(path) = path else {
         return Ok(());
     };

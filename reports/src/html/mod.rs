@@ -3,7 +3,10 @@
 //! report gives the same bytes.
 
 mod chart;
+mod compare;
 mod tables;
+
+pub use compare::render_compare;
 
 use crate::json::{Report, WindowReport};
 use chart::{Chart, Series, Style};
@@ -17,18 +20,27 @@ pub const MAX_POINTS: usize = 600;
 /// Most series a chart draws by name; the rest are summed into `other`.
 const MAX_SERIES: usize = 9;
 
-/// The page for `report`.
-pub fn render(report: &Report) -> String {
+/// The page up to its body's content: doctype, title, the inline style.
+fn page_start(title: &str) -> String {
     let mut page = String::with_capacity(64 * 1024);
-    let title = format!("meshtwin: {}", report.scenario);
     let _ = write!(
         page,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{}</title>\n<style>{}</style>\n</head>\n<body>\n<main>\n",
-        escape(&title),
+        escape(title),
         STYLE
     );
+    page
+}
+
+/// The end of every page.
+const PAGE_END: &str = "</main>\n</body>\n</html>\n";
+
+/// The page for `report`.
+pub fn render(report: &Report) -> String {
+    let title = format!("meshtwin: {}", report.scenario);
+    let mut page = page_start(&title);
     let _ = write!(
         page,
         "<h1>{}</h1>\n{}",
@@ -69,7 +81,7 @@ pub fn render(report: &Report) -> String {
         "Routes, destinations and clusters",
         &tables::breakdowns(report),
     );
-    page.push_str("</main>\n</body>\n</html>\n");
+    page.push_str(PAGE_END);
     page
 }
 
@@ -352,20 +364,33 @@ fn resilience(w: &Windows<'_>) -> String {
     out
 }
 
-fn spectrum(report: &Report) -> String {
-    let points: Vec<(f64, f64)> = report
+/// The report's percentile spectrum as points on the `1/(1-p)` axis (100 % has no place on it).
+fn spectrum_points(report: &Report) -> Vec<(f64, f64)> {
+    report
         .latency_spectrum
         .iter()
         .filter(|p| p.percentile < 100.0)
         .map(|p| (1.0 / (1.0 - p.percentile / 100.0), p.value_ms))
-        .collect();
-    let chart = Chart {
+        .collect()
+}
+
+/// A latency-by-percentile chart of `series`.
+fn spectrum_chart(series: Vec<Series>) -> Chart {
+    Chart {
         x_desc: "percentile (log scale of 1/(1-p))".into(),
         y_desc: "latency (ms)".into(),
         style: Style::Lines,
-        series: vec![series("end-to-end latency", 0, points)],
+        series,
         percentile_axis: true,
-    };
+    }
+}
+
+fn spectrum(report: &Report) -> String {
+    let chart = spectrum_chart(vec![series(
+        "end-to-end latency",
+        0,
+        spectrum_points(report),
+    )]);
     let mut out = String::from(
         "<p class=\"note\">HdrHistogram's percentile spectrum of every end-to-end request: \
          the tail spreads out to the right.</p>\n",
