@@ -229,4 +229,37 @@ fn a_run_exits_99_when_its_scenario_threshold_breaches() {
     assert_eq!(run(&[]), 0);
     assert_eq!(run(&["--threshold", "requests < 10"]), 99);
     assert_eq!(run(&["--threshold", "requests <"]), 104);
+    // Metric and tag names are checked before the run: no report is written.
+    let never = d.join("never.json");
+    let never_arg = never.display().to_string();
+    assert_eq!(
+        run(&["--threshold", "latency_p99 < 3", "--json", &never_arg]),
+        104
+    );
+    assert!(!never.exists(), "the run went ahead");
+    // `meshtwin validate` checks a scenario's thresholds.
+    let bad = d.join("bad.ron");
+    std::fs::write(
+        &bad,
+        text.replacen(
+            "workload:",
+            "thresholds: [\"p99_ms{zone=a} < 3\"],\n    workload:",
+            1,
+        ),
+    )
+    .expect("write");
+    let out = bin().arg("validate").arg(&bad).output().expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("thresholds[0]") && err.contains("unknown tag `zone`"),
+        "{err}"
+    );
+    assert!(bin()
+        .arg("validate")
+        .arg(&s)
+        .output()
+        .expect("runs")
+        .status
+        .success());
 }

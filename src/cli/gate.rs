@@ -50,12 +50,15 @@ pub(super) struct GateArgs {
     junit: Option<PathBuf>,
 }
 
-/// Parses `texts`; an expression that does not parse exits 104, naming where it came from.
+/// Parses `texts` and checks their metrics and tags; an expression that fails exits 104,
+/// naming where it came from.
 fn parse_all(texts: &[(String, String)]) -> anyhow::Result<Vec<Threshold>> {
     texts
         .iter()
         .map(|(origin, t)| {
-            Threshold::parse(t).map_err(|e| exit(gate::EXIT_INVALID, format!("{origin}: {e}")))
+            Threshold::parse(t)
+                .and_then(|t| gate::validate(&t.query).map(|()| t))
+                .map_err(|e| exit(gate::EXIT_INVALID, format!("{origin}: {e}")))
         })
         .collect()
 }

@@ -36,6 +36,11 @@ fn count(n: usize, thing: &str) -> String {
 
 fn scenario(file: &Path) -> anyhow::Result<String> {
     let s = sim_core::load(file)?;
+    for (i, t) in s.thresholds.iter().enumerate() {
+        reports::gate::Threshold::parse(t)
+            .and_then(|t| reports::gate::validate(&t.query))
+            .map_err(|e| anyhow::anyhow!("{}: thresholds[{i}]: {e}", file.display()))?;
+    }
     let instances = s.instance_count();
     Ok(format!(
         "{}: ok ({}, {}, {}, duration {})",

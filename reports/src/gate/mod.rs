@@ -128,29 +128,61 @@ const STATS_METRICS: [&str; 11] = [
 const EVENT_METRICS: [&str; 4] = ["retries", "retry_overflows", "overflows", "ejections"];
 const RUN_METRICS: [&str; 2] = ["dropped", "absorbed_failures"];
 
-/// The value `query` names in `report`.
+/// Checks what can be checked without a report: the metric, the tag names and how they
+/// combine (so a typo fails before a run, and `meshtwin validate` finds it).
+pub fn validate(query: &Query) -> Result<(), GateError> {
+    let fail = |message: String| GateError::Query {
+        query: query.to_string(),
+        message,
+    };
+    let has = |k: &str| query.tags.iter().any(|(t, _)| t == k);
+    let known = |k: &str| SLICE_TAGS.contains(&k) || k == "status" || k == "flag";
+    if let Some((k, _)) = query.tags.iter().find(|(k, _)| !known(k)) {
+        return Err(fail(format!(
+            "unknown tag `{k}` (tags: route, destination, cluster, workload, status, flag)"
+        )));
+    }
+    let metric = query.metric.as_str();
+    if EVENT_METRICS.contains(&metric) {
+        return match query.tags.iter().find(|(t, _)| t != "cluster") {
+            Some(_) => Err(fail(format!("`{metric}` takes only a `cluster` tag"))),
+            None => Ok(()),
+        };
+    }
+    if RUN_METRICS.contains(&metric) {
+        return match query.tags.is_empty() {
+            true => Ok(()),
+            false => Err(fail(format!("`{metric}` is run-wide: it takes no tag"))),
+        };
+    }
+    if !STATS_METRICS.contains(&metric) && spectrum_percentile(metric).is_none() {
+        return Err(fail(unknown_metric(metric)));
+    }
+    if SLICE_TAGS.iter().filter(|t| has(t)).count() > 1 {
+        return Err(fail(
+            "at most one of route, destination, cluster, workload".into(),
+        ));
+    }
+    if (has("status") || has("flag")) && metric != "requests" && metric != "rps" {
+        return Err(fail(
+            "`status` and `flag` narrow only `requests` and `rps`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The value `query` names in `report` (after `validate`).
 pub fn value(report: &Report, query: &Query) -> Result<f64, GateError> {
+    validate(query)?;
     let fail = |message: String| GateError::Query {
         query: query.to_string(),
         message,
     };
     let tag = |k: &str| {
-        query
-            .tags
-            .iter()
+        (query.tags.iter())
             .find(|(t, _)| t == k)
             .map(|(_, v)| v.as_str())
     };
-    let known = SLICE_TAGS.iter().chain(&["status", "flag"]);
-    if let Some((k, _)) = query
-        .tags
-        .iter()
-        .find(|(k, _)| !known.clone().any(|t| t == k))
-    {
-        return Err(fail(format!(
-            "unknown tag `{k}` (tags: route, destination, cluster, workload, status, flag)"
-        )));
-    }
     let metric = query.metric.as_str();
     if EVENT_METRICS.contains(&metric) {
         return events(report, metric, tag("cluster")).map_err(fail);
@@ -161,19 +193,21 @@ pub fn value(report: &Report, query: &Query) -> Result<f64, GateError> {
             _ => report.absorbed_failures.unwrap_or(0) as f64,
         });
     }
-    let slices = SLICE_TAGS.iter().filter_map(|t| Some((*t, tag(t)?)));
-    let chosen: Vec<(&str, &str)> = slices.collect();
-    let stats = match chosen.as_slice() {
-        [] => &report.totals,
-        [(kind, name)] => slice(report, kind, name).map_err(fail)?,
-        _ => {
-            return Err(fail(
-                "at most one of route, destination, cluster, workload".into(),
-            ))
-        }
+    // `validate` allows at most one slice tag.
+    let chosen = SLICE_TAGS.iter().find_map(|t| Some((*t, tag(t)?)));
+    let stats = match chosen {
+        Some((kind, name)) => slice(report, kind, name).map_err(fail)?,
+        None => &report.totals,
     };
-    let whole = chosen.is_empty();
-    stats_value(report, stats, metric, whole, tag("status"), tag("flag")).map_err(fail)
+    stats_value(
+        report,
+        stats,
+        metric,
+        chosen.is_none(),
+        tag("status"),
+        tag("flag"),
+    )
+    .map_err(fail)
 }
 
 fn slice<'a>(report: &'a Report, kind: &str, name: &str) -> Result<&'a StatsReport, String> {
@@ -208,9 +242,6 @@ fn stats_value(
         (None, Some(f)) => Some(s.by_flag.get(f).copied().unwrap_or(0)),
         (None, None) => None,
     };
-    if filtered.is_some() && metric != "requests" && metric != "rps" {
-        return Err("`status` and `flag` narrow only `requests` and `rps`".into());
-    }
     let count = filtered.unwrap_or(s.count) as f64;
     let l = &s.latency_ms;
     Ok(match metric {

@@ -103,11 +103,7 @@ pub fn render_compare(a: &Report, b: &Report) -> String {
 type Pair<'a> = (&'a str, usize, Vec<(f64, f64)>, Vec<(f64, f64)>);
 
 /// A and B series for each `(name, colour, A points, B points)`, on shared axes.
-fn overlay(
-    y_desc: &str,
-    parts: Vec<Pair<'_>>,
-    spectrum: bool,
-) -> Chart {
+fn overlay(y_desc: &str, parts: Vec<Pair<'_>>, spectrum: bool) -> Chart {
     let mut series = Vec::new();
     for (name, colour, pa, pb) in parts {
         series.push(Series {
