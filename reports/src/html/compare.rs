@@ -4,7 +4,7 @@
 use super::chart::{Chart, Series, Style};
 use super::{escape, figure, page_start, section, spectrum_chart, spectrum_points, Windows};
 use crate::compare::{cells, label, rows};
-use crate::json::{Report, WindowReport};
+use crate::json::Report;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
@@ -21,23 +21,11 @@ pub fn render_compare(a: &Report, b: &Report) -> String {
     );
     section(&mut page, "deltas", "Key figures, A → B", &table(a, b));
     let (wa, wb) = (Windows::of(a), Windows::of(b));
-    let pick =
-        |f: fn(&WindowReport) -> f64| move |c: &[WindowReport]| c.iter().map(f).fold(0.0, f64::max);
     let latency = overlay(
         "latency (ms)",
         vec![
-            (
-                "p50",
-                0,
-                wa.points(pick(|x| x.p50_ms)),
-                wb.points(pick(|x| x.p50_ms)),
-            ),
-            (
-                "p99",
-                3,
-                wa.points(pick(|x| x.p99_ms)),
-                wb.points(pick(|x| x.p99_ms)),
-            ),
+            ("p50", 0, wa.latency(|x| x.p50_ms), wb.latency(|x| x.p50_ms)),
+            ("p99", 3, wa.latency(|x| x.p99_ms), wb.latency(|x| x.p99_ms)),
         ],
         false,
     );

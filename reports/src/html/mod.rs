@@ -187,6 +187,18 @@ impl<'a> Windows<'a> {
         self.chunks().map(|c| (c[0].start_s, f(c))).collect()
     }
 
+    /// A latency percentile per group that had requests (a window without any has no
+    /// latency, not a latency of 0): the worst of its windows'.
+    fn latency(&self, f: fn(&WindowReport) -> f64) -> Vec<(f64, f64)> {
+        self.chunks()
+            .filter(|c| c.iter().any(|w| w.requests > 0))
+            .map(|c| {
+                let busy = c.iter().filter(|w| w.requests > 0);
+                (c[0].start_s, busy.map(f).fold(0.0, f64::max))
+            })
+            .collect()
+    }
+
     /// A per-second rate of a count per group.
     fn rate(&self, count: impl Fn(&WindowReport) -> u64) -> Vec<(f64, f64)> {
         let span = self.span_s();
@@ -232,15 +244,13 @@ fn time_chart(y_desc: &str, style: Style, series: Vec<Series>) -> Chart {
 }
 
 fn latency(w: &Windows<'_>) -> String {
-    let worst =
-        |f: fn(&WindowReport) -> f64| move |c: &[WindowReport]| c.iter().map(f).fold(0.0, f64::max);
     let chart = time_chart(
         "latency (ms)",
         Style::Lines,
         vec![
-            series("p50", 0, w.points(worst(|x| x.p50_ms))),
-            series("p90", 1, w.points(worst(|x| x.p90_ms))),
-            series("p99", 3, w.points(worst(|x| x.p99_ms))),
+            series("p50", 0, w.latency(|x| x.p50_ms)),
+            series("p90", 1, w.latency(|x| x.p90_ms)),
+            series("p99", 3, w.latency(|x| x.p99_ms)),
         ],
     );
     let mut out = w.note();

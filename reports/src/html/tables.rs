@@ -129,7 +129,7 @@ pub(super) fn summary(r: &Report) -> String {
     out.push_str(&table(&STATS_HEADER, &rows, &STATS_LISTS));
     let absorbed = match r.absorbed_failures {
         Some(n) => format!("{n} client requests succeeded although a hop inside the mesh failed"),
-        None => "absorbed failures are not measured live".to_owned(),
+        None => "Absorbed failures are not measured live".to_owned(),
     };
     let _ = writeln!(
         out,
