@@ -6,5 +6,7 @@
 pub mod instances;
 pub mod latency;
 mod record;
+mod series;
 
 pub use record::*;
+pub use series::{TimeSeries, Window};

@@ -243,23 +243,31 @@ fn time_chart(y_desc: &str, style: Style, series: Vec<Series>) -> Chart {
     }
 }
 
-fn latency(w: &Windows<'_>) -> String {
-    let chart = time_chart(
-        "latency (ms)",
-        Style::Lines,
-        vec![
-            series("p50", 0, w.latency(|x| x.p50_ms)),
-            series("p90", 1, w.latency(|x| x.p90_ms)),
-            series("p99", 3, w.latency(|x| x.p99_ms)),
-        ],
-    );
+/// A line chart over time in a figure, after the note on what a point covers.
+fn time_figure(
+    w: &Windows<'_>,
+    y_desc: &str,
+    lines: Vec<Series>,
+    caption: &str,
+    empty: &str,
+) -> String {
     let mut out = w.note();
     out.push_str(&figure(
-        "End-to-end latency percentiles of the requests started in each window",
-        &chart,
-        "No request completed.",
+        caption,
+        &time_chart(y_desc, Style::Lines, lines),
+        empty,
     ));
     out
+}
+
+fn latency(w: &Windows<'_>) -> String {
+    let lines = vec![
+        series("p50", 0, w.latency(|x| x.p50_ms)),
+        series("p90", 1, w.latency(|x| x.p90_ms)),
+        series("p99", 3, w.latency(|x| x.p99_ms)),
+    ];
+    let caption = "End-to-end latency percentiles of the requests started in each window";
+    time_figure(w, "latency (ms)", lines, caption, "No request completed.")
 }
 
 /// Named counts per window as stacked or line series: the `MAX_SERIES` largest by total,
@@ -355,23 +363,20 @@ fn errors(w: &Windows<'_>) -> String {
 }
 
 fn resilience(w: &Windows<'_>) -> String {
-    let chart = time_chart(
+    let lines = vec![
+        series("retries", 0, w.rate(|x| x.retries)),
+        series("retry overflows", 1, w.rate(|x| x.retry_overflows)),
+        series("breaker overflows (503 UO)", 3, w.rate(|x| x.overflows)),
+        series("ejections", 4, w.rate(|x| x.ejections)),
+    ];
+    let caption = "Resilience events at every proxy, by the time they happened";
+    time_figure(
+        w,
         "events/s",
-        Style::Lines,
-        vec![
-            series("retries", 0, w.rate(|x| x.retries)),
-            series("retry overflows", 1, w.rate(|x| x.retry_overflows)),
-            series("breaker overflows (503 UO)", 3, w.rate(|x| x.overflows)),
-            series("ejections", 4, w.rate(|x| x.ejections)),
-        ],
-    );
-    let mut out = w.note();
-    out.push_str(&figure(
-        "Resilience events at every proxy, by the time they happened",
-        &chart,
+        lines,
+        caption,
         "No retry, overflow or ejection in this run.",
-    ));
-    out
+    )
 }
 
 /// The report's percentile spectrum as points on the `1/(1-p)` axis (100 % has no place on it).
