@@ -14,7 +14,7 @@ mod compile;
 pub mod config;
 pub mod error;
 pub mod harness;
-mod hash;
+pub mod hash;
 pub mod head;
 pub mod idmap;
 pub mod ids;

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod gate;
 pub mod html;
 pub mod json;
+pub mod sweep;
 pub mod text;
 
 pub use json::{Report, RunInfo, SCHEMA_VERSION};

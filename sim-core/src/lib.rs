@@ -11,13 +11,16 @@ pub mod admission;
 pub mod dist;
 pub mod load;
 pub mod model;
+mod overlay;
 pub mod queue;
 pub mod rng;
 pub mod scenario;
+pub mod setting;
 pub mod sim;
 pub mod topology;
 pub mod workload;
 
-pub use load::{load, ScenarioError};
+pub use load::{load, load_with, ScenarioError};
 pub use scenario::Scenario;
+pub use setting::Setting;
 pub use sim::{run, Progress};

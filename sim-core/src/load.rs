@@ -4,7 +4,9 @@
 //! and field.
 
 use crate::dist::Dist;
+use crate::overlay::{Overlay, State};
 use crate::scenario::{CallStep, RateChange, RequestSpec, Scenario, Workload};
+use crate::setting::Setting;
 use proxy_engine::{CompiledMesh, Nanos};
 use ron::extensions::Extensions;
 use std::collections::BTreeMap;
@@ -39,14 +41,28 @@ pub enum ScenarioError {
         /// What was expected and what was found.
         message: String,
     },
+    /// A `--set` that names no field of the scenario, or names one twice.
+    #[error("--set {setting}: {message}")]
+    Setting {
+        /// The setting as written.
+        setting: String,
+        /// Why it cannot be applied, with the names found where its path left the file.
+        message: String,
+    },
 }
 
 /// Reads, parses and checks the scenario at `path`. The scenario name defaults to the file
 /// stem.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_with(path, &[])
+}
+
+/// [`load`] with `settings` applied (`--set`): each replaces the value at its path before the
+/// checks, so a set value is checked as a written one.
+pub fn load_with(path: &Path, settings: &[Setting]) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
     let text = read_text(path, "scenario")?;
-    let mut scenario = parse(&file, &text)?;
+    let mut scenario: Scenario = parse_with(&file, &text, settings)?;
     if scenario.name.is_none() {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
@@ -90,11 +106,72 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(
     file: &str,
     text: &str,
 ) -> Result<T, ScenarioError> {
+    parse_with(file, text, &[])
+}
+
+/// [`parse_as`] with `settings` applied while the file is read. A setting whose value is a
+/// bare word that RON cannot read (`100ms`, `frontend`) is read again as a string.
+pub fn parse_with<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+    settings: &[Setting],
+) -> Result<T, ScenarioError> {
+    for (i, s) in settings.iter().enumerate() {
+        if settings[..i].iter().any(|t| t.steps == s.steps) {
+            return Err(ScenarioError::Setting {
+                setting: s.to_string(),
+                message: format!("`{}` is set twice", s.path),
+            });
+        }
+    }
+    let mut quote = vec![false; settings.len()];
+    let mut first_error = None;
+    loop {
+        let state = State::new(settings, quote.clone(), ron_options());
+        match deserialize(file, text, &state) {
+            Ok(value) => {
+                if let Some((i, message)) = state.unapplied().into_iter().next() {
+                    return Err(ScenarioError::Setting {
+                        setting: settings[i].to_string(),
+                        message,
+                    });
+                }
+                return Ok(value);
+            }
+            Err(e) => match state.failed() {
+                Some(i) if !quote[i] && settings[i].bare() => {
+                    quote[i] = true;
+                    first_error.get_or_insert(e);
+                }
+                // Of the bare and the quoted reading, report the one that got further: the
+                // quoted one when the bare one was refused for not being a string.
+                _ => match first_error {
+                    Some(first) if !first.to_string().contains("Expected string") => {
+                        return Err(first)
+                    }
+                    _ => return Err(e),
+                },
+            },
+        }
+    }
+}
+
+/// The RON extensions every meshtwin file is read with.
+fn ron_options() -> ron::Options {
     // `implicit_some`: optional fields are written bare, not as `Some(..)`;
     // `unwrap_variant_newtypes`: `Call(host: "x")` instead of `Call(Call(host: "x"))`.
-    let options = ron::Options::default()
+    ron::Options::default()
         .with_default_extension(Extensions::IMPLICIT_SOME)
-        .with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES);
+        .with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES)
+}
+
+/// Deserializes `text` through the settings' overlay, with file:line:column field errors.
+fn deserialize<'de, T: serde::de::Deserialize<'de>>(
+    file: &str,
+    text: &'de str,
+    state: &State<'de>,
+) -> Result<T, ScenarioError> {
+    let options = ron_options();
     let invalid = |span: ron::error::Span, field: String, message: String| ScenarioError::Invalid {
         file: file.to_owned(),
         line: span.start.line,
@@ -104,7 +181,7 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(
     };
     let mut de = ron::Deserializer::from_str_with_options(text, &options)
         .map_err(|e| invalid(e.span, "(syntax)".into(), e.code.to_string()))?;
-    let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let result: Result<T, _> = serde_path_to_error::deserialize(Overlay::root(&mut de, state));
     match result {
         Ok(s) => {
             de.end().map_err(|code| {

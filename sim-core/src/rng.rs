@@ -2,30 +2,16 @@
 //! from `(scenario seed, stable component name)`, so adding a component does not perturb the
 //! draws of another, and a run is reproducible from its seed alone.
 
+use proxy_engine::hash::{fnv1a, mix64};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The random stream type used throughout the simulator.
 pub type Stream = ChaCha8Rng;
 
-/// FNV-1a, 64 bit: a stable hash of a component name (no per-process randomness).
-fn fnv1a(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// SplitMix64 step: spreads the bits of `x`.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// A 64-bit seed for component `name` under scenario seed `seed` (used to seed engines).
 pub fn derive_seed(seed: u64, name: &str) -> u64 {
-    splitmix(splitmix(seed) ^ fnv1a(name))
+    mix64(mix64(seed) ^ fnv1a(name.as_bytes()))
 }
 
 /// The ChaCha stream for component `name` under scenario seed `seed`.
@@ -33,7 +19,7 @@ pub fn stream(seed: u64, name: &str) -> Stream {
     let mut key = [0u8; 32];
     let mut s = derive_seed(seed, name);
     for chunk in key.chunks_mut(8) {
-        s = splitmix(s);
+        s = mix64(s);
         chunk.copy_from_slice(&s.to_le_bytes());
     }
     ChaCha8Rng::from_seed(key)

@@ -37,6 +37,16 @@ fn exit(code: i32, message: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// Exit 104: a gate or metric that cannot be evaluated.
+pub(super) fn invalid(message: impl Into<String>) -> anyhow::Error {
+    exit(gate::EXIT_INVALID, message)
+}
+
+/// Exit 65: a file that is not the report it should be.
+pub(super) fn bad_data(message: impl Into<String>) -> anyhow::Error {
+    exit(gate::EXIT_BAD_DATA, message)
+}
+
 /// The gate flags of `run` and `load`.
 #[derive(Debug, Args)]
 pub(super) struct GateArgs {

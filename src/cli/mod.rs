@@ -7,6 +7,7 @@ mod load;
 mod proxy;
 mod run;
 mod serve;
+mod sweep;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,11 @@ enum Command {
     ///
     /// Example: meshtwin compare sim.json live.json --html compare.html
     Compare(compare::CompareArgs),
+    /// Simulate a grid of settings × seeds on all cores; CSV, JSON and an HTML plot per metric.
+    ///
+    /// Example: meshtwin sweep scenarios/retry-storm.ron --set
+    /// mesh.virtual_services[0].http[0].retries.attempts=0,1,2,3 --seeds 10 -o sweep
+    Sweep(sweep::SweepArgs),
     /// Write a self-signed certificate and key (PEM) for a TLS listener.
     ///
     /// Example: meshtwin cert --cert cert.pem --key key.pem
@@ -74,6 +80,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::load(args),
         Command::Check(args) => gate::check(args),
         Command::Compare(args) => compare::compare(args),
+        Command::Sweep(args) => sweep::sweep(args),
         Command::Cert(args) => cert::cert(args),
     }
 }

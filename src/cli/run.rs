@@ -21,6 +21,11 @@ pub(super) struct RunArgs {
     /// Override the scenario's load duration, e.g. 10s or 5m.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Nanos>,
+    /// Set a scenario field for this run, PATH=VALUE (RON): `workload[0].rate=800`,
+    /// `services.backend.versions.v1.instances=3`, `mesh.virtual_services[0].http[0].timeout=2s`.
+    /// Repeatable; checked as the file is.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
     /// Write the JSON report (schema: reports/SCHEMA.md) to this path; `-` for stdout.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -99,9 +104,18 @@ fn write_html(report: &Report, path: Option<&std::path::Path>, quiet: bool) -> a
     Ok(())
 }
 
+/// Parses `--set PATH=VALUE` flags.
+pub(super) fn parse_settings(texts: &[String]) -> anyhow::Result<Vec<sim_core::Setting>> {
+    texts
+        .iter()
+        .map(|t| sim_core::Setting::parse(t).map_err(anyhow::Error::from))
+        .collect()
+}
+
 /// Loads, simulates and reports.
 pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut scenario = sim_core::load(&args.scenario)?;
+    let settings = parse_settings(&args.set)?;
+    let mut scenario = sim_core::load_with(&args.scenario, &settings)?;
     if let Some(d) = args.duration {
         anyhow::ensure!(d.0 > 0, "--duration must be above 0");
         scenario.duration = d;

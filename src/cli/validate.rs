@@ -10,15 +10,24 @@ pub(super) struct ValidateArgs {
     /// value is `Proxy(...)`.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Check the scenarios with a field set, PATH=VALUE (RON), as `run --set` would.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
 }
 
 /// Checks every file; prints a one-line summary per valid file and fails on the first error.
 pub(super) fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+    let settings = super::run::parse_settings(&args.set)?;
     for file in &args.files {
         let line = if is_proxy_config(file) {
+            anyhow::ensure!(
+                settings.is_empty(),
+                "{}: --set applies to scenarios, and this is a proxy config",
+                file.display()
+            );
             proxy_config(file)?
         } else {
-            scenario(file)?
+            scenario(file, &settings)?
         };
         super::run::to_stdout(&format!("{line}\n"))?;
     }
@@ -34,8 +43,8 @@ fn count(n: usize, thing: &str) -> String {
     }
 }
 
-fn scenario(file: &Path) -> anyhow::Result<String> {
-    let s = sim_core::load(file)?;
+fn scenario(file: &Path, settings: &[sim_core::Setting]) -> anyhow::Result<String> {
+    let s = sim_core::load_with(file, settings)?;
     for (i, t) in s.thresholds.iter().enumerate() {
         reports::gate::Threshold::parse(t)
             .and_then(|t| reports::gate::validate(&t.query))

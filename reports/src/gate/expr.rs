@@ -74,6 +74,18 @@ impl fmt::Display for Query {
     }
 }
 
+impl Query {
+    /// Parses a metric with optional tags, as on a threshold's left side: `p99_ms`,
+    /// `success_rate{route=api}`.
+    pub fn parse(text: &str) -> Result<Query, GateError> {
+        let (metric, tags) = query_parts(text.trim()).map_err(|message| GateError::Query {
+            query: text.trim().to_owned(),
+            message,
+        })?;
+        Ok(Query { metric, tags })
+    }
+}
+
 /// One parsed threshold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Threshold {

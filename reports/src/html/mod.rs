@@ -4,9 +4,11 @@
 
 mod chart;
 mod compare;
+mod sweep;
 mod tables;
 
 pub use compare::render_compare;
+pub use sweep::render_sweep;
 
 use crate::json::{Report, WindowReport};
 use chart::{Chart, Series, Style};
@@ -21,7 +23,7 @@ pub const MAX_POINTS: usize = 600;
 const MAX_SERIES: usize = 9;
 
 /// The page up to its body's content: doctype, title, the inline style.
-fn page_start(title: &str) -> String {
+pub(super) fn page_start(title: &str) -> String {
     let mut page = String::with_capacity(64 * 1024);
     let _ = write!(
         page,
@@ -35,7 +37,7 @@ fn page_start(title: &str) -> String {
 }
 
 /// The end of every page.
-const PAGE_END: &str = "</main>\n</body>\n</html>\n";
+pub(super) const PAGE_END: &str = "</main>\n</body>\n</html>\n";
 
 /// The page for `report`.
 pub fn render(report: &Report) -> String {
@@ -102,7 +104,7 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left;white-space:
 td.list{text-align:left;white-space:normal;min-width:9em}\
 .scroll{overflow-x:auto}";
 
-fn section(page: &mut String, id: &str, title: &str, body: &str) {
+pub(super) fn section(page: &mut String, id: &str, title: &str, body: &str) {
     let _ = write!(
         page,
         "<section id=\"{id}\">\n<h2>{}</h2>\n{body}</section>\n",
@@ -138,11 +140,22 @@ fn figure(caption: &str, chart: &Chart, empty: &str) -> String {
         return out;
     }
     out.push_str(&chart::svg(chart));
-    out.push_str("\n<ul class=\"legend\">");
-    for s in &chart.series {
-        let class = if s.dashed { " class=\"dashed\"" } else { "" };
-        let colour = chart::css_colour(s.colour);
-        let swatch = if s.dashed {
+    let entries = chart
+        .series
+        .iter()
+        .map(|s| (s.name.as_str(), s.colour, s.dashed));
+    out.push_str(&legend(entries));
+    out.push_str("</figure>\n");
+    out
+}
+
+/// A chart's legend in HTML: (name, palette index, dashed) per series.
+fn legend<'a>(entries: impl Iterator<Item = (&'a str, usize, bool)>) -> String {
+    let mut out = String::from("\n<ul class=\"legend\">");
+    for (name, colour, dashed) in entries {
+        let class = if dashed { " class=\"dashed\"" } else { "" };
+        let colour = chart::css_colour(colour);
+        let swatch = if dashed {
             format!("border-color:{colour}")
         } else {
             format!("background:{colour}")
@@ -150,10 +163,10 @@ fn figure(caption: &str, chart: &Chart, empty: &str) -> String {
         let _ = write!(
             out,
             "<li><span{class} style=\"{swatch}\"></span>{}</li>",
-            escape(&s.name)
+            escape(name)
         );
     }
-    out.push_str("</ul>\n</figure>\n");
+    out.push_str("</ul>\n");
     out
 }
 

@@ -29,7 +29,7 @@ pub(super) fn run_line(r: &Report) -> String {
 
 /// A table from a header row and body rows (cells already escaped); the columns in `lists`
 /// hold lists that wrap.
-fn table(header: &[&str], rows: &[Vec<String>], lists: &[usize]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>], lists: &[usize]) -> String {
     let mut out = String::from("<div class=\"scroll\"><table>\n<thead><tr>");
     for h in header {
         let _ = write!(out, "<th>{}</th>", escape(h));
