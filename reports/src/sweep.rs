@@ -535,9 +535,12 @@ mod tests {
             )
             .expect("shard")
         };
-        let whole =
-            Sweep::whole(p.clone(), p.runs_of(None).into_iter().map(result).collect()).expect("whole");
-        assert_eq!(Sweep::merge(vec![shard(2), shard(1)]).expect("merges"), whole);
+        let whole = Sweep::whole(p.clone(), p.runs_of(None).into_iter().map(result).collect())
+            .expect("whole");
+        assert_eq!(
+            Sweep::merge(vec![shard(2), shard(1)]).expect("merges"),
+            whole
+        );
         assert!(Sweep::merge(vec![shard(1)]).is_err());
         assert!(Sweep::merge(vec![shard(1), shard(1), shard(2)]).is_err());
         let mut other = shard(2);

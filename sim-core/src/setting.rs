@@ -201,7 +201,8 @@ mod tests {
 
     #[test]
     fn paths_parse_into_keys_and_indices() {
-        let s = Setting::parse("mesh.virtual_services[0].http[12].retries.attempts=3").expect("parses");
+        let s =
+            Setting::parse("mesh.virtual_services[0].http[12].retries.attempts=3").expect("parses");
         let key = |k: &str| Step::Key(k.into());
         assert_eq!(
             s.steps,
