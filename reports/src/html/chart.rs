@@ -80,10 +80,18 @@ pub(super) fn svg(chart: &Chart) -> String {
     if chart.series.iter().all(|s| s.points.is_empty()) {
         return "<p class=\"empty\">No data.</p>".to_owned();
     }
+    render(|root| draw(root, chart))
+}
+
+/// Inline SVG drawn by `paint` on a chart-sized area (no `xmlns`), or a visible note when
+/// drawing failed.
+pub(super) fn render(
+    paint: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String>,
+) -> String {
     let mut buf = String::new();
     let drawn = {
         let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
-        draw(&root, chart).and_then(|()| root.present().map_err(|e| e.to_string()))
+        paint(&root).and_then(|()| root.present().map_err(|e| e.to_string()))
     };
     match drawn {
         Ok(()) => buf.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1),

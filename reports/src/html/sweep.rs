@@ -2,7 +2,7 @@
 //! with the spread across seeds (a band from the lowest to the highest run, and each run as a
 //! dot), one line per combination of the other settings; then the figures in a table.
 
-use super::chart::{colour, trim, SIZE};
+use super::chart::{colour, trim};
 use super::{escape, legend, page_start, section, tables, PAGE_END};
 use crate::sweep::{Spread, Sweep};
 use plotters::coord::Shift;
@@ -153,16 +153,7 @@ fn svg(x_desc: &str, y_desc: &str, labels: Option<&[String]>, lines: &[Line]) ->
     if lines.iter().all(|l| l.points.is_empty()) {
         return "<p class=\"empty\">No run has this metric.</p>".to_owned();
     }
-    let mut buf = String::new();
-    let drawn = {
-        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
-        draw(&root, x_desc, y_desc, labels, lines)
-            .and_then(|()| root.present().map_err(|e| e.to_string()))
-    };
-    match drawn {
-        Ok(()) => buf.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1),
-        Err(e) => format!("<p class=\"empty\">Chart not drawn: {}</p>", escape(&e)),
-    }
+    super::chart::render(|root| draw(root, x_desc, y_desc, labels, lines))
 }
 
 /// A range around `lo..hi` with a margin, so points do not sit on the frame.
