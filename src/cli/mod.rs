@@ -62,7 +62,7 @@ enum Command {
     /// Simulate a grid of settings × seeds on all cores; CSV, JSON and an HTML plot per metric.
     ///
     /// Example: meshtwin sweep scenarios/retry-storm.ron --set
-    /// mesh.virtual_services[0].http[0].retries.attempts=0,1,2,3 --seeds 10 -o sweep
+    /// 'mesh.virtual_services[0].http[0].retries.attempts=0,1,2,3' --seeds 10 -o sweep
     Sweep(sweep::SweepArgs),
     /// Write a self-signed certificate and key (PEM) for a TLS listener.
     ///
