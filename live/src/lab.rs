@@ -168,12 +168,22 @@ impl Services {
     }
 }
 
-/// A client proxy and the load aimed at it.
+/// A client proxy, the load aimed at it, and that load's own progress.
 struct Client {
     handle: ProxyHandle,
     listener: Listener,
     load: LoadOptions,
+    progress: Arc<Progress>,
 }
+
+/// How often a [`Watch`] sees the figures so far: every 2 s, as k6 evaluates thresholds
+/// while a test runs (`thresholdsRate` in k6's `engine.go`).
+pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
+
+/// Called every [`WATCH_PERIOD`] while a live run sends, with the figures so far (the same
+/// assembly as the final report's) and the time since the load started; returning `true`
+/// stops the load early, as [`Progress::stop`] does.
+pub type Watch = Box<dyn FnMut(&RunMetrics, Duration) -> bool + Send>;
 
 /// Runs scenario `s` live with `seed` and returns the metrics (the report's content).
 pub async fn run(
@@ -181,6 +191,18 @@ pub async fn run(
     seed: u64,
     connections: Connections,
     progress: Arc<Progress>,
+) -> Result<RunMetrics, LabError> {
+    run_watched(s, seed, connections, progress, None).await
+}
+
+/// [`run`], with a [`Watch`] over the figures while the load runs. `progress` shows the sums
+/// over every workload; calling its [`Progress::stop`] stops every workload's load.
+pub async fn run_watched(
+    s: &Scenario,
+    seed: u64,
+    connections: Connections,
+    progress: Arc<Progress>,
+    mut watch: Option<Watch>,
 ) -> Result<RunMetrics, LabError> {
     let services = start_services(s, seed).await?;
     let topology = Topology::of(s);
@@ -218,25 +240,51 @@ pub async fn run(
             handle,
             listener,
             load,
+            progress: Arc::new(Progress::default()),
         });
     }
     let mut set = tokio::task::JoinSet::new();
     for (i, c) in clients.iter().enumerate() {
-        let run = loadgen::run(c.load.clone(), progress.clone());
+        let run = loadgen::run(c.load.clone(), c.progress.clone());
         set.spawn(async move { (i, run.await) });
     }
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_watch = started + WATCH_PERIOD;
     // Each workload's load result, in the scenario's order.
     let mut results: Vec<(usize, RunMetrics)> = Vec::new();
     let mut failure = None;
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok((i, Ok(run))) => results.push((i, run.metrics)),
-            Ok((_, Err(e))) => failure = failure.or(Some(e)),
-            Err(e) => {
-                failure = failure.or(Some(crate::loadgen::LoadError::Task(e.to_string())));
+    loop {
+        tokio::select! {
+            r = set.join_next() => match r {
+                None => break,
+                Some(Ok((i, Ok(run)))) => results.push((i, run.metrics)),
+                Some(Ok((_, Err(e)))) => failure = failure.or(Some(e)),
+                Some(Err(e)) => {
+                    failure = failure.or(Some(crate::loadgen::LoadError::Task(e.to_string())));
+                }
+            },
+            _ = tick.tick() => {
+                sum_progress(&clients, &progress);
+                let now = std::time::Instant::now();
+                if let Some(w) = watch.as_mut().filter(|_| now >= next_watch && !progress.stopped()) {
+                    next_watch += WATCH_PERIOD;
+                    let figures: Vec<(usize, RunMetrics)> = (clients.iter().enumerate())
+                        .map(|(i, c)| (i, c.progress.snapshot().into_metrics()))
+                        .collect();
+                    if w(&assemble(s, &clients, &services, figures), now - started) {
+                        progress.stop();
+                    }
+                }
+                if progress.stopped() {
+                    for c in &clients {
+                        c.progress.stop();
+                    }
+                }
             }
         }
     }
+    sum_progress(&clients, &progress);
     // Requests the clients cut off at the drain deadline closed their connections; give the
     // client proxies a moment to record those cancels (`DC`) so the route tables count them.
     results.sort_by_key(|r| r.0);
@@ -252,11 +300,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut hops = Recorder::new(services.generation.mesh.clone(), s.window);
-    for c in &clients {
-        hops.merge_hops(&c.handle.snapshot());
-    }
-    services.hops(&mut hops);
+    let m = assemble(s, &clients, &services, results);
     for c in clients {
         c.listener.shutdown().await;
     }
@@ -264,12 +308,41 @@ pub async fn run(
     if let Some(e) = failure {
         return Err(e.into());
     }
+    Ok(m)
+}
+
+/// The caller's progress: the sums of the workloads' own.
+fn sum_progress(clients: &[Client], into: &Progress) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sum = |f: &dyn Fn(&Progress) -> u64| clients.iter().map(|c| f(&c.progress)).sum::<u64>();
+    into.sent.store(sum(&|p| p.sent.load(Relaxed)), Relaxed);
+    into.done.store(sum(&|p| p.done.load(Relaxed)), Relaxed);
+    into.errors.store(sum(&|p| p.errors.load(Relaxed)), Relaxed);
+    into.dropped
+        .store(sum(&|p| p.dropped.load(Relaxed)), Relaxed);
+}
+
+/// The report's content: totals, workloads and end-to-end series from the load generators
+/// (`loads`, each workload's figures by index), routes, destinations, clusters and events
+/// from every proxy's hop records.
+fn assemble(
+    s: &Scenario,
+    clients: &[Client],
+    services: &Services,
+    mut loads: Vec<(usize, RunMetrics)>,
+) -> RunMetrics {
+    loads.sort_by_key(|r| r.0);
+    let mut hops = Recorder::new(services.generation.mesh.clone(), s.window);
+    for c in clients {
+        hops.merge_hops(&c.handle.snapshot());
+    }
+    services.hops(&mut hops);
     let mut m = hops.finish();
-    m.workloads = results
+    m.workloads = loads
         .iter()
         .map(|(i, r)| (s.workload[*i].name(*i), r.totals.clone()))
         .collect();
-    let mut load = results.into_iter().map(|(_, r)| r);
+    let mut load = loads.into_iter().map(|(_, r)| r);
     if let Some(first) = load.next() {
         m.generated = first.generated;
         m.dropped = first.dropped;
@@ -284,5 +357,5 @@ pub async fn run(
             m.series.merge(&other.series);
         }
     }
-    Ok(m)
+    m
 }

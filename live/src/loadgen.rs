@@ -11,6 +11,10 @@
 //! when the connection broke, `UF` when it could not connect, or `DC` when the drain deadline
 //! cut it off (its connection is then closed, so the proxy sees the cancel too).
 //!
+//! [`Progress::stop`] ends the sending early (a threshold marked `abort_on_fail`): no request
+//! is issued after it, and those in flight get the drain time to finish, as at the end.
+//! [`Progress::snapshot`] reads what the clients have seen so far, while the load runs.
+//!
 //! Sends are timed by the high-resolution timer (`hires`), not by spinning; arrivals that fall
 //! due together are issued together, and each send's lateness behind its intended time is
 //! recorded for the terminal summary.
@@ -54,7 +58,8 @@ pub struct LoadOptions {
     pub window: Nanos,
 }
 
-/// Live counters for a progress line.
+/// Live counters for a progress line, the clients' figures so far, and the stop switch; one
+/// may be shared by several load runs (`run --live` has one per workload).
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Requests sent.
@@ -65,6 +70,85 @@ pub struct Progress {
     pub errors: AtomicU64,
     /// Requests due when every connection was busy and `max_connections` were open: not sent.
     pub dropped: AtomicU64,
+    /// Set once by [`Progress::stop`]; every load run sharing this watches it.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The figures of every load run started with this progress.
+    runs: Mutex<Vec<Arc<Mutex<Shared>>>>,
+}
+
+/// What the clients have seen so far: the figures of every load run sharing a [`Progress`].
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests not sent because every connection was busy.
+    pub dropped: u64,
+    /// Outcomes recorded so far.
+    pub totals: Stats,
+    /// Outcomes recorded so far, by window of intended send time.
+    pub series: TimeSeries,
+}
+
+impl Snapshot {
+    /// The figures as a [`RunMetrics`] (only `generated`, `dropped`, `totals` and `series`
+    /// filled), as a load run returns them.
+    pub fn into_metrics(self) -> RunMetrics {
+        RunMetrics {
+            generated: self.sent,
+            dropped: self.dropped,
+            absorbed: None,
+            totals: self.totals,
+            workloads: Vec::new(),
+            routes: Vec::new(),
+            destinations: Vec::new(),
+            clusters: Vec::new(),
+            mirrors: Vec::new(),
+            series: self.series,
+            events: Vec::new(),
+            instances: Vec::new(),
+        }
+    }
+}
+
+impl Progress {
+    /// Stops the sending of every load run sharing this progress: nothing is issued after
+    /// this, and requests in flight get the drain time.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Whether [`Progress::stop`] was called.
+    pub fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The clients' figures so far, merged over the load runs sharing this progress.
+    pub fn snapshot(&self) -> Snapshot {
+        let runs = crate::lock(&self.runs);
+        let mut totals = Stats::default();
+        let mut series: Option<TimeSeries> = None;
+        for run in runs.iter() {
+            let s = crate::lock(run);
+            totals.merge(&s.totals);
+            match &mut series {
+                Some(all) => all.merge(&s.series),
+                None => series = Some(s.series.clone()),
+            }
+        }
+        Snapshot {
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            totals,
+            series: series.unwrap_or_else(TimeSeries::off),
+        }
+    }
+
+    /// Resolves once [`Progress::stop`] is called.
+    async fn stopping(&self) {
+        let mut rx = self.stop.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
 }
 
 /// Why a load run failed.
@@ -85,6 +169,7 @@ pub struct LoadRun {
     pub lateness: hdrhistogram::Histogram<u64>,
 }
 
+#[derive(Debug)]
 struct Shared {
     totals: Stats,
     series: TimeSeries,
@@ -103,7 +188,9 @@ struct Ctx {
     epoch: Instant,
     /// When the drain ends: a request still unanswered is cut off (`DC`).
     cutoff: Instant,
-    shared: Mutex<Shared>,
+    /// How long requests in flight get after a stop.
+    drain: Duration,
+    shared: Arc<Mutex<Shared>>,
     pool: Mutex<Pool>,
     progress: Arc<Progress>,
 }
@@ -118,15 +205,18 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
         }
     }
     let epoch = Instant::now();
+    let shared = Arc::new(Mutex::new(Shared {
+        totals: Stats::default(),
+        series: TimeSeries::new(opts.window),
+        lateness: lateness_histogram(),
+    }));
+    crate::lock(&progress.runs).push(shared.clone());
     let ctx = Arc::new(Ctx {
         target: opts.target,
         epoch,
         cutoff: epoch + opts.duration + opts.drain,
-        shared: Mutex::new(Shared {
-            totals: Stats::default(),
-            series: TimeSeries::new(opts.window),
-            lateness: lateness_histogram(),
-        }),
+        drain: opts.drain,
+        shared,
         pool: Mutex::new(Pool {
             open: idle.len(),
             idle,
@@ -143,7 +233,10 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
     let mut next = arrivals.next(t, &mut rng);
     let mut timer = crate::hires::TaskTimer::new();
     while let Some(at) = next.filter(|at| *at < end) {
-        timer.sleep_until(epoch + Duration::from_nanos(at.0)).await;
+        tokio::select! {
+            () = timer.sleep_until(epoch + Duration::from_nanos(at.0)) => {}
+            () = ctx.progress.stopping() => break,
+        }
         // Everything due by now goes out together.
         let now = Time(epoch.elapsed().as_nanos() as u64);
         next = Some(at);
@@ -181,29 +274,24 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
     }
     let sent = ctx.progress.sent.load(Ordering::Relaxed);
     let dropped = ctx.progress.dropped.load(Ordering::Relaxed);
-    let s = std::mem::replace(
-        &mut *crate::lock(&ctx.shared),
+    // Cloned, not taken: the figures stay readable by `Progress::snapshot` while other load
+    // runs sharing the progress go on.
+    let s = {
+        let mut shared = crate::lock(&ctx.shared);
         Shared {
-            totals: Stats::default(),
-            series: TimeSeries::off(),
-            lateness: lateness_histogram(),
-        },
-    );
+            totals: shared.totals.clone(),
+            series: shared.series.clone(),
+            lateness: std::mem::replace(&mut shared.lateness, lateness_histogram()),
+        }
+    };
+    let figures = Snapshot {
+        sent,
+        dropped,
+        totals: s.totals,
+        series: s.series,
+    };
     Ok(LoadRun {
-        metrics: RunMetrics {
-            generated: sent,
-            dropped,
-            absorbed: None,
-            totals: s.totals,
-            workloads: Vec::new(),
-            routes: Vec::new(),
-            destinations: Vec::new(),
-            clusters: Vec::new(),
-            mirrors: Vec::new(),
-            series: s.series,
-            events: Vec::new(),
-            instances: Vec::new(),
-        },
+        metrics: figures.into_metrics(),
         lateness: s.lateness,
     })
 }
@@ -260,9 +348,18 @@ fn issue(
         let intended = ctx.epoch + Duration::from_nanos(due.0);
         let late = intended.elapsed().as_nanos() as u64;
         let mut sender = conn;
+        let cut_off = async {
+            tokio::select! {
+                () = tokio::time::sleep_until(ctx.cutoff.into()) => {}
+                () = async {
+                    ctx.progress.stopping().await;
+                    tokio::time::sleep(ctx.drain).await;
+                } => {}
+            }
+        };
         let outcome = tokio::select! {
             o = send(&mut sender, ctx.target, &head) => o,
-            _ = tokio::time::sleep_until(ctx.cutoff.into()) => {
+            () = cut_off => {
                 sender = None; // closed: the proxy sees the cancel
                 Outcome::bare(0, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION)
             }

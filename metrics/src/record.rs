@@ -233,12 +233,36 @@ impl RunMetrics {
     }
 }
 
-/// The (route, destination, cluster) of a hop record; `NONE` where the outcome has none.
+/// A mesh offered to [`Recorder::add_generation`] that does not succeed the recorder's latest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerationError {
+    /// The recorder's latest generation.
+    pub latest: u64,
+    /// The generation offered.
+    pub offered: u64,
+}
+
+impl std::fmt::Display for GenerationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "generation {} does not succeed generation {} (compile it with \
+             CompiledMesh::compile_next from the latest)",
+            self.offered, self.latest
+        )
+    }
+}
+
+impl std::error::Error for GenerationError {}
+
+/// The (route, destination, cluster) of a hop record, and the mesh generation its route id
+/// belongs to; `NONE` where the outcome has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HopKey {
     route: u32,
     destination: u32,
     cluster: u32,
+    generation: u32,
 }
 
 impl HopKey {
@@ -249,6 +273,7 @@ impl HopKey {
             route: outcome.route.map_or(HopKey::NONE, |r| r.0),
             destination: outcome.destination.map_or(HopKey::NONE, |d| d.0),
             cluster: outcome.cluster.map_or(HopKey::NONE, |c| c.0),
+            generation: outcome.generation,
         }
     }
 }
@@ -256,16 +281,20 @@ impl HopKey {
 impl std::hash::Hash for HopKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         h.write_u64((u64::from(self.route) << 32) | u64::from(self.destination));
-        h.write_u32(self.cluster);
+        h.write_u64((u64::from(self.cluster) << 32) | u64::from(self.generation));
     }
 }
 
-/// Records outcomes against one compiled mesh, by id (no string work per request), and names
-/// them at the end. Both drivers use it: every proxy's outcomes are hop records (routes,
+/// Records outcomes against one lineage of compiled meshes, by id (no string work per
+/// request), and names them at the end: routes by the generation each outcome was routed
+/// with, clusters, destinations and endpoints (stable across the lineage) by the latest. Both drivers use it: every proxy's outcomes are hop records (routes,
 /// destinations, clusters); the client's are also end-to-end records (totals, time series).
 #[derive(Clone, Debug)]
 pub struct Recorder {
-    mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>,
+    /// The generations of the lineage recorded against, from the one the recorder was made
+    /// with. **Invariant:** never empty; generations strictly increasing, each a successor of
+    /// the one before (`CompiledMesh::succeeds`), so the last is the latest.
+    meshes: Vec<std::sync::Arc<proxy_engine::mesh::CompiledMesh>>,
     /// Requests generated (counted by the load source).
     pub generated: u64,
     /// Client successes with a failed inner hop (see `RunMetrics::absorbed`); `None` unless
@@ -333,8 +362,29 @@ impl Recorder {
             series,
             events: vec![EventCounts::default(); mesh.clusters().len()],
             instances: crate::instances::InstanceTable::default(),
-            mesh,
+            meshes: vec![mesh],
         }
+    }
+
+    /// Records against `mesh` too: a later generation of the lineage
+    /// (`CompiledMesh::compile_next`, from the latest or one after it). A mesh that does not
+    /// succeed the latest is refused (and nothing changes).
+    pub fn add_generation(
+        &mut self,
+        mesh: std::sync::Arc<proxy_engine::mesh::CompiledMesh>,
+    ) -> Result<(), GenerationError> {
+        let latest = self.mesh();
+        if !mesh.succeeds(latest) {
+            return Err(GenerationError {
+                latest: latest.generation(),
+                offered: mesh.generation(),
+            });
+        }
+        self.mirrors.resize(mesh.destinations().len(), None);
+        self.events
+            .resize(mesh.clusters().len(), EventCounts::default());
+        self.meshes.push(mesh);
+        Ok(())
     }
 
     /// One hop's outcome, as the proxy that handled it saw it; the hop started at `start`.
@@ -387,9 +437,10 @@ impl Recorder {
         }
     }
 
-    /// The mesh whose ids this recorder names.
+    /// The latest generation this recorder names ids with.
     pub fn mesh(&self) -> &std::sync::Arc<proxy_engine::mesh::CompiledMesh> {
-        &self.mesh
+        // `meshes` is never empty: made with one, only ever pushed to.
+        &self.meshes[self.meshes.len() - 1]
     }
 
     /// A resilience event the recorder's one proxy reported at `now`.
@@ -443,14 +494,21 @@ impl Recorder {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         }
-        let mesh = self.mesh;
-        // The hop records summed per route, destination and cluster.
-        let mut routes: Vec<Option<Stats>> = vec![None; mesh.routes().len()];
+        let mesh = self.mesh().clone();
+        // The hop records summed per route (named by their generation), destination and
+        // cluster (ids stable across the lineage, named by the latest).
+        let mut routes: std::collections::BTreeMap<String, Stats> = Default::default();
         let mut destinations: Vec<Option<Stats>> = vec![None; mesh.destinations().len()];
         let mut clusters: Vec<Option<Stats>> = vec![None; mesh.clusters().len()];
         for (key, stats) in &self.hops {
+            let route = (self.meshes)
+                .binary_search_by_key(&u64::from(key.generation), |m| m.generation())
+                .ok()
+                .and_then(|i| self.meshes[i].routes().get(key.route as usize));
+            if let Some(r) = route {
+                routes.entry(r.name.clone()).or_default().merge(stats);
+            }
             let slots = [
-                (&mut routes, key.route),
                 (&mut destinations, key.destination),
                 (&mut clusters, key.cluster),
             ];
@@ -472,7 +530,7 @@ impl Recorder {
             absorbed: self.absorbed,
             totals: self.totals,
             workloads: self.workloads,
-            routes: named(routes, &|i| mesh.routes()[i].name.clone()),
+            routes: routes.into_iter().collect(),
             destinations: named(destinations, &destination),
             clusters: named(clusters, &|i| mesh.clusters()[i].name.clone()),
             mirrors: named(self.mirrors, &destination),
@@ -544,26 +602,69 @@ mod tests {
 
     /// A mesh with one route splitting `reviews` between subsets v1 and v2.
     fn split_mesh() -> std::sync::Arc<proxy_engine::mesh::CompiledMesh> {
-        let text = r#"Mesh(
-            virtual_services: [VirtualService(hosts: ["reviews"], http: [HttpRoute(name: "split",
+        let (config, reg) = split_config("split");
+        let mesh = proxy_engine::mesh::CompiledMesh::compile(&config, &reg);
+        std::sync::Arc::new(mesh.unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// The config of `split_mesh` with the route named `route`, and its registry.
+    fn split_config(route: &str) -> (proxy_engine::MeshConfig, proxy_engine::Registry) {
+        let text = format!(
+            r#"Mesh(
+            virtual_services: [VirtualService(hosts: ["reviews"], http: [HttpRoute(name: "{route}",
                 route: [(destination: (host: "reviews", subset: "v1"), weight: 50),
                         (destination: (host: "reviews", subset: "v2"), weight: 50)])])],
             destination_rules: [DestinationRule(host: "reviews", subsets: [
-                (name: "v1", labels: {"version": "v1"}), (name: "v2", labels: {"version": "v2"})])],
-        )"#;
+                (name: "v1", labels: {{"version": "v1"}}), (name: "v2", labels: {{"version": "v2"}})])],
+        )"#
+        );
         let options = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
             .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
         let config: proxy_engine::MeshConfig =
-            options.from_str(text).unwrap_or_else(|e| panic!("{e}"));
+            options.from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         let mut reg = proxy_engine::Registry::default();
         let ep = |i: u32, v: &str| proxy_engine::Endpoint {
             name: format!("reviews/{v}/{}", i.saturating_sub(1)),
             labels: [("version".to_owned(), v.to_owned())].into(),
         };
         reg.add_service("reviews", vec![ep(0, "v1"), ep(1, "v2")]);
-        let mesh = proxy_engine::mesh::CompiledMesh::compile(&config, &reg);
-        std::sync::Arc::new(mesh.unwrap_or_else(|e| panic!("{e}")))
+        (config, reg)
+    }
+
+    #[test]
+    fn routes_are_named_by_the_generation_they_were_routed_with() {
+        use proxy_engine::mesh::RouteId;
+        let first = split_mesh();
+        let (config, reg) = split_config("switch");
+        let next = proxy_engine::mesh::CompiledMesh::compile_next(&config, &reg, &first)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = std::sync::Arc::new(next);
+        assert_eq!(
+            next.destinations(),
+            first.destinations(),
+            "destination ids stay"
+        );
+        let mut r = Recorder::without_series(first.clone());
+        let hop = |generation: u32| Outcome {
+            attempts: 1,
+            route: Some(RouteId(0)),
+            generation,
+            ..Outcome::bare(200, ResponseFlags::NONE)
+        };
+        let ms = Nanos::from_millis;
+        r.record_hop(Time::ZERO, &hop(0), ms(1));
+        assert!(r.add_generation(first.clone()).is_err(), "not a successor");
+        assert!(r.add_generation(next.clone()).is_ok());
+        r.record_hop(Time::ZERO, &hop(1), ms(1));
+        r.record_hop(Time::ZERO, &hop(1), ms(1));
+        let names: Vec<(String, u64)> = (r.finish().routes.into_iter())
+            .map(|(n, s)| (n, s.count))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("reviews/split".into(), 1), ("reviews/switch".into(), 2)]
+        );
     }
 
     #[test]

@@ -181,7 +181,15 @@ impl<'a> Builder<'a> {
                 .map(|l| TokenBucketSpec::compile("local_rate_limit", l))
                 .transpose()?,
         };
+        // Destinations keep their ids across a lineage, as clusters and endpoints do (a report
+        // or time series indexed by destination reads the same in every generation).
         let mut dest_ids: BTreeMap<DestinationName, DestinationId> = BTreeMap::new();
+        if let Some(p) = previous {
+            mesh.destinations = p.destinations.clone();
+            for (i, d) in p.destinations.iter().enumerate() {
+                dest_ids.insert(d.clone(), DestinationId(i as u32));
+            }
+        }
         let mut service_endpoints = Vec::with_capacity(registry.services.len());
         let mut slots: Vec<Option<CompiledEndpoint>> = vec![None; mesh.ids.endpoints.len()];
         for svc in &registry.services {

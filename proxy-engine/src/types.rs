@@ -151,6 +151,10 @@ pub struct Outcome {
     pub destination: Option<DestinationId>,
     /// The last attempt's endpoint, if any.
     pub endpoint: Option<EndpointId>,
+    /// The generation of the compiled mesh the request was routed with
+    /// (`CompiledMesh::generation`): `route` is an id of that generation. Cluster, destination
+    /// and endpoint ids are stable across a lineage.
+    pub generation: u32,
 }
 
 impl Outcome {
@@ -165,6 +169,7 @@ impl Outcome {
             cluster: None,
             destination: None,
             endpoint: None,
+            generation: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use crate::gate::{self, Query};
 use crate::json::{trim_decimals, Report};
+use crate::table::{Align, Look, Table};
 use std::collections::BTreeSet;
 
 /// The figures compared for every slice, as `gate` metrics.
@@ -114,31 +115,17 @@ pub fn cells(r: &Row) -> [String; 7] {
     ]
 }
 
-/// The comparison as an aligned text table.
-pub fn text(a: &Report, b: &Report) -> String {
-    let header = ["section", "name", "metric", "A", "B", "Δ", "Δ%"].map(str::to_owned);
-    let body: Vec<[String; 7]> = rows(a, b).iter().map(cells).collect();
-    let mut widths = [0usize; 7];
-    for row in std::iter::once(&header).chain(&body) {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
+/// The comparison as an aligned text table, fitted to `look`.
+pub fn text(a: &Report, b: &Report, look: &Look) -> String {
+    let mut t = Table::new(2);
+    for head in ["section", "name", "metric"] {
+        t = t.column(head, Align::Left, 0);
     }
-    let mut out = format!("A: {}\nB: {}\n\n", label(a), label(b));
-    for row in std::iter::once(&header).chain(&body) {
-        let mut line = String::new();
-        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
-            let pad = w - c.chars().count();
-            if i < 3 {
-                line.push_str(c);
-                line.push_str(&" ".repeat(pad + 2));
-            } else {
-                line.push_str(&" ".repeat(pad + 2));
-                line.push_str(c);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
+    for head in ["A", "B", "Δ", "Δ%"] {
+        t = t.column(head, Align::Right, 0);
     }
-    out
+    for row in rows(a, b) {
+        t.row(cells(&row));
+    }
+    format!("A: {}\nB: {}\n\n{}", label(a), label(b), t.render(look))
 }

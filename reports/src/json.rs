@@ -581,7 +581,7 @@ mod tests {
                 "instances"
             ]
         );
-        let text = crate::text::summary(&r, None);
+        let text = crate::text::summary(&r, None, &crate::table::Look::default());
         assert!(text.contains("requests 100  success 90.000%"), "{text}");
         assert!(text.contains("svc/v2"), "{text}");
         assert!(!text.contains("wall time"), "no wall clock unless given");

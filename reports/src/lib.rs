@@ -8,6 +8,7 @@ pub mod gate;
 pub mod html;
 pub mod json;
 pub mod sweep;
+pub mod table;
 pub mod text;
 
 pub use json::{Report, RunInfo, SCHEMA_VERSION};

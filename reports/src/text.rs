@@ -2,6 +2,7 @@
 //! caller, never stored in the JSON) wall-clock figures.
 
 use crate::json::{Named, Report, StatsReport};
+use crate::table::{Align, Look, Table, Tone};
 use std::fmt::Write;
 
 /// Wall-clock facts about a run, shown in the terminal only.
@@ -22,52 +23,82 @@ fn flags(s: &StatsReport) -> String {
         .join(",")
 }
 
-fn table(out: &mut String, title: &str, rows: &[Named]) {
-    if rows.is_empty() {
-        return;
-    }
-    let width = rows
-        .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(title.len());
-    let _ = writeln!(
-        out,
-        "\n{title:<width$} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9}  flags",
-        "requests", "share", "success", "p50 ms", "p99 ms", "max ms"
-    );
-    for r in rows {
-        let s = &r.stats;
-        let _ = writeln!(
-            out,
-            "{:<width$} {:>9} {:>6.1}% {:>7.2}% {:>9.3} {:>9.3} {:>9.3}  {}",
-            r.name,
-            s.count,
-            r.share * 100.0,
-            s.success_rate * 100.0,
-            s.latency_ms.p50,
-            s.latency_ms.p99,
-            s.latency_ms.max,
-            flags(s)
-        );
+/// The success rate's colour: green when every request succeeded, yellow down to 99 %, red
+/// below.
+fn success_tone(rate: f64) -> Tone {
+    match rate {
+        r if r >= 1.0 => Tone::Good,
+        r if r >= 0.99 => Tone::Warn,
+        _ => Tone::Bad,
     }
 }
 
-/// Renders the summary; `wall` adds run time and simulated requests per second.
-pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
+fn table(out: &mut String, look: &Look, title: &str, rows: &[Named]) {
+    let mut t = Table::new(1)
+        .column(title, Align::Left, 0)
+        .column("requests", Align::Right, 9)
+        .column("share", Align::Right, 7)
+        .column("success", Align::Right, 8)
+        .column("p50 ms", Align::Right, 9)
+        .column("p99 ms", Align::Right, 9)
+        .column("max ms", Align::Right, 9)
+        .column("flags", Align::Left, 0);
+    for r in rows {
+        let s = &r.stats;
+        let flags = flags(s);
+        let flag_tone = if s.by_flag.is_empty() {
+            Tone::Plain
+        } else {
+            Tone::Warn
+        };
+        t.toned_row([
+            (r.name.clone(), Tone::Plain),
+            (s.count.to_string(), Tone::Plain),
+            (format!("{:.1}%", r.share * 100.0), Tone::Plain),
+            (
+                format!("{:.2}%", s.success_rate * 100.0),
+                success_tone(s.success_rate),
+            ),
+            (format!("{:.3}", s.latency_ms.p50), Tone::Plain),
+            (format!("{:.3}", s.latency_ms.p99), Tone::Plain),
+            (format!("{:.3}", s.latency_ms.max), Tone::Plain),
+            (flags, flag_tone),
+        ]);
+    }
+    if !t.is_empty() {
+        out.push('\n');
+        out.push_str(&t.render(look));
+    }
+}
+
+/// A `warning:` line, the word in yellow, wrapped to the width.
+fn warning(out: &mut String, look: &Look, text: &str) {
+    let wrapped = look.wrap(&format!("warning: {text}"));
+    let rest = wrapped.strip_prefix("warning:").unwrap_or(&wrapped);
+    let _ = writeln!(out, "{}{rest}", look.paint("warning:", Tone::Warn));
+}
+
+/// Renders the summary; `wall` adds run time and simulated requests per second; `look` fits
+/// it to a terminal and colours it (`Look::default()`: plain, full width).
+pub fn summary(r: &Report, wall: Option<WallClock>, look: &Look) -> String {
     let mut out = String::new();
     let t = &r.totals;
-    let _ = writeln!(
-        out,
+    let title = format!(
         "scenario {} ({}), seed {}, {} s of load",
-        r.scenario, r.mode, r.seed, r.duration_s
+        r.scenario,
+        r.mode,
+        r.seed,
+        crate::json::trim_decimals(r.duration_s, 3)
     );
+    let _ = writeln!(out, "{}", look.paint(&title, Tone::Strong));
     let _ = writeln!(
         out,
-        "requests {}  success {:.3}%  rate {:.1} req/s",
+        "requests {}  success {}  rate {:.1} req/s",
         t.count,
-        t.success_rate * 100.0,
+        look.paint(
+            &format!("{:.3}%", t.success_rate * 100.0),
+            success_tone(t.success_rate)
+        ),
         if r.duration_s > 0.0 {
             t.count as f64 / r.duration_s
         } else {
@@ -101,32 +132,32 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
         );
     }
     if r.dropped > 0 {
-        let _ = writeln!(
-            out,
-            "warning: {} requests dropped, not sent: every connection was busy and the \
-             connection limit reached (raise --max-connections)",
+        let text = format!(
+            "{} requests dropped, not sent: every connection was busy and the connection \
+             limit reached (raise --max-connections)",
             r.dropped
         );
+        warning(&mut out, look, &text);
     }
     if let Some(n) = r.absorbed_failures.filter(|n| *n > 0) {
-        let _ = writeln!(
-            out,
-            "warning: {n} requests succeeded for the client although a hop inside the mesh \
-             failed (4xx, 5xx or no answer, absorbed by a retry or ignored by the caller); \
-             the route table shows each hop"
+        let text = format!(
+            "{n} requests succeeded for the client although a hop inside the mesh failed \
+             (4xx, 5xx or no answer, absorbed by a retry or ignored by the caller); the route \
+             table shows each hop"
         );
+        warning(&mut out, look, &text);
     }
     if r.workloads.len() > 1 {
-        table(&mut out, "workload", &r.workloads);
+        table(&mut out, look, "workload", &r.workloads);
     }
-    table(&mut out, "route", &r.routes);
-    table(&mut out, "destination", &r.destinations);
+    table(&mut out, look, "route", &r.routes);
+    table(&mut out, look, "destination", &r.destinations);
     if r.clusters.iter().any(|c| c.name.contains('|')) {
-        table(&mut out, "cluster", &r.clusters);
+        table(&mut out, look, "cluster", &r.clusters);
     }
-    table(&mut out, "mirror", &r.mirrors);
-    events(&mut out, r);
-    instances(&mut out, r);
+    table(&mut out, look, "mirror", &r.mirrors);
+    events(&mut out, look, r);
+    instances(&mut out, look, r);
     match wall {
         Some(w) if r.mode == "sim" => {
             let per_s = if w.elapsed_s > 0.0 {
@@ -149,34 +180,32 @@ pub fn summary(r: &Report, wall: Option<WallClock>) -> String {
 }
 
 /// The resilience table: retries, breaker overflows and ejections per cluster.
-fn events(out: &mut String, r: &Report) {
-    if r.resilience.is_empty() {
-        return;
+fn events(out: &mut String, look: &Look, r: &Report) {
+    let mut t = Table::new(1).column("cluster", Align::Left, 0);
+    for head in [
+        "retries",
+        "retry-ovfl",
+        "UO ovfl",
+        "ejected",
+        "returned",
+        "eject-ovfl",
+    ] {
+        t = t.column(head, Align::Right, 9);
     }
-    let width = r
-        .resilience
-        .iter()
-        .map(|e| e.name.len())
-        .max()
-        .unwrap_or(0)
-        .max("cluster".len());
-    let _ = writeln!(
-        out,
-        "\n{:<width$} {:>9} {:>11} {:>9} {:>9} {:>9} {:>11}",
-        "cluster", "retries", "retry-ovfl", "UO ovfl", "ejected", "returned", "eject-ovfl"
-    );
     for e in &r.resilience {
-        let _ = writeln!(
-            out,
-            "{:<width$} {:>9} {:>11} {:>9} {:>9} {:>9} {:>11}",
-            e.name,
-            e.retries,
-            e.retry_overflows,
-            e.overflows,
-            e.ejections,
-            e.unejections,
-            e.ejection_overflows
-        );
+        t.row([
+            e.name.clone(),
+            e.retries.to_string(),
+            e.retry_overflows.to_string(),
+            e.overflows.to_string(),
+            e.ejections.to_string(),
+            e.unejections.to_string(),
+            e.ejection_overflows.to_string(),
+        ]);
+    }
+    if !t.is_empty() {
+        out.push('\n');
+        out.push_str(&t.render(look));
     }
 }
 
@@ -185,7 +214,7 @@ const INSTANCES_SHOWN: usize = 20;
 
 /// The per-instance table: all instances when they are few, else the worst by success rate
 /// (the JSON has them all).
-fn instances(out: &mut String, r: &Report) {
+fn instances(out: &mut String, look: &Look, r: &Report) {
     if r.instances.len() < 2 {
         return;
     }
@@ -196,30 +225,29 @@ fn instances(out: &mut String, r: &Report) {
         rows.sort_by(|a, b| a.success_rate.total_cmp(&b.success_rate));
         rows.truncate(INSTANCES_SHOWN);
     }
-    let width = rows
-        .iter()
-        .map(|i| i.name.len())
-        .max()
-        .unwrap_or(0)
-        .max("instance".len());
-    let _ = writeln!(
-        out,
-        "\n{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "instance", "requests", "success", "p50 ms", "p99 ms", "ejected", "ejected s"
-    );
-    for i in rows {
-        let _ = writeln!(
-            out,
-            "{:<width$} {:>9} {:>7.2}% {:>9.2} {:>9.2} {:>9} {:>9.1}",
-            i.name,
-            i.requests,
-            i.success_rate * 100.0,
-            i.latency_ms.p50,
-            i.latency_ms.p99,
-            i.ejections,
-            i.ejected_s
-        );
+    let mut t = Table::new(1)
+        .column("instance", Align::Left, 0)
+        .column("requests", Align::Right, 9)
+        .column("success", Align::Right, 8);
+    for head in ["p50 ms", "p99 ms", "ejected", "ejected s"] {
+        t = t.column(head, Align::Right, 9);
     }
+    for i in rows {
+        t.toned_row([
+            (i.name.clone(), Tone::Plain),
+            (i.requests.to_string(), Tone::Plain),
+            (
+                format!("{:.2}%", i.success_rate * 100.0),
+                success_tone(i.success_rate),
+            ),
+            (format!("{:.2}", i.latency_ms.p50), Tone::Plain),
+            (format!("{:.2}", i.latency_ms.p99), Tone::Plain),
+            (i.ejections.to_string(), Tone::Plain),
+            (format!("{:.1}", i.ejected_s), Tone::Plain),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.render(look));
     if hidden > 0 {
         let _ = writeln!(
             out,

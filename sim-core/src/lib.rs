@@ -8,6 +8,7 @@
 //! the output.
 
 pub mod admission;
+mod check;
 pub mod dist;
 pub mod load;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod rng;
 pub mod scenario;
 pub mod setting;
 pub mod sim;
+pub mod timeline;
 pub mod topology;
 pub mod workload;
 

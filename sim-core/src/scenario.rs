@@ -1,6 +1,6 @@
 //! The scenario file format (RON): one `Scenario` holds the seed, run length, modeled services,
-//! the mesh config (proxy-engine's types), the workload, faults over time, and (for a later
-//! issue) a timeline. Every struct denies unknown fields; durations are strings such as `"250ms"`.
+//! the mesh config (proxy-engine's types), the workload, faults over time, and a timeline of
+//! mesh config changes. Every struct denies unknown fields; durations are strings such as `"250ms"`.
 
 use crate::dist::Dist;
 use proxy_engine::{MeshConfig, Nanos};
@@ -45,9 +45,67 @@ pub struct Scenario {
     /// makes `meshtwin run` exit 99.
     #[serde(default)]
     pub thresholds: Vec<String>,
-    /// Policy changes over time (reserved; must be empty for now).
+    /// Mesh config changes at set times, in order (see [`TimelineEntry`]).
     #[serde(default)]
-    pub timeline: Vec<()>,
+    pub timeline: Vec<TimelineEntry>,
+    /// How long each proxy takes to receive a config change (istiod pushing to a sidecar),
+    /// drawn per proxy and change. Default 0: every proxy at once.
+    #[serde(default)]
+    pub push_delay: Dist,
+}
+
+/// One config change at a simulated time. Every change makes a new config generation
+/// (the previous one with the change applied); each proxy receives it after its own draw of
+/// `push_delay`, and a proxy that already holds a later generation ignores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    /// When the change is made (before `push_delay`).
+    pub at: Nanos,
+    /// What changes.
+    pub change: Change,
+}
+
+/// A mesh config change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// A host's route weights by subset, as Flagger and Argo Rollouts patch them: the routes
+    /// (all of the host's VirtualService, or the one named `route`) get one destination per
+    /// subset listed, weighted as given (a weight may be 0). With no VirtualService for the
+    /// host, one is made with a single route.
+    SetWeights {
+        /// The service whose traffic is split.
+        host: String,
+        /// Only the route of this name (`HttpRoute.name`). Default: every route.
+        #[serde(default)]
+        route: Option<String>,
+        /// Weight by subset name; they must add up to 100.
+        #[serde(deserialize_with = "proxy_engine::unique::deserialize")]
+        weights: BTreeMap<String, u32>,
+    },
+    /// Adds a config object, or replaces the one with its identity (a VirtualService by its
+    /// `name`, else its first host; a DestinationRule by its `host`).
+    Apply(MeshObject),
+    /// Removes a config object, named as `Apply` identifies it.
+    Remove(MeshObjectRef),
+}
+
+/// A config object a timeline applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MeshObject {
+    /// A VirtualService.
+    VirtualService(proxy_engine::config::VirtualService),
+    /// A DestinationRule.
+    DestinationRule(Box<proxy_engine::config::DestinationRule>),
+}
+
+/// A config object by identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MeshObjectRef {
+    /// The VirtualService of this name (or, unnamed, first host).
+    VirtualService(String),
+    /// The DestinationRule of this host.
+    DestinationRule(String),
 }
 
 impl Scenario {

@@ -20,7 +20,8 @@ pub(super) struct CompareArgs {
 pub(super) fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let a = super::gate::read_report(&args.a)?;
     let b = super::gate::read_report(&args.b)?;
-    super::run::to_stdout(&reports::compare::text(&a, &b))?;
+    let look = super::look::of(super::look::Stream::Stdout);
+    super::run::to_stdout(&reports::compare::text(&a, &b, &look))?;
     if let Some(path) = &args.html {
         std::fs::write(path, reports::html::render_compare(&a, &b))
             .with_context(|| format!("cannot write the HTML page to {}", path.display()))?;

@@ -7,8 +7,10 @@
 
 use clap::Args;
 use reports::gate::{self, Rule, Threshold, Verdict};
-use reports::Report;
+use reports::{Report, RunInfo};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A process exit with a given code; `main` prints the message (if any) and exits with it.
 #[derive(Debug)]
@@ -52,7 +54,9 @@ pub(super) fn bad_data(message: impl Into<String>) -> anyhow::Error {
 pub(super) struct GateArgs {
     /// A threshold the run must meet, k6-style: `p99_ms < 250`,
     /// `error_rate{destination=reviews/v2} < 1%`, `http_req_duration: p(95) < 200`.
-    /// Repeatable; adds to the scenario's `thresholds`. A breach exits 99.
+    /// Repeatable; adds to the scenario's `thresholds`. A breach exits 99. With
+    /// `, abort_on_fail[, delay_abort_eval=10s]` after the number, a breach stops a live run
+    /// (`run --live`, `load`) early, checked every 2 s as k6 does.
     #[arg(long = "threshold", value_name = "EXPR")]
     thresholds: Vec<String>,
     /// Write the thresholds' verdicts as JUnit XML (one test case each) to this path.
@@ -90,6 +94,72 @@ pub(super) fn prepare(
     parse_all(&texts)
 }
 
+/// Why a live run stopped early: a threshold marked `abort_on_fail` was breached.
+#[derive(Clone, Debug)]
+pub(super) struct Abort {
+    /// How long the load had run when it stopped.
+    pub(super) after: Duration,
+    /// The message, as k6 words it.
+    pub(super) message: String,
+}
+
+/// The thresholds marked `abort_on_fail`, checked on the figures so far while a live run
+/// goes on (every 2 s, as k6 does). A threshold whose slice has no data yet (a destination
+/// not reached) is not breached.
+pub(super) struct AbortWatch {
+    thresholds: Vec<Threshold>,
+    info: RunInfo,
+    /// Set once, when the run is stopped.
+    pub(super) fired: Arc<Mutex<Option<Abort>>>,
+}
+
+impl AbortWatch {
+    /// A watch over the `abort_on_fail` thresholds of `all`; `None` when there are none.
+    pub(super) fn new(all: &[Threshold], info: RunInfo) -> Option<AbortWatch> {
+        let thresholds: Vec<Threshold> = all.iter().filter(|t| t.abort_on_fail).cloned().collect();
+        (!thresholds.is_empty()).then(|| AbortWatch {
+            thresholds,
+            info,
+            fired: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Whether the run must stop, given the figures after `elapsed`; the first time it must,
+    /// records k6's message in `fired` (printed when the run ends, with exit 99).
+    pub(super) fn check(&self, metrics: &metrics::RunMetrics, elapsed: Duration) -> bool {
+        let info = RunInfo {
+            duration_ns: elapsed.as_nanos() as u64,
+            ..self.info.clone()
+        };
+        let report = Report::new(&info, metrics);
+        let crossed: Vec<String> = (self.thresholds.iter())
+            .filter(|t| elapsed.as_nanos() as u64 >= t.delay_abort_eval.0)
+            .filter(|t| gate::value(&report, &t.query).is_ok_and(|v| !t.op.holds(v, t.limit)))
+            .map(|t| t.query.to_string())
+            .collect();
+        if crossed.is_empty() {
+            return false;
+        }
+        let message = format!(
+            "thresholds on metrics '{}' were crossed; at least one has abort_on_fail enabled, \
+             stopping the run at {:.1} s",
+            crossed.join("', '"),
+            elapsed.as_secs_f64()
+        );
+        let mut fired = self
+            .fired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fired.is_none() {
+            *fired = Some(Abort {
+                after: elapsed,
+                message,
+            });
+        }
+        true
+    }
+}
+
 /// Evaluates `thresholds` on `report`, prints the verdicts (stdout, or stderr when stdout
 /// carries the JSON), writes the JUnit file, and exits 99 on a breach.
 pub(super) fn enforce(
@@ -97,18 +167,30 @@ pub(super) fn enforce(
     thresholds: &[Threshold],
     args: &GateArgs,
     json_on_stdout: bool,
+    aborted: Option<&Abort>,
 ) -> anyhow::Result<()> {
     if thresholds.is_empty() && args.junit.is_none() {
         return Ok(());
     }
     let verdicts = gate::check_thresholds(report, thresholds)
         .map_err(|e| exit(gate::EXIT_INVALID, e.to_string()))?;
-    finish(
+    let verdict = finish(
         &report.scenario,
         &verdicts,
         args.junit.as_deref(),
         json_on_stdout,
-    )
+    );
+    let breach = |e: &anyhow::Error| {
+        e.downcast_ref::<Exit>()
+            .is_some_and(|x| x.code == gate::EXIT_BREACHED && x.message.is_none())
+    };
+    match (aborted, verdict) {
+        // As k6: a run stopped by a threshold exits 99 with its message, even if every
+        // threshold holds over the shortened run.
+        (Some(a), Ok(())) => Err(exit(gate::EXIT_BREACHED, a.message.clone())),
+        (Some(a), Err(e)) if breach(&e) => Err(exit(gate::EXIT_BREACHED, a.message.clone())),
+        (_, verdict) => verdict,
+    }
 }
 
 fn finish(
@@ -117,7 +199,11 @@ fn finish(
     junit: Option<&Path>,
     to_stderr: bool,
 ) -> anyhow::Result<()> {
-    let text = gate::summary(verdicts);
+    let look = super::look::of(match to_stderr {
+        true => super::look::Stream::Stderr,
+        false => super::look::Stream::Stdout,
+    });
+    let text = gate::summary(verdicts, &look);
     if to_stderr {
         eprint!("{text}");
     } else {

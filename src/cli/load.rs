@@ -149,19 +149,37 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
     let progress = Arc::new(Progress::default());
     let show = !args.quiet && std::io::stderr().is_terminal();
+    let mut info = RunInfo {
+        scenario: args.url.clone(),
+        seed: args.seed,
+        duration_ns: args.duration.0,
+        mode: "live",
+    };
+    let watch = super::gate::AbortWatch::new(&thresholds, info.clone());
     let started = Instant::now();
     let run = super::runtime(1)?.block_on(async {
         let run = tokio::spawn(loadgen::run(opts, progress.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut next_watch = started + live::lab::WATCH_PERIOD;
         tokio::pin!(run);
         loop {
             tokio::select! {
                 r = &mut run => break r.map_err(anyhow::Error::from)
                     .and_then(|r| r.map_err(anyhow::Error::from)),
-                _ = tick.tick() => if show {
-                    let p = &progress;
-                    eprint!("\r{:>6.1}s sent {} done {} errors {}   ", started.elapsed().as_secs_f64(),
-                        p.sent.load(Ordering::Relaxed), p.done.load(Ordering::Relaxed), p.errors.load(Ordering::Relaxed));
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if let Some(w) = watch.as_ref().filter(|_| now >= next_watch && !progress.stopped()) {
+                        next_watch += live::lab::WATCH_PERIOD;
+                        if w.check(&progress.snapshot().into_metrics(), now - started) {
+                            progress.stop();
+                        }
+                    }
+                    if show {
+                        let p = &progress;
+                        let stopping = if p.stopped() { "  stopping: a threshold was crossed" } else { "" };
+                        eprint!("\r{:>6.1}s sent {} done {} errors {}{stopping}   ", started.elapsed().as_secs_f64(),
+                            p.sent.load(Ordering::Relaxed), p.done.load(Ordering::Relaxed), p.errors.load(Ordering::Relaxed));
+                    }
                 }
             }
         }
@@ -169,18 +187,17 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
     if show {
         eprintln!();
     }
-    let info = RunInfo {
-        scenario: args.url.clone(),
-        seed: args.seed,
-        duration_ns: args.duration.0,
-        mode: "live",
-    };
+    let aborted = watch.and_then(|w| w.fired.lock().ok().and_then(|a| a.clone()));
+    if let Some(a) = &aborted {
+        info.duration_ns = a.after.as_nanos() as u64;
+    }
     let report = Report::new(&info, &run.metrics);
     if !args.quiet {
         let wall = WallClock {
             elapsed_s: started.elapsed().as_secs_f64(),
         };
-        let mut text = summary(&report, Some(wall));
+        let look = super::look::of(super::run::summary_stream(args.json.as_deref()));
+        let mut text = summary(&report, Some(wall), &look);
         let l = &run.lateness;
         if !l.is_empty() {
             let us = |q: f64| l.value_at_quantile(q) as f64 / 1e3;
@@ -197,6 +214,7 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
         json: args.json.as_deref(),
         html: args.html.as_deref(),
         quiet: args.quiet,
+        aborted,
     };
     outputs.write(&report, &thresholds, &args.gates)
 }

@@ -4,6 +4,7 @@ mod cert;
 mod compare;
 mod gate;
 mod load;
+mod look;
 mod proxy;
 mod run;
 mod serve;
@@ -23,6 +24,15 @@ use clap::{Parser, Subcommand};
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Colour the text output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto"
+    )]
+    color: look::ColorWhen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +82,7 @@ enum Command {
 
 /// Runs the chosen subcommand.
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    look::set(cli.color);
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::validate(args),

@@ -65,14 +65,23 @@ pub(super) fn to_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Prints the terminal summary: on stdout, or on stderr when the JSON goes to stdout
+/// Where the terminal summary goes: stdout, or stderr when the JSON goes to stdout
 /// (`--json -`), so `| jq` reads JSON only.
+pub(super) fn summary_stream(json: Option<&std::path::Path>) -> super::look::Stream {
+    match json.is_some_and(|p| p.as_os_str() == "-") {
+        true => super::look::Stream::Stderr,
+        false => super::look::Stream::Stdout,
+    }
+}
+
+/// Prints the terminal summary on its [`summary_stream`].
 pub(super) fn print_summary(text: &str, json: Option<&std::path::Path>) -> anyhow::Result<()> {
-    if json.is_some_and(|p| p.as_os_str() == "-") {
-        eprint!("{text}");
-        Ok(())
-    } else {
-        to_stdout(text)
+    match summary_stream(json) {
+        super::look::Stream::Stderr => {
+            eprint!("{text}");
+            Ok(())
+        }
+        super::look::Stream::Stdout => to_stdout(text),
     }
 }
 
@@ -116,6 +125,11 @@ pub(super) fn parse_settings(texts: &[String]) -> anyhow::Result<Vec<sim_core::S
 pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = parse_settings(&args.set)?;
     let mut scenario = sim_core::load_with(&args.scenario, &settings)?;
+    if !args.quiet {
+        for w in sim_core::timeline::warnings(&scenario) {
+            eprintln!("{}: warning: {w}", args.scenario.display());
+        }
+    }
     if let Some(d) = args.duration {
         anyhow::ensure!(d.0 > 0, "--duration must be above 0");
         scenario.duration = d;
@@ -124,13 +138,26 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let thresholds = super::gate::prepare(Some(&args.scenario), &scenario.thresholds, &args.gates)?;
     let bar = progress_bar(args.quiet, scenario.duration);
     let started = Instant::now();
+    let mut info = RunInfo {
+        scenario: scenario.name.clone().unwrap_or_else(|| "scenario".into()),
+        seed,
+        duration_ns: scenario.duration.0,
+        mode: if args.live { "live" } else { "sim" },
+    };
+    let mut aborted = None;
     let metrics = if args.live {
         let connections = live::lab::Connections {
             initial: args.connections,
             max: args.max_connections.max(1),
         };
-        live_run(&scenario, seed, connections, &bar)?
+        let watch = super::gate::AbortWatch::new(&thresholds, info.clone());
+        let fired = watch.as_ref().map(|w| w.fired.clone());
+        let metrics = live_run(&scenario, seed, connections, &bar, watch)?;
+        aborted = fired.and_then(|f| f.lock().ok().and_then(|a| a.clone()));
+        metrics
     } else {
+        // The simulator runs the whole scenario (it takes seconds): `abort_on_fail` stops
+        // only live runs, as k6's does a real test.
         sim_core::run(&scenario, seed, &mut |p| {
             bar.set_position(p.now.0.min(p.end.0) / 1_000_000);
             bar.set_message(format!("{} requests", p.generated));
@@ -139,21 +166,21 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let elapsed_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let info = RunInfo {
-        scenario: scenario.name.clone().unwrap_or_else(|| "scenario".into()),
-        seed,
-        duration_ns: scenario.duration.0,
-        mode: if args.live { "live" } else { "sim" },
-    };
+    if let Some(a) = &aborted {
+        // The load ran this long: rates are over it.
+        info.duration_ns = a.after.as_nanos() as u64;
+    }
     let report = Report::new(&info, &metrics);
     if !args.quiet {
-        let text = summary(&report, Some(WallClock { elapsed_s }));
+        let look = super::look::of(summary_stream(args.json.as_deref()));
+        let text = summary(&report, Some(WallClock { elapsed_s }), &look);
         print_summary(&text, args.json.as_deref())?;
     }
     let outputs = Outputs {
         json: args.json.as_deref(),
         html: args.html.as_deref(),
         quiet: args.quiet,
+        aborted,
     };
     outputs.write(&report, &thresholds, &args.gates)
 }
@@ -166,6 +193,8 @@ pub(super) struct Outputs<'a> {
     pub(super) html: Option<&'a std::path::Path>,
     /// `--quiet`.
     pub(super) quiet: bool,
+    /// Set when a threshold marked `abort_on_fail` stopped the run.
+    pub(super) aborted: Option<super::gate::Abort>,
 }
 
 impl Outputs<'_> {
@@ -179,22 +208,31 @@ impl Outputs<'_> {
         write_json(report, self.json)?;
         write_html(report, self.html, self.quiet)?;
         let json_on_stdout = self.json.is_some_and(|p| p.as_os_str() == "-");
-        super::gate::enforce(report, thresholds, gates, json_on_stdout || self.quiet)
+        super::gate::enforce(
+            report,
+            thresholds,
+            gates,
+            json_on_stdout || self.quiet,
+            self.aborted.as_ref(),
+        )
     }
 }
 
-/// Runs the scenario live on loopback, showing progress in wall-clock milliseconds.
+/// Runs the scenario live on loopback, showing progress in wall-clock milliseconds; `watch`
+/// stops it early when an `abort_on_fail` threshold is crossed.
 fn live_run(
     scenario: &sim_core::Scenario,
     seed: u64,
     connections: live::lab::Connections,
     bar: &ProgressBar,
+    watch: Option<super::gate::AbortWatch>,
 ) -> anyhow::Result<metrics::RunMetrics> {
     let progress = std::sync::Arc::new(live::loadgen::Progress::default());
+    let watch = watch.map(|w| -> live::lab::Watch { Box::new(move |m, t| w.check(m, t)) });
     super::runtime(0)?.block_on(async {
         let run = tokio::spawn({
             let (s, p) = (scenario.clone(), progress.clone());
-            async move { live::lab::run(&s, seed, connections, p).await }
+            async move { live::lab::run_watched(&s, seed, connections, p, watch).await }
         });
         tokio::pin!(run);
         let started = Instant::now();
@@ -205,7 +243,8 @@ fn live_run(
                 _ = tick.tick() => {
                     bar.set_position(started.elapsed().as_millis() as u64);
                     let sent = progress.sent.load(std::sync::atomic::Ordering::Relaxed);
-                    bar.set_message(format!("{sent} requests (live)"));
+                    let stopping = if progress.stopped() { ", stopping: a threshold was crossed" } else { "" };
+                    bar.set_message(format!("{sent} requests (live){stopping}"));
                 }
             }
         }

@@ -236,20 +236,18 @@ fn plan_text(plan: &Plan, shard: Option<Shard>, specs: &[RunSpec]) -> String {
     out
 }
 
-/// Rows as left-aligned columns two spaces apart.
+/// Rows (the first: headings) as left-aligned columns two spaces apart, fitted to stdout.
 fn columns(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = (row.iter().zip(&widths))
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
+    let Some((head, body)) = rows.split_first() else {
+        return String::new();
+    };
+    let mut table = head.iter().fold(reports::table::Table::new(2), |t, h| {
+        t.column(h, reports::table::Align::Left, 0)
+    });
+    for row in body {
+        table.row(row.iter().cloned());
     }
-    out
+    table.render(&super::look::of(super::look::Stream::Stdout))
 }
 
 /// Runs `specs` on `jobs` threads, each run single-threaded; results in any order.

@@ -50,9 +50,16 @@ fn scenario(file: &Path, settings: &[sim_core::Setting]) -> anyhow::Result<Strin
             .and_then(|t| reports::gate::validate(&t.query))
             .map_err(|e| anyhow::anyhow!("{}: thresholds[{i}]: {e}", file.display()))?;
     }
+    for w in sim_core::timeline::warnings(&s) {
+        eprintln!("{}: warning: {w}", file.display());
+    }
     let instances = s.instance_count();
+    let changes = match s.timeline.len() {
+        0 => String::new(),
+        n => format!(", {}", count(n, "timeline change")),
+    };
     Ok(format!(
-        "{}: ok ({}, {}, {}, duration {})",
+        "{}: ok ({}, {}, {}, duration {}{changes})",
         file.display(),
         count(s.services.len(), "service"),
         count(instances as usize, "instance"),

@@ -257,6 +257,7 @@ impl Proxy {
                 .and_then(|e| r.config.endpoints().get(e.0 as usize))
                 .map(|e| e.destination),
             endpoint: r.endpoint,
+            generation: u32::try_from(r.config.generation()).unwrap_or(u32::MAX),
         };
         self.actions.push_back(Action::Complete { req, outcome });
     }

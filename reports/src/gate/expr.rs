@@ -8,8 +8,17 @@
 //! Tags are written `k=v` or, as in k6, `k:v`. Operators are tried in k6's order
 //! (`<=`, `<`, `>=`, `>`, `===`, `==`, `!=`). A trailing `%` divides the number by 100
 //! (`error_rate < 1%`).
+//!
+//! Options follow the number, comma-separated, named as k6's threshold object names them
+//! (`thresholds.go`: `abortOnFail`, `delayAbortEval`; snake_case accepted too):
+//!
+//! ```text
+//! error_rate < 1%, abort_on_fail                      stop a live run when breached
+//! p99_ms < 250, abort_on_fail, delay_abort_eval=30s   …but not in its first 30 s
+//! ```
 
 use super::GateError;
+use proxy_engine::Nanos;
 use std::fmt;
 
 /// A comparison operator.
@@ -97,6 +106,10 @@ pub struct Threshold {
     pub op: Op,
     /// The limit.
     pub limit: f64,
+    /// k6's `abortOnFail`: a breach seen while a live run goes on stops it (exit 99).
+    pub abort_on_fail: bool,
+    /// k6's `delayAbortEval`: no abort before this much of the run has passed.
+    pub delay_abort_eval: Nanos,
 }
 
 impl Threshold {
@@ -109,7 +122,35 @@ impl Threshold {
         let (left, op, right) = split_op(text).ok_or_else(|| {
             bad("expected a comparison: one of <, <=, >, >=, ==, != and a number".into())
         })?;
-        let limit = number(right.trim()).map_err(bad)?;
+        let mut parts = right.split(',');
+        let limit = number(parts.next().unwrap_or_default().trim()).map_err(bad)?;
+        let (mut abort_on_fail, mut delay_abort_eval) = (false, None);
+        for option in parts.map(str::trim) {
+            let (name, value) = match option.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (option, None),
+            };
+            match (name, value) {
+                ("abort_on_fail" | "abortOnFail", None | Some("true")) => abort_on_fail = true,
+                ("abort_on_fail" | "abortOnFail", Some("false")) => abort_on_fail = false,
+                ("delay_abort_eval" | "delayAbortEval", Some(v)) => {
+                    let d =
+                        Nanos::parse(v).map_err(|e| bad(format!("delay_abort_eval `{v}`: {e}")))?;
+                    delay_abort_eval = Some(d);
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option `{option}` after the number (expected abort_on_fail, \
+                         abort_on_fail=true|false or delay_abort_eval=DURATION)"
+                    )))
+                }
+            }
+        }
+        if delay_abort_eval.is_some() && !abort_on_fail {
+            return Err(bad(
+                "delay_abort_eval only applies with abort_on_fail".into()
+            ));
+        }
         // A `:` after the tags (`k:v` inside them is a tag) starts k6's aggregate
         // (`http_req_duration{route:a}: p(95)`).
         let tags_end = left.find('}').map_or(0, |i| i + 1);
@@ -127,6 +168,8 @@ impl Threshold {
             query: Query { metric, tags },
             op,
             limit,
+            abort_on_fail,
+            delay_abort_eval: delay_abort_eval.unwrap_or(Nanos::ZERO),
         })
     }
 
@@ -258,5 +301,23 @@ mod tests {
         assert!(Threshold::parse("http_req_duration: p(101) < 5").is_err());
         assert!(Threshold::parse("p99 ms < 5").is_err());
         assert!(Threshold::parse("p99_ms{route=a < 5").is_err());
+    }
+
+    #[test]
+    fn abort_options_parse_as_k6_names_them() {
+        let plain = Threshold::parse("p99_ms{route=a,destination=b/v1} < 5").expect("plain");
+        assert!(!plain.abort_on_fail);
+        assert_eq!(plain.query.tags.len(), 2, "commas in tags are not options");
+        let t = Threshold::parse("error_rate < 1%, abort_on_fail").expect("abort");
+        assert!(t.abort_on_fail);
+        assert_eq!((t.limit, t.delay_abort_eval), (0.01, Nanos::ZERO));
+        let k6 =
+            Threshold::parse("http_req_failed: rate<0.01, abortOnFail=true, delayAbortEval=10s")
+                .expect("k6 names");
+        assert!(k6.abort_on_fail);
+        assert_eq!(k6.delay_abort_eval, Nanos::from_secs(10));
+        assert!(Threshold::parse("p99_ms < 5, abort").is_err());
+        assert!(Threshold::parse("p99_ms < 5, delay_abort_eval=10s").is_err());
+        assert!(Threshold::parse("p99_ms < 5, abort_on_fail, delay_abort_eval=soon").is_err());
     }
 }

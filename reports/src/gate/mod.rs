@@ -87,21 +87,27 @@ pub fn check_thresholds(
         .collect()
 }
 
-/// The k6-style block printed after the summary: one line per gate, ✓ or ✗.
-pub fn summary(verdicts: &[Verdict]) -> String {
-    let mut out = String::from("\nTHRESHOLDS\n");
+/// The k6-style block printed after the summary: one line per gate, ✓ (green) or ✗ (red)
+/// when `look` colours.
+pub fn summary(verdicts: &[Verdict], look: &crate::table::Look) -> String {
+    use crate::table::Tone;
+    let mut out = format!("\n{}\n", look.paint("THRESHOLDS", Tone::Strong));
     let width = verdicts
         .iter()
         .map(|v| v.name.chars().count())
         .max()
         .unwrap_or(0);
     for v in verdicts {
-        let mark = if v.passed { '✓' } else { '✗' };
+        let mark = match v.passed {
+            true => look.paint("✓", Tone::Good),
+            false => look.paint("✗", Tone::Bad),
+        };
         let _ = writeln!(out, "  {mark} {:width$}  {}", v.name, v.observed);
     }
     let failed = verdicts.iter().filter(|v| !v.passed).count();
     if failed > 0 {
-        let _ = writeln!(out, "{failed} of {} breached", verdicts.len());
+        let line = format!("{failed} of {} breached", verdicts.len());
+        let _ = writeln!(out, "{}", look.paint(&line, Tone::Bad));
     }
     out
 }

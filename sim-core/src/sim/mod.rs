@@ -16,6 +16,7 @@ use crate::model;
 use crate::queue::EventQueue;
 use crate::rng::{stream, Stream};
 use crate::scenario::{CallStep, FaultKind, Scenario, Version, Workload};
+use crate::timeline::{Generations, TimelineError};
 use crate::topology::{Owner, ProxySpec, Topology};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use metrics::{Recorder, RunMetrics};
@@ -93,6 +94,8 @@ enum Event {
     FaultStart { instance: u32, crash: bool },
     /// A proxy's timer fires.
     Timer { proxy: u32, at: Time },
+    /// A config generation reaches a proxy (after its push delay).
+    Push { proxy: u32, generation: u32 },
 }
 
 /// A request a proxy is handling for its owner.
@@ -197,7 +200,10 @@ struct Simulation {
     deadline: Time,
     stopped: bool,
     queue: EventQueue<Event>,
+    /// The first config generation, which every proxy starts with.
     mesh: Arc<CompiledMesh>,
+    /// Every config generation (the timeline's), by number; the first is `mesh`.
+    generations: Generations,
     /// The instance number of each endpoint of `mesh`.
     instance_of: EndpointMap<u32>,
     proxies: Vec<ProxySlot>,
@@ -226,7 +232,23 @@ struct Simulation {
 impl Simulation {
     fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
         let topology = Topology::of(s);
-        let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &topology.registry())?);
+        let generations = Generations::build(s, &topology.registry()).map_err(|e| match e {
+            TimelineError::Compile { error, .. } => error,
+            // Checked when the scenario is loaded; reported as the engine would.
+            TimelineError::Change { index, message } => ConfigError::Invalid {
+                field: format!("timeline[{index}].change"),
+                message,
+            },
+        })?;
+        let mesh = generations.meshes[0].clone();
+        let mut metrics = Recorder::new(mesh.clone(), s.window)
+            .tracking_absorbed()
+            .with_workloads(s.workload.iter().enumerate().map(|(i, w)| w.name(i)));
+        for next in generations.meshes.iter().skip(1) {
+            // `Generations::build` compiles each from the one before.
+            let added = metrics.add_generation(next.clone());
+            debug_assert!(added.is_ok(), "{added:?}");
+        }
         let end = Time(s.duration.0);
         let mut sim = Simulation {
             now: Time::ZERO,
@@ -245,17 +267,17 @@ impl Simulation {
             mirror_net_rng: stream(seed, "network/mirror"),
             next_req: 0,
             inner_failed: IdMap::default(),
-            metrics: Recorder::new(mesh.clone(), s.window)
-                .tracking_absorbed()
-                .with_workloads(s.workload.iter().enumerate().map(|(i, w)| w.name(i))),
+            metrics,
             instance_of: topology.endpoint_map(&mesh),
             mesh,
+            generations,
             fault_rng: stream(seed, "faults"),
             checks: None,
         };
         sim.build_instances(s, &topology, seed);
         sim.build_workloads(s, &topology, seed);
         sim.build_faults(s);
+        sim.build_pushes(s, &topology, seed);
         Ok(sim)
     }
 
@@ -470,6 +492,7 @@ impl Simulation {
                     self.drain(proxy);
                 }
             }
+            Event::Push { proxy, generation } => self.push(proxy, generation),
         }
     }
 
@@ -481,4 +504,5 @@ impl Simulation {
 
 mod faults;
 mod jobs;
+mod pushes;
 mod traffic;

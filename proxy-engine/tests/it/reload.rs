@@ -11,9 +11,7 @@ use proxy_engine::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-mod common;
-
-use common::mesh;
+use crate::common::mesh;
 
 /// `cart` with `carts` instances (named `cart/v1/k`), `reviews` v1 and v2, and `extra`
 /// services of one instance each.

@@ -219,7 +219,7 @@ fn load_generator_reports_every_request() {
 /// written (only its ports replaced by free ones).
 #[test]
 fn the_readme_proxy_example_runs_as_written() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     assert!(!readme.contains("[...]"), "no placeholders in the README");
     let at = readme.find("```ron\nProxy(").expect("the example") + "```ron\n".len();
     let end = at + readme[at..].find("```").expect("its end");

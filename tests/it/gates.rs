@@ -263,3 +263,90 @@ fn a_run_exits_99_when_its_scenario_threshold_breaches() {
         .status
         .success());
 }
+
+/// Runs `cmd` with `--json` into `dir`; its exit code, stderr and report.
+fn run_with_report(cmd: &mut Command, dir: &Path) -> (i32, String, Value) {
+    let json = dir.join("report.json");
+    let out = cmd.arg("--json").arg(&json).output().expect("runs");
+    let report = std::fs::read_to_string(&json).expect("the report is written");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        serde_json::from_str(&report).expect("json"),
+    )
+}
+
+/// Every request sent has one outcome in the report.
+fn assert_counted(report: &Value) {
+    assert_eq!(
+        report["generated"], report["totals"]["count"],
+        "sent and recorded differ: {report}"
+    );
+}
+
+#[test]
+fn abort_on_fail_stops_a_load_test_early_and_exits_99() {
+    let d = dir("abort-load");
+    // Nothing listens on port 1: every request fails to connect (UF), so the error rate is
+    // 100 % from the first check on, 2 s in (k6 checks every 2 s).
+    let (code, err, report) = run_with_report(
+        bin()
+            .args([
+                "load",
+                "http://127.0.0.1:1/",
+                "--rate",
+                "20",
+                "--duration",
+                "60s",
+            ])
+            .args(["--drain", "1s", "--quiet"])
+            .args(["--threshold", "error_rate < 1%, abort_on_fail"]),
+        &d,
+    );
+    assert_eq!(code, 99, "{err}");
+    assert!(
+        err.contains("thresholds on metrics 'error_rate' were crossed"),
+        "{err}"
+    );
+    let ran = report["duration_s"].as_f64().expect("duration");
+    // Stopped at the first check whose figures breach: 2 s, or 4 s on a loaded machine.
+    assert!((2.0..=6.5).contains(&ran), "ran {ran} s of 60");
+    assert_counted(&report);
+    assert!(report["generated"].as_u64().expect("count") > 0);
+}
+
+#[test]
+fn abort_on_fail_stops_a_live_run_but_not_before_delay_abort_eval() {
+    let d = dir("abort-live");
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/fault-abort.ron");
+    // jason's requests (10 %) are all aborted and 5 % of the rest: about 14.5 % fail.
+    let live = |duration: &str, threshold: &str| {
+        let mut cmd = bin();
+        cmd.arg("run").arg(&scenario).args([
+            "--live",
+            "--quiet",
+            "--duration",
+            duration,
+            "--threshold",
+            threshold,
+        ]);
+        run_with_report(&mut cmd, &d)
+    };
+    let (code, err, report) = live("60s", "error_rate < 1%, abort_on_fail");
+    assert_eq!(code, 99, "{err}");
+    assert!(err.contains("stopping the run at"), "{err}");
+    let ran = report["duration_s"].as_f64().expect("duration");
+    assert!((2.0..=6.5).contains(&ran), "ran {ran} s of 60");
+    assert_counted(&report);
+    // Held back by delay_abort_eval past the run's end: the run goes its whole length, and
+    // the breach still fails it at the end.
+    let (code, err, report) = live("3s", "error_rate < 1%, abort_on_fail, delay_abort_eval=1m");
+    assert_eq!(code, 99, "{err}");
+    assert!(!err.contains("were crossed"), "{err}");
+    assert_eq!(report["duration_s"].as_f64(), Some(3.0));
+    assert_counted(&report);
+    // A threshold that holds never stops the run.
+    let (code, err, report) = live("3s", "error_rate < 50%, abort_on_fail");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["duration_s"].as_f64(), Some(3.0));
+}

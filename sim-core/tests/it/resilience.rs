@@ -2,8 +2,7 @@
 //! route timeout's bound under faults, circuit breakers, rate limits, outlier ejection, retry
 //! storms with and without a budget, and the faults themselves.
 
-mod common;
-use common::{flag_count, run, scenario, status_count};
+use crate::common::{flag_count, run, scenario, status_count};
 use metrics::RunMetrics;
 use proxy_engine::Nanos;
 

@@ -2,8 +2,7 @@
 //! sequence and in parallel, modeled error rates, closed-loop users, and the drain that cancels
 //! what never finishes.
 
-mod common;
-use common::{flag_count, run, scenario, status_count};
+use crate::common::{flag_count, run, scenario, status_count};
 use proxy_engine::Nanos;
 
 #[test]

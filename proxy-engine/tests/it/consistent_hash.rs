@@ -2,8 +2,6 @@
 //! lands on the same endpoint while the endpoint set is unchanged; requests without the key
 //! still get an endpoint; the ring and Maglev spread keys over every endpoint.
 
-mod common;
-
 use proxy_engine::harness::registry;
 use proxy_engine::{CompiledMesh, Decision, EndpointId, Proxy, ProxyRole, RequestHead};
 use std::collections::BTreeSet;
@@ -13,7 +11,7 @@ fn proxy(lb: &str) -> Proxy {
     let text = format!(
         r#"Mesh(destination_rules: [DestinationRule(host: "cart", traffic_policy: (load_balancer: {lb}))])"#
     );
-    let config = common::mesh(&text);
+    let config = crate::common::mesh(&text);
     let reg = registry(&[("cart", &[("v1", 8)])]);
     let mesh = CompiledMesh::compile(&config, &reg).unwrap_or_else(|e| panic!("{e}"));
     Proxy::new(Arc::new(mesh), ProxyRole::Client { name: "t".into() }, 3)

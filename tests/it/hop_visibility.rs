@@ -118,7 +118,7 @@ fn a_success_bought_by_an_outer_retry_is_counted_and_warned() {
     };
     let report = Report::new(&info, &m);
     assert_eq!(report.absorbed_failures, m.absorbed);
-    let text = reports::text::summary(&report, None);
+    let text = reports::text::summary(&report, None, &reports::table::Look::default());
     assert!(text.contains("a hop inside the mesh failed"), "{text}");
 }
 

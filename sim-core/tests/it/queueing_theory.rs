@@ -9,8 +9,7 @@
 //! standard deviations. The M/D/1 queue has a smaller constant, so the same run is sounder still.
 //! The median is estimated with a comparable relative spread; 5 % is over 5 standard deviations.
 
-mod common;
-use common::{run, scenario};
+use crate::common::{run, scenario};
 
 const LAMBDA: f64 = 800.0;
 const MU: f64 = 1000.0;

@@ -1,0 +1,7 @@
+//! The engine's integration tests, one test binary for all.
+
+mod common;
+mod consistent_hash;
+mod reload;
+mod retry_and_outlier;
+mod routing_table;

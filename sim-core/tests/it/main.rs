@@ -1,0 +1,9 @@
+//! The simulator's integration tests, one test binary for all.
+
+mod common;
+mod properties;
+mod queueing_theory;
+mod resilience;
+mod service_model;
+mod settings;
+mod timeline;

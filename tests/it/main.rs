@@ -1,0 +1,13 @@
+//! The `meshtwin` binary end to end, one test binary for all (one link, not one per file).
+
+mod circuit_breaking_task;
+mod cli;
+mod compare;
+mod fuzz_scenarios;
+mod gates;
+mod hop_visibility;
+mod html_report;
+mod proxy_cli;
+mod scenario_library;
+mod sweep;
+mod traffic_management;
