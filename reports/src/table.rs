@@ -2,9 +2,9 @@
 //! to a terminal's width and optionally coloured.
 //!
 //! Piped output (no [`Look::width`], no colour) is every cell in full, so `grep` and `awk`
-//! see whole names. On a terminal narrower than a table, the first column (names) and then
-//! a last left-aligned column (flags) are shortened, each cut cell ending in `…`; the numbers
-//! are never cut.
+//! see whole names. On a terminal narrower than a table, the first column (names) is
+//! shortened, down to 12 characters, each cut name ending in `…`; numbers and flag counts are
+//! never cut (a line that still does not fit wraps, as the terminal does).
 
 /// How text is shown: the width to fit and whether to colour (ANSI SGR codes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,9 +93,7 @@ pub struct Table {
 }
 
 /// The narrowest a shortened name column gets.
-const MIN_NAME: usize = 8;
-/// The narrowest a shortened last (flags) column gets.
-const MIN_LAST: usize = 5;
+const MIN_NAME: usize = 12;
 
 impl Table {
     /// A table with `gap` spaces between columns (one more before a left-aligned column
@@ -164,15 +162,10 @@ impl Table {
         let total = |w: &[usize]| {
             w.iter().sum::<usize>() + (0..w.len()).map(|i| self.gap_before(i)).sum::<usize>()
         };
-        let last = widths.len().saturating_sub(1);
-        let shrinkable: Vec<(usize, usize)> = [(0, MIN_NAME), (last, MIN_LAST)]
-            .into_iter()
-            .filter(|(i, _)| self.columns.get(*i).is_some_and(|c| c.align == Align::Left))
-            .collect();
-        for (i, least) in shrinkable {
+        if self.columns.first().is_some_and(|c| c.align == Align::Left) {
             let over = total(&widths).saturating_sub(width);
-            let least = least.max(self.columns[i].head.chars().count());
-            widths[i] -= over.min(widths[i].saturating_sub(least));
+            let least = MIN_NAME.max(self.columns[0].head.chars().count());
+            widths[0] -= over.min(widths[0].saturating_sub(least));
         }
         widths
     }
@@ -255,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn a_narrow_terminal_shortens_names_then_flags_never_numbers() {
+    fn a_narrow_terminal_shortens_names_never_numbers_or_flags() {
         for width in [60, 40, 30] {
             let look = Look {
                 width: Some(width),
@@ -264,18 +257,22 @@ mod tests {
             let text = sample().render(&look);
             for line in text.lines() {
                 let n = line.chars().count();
-                // Past the least widths (8 + 9 + 5 + gaps = 25) nothing more can give.
-                assert!(n <= width.max(25), "{n} > {width}: {line:?}");
+                // Past the least name width nothing more gives: 12 + 1 + 9 + 2 + 16 = 40.
+                assert!(n <= width.max(40), "{n} > {width}: {line:?}");
             }
-            assert!(text.contains("1200"), "{text}");
+            assert!(
+                text.contains("1200") && text.contains("UH:3,UO:12,URX:4"),
+                "{text}"
+            );
         }
         let text = sample().render(&Look {
             width: Some(40),
             color: false,
         });
-        // 67 columns in full: the name gives the 27 over (39 → 12), the flags nothing.
+        // 67 columns in full: the name gives the 27 over (39 → 12).
         let row = text.lines().nth(1).unwrap_or_default();
         assert_eq!(row, "reviews.def…      1200  UH:3,UO:12,URX:4");
+        assert!(text.contains("ratings/def…"), "{text}");
     }
 
     #[test]

@@ -244,8 +244,7 @@ pub fn warnings(s: &Scenario) -> Vec<String> {
                 None => "to the end of the run".into(),
             };
             format!(
-                "timeline[{}]: from {} {until}, proxies that have received this change answer \
-                 503 NC: {}",
+                "timeline[{}]: from {} {until}, in the config after this change {}",
                 h.index,
                 proxy_engine::Nanos(h.from.0),
                 h.warning

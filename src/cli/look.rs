@@ -55,8 +55,22 @@ pub(super) fn of(stream: Stream) -> Look {
         ColorWhen::Never => false,
         ColorWhen::Auto => terminal && env_allows,
     };
+    // The terminal's own size, else `COLUMNS` (what shells export), on a terminal only.
+    let columns = || std::env::var("COLUMNS").ok()?.trim().parse::<usize>().ok();
+    let width = size.map(|(_, cols)| usize::from(cols)).or_else(columns);
     Look {
-        width: size.filter(|_| terminal).map(|(_, cols)| usize::from(cols)),
+        width: width.filter(|w| terminal && *w > 0),
         color,
     }
+}
+
+/// Prints `warning: TEXT` on stderr, the word in yellow on a terminal, wrapped to its width.
+pub(super) fn warn(text: &str) {
+    let look = of(Stream::Stderr);
+    let wrapped = look.wrap(&format!("warning: {text}"));
+    let rest = wrapped.strip_prefix("warning:").unwrap_or(&wrapped);
+    eprintln!(
+        "{}{rest}",
+        look.paint("warning:", reports::table::Tone::Warn)
+    );
 }

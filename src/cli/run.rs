@@ -127,7 +127,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut scenario = sim_core::load_with(&args.scenario, &settings)?;
     if !args.quiet {
         for w in sim_core::timeline::warnings(&scenario) {
-            eprintln!("{}: warning: {w}", args.scenario.display());
+            super::look::warn(&format!("{}: {w}", args.scenario.display()));
         }
     }
     if let Some(d) = args.duration {

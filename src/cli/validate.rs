@@ -51,7 +51,7 @@ fn scenario(file: &Path, settings: &[sim_core::Setting]) -> anyhow::Result<Strin
             .map_err(|e| anyhow::anyhow!("{}: thresholds[{i}]: {e}", file.display()))?;
     }
     for w in sim_core::timeline::warnings(&s) {
-        eprintln!("{}: warning: {w}", file.display());
+        super::look::warn(&format!("{}: {w}", file.display()));
     }
     let instances = s.instance_count();
     let changes = match s.timeline.len() {
