@@ -80,6 +80,13 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
              errors, latency, crash, hang and slow-start faults)"
         )));
     }
+    if !s.timeline.is_empty() {
+        return Err(LabError::Unsupported(
+            "timeline: live mode does not run a timeline yet (config changes over time are \
+             simulation-only for now); remove `timeline` to run the scenario live"
+                .into(),
+        ));
+    }
     let epoch = std::time::Instant::now();
     let topology = Topology::of(s);
     let mut instances = Vec::new();

@@ -464,3 +464,12 @@ fn json_to_stdout_is_json_only_and_a_closed_pipe_ends_quietly() {
         assert!(out.status.success(), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_timeline_is_refused_live_with_a_clear_error() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/blue-green.ron");
+    let out = meshtwin(&["run", "--live", "--quiet", &scenario.display().to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("live mode does not run a timeline yet"), "{err}");
+}
