@@ -10,8 +10,9 @@ use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
 use metrics::{Recorder, RunMetrics};
-use proxy_engine::{CompiledMesh, Time};
+use proxy_engine::Time;
 use sim_core::scenario::{FaultKind, Scenario, Workload};
+use sim_core::timeline::Generations;
 use sim_core::topology::{ProxySpec, Topology};
 use sim_core::workload::Mix;
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub enum LabError {
     /// The scenario uses something live mode does not run.
     #[error("{0}")]
     Unsupported(String),
+    /// The timeline does not apply (checked when the scenario is loaded).
+    #[error("{0}")]
+    Timeline(#[from] sim_core::timeline::TimelineError),
     /// The load generator failed (a task panicked).
     #[error("load generator: {0}")]
     Load(#[from] crate::loadgen::LoadError),
@@ -52,6 +56,8 @@ pub struct Services {
     sidecars: Vec<(ProxyHandle, Listener)>,
     /// The compiled mesh over the live endpoints, and their addresses.
     pub generation: Generation,
+    /// The timeline's later generations, each with when it is made.
+    timeline: Vec<(Generation, Time)>,
     /// Tasks that crash and restart instances on schedule.
     crashes: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -80,13 +86,6 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
              errors, latency, crash, hang and slow-start faults)"
         )));
     }
-    if !s.timeline.is_empty() {
-        return Err(LabError::Unsupported(
-            "timeline: live mode does not run a timeline yet (config changes over time are \
-             simulation-only for now); remove `timeline` to run the scenario live"
-                .into(),
-        ));
-    }
     let epoch = std::time::Instant::now();
     let topology = Topology::of(s);
     let mut instances = Vec::new();
@@ -101,11 +100,18 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         instances.push(Instance::start(model, seed, epoch).await?);
     }
     let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
-    let mesh = Arc::new(CompiledMesh::compile(&s.mesh, &topology.registry())?);
-    let generation = Generation {
-        addrs: (topology.endpoint_map(&mesh)).map(|&i| addrs.get(i as usize).copied()),
-        mesh,
-    };
+    // Every generation of the timeline, compiled as the simulator compiles them; endpoint ids
+    // are stable across them, so one address map serves all.
+    let built = Generations::build(s, &topology.registry())?;
+    let endpoint_addrs =
+        (topology.endpoint_map(&built.meshes[0])).map(|&i| addrs.get(i as usize).copied());
+    let generations: Vec<Generation> = (built.meshes.iter())
+        .map(|mesh| Generation {
+            mesh: mesh.clone(),
+            addrs: endpoint_addrs.clone(),
+        })
+        .collect();
+    let generation = generations[0].clone();
     let mut sidecars = Vec::new();
     for (i, inst) in instances.iter().enumerate() {
         let Some(proxy) = topology.sidecar(i) else {
@@ -136,6 +142,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         instances,
         sidecars,
         generation,
+        timeline: (generations.into_iter().zip(built.at)).skip(1).collect(),
         crashes,
     })
 }
@@ -256,6 +263,7 @@ pub async fn run_watched(
         set.spawn(async move { (i, run.await) });
     }
     let started = std::time::Instant::now();
+    let pushes = push_timeline(s, seed, &services, &clients, started);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut next_watch = started + WATCH_PERIOD;
     // Each workload's load result, in the scenario's order.
@@ -307,6 +315,9 @@ pub async fn run_watched(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    for p in &pushes {
+        p.abort();
+    }
     let m = assemble(s, &clients, &services, results);
     for c in clients {
         c.listener.shutdown().await;
@@ -316,6 +327,47 @@ pub async fn run_watched(
         return Err(e.into());
     }
     Ok(m)
+}
+
+/// Pushes the timeline's generations to every proxy (sidecars, then clients, as the
+/// simulator orders them) after each proxy's own `push_delay` draws, from the same streams
+/// as the simulator's (`push/<proxy>`), timed from `epoch`. A proxy already holding a later
+/// generation skips an earlier one arriving late.
+fn push_timeline(
+    s: &Scenario,
+    seed: u64,
+    services: &Services,
+    clients: &[Client],
+    epoch: std::time::Instant,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if services.timeline.is_empty() {
+        return Vec::new();
+    }
+    let topology = Topology::of(s);
+    let handles =
+        (services.sidecars.iter().map(|(h, _)| h)).chain(clients.iter().map(|c| &c.handle));
+    let mut tasks = Vec::new();
+    for (spec, handle) in topology.proxies.iter().zip(handles) {
+        let mut rng = sim_core::rng::stream(seed, &format!("push/{}", spec.name));
+        let mut due: Vec<(std::time::Instant, Generation)> = (services.timeline.iter())
+            .map(|(g, at)| {
+                let delay = s.push_delay.sample(&mut rng);
+                (epoch + Duration::from_nanos((*at + delay).0), g.clone())
+            })
+            .collect();
+        due.sort_by_key(|(t, _)| *t);
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            for (t, g) in due {
+                tokio::time::sleep_until(t.into()).await;
+                if handle.mesh().generation() < g.mesh.generation() {
+                    // A later generation of the same lineage: the driver takes it.
+                    let _ = handle.reload(g);
+                }
+            }
+        }));
+    }
+    tasks
 }
 
 /// The caller's progress: the sums of the workloads' own.
@@ -340,6 +392,11 @@ fn assemble(
 ) -> RunMetrics {
     loads.sort_by_key(|r| r.0);
     let mut hops = Recorder::new(services.generation.mesh.clone(), s.window);
+    for (g, _) in &services.timeline {
+        // Compiled each from the one before (`Generations::build`).
+        let added = hops.add_generation(g.mesh.clone());
+        debug_assert!(added.is_ok(), "{added:?}");
+    }
     for c in clients {
         hops.merge_hops(&c.handle.snapshot());
     }

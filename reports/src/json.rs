@@ -142,6 +142,19 @@ pub struct EventsReport {
 }
 
 impl EventsReport {
+    /// The counts in table order: retries, retry overflows, `UO` overflows, ejections,
+    /// returns, ejection overflows (the terminal and HTML tables' columns).
+    pub fn counts(&self) -> [u64; 6] {
+        [
+            self.retries,
+            self.retry_overflows,
+            self.overflows,
+            self.ejections,
+            self.unejections,
+            self.ejection_overflows,
+        ]
+    }
+
     fn new(name: &str, e: &EventCounts) -> EventsReport {
         EventsReport {
             name: name.to_owned(),

@@ -193,15 +193,7 @@ fn events(out: &mut String, look: &Look, r: &Report) {
         t = t.column(head, Align::Right, 9);
     }
     for e in &r.resilience {
-        t.row([
-            e.name.clone(),
-            e.retries.to_string(),
-            e.retry_overflows.to_string(),
-            e.overflows.to_string(),
-            e.ejections.to_string(),
-            e.unejections.to_string(),
-            e.ejection_overflows.to_string(),
-        ]);
+        t.row(std::iter::once(e.name.clone()).chain(e.counts().map(|n| n.to_string())));
     }
     if !t.is_empty() {
         out.push('\n');

@@ -466,10 +466,50 @@ fn json_to_stdout_is_json_only_and_a_closed_pipe_ends_quietly() {
 }
 
 #[test]
-fn a_timeline_is_refused_live_with_a_clear_error() {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/blue-green.ron");
-    let out = meshtwin(&["run", "--live", "--quiet", &scenario.display().to_string()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("live mode does not run a timeline yet"), "{err}");
+fn a_timeline_runs_live_and_switches_without_a_failure() {
+    // blue-green.ron shortened: the switch at 2 s of 4, pushed over 200 ms.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/blue-green.ron"),
+    )
+    .expect("scenario");
+    let text = text
+        .replace("duration: \"60s\"", "duration: \"4s\", drain: \"5s\"")
+        .replace("hi: \"1s\"", "hi: \"200ms\"")
+        .replace("(at: \"30s\"", "(at: \"2s\"");
+    let dir = scratch("timeline-live");
+    let scenario = dir.join("bg.ron");
+    std::fs::write(&scenario, text).expect("write");
+    let json = dir.join("bg.json");
+    let out = meshtwin(&[
+        "run",
+        "--live",
+        "--quiet",
+        &scenario.display().to_string(),
+        "--json",
+        &json.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    let totals = &report["totals"];
+    assert_eq!(report["generated"], totals["count"], "nothing lost");
+    assert_eq!(totals["success"], totals["count"], "no request fails");
+    let count = |name: &str| {
+        (report["destinations"]
+            .as_array()
+            .expect("destinations")
+            .iter())
+        .find(|d| d["name"] == name)
+        .and_then(|d| d["count"].as_u64())
+        .unwrap_or(0)
+    };
+    // 200 requests/s: about 400 before the switch to blue, 400 after to green.
+    assert!(
+        count("reviews/v1") > 200 && count("reviews/v2") > 200,
+        "{report}"
+    );
 }

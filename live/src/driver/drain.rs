@@ -91,7 +91,6 @@ impl Shared {
                             body: p.body.clone(),
                             start: now,
                             start_wall: None,
-                            generation: p.generation,
                             head: p.head.clone(),
                             parts: None,
                         };
@@ -105,12 +104,10 @@ impl Shared {
                     flags,
                     latency,
                 } => {
-                    let generation = st.reqs.remove(&copy).map(|p| p.generation);
-                    let rec = match generation.and_then(|g| st.earlier.get_mut(g)) {
-                        Some(r) => r,
-                        None => &mut st.metrics,
-                    };
-                    rec.record_mirror(destination, status, flags, latency);
+                    st.reqs.remove(&copy);
+                    // Destination ids are stable across generations.
+                    st.metrics
+                        .record_mirror(destination, status, flags, latency);
                 }
                 Action::CancelAttempt { attempt } => {
                     // The exchange ends at once; its task finds the attempt gone.
@@ -178,12 +175,10 @@ impl Shared {
             st.replies.remove(&req);
         }
         let latency = now.since(p.start);
-        let rec = match st.earlier.get_mut(p.generation) {
-            Some(r) => r,
-            None => &mut st.metrics,
-        };
-        rec.record_hop(p.start, &outcome, latency);
-        rec.record_end_to_end(p.start, &outcome, latency);
+        // The outcome names its route by the generation it was routed with; the recorder
+        // knows every generation this proxy ran.
+        st.metrics.record_hop(p.start, &outcome, latency);
+        st.metrics.record_end_to_end(p.start, &outcome, latency);
         if self.opts.access_log {
             let upstream = outcome.endpoint.and_then(|e| Self::addr(st, e));
             let line = crate::access_log::line(

@@ -165,9 +165,6 @@ struct Pending {
     start: Time,
     /// Wall-clock start, only taken when the access log is on.
     start_wall: Option<std::time::SystemTime>,
-    /// Which mesh the engine matched the request under (its outcome's ids are that mesh's):
-    /// an index into `State::earlier`, or its length for the current mesh.
-    generation: usize,
     /// The head handed to the engine (the access log's method and path).
     head: RequestHead,
     /// The downstream parts the head was made from, if any: a first attempt whose head the
@@ -207,11 +204,9 @@ struct State {
     /// always: the task takes it as soon as its inline work returns), which spares two map
     /// operations per request.
     ready: Option<(RequestId, Response<Body>)>,
-    /// Records outcomes against the current mesh.
+    /// Records outcomes against every generation the proxy has run (a request routed before
+    /// a reload is named by its own generation: `Outcome::generation`).
     metrics: Recorder,
-    /// Recorders of earlier meshes (before reloads): requests that started under one are
-    /// recorded there, so their route and cluster ids are named right.
-    earlier: Vec<Recorder>,
     /// The deadline the timer task sleeps towards.
     armed: Option<Time>,
     /// Where the current generation's endpoints listen.
@@ -251,7 +246,6 @@ pub fn spawn(generation: Generation, role: ProxyRole, opts: DriverOptions) -> Pr
             replies: IdMap::default(),
             ready: None,
             metrics: recorder(mesh, opts.window),
-            earlier: Vec::new(),
             armed: None,
             addrs,
         }),
@@ -315,14 +309,12 @@ impl ProxyHandle {
             let mut st = self.shared.lock();
             let now = self.shared.clock.now();
             self.gauges.requests_total.fetch_add(1, Ordering::Relaxed);
-            let generation = st.earlier.len();
             st.reqs.insert(
                 req,
                 Pending {
                     body,
                     start: now,
                     start_wall: self.shared.opts.access_log.then(std::time::SystemTime::now),
-                    generation,
                     head: head.clone(),
                     parts,
                 },
@@ -377,9 +369,9 @@ impl ProxyHandle {
         let now = self.shared.clock.now();
         st.engine.apply_config(now, mesh.clone())?;
         st.addrs = addrs;
-        let fresh = recorder(mesh, self.shared.opts.window);
-        let old = std::mem::replace(&mut st.metrics, fresh);
-        st.earlier.push(old);
+        // The engine took it, so it succeeds the recorder's latest too.
+        let added = st.metrics.add_generation(mesh);
+        debug_assert!(added.is_ok(), "{added:?}");
         let work = self.shared.drain(&mut st, now, None);
         drop(st);
         self.shared.clone().spawn_all(work);
@@ -413,15 +405,8 @@ impl ProxyHandle {
 
     /// Everything the proxy measured, across reloads, named and merged by name.
     pub fn metrics(&self) -> RunMetrics {
-        let (current, earlier) = {
-            let st = self.shared.lock();
-            (st.metrics.clone(), st.earlier.clone())
-        };
-        let mut m = current.finish();
-        for r in earlier {
-            m.merge_named(&r.finish());
-        }
-        m
+        let current = self.shared.lock().metrics.clone();
+        current.finish()
     }
 }
 

@@ -207,15 +207,9 @@ pub(super) fn breakdowns(r: &Report) -> String {
             .resilience
             .iter()
             .map(|e| {
-                vec![
-                    escape(&e.name),
-                    e.retries.to_string(),
-                    e.retry_overflows.to_string(),
-                    e.overflows.to_string(),
-                    e.ejections.to_string(),
-                    e.unejections.to_string(),
-                    e.ejection_overflows.to_string(),
-                ]
+                std::iter::once(escape(&e.name))
+                    .chain(e.counts().map(|n| n.to_string()))
+                    .collect()
             })
             .collect();
         out.push_str(&table(
