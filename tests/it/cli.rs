@@ -513,3 +513,45 @@ fn a_timeline_runs_live_and_switches_without_a_failure() {
         "{report}"
     );
 }
+
+#[test]
+fn a_live_run_with_two_workloads_counts_each_request_once() {
+    let text = r#"Scenario(
+    duration: "2s",
+    drain: "5s",
+    services: {
+        "api": Service(versions: {"v1": (instances: 2, workers: 8, latency: Constant("2ms"))}),
+    },
+    workload: [
+        OpenLoop(host: "api", rate: 100, arrivals: Constant),
+        OpenLoop(host: "api", rate: 50, arrivals: Constant),
+    ],
+)"#;
+    let dir = scratch("two-workloads-live");
+    let scenario = dir.join("two.ron");
+    std::fs::write(&scenario, text).expect("write");
+    let json = dir.join("two.json");
+    let out = meshtwin(&[
+        "run",
+        "--live",
+        "--quiet",
+        &scenario.display().to_string(),
+        "--json",
+        &json.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    assert_eq!(report["generated"], report["totals"]["count"], "{report}");
+    let per_workload: u64 = (report["workloads"].as_array().expect("workloads").iter())
+        .filter_map(|w| w["count"].as_u64())
+        .sum();
+    assert_eq!(Some(per_workload), report["generated"].as_u64(), "{report}");
+    // 100 + 50 requests/s for 2 s, sent at constant spacing.
+    let generated = report["generated"].as_u64().expect("generated");
+    assert!((296..=304).contains(&generated), "{generated}");
+}
