@@ -44,6 +44,14 @@ impl Look {
         format!("\x1b[{code}m{text}\x1b[0m")
     }
 
+    /// `warning: TEXT`, the word in yellow when colouring, wrapped to the width (no final
+    /// newline).
+    pub fn warning(&self, text: &str) -> String {
+        let wrapped = self.wrap(&format!("warning: {text}"));
+        let rest = wrapped.strip_prefix("warning:").unwrap_or(&wrapped);
+        format!("{}{rest}", self.paint("warning:", Tone::Warn))
+    }
+
     /// `text` as lines of at most the width (words kept whole; no width: one line).
     pub fn wrap(&self, text: &str) -> String {
         let Some(width) = self.width else {

@@ -73,9 +73,7 @@ fn table(out: &mut String, look: &Look, title: &str, rows: &[Named]) {
 
 /// A `warning:` line, the word in yellow, wrapped to the width.
 fn warning(out: &mut String, look: &Look, text: &str) {
-    let wrapped = look.wrap(&format!("warning: {text}"));
-    let rest = wrapped.strip_prefix("warning:").unwrap_or(&wrapped);
-    let _ = writeln!(out, "{}{rest}", look.paint("warning:", Tone::Warn));
+    let _ = writeln!(out, "{}", look.warning(text));
 }
 
 /// Renders the summary; `wall` adds run time and simulated requests per second; `look` fits

@@ -66,11 +66,5 @@ pub(super) fn of(stream: Stream) -> Look {
 
 /// Prints `warning: TEXT` on stderr, the word in yellow on a terminal, wrapped to its width.
 pub(super) fn warn(text: &str) {
-    let look = of(Stream::Stderr);
-    let wrapped = look.wrap(&format!("warning: {text}"));
-    let rest = wrapped.strip_prefix("warning:").unwrap_or(&wrapped);
-    eprintln!(
-        "{}{rest}",
-        look.paint("warning:", reports::table::Tone::Warn)
-    );
+    eprintln!("{}", of(Stream::Stderr).warning(text));
 }

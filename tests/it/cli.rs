@@ -476,25 +476,7 @@ fn a_timeline_runs_live_and_switches_without_a_failure() {
         .replace("duration: \"60s\"", "duration: \"4s\", drain: \"5s\"")
         .replace("hi: \"1s\"", "hi: \"200ms\"")
         .replace("(at: \"30s\"", "(at: \"2s\"");
-    let dir = scratch("timeline-live");
-    let scenario = dir.join("bg.ron");
-    std::fs::write(&scenario, text).expect("write");
-    let json = dir.join("bg.json");
-    let out = meshtwin(&[
-        "run",
-        "--live",
-        "--quiet",
-        &scenario.display().to_string(),
-        "--json",
-        &json.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    let report = live_report("timeline-live", &text);
     let totals = &report["totals"];
     assert_eq!(report["generated"], totals["count"], "nothing lost");
     assert_eq!(totals["success"], totals["count"], "no request fails");
@@ -527,10 +509,24 @@ fn a_live_run_with_two_workloads_counts_each_request_once() {
         OpenLoop(host: "api", rate: 50, arrivals: Constant),
     ],
 )"#;
-    let dir = scratch("two-workloads-live");
-    let scenario = dir.join("two.ron");
+    let report = live_report("two-workloads-live", text);
+    assert_eq!(report["generated"], report["totals"]["count"], "{report}");
+    let per_workload: u64 = (report["workloads"].as_array().expect("workloads").iter())
+        .filter_map(|w| w["count"].as_u64())
+        .sum();
+    assert_eq!(Some(per_workload), report["generated"].as_u64(), "{report}");
+    // 100 + 50 requests/s for 2 s, sent at constant spacing.
+    let generated = report["generated"].as_u64().expect("generated");
+    assert!((296..=304).contains(&generated), "{generated}");
+}
+
+/// Runs scenario `text` live (`run --live --quiet --json`) in a scratch directory named
+/// `test`; asserts it succeeded and returns the JSON report.
+fn live_report(test: &str, text: &str) -> serde_json::Value {
+    let dir = scratch(test);
+    let scenario = dir.join("scenario.ron");
     std::fs::write(&scenario, text).expect("write");
-    let json = dir.join("two.json");
+    let json = dir.join("report.json");
     let out = meshtwin(&[
         "run",
         "--live",
@@ -544,14 +540,5 @@ fn a_live_run_with_two_workloads_counts_each_request_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
-    assert_eq!(report["generated"], report["totals"]["count"], "{report}");
-    let per_workload: u64 = (report["workloads"].as_array().expect("workloads").iter())
-        .filter_map(|w| w["count"].as_u64())
-        .sum();
-    assert_eq!(Some(per_workload), report["generated"].as_u64(), "{report}");
-    // 100 + 50 requests/s for 2 s, sent at constant spacing.
-    let generated = report["generated"].as_u64().expect("generated");
-    assert!((296..=304).contains(&generated), "{generated}");
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json")
 }
