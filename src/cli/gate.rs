@@ -133,7 +133,8 @@ impl AbortWatch {
         };
         let report = Report::new(&info, metrics);
         let crossed: Vec<String> = (self.thresholds.iter())
-            .filter(|t| elapsed.as_nanos() as u64 >= t.delay_abort_eval.0)
+            // k6 (`thresholds.go` `runAll`): abort only once `delayAbortEval < elapsed`.
+            .filter(|t| elapsed.as_nanos() as u64 > t.delay_abort_eval.0)
             .filter(|t| gate::value(&report, &t.query).is_ok_and(|v| !t.op.holds(v, t.limit)))
             .map(|t| t.query.to_string())
             .collect();
