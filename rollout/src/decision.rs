@@ -1,0 +1,67 @@
+//! The decision log: one record per controller tick that did something, in the words of the
+//! tool being modeled (Flagger's events, Argo's step and analysis messages).
+
+use proxy_engine::Time;
+use serde::Serialize;
+
+/// What the twin routes for the rollout's host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Routing {
+    /// Percent of the (matched) traffic sent to the canary subset; the rest goes to stable.
+    pub canary_weight: u32,
+    /// Percent of requests mirrored to the canary subset, while mirroring.
+    pub mirror: Option<u32>,
+    /// A/B testing: `canary_weight` applies only to requests matching the analysis' `match`;
+    /// the rest go to stable.
+    pub matched_only: bool,
+}
+
+/// One check of a tick: a metric's value against its threshold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    /// The metric's name.
+    pub metric: String,
+    /// Its value (`None`: no data in the window).
+    pub value: Option<f64>,
+    /// What it is compared with (`min 99`, `max 500`, `result[0] >= 0.95`).
+    pub against: String,
+    /// The verdict: `pass`/`fail` (Flagger), or Argo's measurement phase (`Successful`,
+    /// `Failed`, `Inconclusive`, `Error`).
+    pub verdict: String,
+}
+
+/// One tick's record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// When.
+    pub at: Time,
+    /// The phase after the tick (Flagger's `Progressing`, `Promoting`…, Argo's `Progressing`,
+    /// `Paused`, `Healthy`, `Degraded`).
+    pub phase: &'static str,
+    /// The tool's own canary weight after the tick (Flagger's `status.canaryWeight`, Argo's
+    /// current `setWeight`).
+    pub canary_weight: u32,
+    /// Flagger: failed checks so far; Argo: the step index.
+    pub counter: u32,
+    /// Flagger: iterations (A/B, blue/green); Argo: 0.
+    pub iterations: u32,
+    /// The checks made.
+    pub checks: Vec<Check>,
+    /// What the twin routes after the tick.
+    pub routing: Routing,
+    /// What happened, as the tool logs it.
+    pub message: String,
+}
+
+/// Whether the rollout has ended, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// Still running at the end of the run.
+    Running,
+    /// Paused, waiting for a human (Argo's indefinite pause or inconclusive analysis).
+    Paused,
+    /// The new version serves all traffic.
+    Promoted,
+    /// Rolled back (Flagger `Failed`, Argo aborted: `Degraded`).
+    RolledBack,
+}

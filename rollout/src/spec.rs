@@ -1,0 +1,397 @@
+//! The rollout block of a scenario (RON, snake_case field names after Flagger's `Canary`
+//! and Argo Rollouts' `Rollout`). Defaults are the tools' own; [`RolloutSpec::validate`]
+//! rejects what the tools would reject or could never progress.
+
+use crate::condition::Condition;
+use proxy_engine::config::HttpMatchRequest;
+use proxy_engine::Nanos;
+use serde::{Deserialize, Serialize};
+
+/// A progressive delivery of one service's new version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The service whose traffic moves (its VirtualService routes are patched, its
+    /// DestinationRule must define both subsets).
+    pub host: String,
+    /// The subset serving today: Flagger's primary, Argo's stable.
+    pub stable: String,
+    /// The new version's subset: Flagger's canary, Argo's canary.
+    pub canary: String,
+    /// When the new revision is applied: the controller's first tick. Default 0.
+    #[serde(default)]
+    pub start: Nanos,
+    /// How the traffic moves.
+    pub strategy: Strategy,
+}
+
+/// Which tool's semantics drive the rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Flagger's `Canary.spec.analysis`: canary, A/B testing or blue/green, chosen as Flagger
+    /// chooses (`match` and `iterations` → A/B; `iterations` → blue/green; else canary).
+    Flagger(FlaggerAnalysis),
+    /// Argo Rollouts' `spec.strategy.canary`.
+    ArgoCanary(ArgoCanary),
+}
+
+/// Flagger's `analysis` block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlaggerAnalysis {
+    /// The scheduler's tick. Default 60 s; under 10 s it is raised to 10 s, as Flagger does.
+    #[serde(default = "default_interval")]
+    pub interval: Nanos,
+    /// Failed checks (counted over the whole run) that trigger a rollback. Default 1 (0 means 1).
+    #[serde(default)]
+    pub threshold: u32,
+    /// The canary weight at which promotion starts. Default 100 (with `step_weights`: the last
+    /// step, at most 100).
+    #[serde(default)]
+    pub max_weight: u32,
+    /// The weight added per successful tick.
+    #[serde(default)]
+    pub step_weight: u32,
+    /// Explicit weights, used when `step_weight` is 0.
+    #[serde(default)]
+    pub step_weights: Vec<u32>,
+    /// The primary weight added per tick while promoting; 0 moves everything at once.
+    #[serde(default)]
+    pub step_weight_promotion: u32,
+    /// Ticks of A/B testing or blue/green.
+    #[serde(default)]
+    pub iterations: u32,
+    /// Requests sent to the canary in A/B testing (with `iterations`).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<HttpMatchRequest>,
+    /// Mirror to the canary first (one tick for a canary, the whole run for blue/green).
+    #[serde(default)]
+    pub mirror: bool,
+    /// Percent of requests mirrored (Istio's `mirrorPercentage`). Default 100.
+    #[serde(default)]
+    pub mirror_weight: Option<u32>,
+    /// The checks of each analysis tick, in order.
+    #[serde(default)]
+    pub metrics: Vec<FlaggerMetric>,
+}
+
+fn default_interval() -> Nanos {
+    Nanos::from_secs(60)
+}
+
+fn default_metric_interval() -> Nanos {
+    Nanos::from_secs(60)
+}
+
+/// One of Flagger's `analysis.metrics`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlaggerMetric {
+    /// `request-success-rate` (percent of non-5xx responses, 0–100) and `request-duration`
+    /// (P99 in ms) are Flagger's built-ins; any other name needs a `query`.
+    pub name: String,
+    /// The range the value is measured over (PromQL's `[1m]`). Default 1 m.
+    #[serde(default = "default_metric_interval")]
+    pub interval: Nanos,
+    /// Bounds the value must stay within.
+    #[serde(default)]
+    pub threshold_range: ThresholdRange,
+    /// What a custom metric measures.
+    #[serde(default)]
+    pub query: Option<Query>,
+}
+
+/// Flagger's `thresholdRange`: a value below `min` or above `max` fails the check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRange {
+    /// Lowest passing value.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Highest passing value.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// What a metric measures, as Istio's destination-side telemetry (`reporter="destination"`)
+/// records it for one version's workload over the metric's window.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Query {
+    /// Percent of responses that are not 5xx (0–100), Flagger's `request-success-rate`.
+    SuccessRate,
+    /// The same as a ratio (0–1), as Argo's Istio examples query it.
+    SuccessRatio,
+    /// Ratio (0–1) of 5xx responses.
+    ErrorRatio,
+    /// A latency quantile in ms (`histogram_quantile(q, …)` over Istio's buckets), e.g. 0.99.
+    LatencyMs(f64),
+    /// Requests per second.
+    RequestRate,
+}
+
+/// Which version a metric measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Side {
+    /// The stable (primary) subset.
+    Stable,
+    /// The canary subset.
+    #[default]
+    Canary,
+}
+
+/// Argo Rollouts' canary strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoCanary {
+    /// The steps, in order.
+    pub steps: Vec<ArgoStep>,
+    /// A background analysis run, from step `starting_step`.
+    #[serde(default)]
+    pub analysis: Option<BackgroundAnalysis>,
+}
+
+/// One of Argo's canary steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ArgoStep {
+    /// `setWeight`: the canary's percent of traffic.
+    SetWeight(u32),
+    /// `pause`: for `duration`, or (none) until promoted by hand — which a twin never does,
+    /// so the rollout stays paused.
+    Pause(Pause),
+    /// An inline analysis run that blocks the steps until it completes: Successful → the next
+    /// step, Failed or Error → abort, Inconclusive → paused.
+    Analysis(AnalysisSpec),
+}
+
+/// A pause step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    /// How long; none pauses indefinitely.
+    #[serde(default)]
+    pub duration: Option<Nanos>,
+}
+
+/// A background analysis (`strategy.canary.analysis`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundAnalysis {
+    /// The step index at which it starts. Default 0.
+    #[serde(default)]
+    pub starting_step: usize,
+    /// Its metrics.
+    pub metrics: Vec<ArgoMetric>,
+}
+
+/// An analysis run's metrics (an AnalysisTemplate's `metrics`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// The metrics, each measured on its own schedule.
+    pub metrics: Vec<ArgoMetric>,
+}
+
+/// One of an AnalysisTemplate's metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoMetric {
+    /// Its name.
+    pub name: String,
+    /// What it measures.
+    pub query: Query,
+    /// Which version. Default the canary.
+    #[serde(default)]
+    pub version: Side,
+    /// The range each measurement covers (the query's `[5m]`). Default: `interval`, else 1 m.
+    #[serde(default)]
+    pub window: Option<Nanos>,
+    /// Time between measurements; none takes a single measurement.
+    #[serde(default)]
+    pub interval: Option<Nanos>,
+    /// Wait before the first measurement.
+    #[serde(default)]
+    pub initial_delay: Nanos,
+    /// Measurements to take. Unset: 1 without `interval`, unbounded with it.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// `result OP number` (also `result[0]`), `&&`/`||` of such.
+    #[serde(default)]
+    pub success_condition: Option<Condition>,
+    /// The same grammar; holding means the measurement failed.
+    #[serde(default)]
+    pub failure_condition: Option<Condition>,
+    /// Failed measurements tolerated (the metric fails when there are more). Default 0; -1
+    /// disables.
+    #[serde(default)]
+    pub failure_limit: Option<i32>,
+    /// Inconclusive measurements tolerated. Default 0.
+    #[serde(default)]
+    pub inconclusive_limit: Option<u32>,
+    /// Consecutive errors tolerated (a measurement with no data is an error). Default 4.
+    #[serde(default)]
+    pub consecutive_error_limit: Option<u32>,
+    /// Consecutive successes that complete the metric early. Default 0 (off).
+    #[serde(default)]
+    pub consecutive_success_limit: Option<u32>,
+}
+
+/// Why a rollout block cannot run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("rollout.{field}: {message}")]
+pub struct SpecError {
+    /// The field path inside the rollout block.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Flagger's built-in metric names.
+pub const FLAGGER_BUILTINS: [&str; 2] = ["request-success-rate", "request-duration"];
+
+impl RolloutSpec {
+    /// Checks what the engine-independent parts allow (the mesh-dependent checks — the host,
+    /// the subsets — are the scenario checker's).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.stable == self.canary {
+            return Err(err("canary", "the canary subset must differ from `stable`"));
+        }
+        match &self.strategy {
+            Strategy::Flagger(a) => a.validate(),
+            Strategy::ArgoCanary(c) => c.validate(),
+        }
+    }
+
+    /// The longest window any metric reads (how much history a probe keeps).
+    pub fn longest_window(&self) -> Nanos {
+        let windows: Vec<Nanos> = match &self.strategy {
+            Strategy::Flagger(a) => a.metrics.iter().map(|m| m.interval).collect(),
+            Strategy::ArgoCanary(c) => (c.steps.iter())
+                .filter_map(|s| match s {
+                    ArgoStep::Analysis(a) => Some(a.metrics.iter()),
+                    _ => None,
+                })
+                .flatten()
+                .chain(c.analysis.iter().flat_map(|b| b.metrics.iter()))
+                .map(ArgoMetric::window)
+                .collect(),
+        };
+        windows.into_iter().max().unwrap_or(Nanos::from_secs(60))
+    }
+}
+
+impl FlaggerAnalysis {
+    fn validate(&self) -> Result<(), SpecError> {
+        let f = |name: &str| format!("strategy.Flagger.{name}");
+        if self.step_weights.iter().any(|w| *w > 100) || self.max_weight > 100 {
+            return Err(err(
+                f("step_weights"),
+                "weights are percentages: at most 100",
+            ));
+        }
+        if (self.step_weights.windows(2)).any(|w| w[0] >= w[1]) {
+            return Err(err(f("step_weights"), "the weights must increase"));
+        }
+        if self.step_weights.contains(&0) {
+            return Err(err(f("step_weights"), "a step weight of 0 never advances"));
+        }
+        let progressive = self.iterations == 0;
+        if progressive && self.step_weight == 0 && self.step_weights.is_empty() {
+            return Err(err(
+                f("step_weight"),
+                "a canary needs `step_weight` or `step_weights` (or `iterations` for A/B \
+                 testing and blue/green); with neither Flagger never advances",
+            ));
+        }
+        if self.mirror_weight.is_some_and(|w| w > 100) {
+            return Err(err(f("mirror_weight"), "a percentage: at most 100"));
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            let builtin = FLAGGER_BUILTINS.contains(&m.name.as_str());
+            if !builtin && m.query.is_none() {
+                return Err(err(
+                    f(&format!("metrics[{i}].query")),
+                    format!(
+                        "`{}` is not a built-in metric ({}): give it a `query`",
+                        m.name,
+                        FLAGGER_BUILTINS.join(", ")
+                    ),
+                ));
+            }
+            if m.interval == Nanos::ZERO {
+                return Err(err(f(&format!("metrics[{i}].interval")), "must be > 0"));
+            }
+            if m.threshold_range.min.is_none() && m.threshold_range.max.is_none() {
+                return Err(err(
+                    f(&format!("metrics[{i}].threshold_range")),
+                    "give `min`, `max` or both",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ArgoCanary {
+    fn validate(&self) -> Result<(), SpecError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let field = format!("strategy.ArgoCanary.steps[{i}]");
+            match step {
+                ArgoStep::SetWeight(w) if *w > 100 => {
+                    return Err(err(field, "setWeight is a percentage: at most 100"))
+                }
+                ArgoStep::Analysis(a) => validate_metrics(&a.metrics, &field)?,
+                _ => {}
+            }
+        }
+        if let Some(b) = &self.analysis {
+            let field = "strategy.ArgoCanary.analysis";
+            if b.starting_step > self.steps.len() {
+                return Err(err(
+                    format!("{field}.starting_step"),
+                    format!("there are {} steps", self.steps.len()),
+                ));
+            }
+            validate_metrics(&b.metrics, field)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_metrics(metrics: &[ArgoMetric], field: &str) -> Result<(), SpecError> {
+    if metrics.is_empty() {
+        return Err(err(
+            format!("{field}.metrics"),
+            "an analysis needs a metric",
+        ));
+    }
+    for (i, m) in metrics.iter().enumerate() {
+        if m.interval == Some(Nanos::ZERO) {
+            return Err(err(format!("{field}.metrics[{i}].interval"), "must be > 0"));
+        }
+        if let Query::LatencyMs(q) = m.query {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(err(
+                    format!("{field}.metrics[{i}].query"),
+                    "the quantile is between 0 and 1 (0.99 for P99)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ArgoMetric {
+    /// The range each measurement covers.
+    pub fn window(&self) -> Nanos {
+        self.window
+            .or(self.interval)
+            .unwrap_or(Nanos::from_secs(60))
+    }
+}
