@@ -106,6 +106,7 @@ impl Snapshot {
             series: self.series,
             events: Vec::new(),
             instances: Vec::new(),
+            rollout: None,
         }
     }
 }

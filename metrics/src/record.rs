@@ -188,6 +188,8 @@ pub struct RunMetrics {
     pub events: Vec<(String, EventCounts)>,
     /// Per instance (`service/version/k`), instances traffic reached, sorted by name.
     pub instances: Vec<(String, crate::instances::InstanceStats)>,
+    /// The rollout's decisions and generations, when the scenario has one.
+    pub rollout: Option<rollout::Log>,
 }
 
 impl RunMetrics {
@@ -547,6 +549,7 @@ impl Recorder {
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 v
             },
+            rollout: None,
         }
     }
 }

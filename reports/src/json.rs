@@ -299,6 +299,9 @@ pub struct Report {
     pub resilience: Vec<EventsReport>,
     /// Per instance that traffic reached, sorted by name.
     pub instances: Vec<InstanceReport>,
+    /// The rollout's decision log and generations; `null` without a rollout.
+    #[serde(default)]
+    pub rollout: Option<crate::rollout::RolloutReport>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -466,6 +469,7 @@ impl Report {
                 .iter()
                 .map(|(name, s)| InstanceReport::new(name, s))
                 .collect(),
+            rollout: m.rollout.as_ref().map(crate::rollout::RolloutReport::new),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod gate;
 pub mod html;
 pub mod json;
+pub mod rollout;
 pub mod sweep;
 pub mod table;
 pub mod text;

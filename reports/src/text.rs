@@ -156,6 +156,9 @@ pub fn summary(r: &Report, wall: Option<WallClock>, look: &Look) -> String {
     table(&mut out, look, "mirror", &r.mirrors);
     events(&mut out, look, r);
     instances(&mut out, look, r);
+    if let Some(rollout) = &r.rollout {
+        out.push_str(&crate::rollout::text(rollout, look));
+    }
     match wall {
         Some(w) if r.mode == "sim" => {
             let per_s = if w.elapsed_s > 0.0 {

@@ -65,3 +65,33 @@ pub enum Outcome {
     /// Rolled back (Flagger `Failed`, Argo aborted: `Degraded`).
     RolledBack,
 }
+
+/// A config generation the rollout made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Generation {
+    /// Its number in the run's lineage.
+    pub number: u32,
+    /// When it was made (each proxy receives it after its own push delay).
+    pub at: Time,
+    /// The routing it stands for.
+    pub routing: Routing,
+}
+
+/// A rollout's record over a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Log {
+    /// `flagger` or `argo-rollouts`.
+    pub tool: &'static str,
+    /// The service rolled out.
+    pub host: String,
+    /// The stable subset.
+    pub stable: String,
+    /// The canary subset.
+    pub canary: String,
+    /// Every tick's decision, in time order.
+    pub decisions: Vec<Decision>,
+    /// The generations made, in order.
+    pub generations: Vec<Generation>,
+    /// How it stood when the run ended.
+    pub outcome: Outcome,
+}

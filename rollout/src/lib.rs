@@ -16,7 +16,7 @@ pub mod flagger;
 pub mod probe;
 pub mod spec;
 
-pub use decision::{Check, Decision, Outcome, Routing};
+pub use decision::{Check, Decision, Generation, Log, Outcome, Routing};
 pub use probe::{MetricSource, Probe, WindowStats};
 pub use spec::{RolloutSpec, Side, SpecError, Strategy};
 

@@ -110,7 +110,11 @@ fn check(s: &Scenario) -> Result<(), Problem> {
         check_workload(s, i, w)?;
     }
     check_mesh(s)?;
-    check_timeline(s)
+    check_timeline(s)?;
+    match crate::delivery::problems(s) {
+        Some((field, message)) => Err(problem(field, message)),
+        None => Ok(()),
+    }
 }
 
 /// Entries in time order within the run, each applying to the config before it and leaving

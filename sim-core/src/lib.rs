@@ -9,6 +9,7 @@
 
 pub mod admission;
 mod check;
+pub mod delivery;
 pub mod dist;
 pub mod load;
 pub mod model;

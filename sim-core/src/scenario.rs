@@ -52,6 +52,10 @@ pub struct Scenario {
     /// drawn per proxy and change. Default 0: every proxy at once.
     #[serde(default)]
     pub push_delay: Dist,
+    /// A progressive delivery of one service's new version, driven by a Flagger or Argo
+    /// Rollouts controller in the run (see the `rollout` crate).
+    #[serde(default)]
+    pub rollout: Option<rollout::RolloutSpec>,
 }
 
 /// One config change at a simulated time. Every change makes a new config generation

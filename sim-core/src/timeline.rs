@@ -65,11 +65,11 @@ pub struct Generations {
 impl Generations {
     /// Applies `s.timeline` in order and compiles each generation against `registry`.
     pub fn build(s: &Scenario, registry: &Registry) -> Result<Generations, TimelineError> {
-        let first = CompiledMesh::compile(&s.mesh, registry)
+        let mut config = crate::delivery::initial_config(s);
+        let first = CompiledMesh::compile(&config, registry)
             .map_err(|error| TimelineError::Compile { index: 0, error })?;
         let mut meshes = vec![Arc::new(first)];
         let mut at = vec![Time::ZERO];
-        let mut config = s.mesh.clone();
         for (index, entry) in s.timeline.iter().enumerate() {
             config = apply(&config, &entry.change)
                 .map_err(|message| TimelineError::Change { index, message })?;

@@ -13,6 +13,7 @@ impl Simulation {
         head: RequestHead,
         root: Option<RequestId>,
     ) {
+        let leg = self.leg_of(reply_to.mirror);
         let job = self.alloc_job(Job {
             reply_to,
             instance,
@@ -22,8 +23,8 @@ impl Simulation {
             failed: false,
             root,
             dead: false,
+            arrived: self.now + leg,
         });
-        let leg = self.leg_of(reply_to.mirror);
         self.queue.push(self.now + leg, Event::Deliver { job });
     }
 
@@ -131,6 +132,9 @@ impl Simulation {
             return;
         };
         self.free_jobs.push(job);
+        if self.rollout.is_some() {
+            self.probe(j.instance, j.arrived, status);
+        }
         let ReplyTo {
             proxy,
             attempt,

@@ -96,6 +96,8 @@ enum Event {
     Timer { proxy: u32, at: Time },
     /// A config generation reaches a proxy (after its push delay).
     Push { proxy: u32, generation: u32 },
+    /// The rollout controller's tick is due.
+    RolloutTick,
 }
 
 /// A request a proxy is handling for its owner.
@@ -172,6 +174,8 @@ struct Job {
     failed: bool,
     /// The client request this work serves (`None` for a mirrored copy).
     root: Option<RequestId>,
+    /// When it reached the instance (the destination side's start, for the rollout probe).
+    arrived: Time,
     /// The instance crashed or hung while working on it: nothing it does is answered, and the
     /// job is freed once nothing refers to it any more.
     dead: bool,
@@ -202,8 +206,16 @@ struct Simulation {
     queue: EventQueue<Event>,
     /// The first config generation, which every proxy starts with.
     mesh: Arc<CompiledMesh>,
-    /// Every config generation (the timeline's), by number; the first is `mesh`.
+    /// Every config generation (the timeline's or the rollout's), by number; the first is
+    /// `mesh`.
     generations: Generations,
+    /// The engine's registry, which every generation is compiled against.
+    registry: proxy_engine::Registry,
+    /// Each proxy's push-delay stream (empty when nothing is ever pushed).
+    push_rngs: Vec<Stream>,
+    push_delay: Dist,
+    /// The rollout, when the scenario has one.
+    rollout: Option<Box<delivery::RolloutRun>>,
     /// The instance number of each endpoint of `mesh`.
     instance_of: EndpointMap<u32>,
     proxies: Vec<ProxySlot>,
@@ -232,7 +244,8 @@ struct Simulation {
 impl Simulation {
     fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
         let topology = Topology::of(s);
-        let generations = Generations::build(s, &topology.registry()).map_err(|e| match e {
+        let registry = topology.registry();
+        let generations = Generations::build(s, &registry).map_err(|e| match e {
             TimelineError::Compile { error, .. } => error,
             // Checked when the scenario is loaded; reported as the engine would.
             TimelineError::Change { index, message } => ConfigError::Invalid {
@@ -271,6 +284,10 @@ impl Simulation {
             instance_of: topology.endpoint_map(&mesh),
             mesh,
             generations,
+            registry,
+            push_rngs: Vec::new(),
+            push_delay: Dist::default(),
+            rollout: delivery::RolloutRun::of(s, &topology),
             fault_rng: stream(seed, "faults"),
             checks: None,
         };
@@ -278,6 +295,7 @@ impl Simulation {
         sim.build_workloads(s, &topology, seed);
         sim.build_faults(s);
         sim.build_pushes(s, &topology, seed);
+        sim.build_rollout();
         Ok(sim)
     }
 
@@ -493,15 +511,20 @@ impl Simulation {
                 }
             }
             Event::Push { proxy, generation } => self.push(proxy, generation),
+            Event::RolloutTick => self.rollout_tick(),
         }
     }
 
     fn finish(mut self) -> RunMetrics {
         self.metrics.end_at(self.now);
-        self.metrics.finish()
+        let rollout = self.rollout.take().map(|r| r.log());
+        let mut m = self.metrics.finish();
+        m.rollout = rollout;
+        m
     }
 }
 
+mod delivery;
 mod faults;
 mod jobs;
 mod pushes;

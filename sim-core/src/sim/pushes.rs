@@ -10,27 +10,36 @@ use crate::scenario::Scenario;
 use crate::topology::Topology;
 
 impl Simulation {
-    /// Schedules every generation after the first for every proxy. Each proxy draws its
-    /// delays from a stream of its own (`push/<proxy>`), in generation order, so a change to
-    /// one proxy's draws never moves another's.
+    /// Makes each proxy's push-delay stream and schedules the timeline's generations. Each
+    /// proxy draws its delays from a stream of its own (`push/<proxy>`), in generation order,
+    /// so a change to one proxy's draws never moves another's.
     pub(super) fn build_pushes(&mut self, s: &Scenario, topology: &Topology, seed: u64) {
-        if self.generations.meshes.len() < 2 {
+        if s.timeline.is_empty() && s.rollout.is_none() {
             return;
         }
         // Proxies were added in the topology's order: sidecars, then clients.
         debug_assert_eq!(topology.proxies.len(), self.proxies.len());
-        for (p, spec) in topology.proxies.iter().enumerate() {
-            let mut rng = stream(seed, &format!("push/{}", spec.name));
-            for g in 1..self.generations.meshes.len() {
-                let at = self.generations.at[g] + s.push_delay.sample(&mut rng);
-                self.queue.push(
-                    at,
-                    Event::Push {
-                        proxy: p as u32,
-                        generation: g as u32,
-                    },
-                );
-            }
+        self.push_delay = s.push_delay.clone();
+        self.push_rngs = (topology.proxies.iter())
+            .map(|spec| stream(seed, &format!("push/{}", spec.name)))
+            .collect();
+        for g in 1..self.generations.meshes.len() {
+            self.schedule_pushes(g);
+        }
+    }
+
+    /// Schedules generation `g` for every proxy, each after its own push delay.
+    pub(super) fn schedule_pushes(&mut self, g: usize) {
+        let made = self.generations.at[g];
+        for (p, rng) in self.push_rngs.iter_mut().enumerate() {
+            let at = made + self.push_delay.sample(rng);
+            self.queue.push(
+                at,
+                Event::Push {
+                    proxy: p as u32,
+                    generation: g as u32,
+                },
+            );
         }
     }
 
