@@ -4,6 +4,7 @@ mod common;
 mod properties;
 mod queueing_theory;
 mod resilience;
+mod rollout;
 mod service_model;
 mod settings;
 mod timeline;

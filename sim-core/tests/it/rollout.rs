@@ -1,0 +1,185 @@
+//! Rollouts in the simulator: the controller's decisions come at the ticks its config
+//! implies, the routing follows them after the push delay, and the measured effects match
+//! the binomial shares the weights imply.
+
+use crate::common::{run, scenario};
+use metrics::RunMetrics;
+use rollout::{Outcome, Strategy};
+
+fn bundled(name: &str) -> String {
+    let path = format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// (hops to `destination`, all hops to `service`) that started in each window.
+fn hops(m: &RunMetrics, destination: &str) -> Vec<(u64, u64)> {
+    let service = destination.split('/').next().unwrap_or_default();
+    let ids: Vec<(u32, bool)> = (m.series.destinations.iter().enumerate())
+        .filter(|(_, d)| d.split('/').next() == Some(service))
+        .map(|(i, d)| (i as u32, d == destination))
+        .collect();
+    (m.series.windows.iter())
+        .map(|w| {
+            let mut mine = 0;
+            let mut all = 0;
+            for (d, n) in &w.by_destination {
+                if let Some((_, is)) = ids.iter().find(|(i, _)| i == d) {
+                    all += n;
+                    if *is {
+                        mine += n;
+                    }
+                }
+            }
+            (mine, all)
+        })
+        .collect()
+}
+
+/// The share of `destination` over windows `from..to` (whole seconds), and the count it is
+/// measured over.
+fn share(per_window: &[(u64, u64)], from: u64, to: u64) -> (f64, u64) {
+    let (mine, all) = (per_window[from as usize..to as usize].iter())
+        .fold((0, 0), |(a, b), (m, n)| (a + m, b + n));
+    (mine as f64 / all.max(1) as f64, all)
+}
+
+/// Five standard errors of a binomial proportion `p` measured over `n`.
+fn tolerance(p: f64, n: u64) -> f64 {
+    5.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-9
+}
+
+struct Flagger {
+    start: u64,
+    interval: u64,
+    step: u32,
+    max: u32,
+    threshold: u32,
+}
+
+fn flagger(s: &sim_core::Scenario) -> Flagger {
+    let spec = s.rollout.as_ref().expect("a rollout");
+    let Strategy::Flagger(a) = &spec.strategy else {
+        panic!("a Flagger rollout")
+    };
+    Flagger {
+        start: spec.start.0 / 1_000_000_000,
+        interval: a.interval.0 / 1_000_000_000,
+        step: a.step_weight,
+        max: a.max_weight,
+        threshold: a.threshold,
+    }
+}
+
+#[test]
+fn a_healthy_canary_steps_up_at_each_tick_and_is_promoted() {
+    let s = scenario(&bundled("canary-promote.ron"));
+    let f = flagger(&s);
+    let m = run(&s);
+    assert_eq!(
+        m.totals.success, m.totals.count,
+        "a healthy canary fails nothing"
+    );
+    let log = m.rollout.as_ref().expect("a rollout log");
+    let ramp = (f.max / f.step) as usize; // ticks from the first step to max_weight
+                                          // Tick 0 detects the revision, ticks 1..=ramp step up, then Promoting, Finalising,
+                                          // Succeeded.
+    let mut expected = vec![("Progressing", 0)];
+    expected.extend((1..=ramp).map(|k| ("Progressing", k as u32 * f.step)));
+    expected.extend([("Promoting", f.max), ("Finalising", 0), ("Succeeded", 0)]);
+    let seen: Vec<(&str, u32)> = log
+        .decisions
+        .iter()
+        .map(|d| (d.phase, d.canary_weight))
+        .collect();
+    assert_eq!(seen, expected);
+    for (i, d) in log.decisions.iter().enumerate() {
+        assert_eq!(
+            d.at.0 / 1_000_000_000,
+            f.start + i as u64 * f.interval,
+            "tick {i}"
+        );
+    }
+    assert!(
+        log.decisions[1].checks.is_empty(),
+        "the first step runs no check"
+    );
+    assert_eq!(log.outcome, Outcome::Promoted);
+    // Between ticks (after the ≤ 1 s push delay) v2 carries the weight the tick set.
+    let v2 = hops(&m, "reviews/v2");
+    for k in 1..=ramp {
+        let at = f.start + k as u64 * f.interval;
+        let p = f64::from(k as u32 * f.step) / 100.0;
+        let (got, n) = share(&v2, at + 1, at + f.interval);
+        assert!(
+            (got - p).abs() < tolerance(p, n),
+            "tick {k}: share {got} of {n}, want {p}"
+        );
+    }
+    // Promotion routes everything to the new version.
+    let promoted = f.start + (ramp as u64 + 1) * f.interval;
+    let (got, n) = share(&v2, promoted + 1, s.duration.0 / 1_000_000_000);
+    assert!(
+        n > 0 && got == 1.0,
+        "after promotion v2 serves all: {got} of {n}"
+    );
+}
+
+#[test]
+fn a_canary_that_goes_bad_is_rolled_back_at_the_tick_its_config_implies() {
+    let s = scenario(&bundled("canary-rollback.ron"));
+    let f = flagger(&s);
+    let fault = &s.faults[0];
+    let sim_core::scenario::FaultKind::Errors { probability, .. } = fault.kind else {
+        panic!("an error burst")
+    };
+    let ramp = (f.max / f.step) as u64;
+    let at_max = f.start + ramp * f.interval;
+    assert_eq!(
+        fault.start.0 / 1_000_000_000,
+        at_max,
+        "the burst starts at max weight"
+    );
+    let m = run(&s);
+    let log = m.rollout.as_ref().expect("a rollout log");
+    // The first tick after the burst fails, and each one after it: failed checks 1, 2, …
+    // (counted over the run); the tick that finds `threshold` of them rolls back.
+    let first_bad = ramp as usize + 1;
+    let rollback = first_bad + f.threshold as usize;
+    assert_eq!(log.decisions.len(), rollback + 1);
+    for j in 0..f.threshold as usize {
+        let d = &log.decisions[first_bad + j];
+        assert_eq!(
+            (d.counter, d.canary_weight),
+            (j as u32 + 1, f.max),
+            "tick {}",
+            first_bad + j
+        );
+        assert_eq!(d.checks[0].verdict, "fail");
+    }
+    let d = &log.decisions[rollback];
+    assert_eq!(
+        (d.phase, d.canary_weight, d.routing.canary_weight),
+        ("Failed", 0, 0)
+    );
+    assert_eq!(log.outcome, Outcome::RolledBack);
+    let rolled_back = f.start + rollback as u64 * f.interval;
+    // During the burst users see its errors on the canary's share: p × max_weight.
+    let errors = |from: u64, to: u64| {
+        (m.series.windows[from as usize..to as usize].iter())
+            .fold((0u64, 0u64), |(e, n), w| (e + w.errors, n + w.requests))
+    };
+    let (e, n) = errors(at_max + 1, rolled_back);
+    let p = probability * f64::from(f.max) / 100.0;
+    let got = e as f64 / n as f64;
+    assert!(
+        (got - p).abs() < tolerance(p, n),
+        "error rate {got} of {n}, want {p}"
+    );
+    // Within one interval of the rollback (after the ≤ 1 s push delay), success recovers
+    // fully and v2 gets nothing.
+    let end = s.duration.0 / 1_000_000_000;
+    let (e, n) = errors(rolled_back + 2, end);
+    assert!(n > 0 && e == 0, "{e} errors of {n} after the rollback");
+    let (got, _) = share(&hops(&m, "reviews/v2"), rolled_back + 2, end);
+    assert_eq!(got, 0.0);
+}
