@@ -66,8 +66,12 @@ pub fn render(base: &MeshConfig, spec: &RolloutSpec, routing: &Routing) -> MeshC
             Strategy::Flagger(a) => a.matches.clone(),
             Strategy::ArgoCanary(_) => Vec::new(),
         };
+        // The routes keep the report names they had (`host/<index>`) below the new rule.
+        for (i, r) in vs.http.iter_mut().enumerate() {
+            r.name.get_or_insert_with(|| i.to_string());
+        }
         let mut rule = template.unwrap_or_default();
-        rule.name = Some(format!("{}-canary-match", spec.host));
+        rule.name = Some("canary-match".into());
         rule.matches = matches;
         rule.route = split;
         vs.http.insert(0, rule);

@@ -183,3 +183,80 @@ fn a_canary_that_goes_bad_is_rolled_back_at_the_tick_its_config_implies() {
     let (got, _) = share(&hops(&m, "reviews/v2"), rolled_back + 2, end);
     assert_eq!(got, 0.0);
 }
+
+#[test]
+fn ab_testing_sends_only_the_matched_requests_to_the_canary_for_its_iterations() {
+    let s = scenario(&bundled("ab-test.ron"));
+    let f = flagger(&s);
+    let Some(Strategy::Flagger(a)) = s.rollout.as_ref().map(|r| &r.strategy) else {
+        panic!("a Flagger rollout")
+    };
+    let iterations = u64::from(a.iterations);
+    let m = run(&s);
+    let log = m.rollout.as_ref().expect("a rollout log");
+    let seen: Vec<(&str, u32)> = log
+        .decisions
+        .iter()
+        .map(|d| (d.phase, d.iterations))
+        .collect();
+    // Tick 1 starts (iteration 1, no check), each later tick counts one; at `iterations`
+    // the next tick promotes.
+    let mut expected = vec![("Progressing", 0)];
+    expected.extend((1..=iterations as u32).map(|i| ("Progressing", i)));
+    expected.extend([("Promoting", 5), ("Finalising", 5), ("Succeeded", 5)]);
+    assert_eq!(seen, expected);
+    // While testing, v2 gets the insiders' share of the workload: weight 1 of 10.
+    let v2 = hops(&m, "reviews/v2");
+    let from = f.start + f.interval + 1;
+    let to = f.start + (iterations + 1) * f.interval;
+    let (got, n) = share(&v2, from, to);
+    assert!((got - 0.1).abs() < tolerance(0.1, n), "share {got} of {n}");
+    let matched = (m.routes.iter()).find(|(name, _)| name == "reviews/canary-match");
+    assert!(
+        matched.is_some_and(|(_, st)| st.count > 0),
+        "the A/B rule is reported"
+    );
+    // Before the test nothing reaches v2.
+    let (before, _) = share(&v2, 0, f.start + f.interval);
+    assert_eq!(before, 0.0);
+}
+
+#[test]
+fn a_mirror_step_catches_a_bad_canary_before_any_user_sees_it() {
+    let s = scenario(&bundled("canary-mirror.ron"));
+    let m = run(&s);
+    assert_eq!(
+        m.totals.success, m.totals.count,
+        "users only ever get v1's answers"
+    );
+    let log = m.rollout.as_ref().expect("a rollout log");
+    let d = &log.decisions[1];
+    assert_eq!(
+        (d.canary_weight, d.routing.mirror),
+        (0, Some(100)),
+        "tick 1 mirrors"
+    );
+    let d = &log.decisions[2];
+    assert_eq!(
+        d.checks[0].verdict, "fail",
+        "the mirrored traffic is analysed"
+    );
+    // v2 answers 5 % 500s: the measured success rate is binomial around 95 %.
+    let v = d.checks[0].value.expect("mirrored traffic");
+    let n = (m.mirrors.iter())
+        .find(|(d, _)| d == "reviews/v2")
+        .map_or(0, |(_, st)| st.count);
+    assert!(n > 0);
+    assert!(
+        (v / 100.0 - 0.95).abs() < tolerance(0.95, n / 2),
+        "success {v}"
+    );
+    assert_eq!(log.decisions[3].phase, "Failed");
+    assert_eq!(
+        log.decisions[3].routing.mirror, None,
+        "rollback stops mirroring"
+    );
+    // No user request ever went to v2.
+    let (got, _) = share(&hops(&m, "reviews/v2"), 0, s.duration.0 / 1_000_000_000);
+    assert_eq!(got, 0.0);
+}
