@@ -114,6 +114,10 @@ impl Rollout {
                 break;
             }
         }
+        // A background analysis starts as soon as its step is reached.
+        if self.phase == Phase::Progressing && self.background.is_none() {
+            self.run_background(now, source, &mut checks, &mut messages);
+        }
         Decision {
             at: now,
             phase: self.phase.name(),

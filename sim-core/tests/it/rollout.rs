@@ -260,3 +260,66 @@ fn a_mirror_step_catches_a_bad_canary_before_any_user_sees_it() {
     let (got, _) = share(&hops(&m, "reviews/v2"), 0, s.duration.0 / 1_000_000_000);
     assert_eq!(got, 0.0);
 }
+
+/// The (time s, canary weight) an Argo canary's steps imply at each point where the rollout
+/// waits: a pause's start, each inline measurement; then the full promotion (100).
+fn argo_waits(c: &rollout::spec::ArgoCanary, start: u64) -> Vec<(u64, u32)> {
+    use rollout::spec::ArgoStep;
+    let (mut t, mut weight, mut out) = (start, 0, Vec::new());
+    for step in &c.steps {
+        match step {
+            ArgoStep::SetWeight(w) => weight = *w,
+            ArgoStep::Pause(p) => {
+                out.push((t, weight));
+                t += p.duration.expect("timed pauses").0 / 1_000_000_000;
+            }
+            ArgoStep::Analysis(a) => {
+                let m = &a.metrics[0];
+                let every = m.interval.expect("an interval").0 / 1_000_000_000;
+                for _ in 1..m.count.expect("a count") {
+                    out.push((t, weight));
+                    t += every;
+                }
+            }
+        }
+    }
+    out.push((t, 100));
+    out
+}
+
+#[test]
+fn argo_canary_steps_wait_and_weigh_as_the_steps_say_then_promote() {
+    let s = scenario(&bundled("argo-canary-steps.ron"));
+    let spec = s.rollout.as_ref().expect("a rollout");
+    let Strategy::ArgoCanary(c) = &spec.strategy else {
+        panic!("an Argo canary")
+    };
+    let start = spec.start.0 / 1_000_000_000;
+    let m = run(&s);
+    assert_eq!(m.totals.success, m.totals.count);
+    let log = m.rollout.as_ref().expect("a rollout log");
+    let seen: Vec<(u64, u32)> = (log.decisions.iter())
+        .map(|d| (d.at.0 / 1_000_000_000, d.routing.canary_weight))
+        .collect();
+    assert_eq!(seen, argo_waits(c, start));
+    assert_eq!(log.outcome, Outcome::Promoted);
+    let background = (log.decisions.iter())
+        .flat_map(|d| &d.checks)
+        .filter(|c| c.metric == "p99-latency")
+        .count();
+    assert!(
+        background >= 3,
+        "the background analysis measured {background} times"
+    );
+    // Each weight holds between its changes (after the ≤ 1 s push delay).
+    let canary = hops(&m, "reviews/v2");
+    for pair in seen.windows(2) {
+        let ((from, w), (to, _)) = (pair[0], pair[1]);
+        let p = f64::from(w) / 100.0;
+        let (got, n) = share(&canary, from + 1, to);
+        assert!(
+            (got - p).abs() < tolerance(p, n),
+            "{from}–{to} s: {got} of {n}, want {p}"
+        );
+    }
+}
