@@ -5,6 +5,7 @@
 //! routes, destinations, clusters and mirrors from every proxy's hop records.
 
 use crate::config::Limits;
+use crate::delivery::{LiveProbe, LiveRollout, Targets};
 use crate::driver::{self, DriverOptions, Generation, ProxyHandle};
 use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
@@ -60,6 +61,10 @@ pub struct Services {
     timeline: Vec<(Generation, Time)>,
     /// Tasks that crash and restart instances on schedule.
     crashes: Vec<tokio::task::JoinHandle<()>>,
+    /// What the rollout's versions record into, when the scenario has a rollout.
+    probe: Option<Arc<LiveProbe>>,
+    /// The registry every generation is compiled against.
+    registry: proxy_engine::Registry,
 }
 
 fn driver_options(proxy: &ProxySpec, seed: u64, s: &Scenario) -> DriverOptions {
@@ -90,19 +95,23 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
     let topology = Topology::of(s);
     let mut instances = Vec::new();
     let mut faults = sim_core::model::instance_faults(s).into_iter();
+    let probe = (s.rollout.as_ref()).map(|r| Arc::new(LiveProbe::new(r.longest_window())));
     for spec in &topology.instances {
+        let side = sim_core::delivery::side_of(s, spec.service, spec.version);
         let model = InstanceModel {
             name: spec.name(),
             version: spec.model.clone(),
             steps: sim_core::model::call_steps(s, spec.service),
             faults: faults.next().unwrap_or_default(),
+            probe: side.zip(probe.clone()),
         };
         instances.push(Instance::start(model, seed, epoch).await?);
     }
     let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
     // Every generation of the timeline, compiled as the simulator compiles them; endpoint ids
     // are stable across them, so one address map serves all.
-    let built = Generations::build(s, &topology.registry())?;
+    let registry = topology.registry();
+    let built = Generations::build(s, &registry)?;
     let endpoint_addrs =
         (topology.endpoint_map(&built.meshes[0])).map(|&i| addrs.get(i as usize).copied());
     let generations: Vec<Generation> = (built.meshes.iter())
@@ -144,6 +153,8 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         generation,
         timeline: (generations.into_iter().zip(built.at)).skip(1).collect(),
         crashes,
+        probe,
+        registry,
     })
 }
 
@@ -264,6 +275,17 @@ pub async fn run_watched(
     }
     let started = std::time::Instant::now();
     let pushes = push_timeline(s, seed, &services, &clients, started);
+    let rollout = services.probe.clone().and_then(|probe| {
+        let names = topology.proxies.iter().map(|p| p.name.clone());
+        let handles = (services.sidecars.iter().map(|(h, _)| h.clone()))
+            .chain(clients.iter().map(|c| c.handle.clone()));
+        let targets = Targets {
+            proxies: names.zip(handles).collect(),
+            first: services.generation.clone(),
+            registry: services.registry.clone(),
+        };
+        LiveRollout::start(s, seed, probe, targets, started)
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut next_watch = started + WATCH_PERIOD;
     // Each workload's load result, in the scenario's order.
@@ -287,7 +309,8 @@ pub async fn run_watched(
                     let figures: Vec<(usize, RunMetrics)> = (clients.iter().enumerate())
                         .map(|(i, c)| (i, c.progress.snapshot().into_metrics()))
                         .collect();
-                    if w(&assemble(s, &clients, &services, figures), now - started) {
+                    let m = assemble(s, &clients, &services, figures, rollout.as_ref());
+                    if w(&m, now - started) {
                         progress.stop();
                     }
                 }
@@ -318,7 +341,8 @@ pub async fn run_watched(
     for p in &pushes {
         p.abort();
     }
-    let m = assemble(s, &clients, &services, results);
+    let mut m = assemble(s, &clients, &services, results, rollout.as_ref());
+    m.rollout = rollout.map(LiveRollout::finish);
     for c in clients {
         c.listener.shutdown().await;
     }
@@ -389,12 +413,16 @@ fn assemble(
     clients: &[Client],
     services: &Services,
     mut loads: Vec<(usize, RunMetrics)>,
+    rollout: Option<&LiveRollout>,
 ) -> RunMetrics {
     loads.sort_by_key(|r| r.0);
     let mut hops = Recorder::new(services.generation.mesh.clone(), s.window);
-    for (g, _) in &services.timeline {
-        // Compiled each from the one before (`Generations::build`).
-        let added = hops.add_generation(g.mesh.clone());
+    let made = rollout.map(|r| crate::lock(&r.record).meshes.clone());
+    let meshes =
+        (services.timeline.iter().map(|(g, _)| g.mesh.clone())).chain(made.into_iter().flatten());
+    for mesh in meshes {
+        // Compiled each from the one before (`Generations::build`, the rollout's task).
+        let added = hops.add_generation(mesh);
         debug_assert!(added.is_ok(), "{added:?}");
     }
     for c in clients {

@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod driver;
 pub mod h1client;
 pub mod header_timer;

@@ -40,6 +40,8 @@ pub struct InstanceModel {
     pub steps: Vec<Vec<Call>>,
     /// Faults that target this instance.
     pub faults: Vec<FaultWindow>,
+    /// Where its answers are counted for a rollout, when it is one of the rollout's versions.
+    pub probe: Option<(rollout::Side, Arc<crate::delivery::LiveProbe>)>,
 }
 
 struct State {
@@ -147,6 +149,16 @@ async fn accept(listener: TcpListener, state: Arc<State>) {
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
+    let arrived = std::time::Instant::now();
+    let status = answer(req, &state).await;
+    if let Some((side, probe)) = &state.model.probe {
+        probe.record(*side, arrived, status);
+    }
+    Ok(status_only(status))
+}
+
+/// The model's answer to `req`: the status, after the service time.
+async fn answer(req: Request<Incoming>, state: &Arc<State>) -> u16 {
     let (parts, body) = req.into_parts();
     let _ = body.collect().await;
     let v = &state.model.version;
@@ -158,23 +170,23 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             std::future::pending::<()>().await;
         }
         if let Some(status) = model::error_burst(faults, now, &mut *lock(&state.fault_rng)) {
-            return Ok(status_only(status));
+            return status;
         }
     }
     // Admission: a free worker, or a place in the bounded queue, or 503 at once.
     let (tx, rx) = oneshot::channel();
     let admitted = lock(&state.admission).arrive(tx);
     let mut worker = match admitted {
-        Admit::Start => Worker::held(&state),
-        Admit::Queued => Worker::waiting(&state, rx),
-        Admit::Refused(_) => return Ok(status_only(503)),
+        Admit::Start => Worker::held(state),
+        Admit::Queued => Worker::waiting(state, rx),
+        Admit::Refused(_) => return 503,
     };
     if !worker.granted().await {
-        return Ok(status_only(503)); // the queue was reset under it
+        return 503; // the queue was reset under it
     }
     let mut failed = false;
     for step in &state.model.steps {
-        let calls = step.iter().map(|c| call(&state, c, &parts.headers));
+        let calls = step.iter().map(|c| call(state, c, &parts.headers));
         let statuses = join_all(calls.collect()).await;
         failed |= statuses.iter().any(|s| *s == 0 || *s >= 500);
     }
@@ -194,7 +206,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
     };
     let done = std::time::Instant::now() + Duration::from_nanos(service.0);
     crate::clock::sleep_until_precise(done).await;
-    Ok(status_only(status))
+    status
 }
 
 /// A request's claim on a worker: held, or waiting for the worker to pass to it. Dropped (the

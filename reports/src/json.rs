@@ -522,6 +522,7 @@ mod tests {
             series,
             events: Vec::new(),
             instances: Vec::new(),
+            rollout: None,
         }
     }
 
@@ -595,7 +596,8 @@ mod tests {
                 "window_s",
                 "timeseries",
                 "resilience",
-                "instances"
+                "instances",
+                "rollout"
             ]
         );
         let text = crate::text::summary(&r, None, &crate::table::Look::default());

@@ -8,6 +8,7 @@ mod gates;
 mod hop_visibility;
 mod html_report;
 mod proxy_cli;
+mod rollouts;
 mod scenario_library;
 mod sweep;
 mod traffic_management;

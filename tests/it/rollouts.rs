@@ -1,0 +1,134 @@
+//! Rollouts through the binary: byte-identical reports for a seed, and the same decisions
+//! live as in the simulation.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn meshtwin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshtwin"))
+        .args(args)
+        .output()
+        .expect("meshtwin runs")
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshtwin-rollouts-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn bundled(name: &str) -> String {
+    let path = format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Runs `scenario` (with `extra` flags) and returns the JSON report's text.
+fn report(dir: &std::path::Path, name: &str, scenario: &std::path::Path, extra: &[&str]) -> String {
+    let json = dir.join(format!("{name}.json"));
+    let mut args = vec!["run", "--quiet", scenario.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    args.extend(["--json", json.to_str().expect("utf-8")]);
+    let out = meshtwin(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&json).expect("report")
+}
+
+#[test]
+fn a_rollout_report_is_byte_identical_for_a_seed() {
+    let dir = scratch("bytes");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/canary-rollback.ron");
+    let a = report(&dir, "a", &path, &[]);
+    let b = report(&dir, "b", &path, &[]);
+    assert!(a == b, "same seed, different bytes");
+    let v: serde_json::Value = serde_json::from_str(&a).expect("json");
+    assert_eq!(v["rollout"]["outcome"], "rolled_back");
+    assert_eq!(v["rollout"]["tool"], "flagger");
+    let c = report(&dir, "c", &path, &["--seed", "2"]);
+    assert_ne!(a, c);
+}
+
+/// `canary-rollback.ron` at live speed: Flagger's shortest interval (10 s), 25 % steps to
+/// 50 %, the burst when 50 % is reached, the load long enough for the rollback.
+fn short_rollback() -> String {
+    let mut text = bundled("canary-rollback.ron");
+    for (from, to) in [
+        ("duration: \"11m\"", "duration: \"65s\""),
+        ("start: \"1m\"", "start: \"5s\""),
+        (
+            "interval: \"1m\",\n            threshold",
+            "interval: \"10s\",\n            threshold",
+        ),
+        ("step_weight: 10", "step_weight: 25"),
+        ("start: \"6m\"", "start: \"25s\""),
+        ("rate: 200", "rate: 100"),
+    ] {
+        assert!(text.contains(from), "canary-rollback.ron has {from}");
+        text = text.replacen(from, to, 1);
+    }
+    text.replace("interval: \"1m\"),", "interval: \"10s\"),")
+}
+
+/// (time s, phase, canary weight, failed checks) of each decision.
+fn decisions(v: &serde_json::Value) -> Vec<(f64, String, u64, u64)> {
+    (v["rollout"]["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter())
+    .map(|d| {
+        (
+            d["at_s"].as_f64().expect("at"),
+            d["phase"].as_str().expect("phase").to_owned(),
+            d["canary_weight"].as_u64().expect("weight"),
+            d["failed_checks"].as_u64().expect("failed"),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn live_canary_rollback_reaches_the_simulations_decisions_at_the_same_ticks() {
+    let dir = scratch("live");
+    let path = dir.join("canary-rollback-short.ron");
+    std::fs::write(&path, short_rollback()).expect("write");
+    let sim: serde_json::Value =
+        serde_json::from_str(&report(&dir, "sim", &path, &[])).expect("json");
+    let expected = decisions(&sim);
+    // Derived from the config: 5 s new revision, 15 s 25 %, 25 s 50 % (the burst starts),
+    // 35 s and 45 s fail, 55 s rolls back.
+    let phases: Vec<(f64, &str, u64, u64)> = expected
+        .iter()
+        .map(|(t, p, w, f)| (*t, p.as_str(), *w, *f))
+        .collect();
+    assert_eq!(
+        phases,
+        vec![
+            (5.0, "Progressing", 0, 0),
+            (15.0, "Progressing", 25, 0),
+            (25.0, "Progressing", 50, 0),
+            (35.0, "Progressing", 50, 1),
+            (45.0, "Progressing", 50, 2),
+            (55.0, "Failed", 0, 2),
+        ]
+    );
+    let live: serde_json::Value =
+        serde_json::from_str(&report(&dir, "live", &path, &["--live"])).expect("json");
+    assert_eq!(live["mode"], "live");
+    assert_eq!(
+        decisions(&live),
+        expected,
+        "live decides as the simulation does"
+    );
+    assert_eq!(live["rollout"]["outcome"], "rolled_back");
+    // The live canary's measured success rate during the burst is 95 % give or take the
+    // binomial spread of ~500 answers a window.
+    let check = &live["rollout"]["decisions"][3]["checks"][0];
+    let rate = check["value"].as_f64().expect("a value") / 100.0;
+    assert!(
+        (rate - 0.95).abs() < 5.0 * (0.95f64 * 0.05 / 400.0).sqrt(),
+        "{rate}"
+    );
+}
