@@ -49,6 +49,24 @@ fn a_rollout_report_is_byte_identical_for_a_seed() {
     assert_eq!(v["rollout"]["tool"], "flagger");
     let c = report(&dir, "c", &path, &["--seed", "2"]);
     assert_ne!(a, c);
+    // The HTML too, with the rollout's charts and decision table.
+    let html = |name: &str| {
+        let out = dir.join(format!("{name}.html"));
+        let p = out.to_str().expect("utf-8");
+        report(&dir, name, &path, &["--html", p]);
+        std::fs::read_to_string(&out).expect("html")
+    };
+    let (x, y) = (html("x"), html("y"));
+    assert!(x == y, "same seed, different HTML");
+    for needle in [
+        "<section id=\"rollout\">",
+        "Canary weight set by the controller",
+        "Share of reviews's traffic by version",
+        "<h3>Decisions</h3>",
+        "Rolling back reviews failed checks threshold reached 2",
+    ] {
+        assert!(x.contains(needle), "the HTML has {needle}");
+    }
 }
 
 /// `canary-rollback.ron` at live speed: Flagger's shortest interval (10 s), 25 % steps to

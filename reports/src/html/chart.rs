@@ -72,6 +72,9 @@ pub(super) struct Chart {
     /// The x axis is HdrHistogram's percentile axis: `1/(1-p)` on a log scale, labelled as
     /// percentiles.
     pub percentile_axis: bool,
+    /// A fixed top for the y axis (a share in percent tops at 100); else a round number
+    /// a little above the highest value.
+    pub y_top: Option<f64>,
 }
 
 /// The chart as inline SVG (no `xmlns`: inline SVG in HTML needs none, and the page holds no
@@ -109,7 +112,7 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, chart: &Chart) -> Result<(), 
     let x_max = points().map(|p| p.0).fold(f64::MIN, f64::max);
     let x_min = points().map(|p| p.0).fold(f64::MAX, f64::min);
     let y_max = points().map(|p| p.1).fold(0.0, f64::max);
-    let y_top = nice_top(y_max);
+    let y_top = chart.y_top.unwrap_or_else(|| nice_top(y_max));
     if chart.percentile_axis {
         let x = (1.0..x_max.max(10.0) * 1.5).log_scale();
         return plot(root, chart, &stacked, x, 0.0..y_top, &|v: &f64| {
@@ -268,6 +271,7 @@ mod tests {
             style: Style::Stacked,
             series: vec![s("a", &[1.0, 2.0]), s("b", &[3.0, 4.0])],
             percentile_axis: false,
+            y_top: None,
         };
         let stacked = stack(&chart);
         assert_eq!(stacked[1].points, vec![(0.0, 4.0), (1.0, 6.0)]);

@@ -116,6 +116,7 @@ fn overlay(y_desc: &str, parts: Vec<Pair<'_>>, spectrum: bool) -> Chart {
         style: Style::Lines,
         series,
         percentile_axis: false,
+        y_top: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod chart;
 mod compare;
+mod rollout;
 mod sweep;
 mod tables;
 
@@ -51,6 +52,14 @@ pub fn render(report: &Report) -> String {
     );
     section(&mut page, "summary", "Summary", &tables::summary(report));
     let series = Windows::of(report);
+    if let Some(r) = &report.rollout {
+        section(
+            &mut page,
+            "rollout",
+            "Rollout",
+            &rollout::section(report, r, &series),
+        );
+    }
     section(&mut page, "latency", "Latency over time", &latency(&series));
     section(
         &mut page,
@@ -253,6 +262,7 @@ fn time_chart(y_desc: &str, style: Style, series: Vec<Series>) -> Chart {
         style,
         series,
         percentile_axis: false,
+        y_top: None,
     }
 }
 
@@ -410,6 +420,7 @@ fn spectrum_chart(series: Vec<Series>) -> Chart {
         style: Style::Lines,
         series,
         percentile_axis: true,
+        y_top: None,
     }
 }
 
