@@ -141,7 +141,7 @@ fn decisions(r: &RolloutReport) -> String {
         .map(|d| {
             let checks: Vec<String> = (d.checks.iter())
                 .map(|c| {
-                    let value = c.value.map_or("no data".into(), |v| super::chart::trim(v));
+                    let value = c.value.map_or("no data".into(), super::chart::trim);
                     format!(
                         "{}: {} ({}) {}",
                         escape(&c.metric),
