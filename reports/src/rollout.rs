@@ -190,6 +190,9 @@ pub fn text(r: &RolloutReport, look: &Look) -> String {
         if let Some(m) = d.routing.mirror {
             weight = format!("{weight}+m{m}");
         }
+        if d.routing.matched_only {
+            weight = format!("{weight} matched");
+        }
         t.toned_row([
             (crate::json::trim_decimals(d.at_s, 3), Tone::Plain),
             (d.phase.clone(), phase_tone),

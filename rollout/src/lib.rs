@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod argo;
+pub mod bluegreen;
 pub mod condition;
 pub mod decision;
 pub mod flagger;
@@ -29,6 +30,8 @@ pub enum Controller {
     Flagger(flagger::Canary),
     /// Argo Rollouts' canary.
     Argo(argo::Rollout),
+    /// Argo Rollouts' blue/green.
+    ArgoBlueGreen(bluegreen::BlueGreen),
 }
 
 impl Controller {
@@ -38,6 +41,9 @@ impl Controller {
         match &spec.strategy {
             Strategy::Flagger(a) => Controller::Flagger(flagger::Canary::new(a, &spec.host, start)),
             Strategy::ArgoCanary(c) => Controller::Argo(argo::Rollout::new(c, start)),
+            Strategy::ArgoBlueGreen(b) => {
+                Controller::ArgoBlueGreen(bluegreen::BlueGreen::new(b, start))
+            }
         }
     }
 
@@ -45,7 +51,7 @@ impl Controller {
     pub fn tool(&self) -> &'static str {
         match self {
             Controller::Flagger(_) => "flagger",
-            Controller::Argo(_) => "argo-rollouts",
+            Controller::Argo(_) | Controller::ArgoBlueGreen(_) => "argo-rollouts",
         }
     }
 
@@ -54,6 +60,7 @@ impl Controller {
         match self {
             Controller::Flagger(c) => c.next_tick(),
             Controller::Argo(r) => r.next_tick(),
+            Controller::ArgoBlueGreen(b) => b.next_tick(),
         }
     }
 
@@ -62,6 +69,7 @@ impl Controller {
         match self {
             Controller::Flagger(c) => c.routing(),
             Controller::Argo(r) => r.routing(),
+            Controller::ArgoBlueGreen(b) => b.routing(),
         }
     }
 
@@ -70,6 +78,7 @@ impl Controller {
         match self {
             Controller::Flagger(c) => c.outcome(),
             Controller::Argo(r) => r.outcome(),
+            Controller::ArgoBlueGreen(b) => b.outcome(),
         }
     }
 
@@ -78,6 +87,7 @@ impl Controller {
         match self {
             Controller::Flagger(c) => c.tick(now, source),
             Controller::Argo(r) => r.tick(now, source),
+            Controller::ArgoBlueGreen(b) => b.tick(now, source),
         }
     }
 }

@@ -33,6 +33,45 @@ pub enum Strategy {
     Flagger(FlaggerAnalysis),
     /// Argo Rollouts' `spec.strategy.canary`.
     ArgoCanary(ArgoCanary),
+    /// Argo Rollouts' `spec.strategy.blueGreen`.
+    ArgoBlueGreen(ArgoBlueGreen),
+}
+
+/// Argo Rollouts' blue/green strategy. The active Service is the stable subset until the
+/// switch; the preview Service is the canary subset, reached by the requests matching
+/// `preview_match` (the testers and smoke tests that call the preview Service).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoBlueGreen {
+    /// Requests that reach the preview (the canary subset) before the switch.
+    #[serde(default)]
+    pub preview_match: Vec<HttpMatchRequest>,
+    /// Switch as soon as the preview is ready (and the pre-promotion analysis passed).
+    /// Default true; false pauses before the switch, waiting for a human.
+    #[serde(default = "yes")]
+    pub auto_promotion_enabled: bool,
+    /// Switch this long after the preview is ready, marking a running pre-promotion
+    /// analysis Successful.
+    #[serde(default)]
+    pub auto_promotion_seconds: Option<Nanos>,
+    /// How long the old version keeps running after the switch. Default 30 s.
+    #[serde(default = "thirty_seconds")]
+    pub scale_down_delay: Nanos,
+    /// Runs on the preview before the switch; the switch waits for Successful, Failed or
+    /// Error aborts.
+    #[serde(default)]
+    pub pre_promotion_analysis: Option<AnalysisSpec>,
+    /// Runs after the switch; Failed or Error switches back and aborts.
+    #[serde(default)]
+    pub post_promotion_analysis: Option<AnalysisSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn thirty_seconds() -> Nanos {
+    Nanos::from_secs(30)
 }
 
 /// Flagger's `analysis` block.
@@ -265,6 +304,28 @@ impl RolloutSpec {
         match &self.strategy {
             Strategy::Flagger(a) => a.validate(),
             Strategy::ArgoCanary(c) => c.validate(),
+            Strategy::ArgoBlueGreen(b) => {
+                let f = "strategy.ArgoBlueGreen";
+                for (name, a) in [
+                    ("pre_promotion_analysis", &b.pre_promotion_analysis),
+                    ("post_promotion_analysis", &b.post_promotion_analysis),
+                ] {
+                    if let Some(a) = a {
+                        validate_metrics(&a.metrics, &format!("{f}.{name}"))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The requests that the routing's `matched_only` applies to: Flagger's A/B `match`, Argo
+    /// blue/green's `preview_match`.
+    pub fn matches(&self) -> &[HttpMatchRequest] {
+        match &self.strategy {
+            Strategy::Flagger(a) => &a.matches,
+            Strategy::ArgoBlueGreen(b) => &b.preview_match,
+            Strategy::ArgoCanary(_) => &[],
         }
     }
 
@@ -279,6 +340,11 @@ impl RolloutSpec {
                 })
                 .flatten()
                 .chain(c.analysis.iter().flat_map(|b| b.metrics.iter()))
+                .map(ArgoMetric::window)
+                .collect(),
+            Strategy::ArgoBlueGreen(b) => (b.pre_promotion_analysis.iter())
+                .chain(b.post_promotion_analysis.iter())
+                .flat_map(|a| a.metrics.iter())
                 .map(ArgoMetric::window)
                 .collect(),
         };

@@ -376,3 +376,66 @@ fn argo_metric_without_conditions_is_successful_and_both_conditions_can_be_incon
     run(&mut c, &s, 5);
     assert_eq!(c.outcome(), Outcome::Paused, "Inconclusive pauses");
 }
+
+fn blue_green(b: crate::spec::ArgoBlueGreen) -> Controller {
+    let spec = RolloutSpec {
+        host: "reviews".into(),
+        stable: "blue".into(),
+        canary: "green".into(),
+        start: Nanos::ZERO,
+        strategy: Strategy::ArgoBlueGreen(b),
+    };
+    spec.validate().expect("valid");
+    Controller::new(&spec)
+}
+
+fn bg(pre: Option<ArgoMetric>, post: Option<ArgoMetric>, auto: bool) -> crate::spec::ArgoBlueGreen {
+    crate::spec::ArgoBlueGreen {
+        preview_match: vec![Default::default()],
+        auto_promotion_enabled: auto,
+        auto_promotion_seconds: None,
+        scale_down_delay: Nanos::from_secs(30),
+        pre_promotion_analysis: pre.map(|m| AnalysisSpec { metrics: vec![m] }),
+        post_promotion_analysis: post.map(|m| AnalysisSpec { metrics: vec![m] }),
+    }
+}
+
+#[test]
+fn argo_blue_green_gates_pauses_and_switches_back() {
+    let s = Script::healthy();
+    // Pre-promotion passes (2 measurements) → switch; post-promotion fails → switch back.
+    let mut c = blue_green(bg(
+        Some(ratio_metric(None, Some(2))),
+        Some(ratio_metric(None, Some(1))),
+        true,
+    ));
+    let d0 = c.tick(Time(0), &s);
+    assert!(
+        d0.routing.matched_only,
+        "the preview gets the matched requests"
+    );
+    let d1 = c.tick(Time(MIN), &s);
+    assert_eq!(
+        (d1.routing.canary_weight, d1.routing.matched_only),
+        (100, false)
+    );
+    s.set(1000, 100);
+    let d2 = c.tick(Time(2 * MIN), &s);
+    assert_eq!(d2.phase, "Degraded");
+    assert_eq!(
+        d2.routing,
+        Routing::default(),
+        "switched back to the stable version"
+    );
+    // auto_promotion_enabled false: paused before the switch, the preview still routed.
+    s.set(1000, 0);
+    let mut c = blue_green(bg(None, None, false));
+    let d = c.tick(Time(0), &s);
+    assert_eq!((d.phase, d.routing.matched_only), ("Paused", true));
+    assert_eq!(c.outcome(), Outcome::Paused);
+    // A failing pre-promotion analysis aborts without switching.
+    let mut c = blue_green(bg(Some(ratio_metric(None, Some(1))), None, true));
+    s.set(1000, 100);
+    let d = c.tick(Time(0), &s);
+    assert_eq!((d.phase, d.routing), ("Degraded", Routing::default()));
+}

@@ -14,7 +14,7 @@ use proxy_engine::config::{
     Destination, DestinationRule, HttpRoute, RouteDestination, VirtualService,
 };
 use proxy_engine::{CompiledMesh, MeshConfig};
-use rollout::{RolloutSpec, Routing, Side, Strategy};
+use rollout::{RolloutSpec, Routing, Side};
 
 /// The mesh config that `routing` stands for.
 pub fn render(base: &MeshConfig, spec: &RolloutSpec, routing: &Routing) -> MeshConfig {
@@ -62,10 +62,7 @@ pub fn render(base: &MeshConfig, spec: &RolloutSpec, routing: &Routing) -> MeshC
         }
     }
     if routing.matched_only {
-        let matches = match &spec.strategy {
-            Strategy::Flagger(a) => a.matches.clone(),
-            Strategy::ArgoCanary(_) => Vec::new(),
-        };
+        let matches = spec.matches().to_vec();
         // The routes keep the report names they had (`host/<index>`) below the new rule.
         for (i, r) in vs.http.iter_mut().enumerate() {
             r.name.get_or_insert_with(|| i.to_string());
@@ -182,7 +179,7 @@ pub fn problems(s: &Scenario) -> Option<(String, String)> {
     let widest = Routing {
         canary_weight: 50,
         mirror: Some(100),
-        matched_only: matches!(&spec.strategy, Strategy::Flagger(a) if !a.matches.is_empty()),
+        matched_only: !spec.matches().is_empty(),
     };
     let registry = crate::topology::Topology::of(s).registry();
     if let Err(e) = CompiledMesh::compile(&render(&s.mesh, spec, &widest), &registry) {

@@ -323,3 +323,51 @@ fn argo_canary_steps_wait_and_weigh_as_the_steps_say_then_promote() {
         );
     }
 }
+
+#[test]
+fn argo_blue_green_previews_then_switches_at_once_and_fails_nothing() {
+    let s = scenario(&bundled("argo-blue-green.ron"));
+    let spec = s.rollout.as_ref().expect("a rollout");
+    let Strategy::ArgoBlueGreen(b) = &spec.strategy else {
+        panic!("an Argo blue/green")
+    };
+    let secs = |n: proxy_engine::Nanos| n.0 / 1_000_000_000;
+    let start = secs(spec.start);
+    // The switch comes with the pre-promotion analysis' last measurement: its initial delay
+    // plus (count − 1) intervals after the preview is up.
+    let pre = &b
+        .pre_promotion_analysis
+        .as_ref()
+        .expect("pre-promotion")
+        .metrics[0];
+    let every = secs(pre.interval.expect("an interval"));
+    let switch =
+        start + secs(pre.initial_delay) + u64::from(pre.count.expect("a count") - 1) * every;
+    let m = run(&s);
+    assert_eq!(
+        m.totals.success, m.totals.count,
+        "no request fails because of the switch"
+    );
+    let log = m.rollout.as_ref().expect("a rollout log");
+    let switched = (log.decisions.iter())
+        .find(|d| d.routing.canary_weight == 100 && !d.routing.matched_only)
+        .expect("a switch");
+    assert_eq!(switched.at.0 / 1_000_000_000, switch);
+    assert_eq!(log.outcome, Outcome::Promoted);
+    let green = hops(&m, "reviews/v2");
+    // Before the preview nothing reaches green; during it the testers' 1 in 20; from a
+    // second after the switch (the push delay) everything, in every window.
+    assert_eq!(share(&green, 0, start).0, 0.0);
+    let (got, n) = share(&green, start + 1, switch);
+    assert!(
+        (got - 0.05).abs() < tolerance(0.05, n),
+        "preview share {got} of {n}"
+    );
+    let end = s.duration.0 / 1_000_000_000;
+    for w in switch + 1..end {
+        assert_eq!(
+            green[w as usize].0, green[w as usize].1,
+            "window {w} is all green"
+        );
+    }
+}
