@@ -111,9 +111,10 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
     // Every generation of the timeline, compiled as the simulator compiles them; endpoint ids
     // are stable across them, so one address map serves all.
     let registry = topology.registry();
-    let built = Generations::build(s, &registry)?;
-    let endpoint_addrs =
-        (topology.endpoint_map(&built.meshes[0])).map(|&i| addrs.get(i as usize).copied());
+    let built = Generations::build(s, seed)?;
+    // The last generation's ids cover every endpoint of the lineage.
+    let last = &built.meshes[built.meshes.len() - 1];
+    let endpoint_addrs = (topology.endpoint_map(last)).map(|&i| addrs.get(i as usize).copied());
     let generations: Vec<Generation> = (built.meshes.iter())
         .map(|mesh| Generation {
             mesh: mesh.clone(),

@@ -142,8 +142,8 @@ fn check_timeline(s: &Scenario) -> Result<(), Problem> {
             ),
         ));
     }
-    let registry = crate::topology::Topology::of(s).registry();
-    match crate::timeline::Generations::build(s, &registry) {
+    check_deployment(s)?;
+    match crate::timeline::Generations::build(s, s.seed) {
         Ok(_) => Ok(()),
         Err(crate::timeline::TimelineError::Change { index, message }) => {
             Err(problem(format!("timeline[{index}].change"), message))
@@ -571,6 +571,82 @@ fn check_fault(s: &Scenario, i: usize, f: &crate::scenario::Fault) -> Result<(),
             }
         }
         FaultKind::Crash | FaultKind::Hang => {}
+    }
+    Ok(())
+}
+
+/// The timeline's deployment changes name services and versions that exist at that point
+/// (`AddVersion` a new one), with valid models and distributions.
+fn check_deployment(s: &Scenario) -> Result<(), Problem> {
+    use crate::scenario::Change;
+    let mut versions: std::collections::BTreeSet<(String, String)> = (s.services.iter())
+        .flat_map(|(name, svc)| svc.versions.keys().map(move |v| (name.clone(), v.clone())))
+        .collect();
+    for (i, entry) in s.timeline.iter().enumerate() {
+        let field = format!("timeline[{i}].change");
+        let (service, version) = match &entry.change {
+            Change::Scale {
+                service,
+                version,
+                startup,
+                ..
+            } => {
+                check_dist(format!("{field}.startup"), startup)?;
+                (service, version)
+            }
+            Change::RemoveVersion {
+                service, version, ..
+            } => (service, version),
+            Change::AddVersion {
+                service,
+                version,
+                spec,
+                startup,
+            } => {
+                check_dist(format!("{field}.startup"), startup)?;
+                check_dist(format!("{field}.spec.latency"), &spec.latency)?;
+                if !s.services.contains_key(service) {
+                    return Err(problem(
+                        format!("{field}.service"),
+                        format!("no service `{service}` to add a version to"),
+                    ));
+                }
+                if spec.workers == 0 {
+                    return Err(problem(
+                        format!("{field}.spec.workers"),
+                        "must be at least 1",
+                    ));
+                }
+                if !versions.insert((service.clone(), version.clone())) {
+                    return Err(problem(
+                        format!("{field}.version"),
+                        format!("`{service}` already has a version `{version}`"),
+                    ));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if !versions.contains(&(service.clone(), version.clone())) {
+            let known: Vec<String> = (versions.iter())
+                .filter(|(s, _)| s == service)
+                .map(|(_, v)| v.clone())
+                .collect();
+            return Err(problem(
+                format!("{field}.version"),
+                format!(
+                    "`{service}` has no version `{version}` at this point (versions: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if matches!(entry.change, Change::RemoveVersion { .. }) {
+            versions.remove(&(service.clone(), version.clone()));
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod admission;
 mod check;
 pub mod delivery;
 pub mod dist;
+pub mod lifecycle;
 pub mod load;
 pub mod model;
 mod overlay;

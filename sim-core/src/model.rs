@@ -26,22 +26,17 @@ impl InstanceSpec<'_> {
     }
 }
 
-/// Every instance of the scenario, in the stable order; position = simulator instance index.
+/// Every instance of the scenario — those the timeline creates included — in the stable
+/// order; position = simulator instance index.
 pub fn instances(s: &Scenario) -> Vec<InstanceSpec<'_>> {
-    let mut out = Vec::new();
-    for (service, svc) in &s.services {
-        for (version, model) in &svc.versions {
-            for index in 0..model.instances {
-                out.push(InstanceSpec {
-                    service,
-                    version,
-                    index,
-                    model,
-                });
-            }
-        }
-    }
-    out
+    (crate::lifecycle::lives(s).into_iter())
+        .map(|l| InstanceSpec {
+            service: l.service,
+            version: l.version,
+            index: l.index,
+            model: l.model,
+        })
+        .collect()
 }
 
 /// The status a modeled handler answers with, once its calls and service time are done: 500 if
@@ -96,6 +91,17 @@ impl FaultWindow {
 pub fn instance_faults(s: &Scenario) -> Vec<Vec<FaultWindow>> {
     let specs = instances(s);
     let mut out = vec![Vec::new(); specs.len()];
+    // A removed instance stops at the end of its drain, as a crash does: connections refused,
+    // what it still holds reset.
+    for (i, life) in crate::lifecycle::lives(s).iter().enumerate() {
+        if let Some(stops) = life.stops() {
+            out[i].push(FaultWindow {
+                start: stops,
+                end: Time(u64::MAX),
+                kind: FaultKind::Crash,
+            });
+        }
+    }
     for f in &s.faults {
         let start = Time(f.start.0);
         let window = FaultWindow {

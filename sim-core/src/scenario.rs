@@ -92,6 +92,61 @@ pub enum Change {
     Apply(MeshObject),
     /// Removes a config object, named as `Apply` identifies it.
     Remove(MeshObjectRef),
+    /// Sets a version's instance count, as a Deployment's replicas. New instances join the
+    /// service's endpoints once ready (after their own draw of `startup`); removed ones (the
+    /// newest first) leave the endpoints at once and drain: they serve what reaches them for
+    /// `grace`, then stop (connections refused, requests still held reset).
+    Scale {
+        /// The service.
+        service: String,
+        /// The version.
+        version: String,
+        /// Instances from now on.
+        instances: u32,
+        /// Each new instance's time to become ready. Default 0.
+        #[serde(default)]
+        startup: Dist,
+        /// How long a removed instance drains (Kubernetes' `terminationGracePeriodSeconds`).
+        /// Default 30 s.
+        #[serde(default = "default_grace")]
+        grace: Nanos,
+    },
+    /// Deploys a new version of a service; its instances join the endpoints once ready.
+    AddVersion {
+        /// The service.
+        service: String,
+        /// The new version's name (its `version` label).
+        version: String,
+        /// Its model, `instances` included.
+        spec: Version,
+        /// Each instance's time to become ready. Default 0.
+        #[serde(default)]
+        startup: Dist,
+    },
+    /// Removes a version: all its instances leave the endpoints and drain, as `Scale` to 0.
+    RemoveVersion {
+        /// The service.
+        service: String,
+        /// The version.
+        version: String,
+        /// How long its instances drain. Default 30 s.
+        #[serde(default = "default_grace")]
+        grace: Nanos,
+    },
+}
+
+fn default_grace() -> Nanos {
+    Nanos::from_secs(30)
+}
+
+impl Change {
+    /// Whether it changes the deployment (instances) rather than the mesh config.
+    pub fn is_deployment(&self) -> bool {
+        matches!(
+            self,
+            Change::Scale { .. } | Change::AddVersion { .. } | Change::RemoveVersion { .. }
+        )
+    }
 }
 
 /// A config object a timeline applies.

@@ -52,34 +52,80 @@ pub struct Hazard {
     pub warning: String,
 }
 
-/// Every generation of a scenario's mesh: number 0 is the scenario's `mesh`, number `i + 1`
-/// the config after `timeline[i]`.
+/// Every generation of a scenario's mesh: number 0 is the scenario's `mesh` over its first
+/// instances; each timeline entry makes the next, and so does each moment instances the
+/// timeline created become ready (their endpoints join).
 #[derive(Clone, Debug)]
 pub struct Generations {
     /// The compiled generations, by number.
     pub meshes: Vec<Arc<CompiledMesh>>,
     /// When each generation is made (0 for the first).
     pub at: Vec<Time>,
+    /// The timeline entry that made each generation (`None`: the first, or instances
+    /// becoming ready).
+    pub entry: Vec<Option<usize>>,
 }
 
 impl Generations {
-    /// Applies `s.timeline` in order and compiles each generation against `registry`.
-    pub fn build(s: &Scenario, registry: &Registry) -> Result<Generations, TimelineError> {
+    /// Applies `s.timeline` in order, with the instances of each moment (their startup
+    /// drawn from `seed`'s streams), and compiles each generation as the next of one lineage.
+    pub fn build(s: &Scenario, seed: u64) -> Result<Generations, TimelineError> {
+        let topology = crate::topology::Topology::of(s);
+        let lives = crate::lifecycle::lives(s);
+        let ready = crate::lifecycle::ready_times(&lives, seed);
+        // Whether instance `i` is in the endpoints at `t`.
+        let live = |i: usize, t: Time| {
+            ready[i].is_some_and(|r| r <= t) && lives[i].removed.is_none_or(|(at, _)| t < at)
+        };
+        let registry_at = |t: Time| topology.registry_where(|i| live(i, t));
         let mut config = crate::delivery::initial_config(s);
-        let first = CompiledMesh::compile(&config, registry)
+        let first = CompiledMesh::compile(&config, &registry_at(Time::ZERO))
             .map_err(|error| TimelineError::Compile { index: 0, error })?;
-        let mut meshes = vec![Arc::new(first)];
-        let mut at = vec![Time::ZERO];
+        let mut g = Generations {
+            meshes: vec![Arc::new(first)],
+            at: vec![Time::ZERO],
+            entry: vec![None],
+        };
+        // Entries in order; instances becoming ready later than their entry, in time order.
+        let mut joins: Vec<Time> = (lives.iter().zip(&ready))
+            .filter_map(|(l, r)| r.filter(|r| *r > l.created))
+            .collect();
+        joins.sort_unstable();
+        joins.dedup();
+        let mut joins = joins.into_iter().peekable();
         for (index, entry) in s.timeline.iter().enumerate() {
+            let at = Time(entry.at.0);
+            while let Some(t) = joins.next_if(|t| *t < at) {
+                g.push(&config, &registry_at(t), t, None)
+                    .map_err(|error| TimelineError::Compile { index, error })?;
+            }
             config = apply(&config, &entry.change)
                 .map_err(|message| TimelineError::Change { index, message })?;
-            let previous = &meshes[meshes.len() - 1];
-            let next = CompiledMesh::compile_next(&config, registry, previous)
+            g.push(&config, &registry_at(at), at, Some(index))
                 .map_err(|error| TimelineError::Compile { index, error })?;
-            meshes.push(Arc::new(next));
-            at.push(Time(entry.at.0));
         }
-        Ok(Generations { meshes, at })
+        let last = s.timeline.len().saturating_sub(1);
+        for t in joins {
+            g.push(&config, &registry_at(t), t, None)
+                .map_err(|error| TimelineError::Compile { index: last, error })?;
+        }
+        Ok(g)
+    }
+
+    /// Compiles `config` over `registry` as the next generation, made at `at`.
+    fn push(
+        &mut self,
+        config: &MeshConfig,
+        registry: &Registry,
+        at: Time,
+        entry: Option<usize>,
+    ) -> Result<(), ConfigError> {
+        let previous = &self.meshes[self.meshes.len() - 1];
+        let next = CompiledMesh::compile_next(config, registry, previous)?;
+        self.meshes.push(Arc::new(next));
+        self.at.push(at);
+        self.entry.push(entry);
+        Ok(())
     }
 
     /// The time ranges during which a generation names an undefined subset.
@@ -88,7 +134,7 @@ impl Generations {
         for (g, mesh) in self.meshes.iter().enumerate().skip(1) {
             if let Some(w @ ConfigWarning::UndefinedSubset { .. }) = mesh.warnings().first() {
                 out.push(Hazard {
-                    index: g - 1,
+                    index: self.entry[g].unwrap_or_default(),
                     from: self.at[g],
                     until: self.at.get(g + 1).copied(),
                     warning: w.to_string(),
@@ -140,6 +186,8 @@ pub fn apply(config: &MeshConfig, change: &Change) -> Result<MeshConfig, String>
                 ));
             }
         }
+        // Deployment changes leave the config as it is (the endpoints change).
+        Change::Scale { .. } | Change::AddVersion { .. } | Change::RemoveVersion { .. } => {}
         Change::Remove(MeshObjectRef::DestinationRule(host)) => {
             let before = next.destination_rules.len();
             next.destination_rules.retain(|d| &d.host != host);
@@ -233,8 +281,7 @@ fn set_weights(
 /// The timeline's hazards as warning lines (empty when there are none, or when the timeline
 /// does not build: that is an error `load` reports).
 pub fn warnings(s: &Scenario) -> Vec<String> {
-    let registry = crate::topology::Topology::of(s).registry();
-    let Ok(generations) = Generations::build(s, &registry) else {
+    let Ok(generations) = Generations::build(s, s.seed) else {
         return Vec::new();
     };
     (generations.hazards().into_iter())

@@ -65,6 +65,8 @@ pub struct Topology<'a> {
     pub instances: Vec<InstanceSpec<'a>>,
     /// Every proxy: the instances' sidecars in instance order, then the workloads' clients.
     pub proxies: Vec<ProxySpec>,
+    /// Whether each instance exists from the start (the timeline creates the others).
+    initial: Vec<bool>,
 }
 
 impl<'a> Topology<'a> {
@@ -95,15 +97,33 @@ impl<'a> Topology<'a> {
                 owner: Owner::Client { workload: i as u32 },
             });
         }
-        Topology { instances, proxies }
+        let initial = (crate::lifecycle::lives(s).iter())
+            .map(|l| l.created == proxy_engine::Time::ZERO && l.startup.is_none())
+            .collect();
+        Topology {
+            instances,
+            proxies,
+            initial,
+        }
     }
 
-    /// The engine's registry: an endpoint per instance, named as the instance and labelled
-    /// with its version.
+    /// The engine's registry at the start: an endpoint per instance the scenario starts
+    /// with, named as the instance and labelled with its version (the timeline's generations
+    /// have their own, `timeline::Generations::build`).
     pub fn registry(&self) -> Registry {
+        self.registry_where(|i| self.initial.get(i).copied().unwrap_or(false))
+    }
+
+    /// The registry of the instances (by number) for which `live` holds; every service is
+    /// listed, with no endpoint when none of its instances is live.
+    pub fn registry_where(&self, live: impl Fn(usize) -> bool) -> Registry {
         let mut services: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
-        for spec in &self.instances {
-            services.entry(spec.service).or_default().push(Endpoint {
+        for (i, spec) in self.instances.iter().enumerate() {
+            let endpoints = services.entry(spec.service).or_default();
+            if !live(i) {
+                continue;
+            }
+            endpoints.push(Endpoint {
                 name: spec.name(),
                 labels: BTreeMap::from([("version".to_owned(), spec.version.to_owned())]),
             });

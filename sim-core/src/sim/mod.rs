@@ -245,7 +245,7 @@ impl Simulation {
     fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
         let topology = Topology::of(s);
         let registry = topology.registry();
-        let generations = Generations::build(s, &registry).map_err(|e| match e {
+        let generations = Generations::build(s, seed).map_err(|e| match e {
             TimelineError::Compile { error, .. } => error,
             // Checked when the scenario is loaded; reported as the engine would.
             TimelineError::Change { index, message } => ConfigError::Invalid {
@@ -281,7 +281,8 @@ impl Simulation {
             next_req: 0,
             inner_failed: IdMap::default(),
             metrics,
-            instance_of: topology.endpoint_map(&mesh),
+            // The last generation's ids cover every endpoint of the lineage.
+            instance_of: topology.endpoint_map(&generations.meshes[generations.meshes.len() - 1]),
             mesh,
             generations,
             registry,

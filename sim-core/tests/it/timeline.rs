@@ -198,3 +198,112 @@ fn bad_timelines_are_located_errors_and_hazards_are_warnings() {
     );
     assert!(sim_core::timeline::warnings(&scenario(&base)).is_empty());
 }
+
+/// Two tiers; reviews v1 starts with 4 instances, the timeline adds `extra` entries; no
+/// retries, so every failure shows.
+fn deployment(push_delay: &str, timeline: &str) -> String {
+    format!(
+        r#"Scenario(
+    seed: 3,
+    duration: "60s",
+    push_delay: {push_delay},
+    services: {{
+        "productpage": Service(
+            versions: {{"v1": (instances: 2, workers: 32, latency: Constant("1ms"))}},
+            calls: [Call(host: "reviews", path: "/r")],
+        ),
+        "reviews": Service(versions: {{"v1": (instances: 4, workers: 32, latency: Constant("2ms"))}}),
+    }},
+    mesh: Mesh(virtual_services: [
+        VirtualService(hosts: ["reviews"], http: [HttpRoute(
+            route: [(destination: (host: "reviews"))],
+            retries: (attempts: 0),
+        )]),
+    ]),
+    timeline: [{timeline}],
+    workload: [OpenLoop(host: "productpage", rate: 400, arrivals: Constant)],
+)"#
+    )
+}
+
+/// Five standard errors of a count with probability `p` out of `n` (Istio's default
+/// LEAST_REQUEST picks hosts at random, two at a time).
+fn spread(p: f64, n: f64) -> f64 {
+    5.0 * (n * p * (1.0 - p)).sqrt()
+}
+
+fn instance_requests(m: &RunMetrics, name: &str) -> u64 {
+    (m.instances.iter())
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, s)| s.requests)
+}
+
+#[test]
+fn scaled_up_instances_take_traffic_once_ready() {
+    // 4 → 6 at 20 s, ready 5 s later: from 25 s each of 6 takes a sixth of 400 req/s.
+    let text = deployment(
+        "Constant(\"0ms\")",
+        r#"(at: "20s", change: Scale(service: "reviews", version: "v1", instances: 6, startup: Constant("5s")))"#,
+    );
+    let m = run(&scenario(&text));
+    assert_eq!(m.totals.success, m.totals.count);
+    // Spread over 6 from 25 s to 60 s: 35 s × 400 / 6 each.
+    let expected = 35.0 * 400.0 / 6.0;
+    for name in ["reviews/v1/4", "reviews/v1/5"] {
+        let got = instance_requests(&m, name) as f64;
+        let tolerance = spread(1.0 / 6.0, 35.0 * 400.0);
+        assert!(
+            (got - expected).abs() < tolerance,
+            "{name}: {got} of {expected}"
+        );
+    }
+}
+
+#[test]
+fn removed_instances_drain_for_their_grace_and_late_pushes_fail_after_it() {
+    // 4 → 2 at 30 s with 10 s of grace. Pushed within 5 s (< grace): the removed instances
+    // finish everything they get and nothing fails.
+    let scale = r#"(at: "30s", change: Scale(service: "reviews", version: "v1", instances: 2, grace: "10s"))"#;
+    let m = run(&scenario(&deployment("Constant(\"5s\")", scale)));
+    assert_eq!(m.totals.success, m.totals.count, "drained within the grace");
+    // Until the push reaches the productpage sidecars (35 s) all four take a quarter.
+    let removed = instance_requests(&m, "reviews/v1/3") as f64;
+    let expected = 35.0 * 400.0 / 4.0;
+    let tolerance = spread(0.25, 35.0 * 400.0);
+    assert!(
+        (removed - expected).abs() < tolerance,
+        "{removed} of {expected}"
+    );
+    // Pushed after 15 s (> grace): from 40 s to 45 s the removed half is gone — connections
+    // refused, no retry — so half of those requests fail, counted, and nothing else does.
+    let m = run(&scenario(&deployment("Constant(\"15s\")", scale)));
+    let failed = (m.totals.count - m.totals.success) as f64;
+    let expected = 5.0 * 400.0 / 2.0;
+    let tolerance = spread(0.5, 5.0 * 400.0);
+    assert!(
+        (failed - expected).abs() < tolerance,
+        "{failed} failed, want {expected}"
+    );
+}
+
+#[test]
+fn a_version_added_and_one_removed_swap_the_endpoints() {
+    let text = deployment(
+        "Constant(\"0ms\")",
+        r#"(at: "20s", change: AddVersion(service: "reviews", version: "v2", spec: (instances: 2, workers: 32, latency: Constant("2ms")))),
+        (at: "40s", change: RemoveVersion(service: "reviews", version: "v1", grace: "5s"))"#,
+    );
+    let m = run(&scenario(&text));
+    assert_eq!(m.totals.success, m.totals.count);
+    let share = |d: &str| {
+        (m.destinations.iter())
+            .find(|(n, _)| n == d)
+            .map_or(0, |(_, s)| s.count)
+    };
+    // 0–20 s all v1; 20–40 s 4 of 6 endpoints are v1; 40–60 s all v2.
+    let v1 = share("reviews/v1") as f64;
+    let expected = 400.0 * (20.0 + 20.0 * 4.0 / 6.0);
+    let tolerance = spread(4.0 / 6.0, 20.0 * 400.0);
+    assert!((v1 - expected).abs() < tolerance, "v1 {v1} of {expected}");
+    assert_eq!(share("reviews/v1") + share("reviews/v2"), m.totals.count);
+}
