@@ -520,6 +520,34 @@ fn a_live_run_with_two_workloads_counts_each_request_once() {
     assert!((296..=304).contains(&generated), "{generated}");
 }
 
+#[test]
+fn a_live_run_scales_a_version_up_and_down_and_loses_nothing() {
+    // reviews v1: 2 instances, 4 from 2 s (ready 0.5 s later), 1 from 4 s with 1 s of grace:
+    // every instance ever up takes traffic, and with no push delay nothing fails.
+    let text = r#"Scenario(
+    duration: "6s",
+    drain: "5s",
+    services: {
+        "reviews": Service(versions: {"v1": (instances: 2, workers: 8, latency: Constant("2ms"))}),
+    },
+    timeline: [
+        (at: "2s", change: Scale(service: "reviews", version: "v1", instances: 4, startup: Constant("500ms"))),
+        (at: "4s", change: Scale(service: "reviews", version: "v1", instances: 1, grace: "1s")),
+    ],
+    workload: [OpenLoop(host: "reviews", rate: 100, arrivals: Constant)],
+)"#;
+    let report = live_report("scale-live", text);
+    assert_eq!(report["generated"], report["totals"]["count"], "{report}");
+    assert_eq!(
+        report["totals"]["success"], report["totals"]["count"],
+        "{report}"
+    );
+    let busy = (report["instances"].as_array().expect("instances").iter())
+        .filter(|i| i["requests"].as_u64().is_some_and(|n| n > 0))
+        .count();
+    assert_eq!(busy, 4, "every instance that was up took traffic: {report}");
+}
+
 /// Runs scenario `text` live (`run --live --quiet --json`) in a scratch directory named
 /// `test`; asserts it succeeded and returns the JSON report.
 fn live_report(test: &str, text: &str) -> serde_json::Value {
