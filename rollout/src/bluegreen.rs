@@ -139,30 +139,34 @@ impl BlueGreen {
         }
     }
 
+    /// The analysis run's phase and why it ended (no run counts as Successful).
+    fn run_state(&self) -> (RunPhase, String) {
+        (self.run.as_ref()).map_or((RunPhase::Successful, String::new()), |r| {
+            (r.phase(), r.reason())
+        })
+    }
+
+    /// The rollout stops in `phase` (paused or aborted), saying why.
+    fn settle(&mut self, phase: Phase, why: String, messages: &mut Vec<String>) {
+        self.phase = phase;
+        self.run = None;
+        messages.push(why);
+    }
+
     fn preview(&mut self, now: Time, messages: &mut Vec<String>) {
-        let phase = self
-            .run
-            .as_ref()
-            .map_or(RunPhase::Successful, AnalysisRun::phase);
+        let (phase, reason) = self.run_state();
         let forced = self.forced.is_some_and(|t| t <= now);
         match phase {
             RunPhase::Failed | RunPhase::Error => {
-                let reason = self
-                    .run
-                    .as_ref()
-                    .map(AnalysisRun::reason)
-                    .unwrap_or_default();
-                self.phase = Phase::Degraded;
-                self.run = None;
-                messages.push(format!(
-                    "Pre-promotion analysis {reason}; rollout aborted: the active Service stays on the stable version (Degraded)"
-                ));
-                return;
+                let why = format!(
+                    "Pre-promotion analysis {reason}; rollout aborted: the active Service stays \
+                     on the stable version (Degraded)"
+                );
+                return self.settle(Phase::Degraded, why, messages);
             }
             RunPhase::Inconclusive => {
-                self.phase = Phase::Paused;
-                messages.push("Paused: InconclusiveAnalysis".into());
-                return;
+                let why = "Paused: InconclusiveAnalysis".into();
+                return self.settle(Phase::Paused, why, messages);
             }
             RunPhase::Running if !forced => return,
             _ => {}
@@ -171,11 +175,8 @@ impl BlueGreen {
             run.terminate(); // auto_promotion_seconds elapsed: marked Successful
         }
         if !self.spec.auto_promotion_enabled {
-            self.phase = Phase::Paused;
-            messages.push(
-                "Paused before the switch: auto_promotion_enabled is false (BlueGreenPause)".into(),
-            );
-            return;
+            let why = "Paused before the switch: auto_promotion_enabled is false (BlueGreenPause)";
+            return self.settle(Phase::Paused, why.into(), messages);
         }
         self.phase = Phase::Switched;
         messages.push("Switched the active Service to the new version".into());
@@ -188,27 +189,21 @@ impl BlueGreen {
     }
 
     fn switched(&mut self, messages: &mut Vec<String>) {
-        let phase = self
-            .run
-            .as_ref()
-            .map_or(RunPhase::Successful, AnalysisRun::phase);
+        let (phase, reason) = self.run_state();
         match phase {
             RunPhase::Running => {}
             RunPhase::Successful => self.promoted(messages),
-            RunPhase::Inconclusive => {
-                self.phase = Phase::Paused;
-                messages.push("Paused: InconclusiveAnalysis".into());
-            }
+            RunPhase::Inconclusive => self.settle(
+                Phase::Paused,
+                "Paused: InconclusiveAnalysis".into(),
+                messages,
+            ),
             RunPhase::Failed | RunPhase::Error => {
-                let reason = self
-                    .run
-                    .as_ref()
-                    .map(AnalysisRun::reason)
-                    .unwrap_or_default();
-                self.phase = Phase::Degraded;
-                messages.push(format!(
-                    "Post-promotion analysis {reason}; switched back to the stable version (Degraded)"
-                ));
+                let why = format!(
+                    "Post-promotion analysis {reason}; switched back to the stable version \
+                     (Degraded)"
+                );
+                self.settle(Phase::Degraded, why, messages);
             }
         }
     }

@@ -32,6 +32,11 @@ pub struct Life<'a> {
 }
 
 impl Life<'_> {
+    /// Stable component name, used to derive RNG streams: `service/version/index`.
+    pub fn name(&self) -> String {
+        format!("{}/{}/{}", self.service, self.version, self.index)
+    }
+
     /// When it stops serving: the end of its drain (`None`: it serves to the end).
     pub fn stops(&self) -> Option<Time> {
         self.removed.map(|(at, grace)| at + grace)
@@ -157,8 +162,8 @@ pub fn ready_times(lives: &[Life<'_>], seed: u64) -> Vec<Option<Time>> {
             let ready = match l.startup {
                 None => l.created,
                 Some(d) => {
-                    let name = format!("{}/{}/{}", l.service, l.version, l.index);
-                    l.created + d.sample(&mut crate::rng::stream(seed, &format!("startup/{name}")))
+                    let stream = format!("startup/{}", l.name());
+                    l.created + d.sample(&mut crate::rng::stream(seed, &stream))
                 }
             };
             match l.removed {

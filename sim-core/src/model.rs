@@ -6,37 +6,13 @@ use crate::scenario::{CallStep, FaultKind, Scenario, Version};
 use proxy_engine::{Nanos, Time};
 use rand::Rng;
 
-/// One modeled instance of a service version.
-#[derive(Clone, Debug)]
-pub struct InstanceSpec<'a> {
-    /// Service name.
-    pub service: &'a str,
-    /// Version name (its `version` label).
-    pub version: &'a str,
-    /// Index within the version.
-    pub index: u32,
-    /// The version's model.
-    pub model: &'a Version,
-}
-
-impl InstanceSpec<'_> {
-    /// Stable component name, used to derive RNG streams: `service/version/index`.
-    pub fn name(&self) -> String {
-        format!("{}/{}/{}", self.service, self.version, self.index)
-    }
-}
+/// One modeled instance of a service version, with its life over the run.
+pub type InstanceSpec<'a> = crate::lifecycle::Life<'a>;
 
 /// Every instance of the scenario — those the timeline creates included — in the stable
 /// order; position = simulator instance index.
 pub fn instances(s: &Scenario) -> Vec<InstanceSpec<'_>> {
-    (crate::lifecycle::lives(s).into_iter())
-        .map(|l| InstanceSpec {
-            service: l.service,
-            version: l.version,
-            index: l.index,
-            model: l.model,
-        })
-        .collect()
+    crate::lifecycle::lives(s)
 }
 
 /// The status a modeled handler answers with, once its calls and service time are done: 500 if
@@ -93,7 +69,7 @@ pub fn instance_faults(s: &Scenario) -> Vec<Vec<FaultWindow>> {
     let mut out = vec![Vec::new(); specs.len()];
     // A removed instance stops at the end of its drain, as a crash does: connections refused,
     // what it still holds reset.
-    for (i, life) in crate::lifecycle::lives(s).iter().enumerate() {
+    for (i, life) in specs.iter().enumerate() {
         if let Some(stops) = life.stops() {
             out[i].push(FaultWindow {
                 start: stops,
