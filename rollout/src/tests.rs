@@ -439,3 +439,45 @@ fn argo_blue_green_gates_pauses_and_switches_back() {
     let d = c.tick(Time(0), &s);
     assert_eq!((d.phase, d.routing), ("Degraded", Routing::default()));
 }
+
+#[test]
+fn flagger_blue_green_runs_its_iterations_then_switches_then_promotes() {
+    // iterations 3, no match: blue/green. t1 starts (iteration 1, no check, nothing routed to
+    // the canary), t2 and t3 count iterations 2 and 3, t4 routes all to the canary, t5
+    // promotes, t6 routes to the (promoted) primary, t7 succeeds.
+    let mut a = analysis(0, 0, 1);
+    a.iterations = 3;
+    let mut c = flagger(a);
+    let log = run(&mut c, &Script::healthy(), 20);
+    let seen: Vec<(&str, u32, u32)> = (log.iter())
+        .map(|d| (d.phase, d.iterations, d.routing.canary_weight))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("Progressing", 0, 0),
+            ("Progressing", 1, 0),
+            ("Progressing", 2, 0),
+            ("Progressing", 3, 0),
+            ("Progressing", 4, 100),
+            ("Promoting", 4, 100),
+            ("Finalising", 4, 100),
+            ("Succeeded", 4, 100),
+        ]
+    );
+}
+
+#[test]
+fn flagger_promotion_steps_the_primary_weight_back_up() {
+    // step_weight_promotion 20 from canary 40: primary 80/canary 20, then 100/0 → Finalising.
+    let mut a = analysis(20, 40, 1);
+    a.step_weight_promotion = 20;
+    let mut c = flagger(a);
+    let log = run(&mut c, &Script::healthy(), 20);
+    let seen: Vec<(&str, u32)> = log.iter().map(|d| (d.phase, d.canary_weight)).collect();
+    assert_eq!(
+        &seen[3..],
+        &[("Promoting", 40), ("Promoting", 20), ("Finalising", 0), ("Succeeded", 0)]
+    );
+    assert!(log[3..].iter().all(|d| d.routing.canary_weight == 100));
+}
