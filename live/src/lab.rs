@@ -59,6 +59,8 @@ pub struct Services {
     pub generation: Generation,
     /// The timeline's later generations, each with when it is made.
     timeline: Vec<(Generation, Time)>,
+    /// Every generation after the first as the report lists them (the rollout's come later).
+    made: Vec<metrics::GenerationMade>,
     /// Tasks that crash and restart instances on schedule.
     crashes: Vec<tokio::task::JoinHandle<()>>,
     /// What the rollout's versions record into, when the scenario has a rollout.
@@ -152,6 +154,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         instances,
         sidecars,
         generation,
+        made: built.made(false),
         timeline: (generations.into_iter().zip(built.at)).skip(1).collect(),
         crashes,
         probe,
@@ -431,6 +434,16 @@ fn assemble(
     }
     services.hops(&mut hops);
     let mut m = hops.finish();
+    m.generations = services.made.clone();
+    if let Some(r) = rollout {
+        let record = crate::lock(&r.record);
+        m.generations
+            .extend(record.generations.iter().map(|g| metrics::GenerationMade {
+                number: g.number,
+                at: g.at,
+                cause: "rollout".into(),
+            }));
+    }
     m.workloads = loads
         .iter()
         .map(|(i, r)| (s.workload[*i].name(*i), r.totals.clone()))

@@ -107,6 +107,7 @@ impl Snapshot {
             events: Vec::new(),
             instances: Vec::new(),
             rollout: None,
+            generations: Vec::new(),
         }
     }
 }

@@ -190,6 +190,19 @@ pub struct RunMetrics {
     pub instances: Vec<(String, crate::instances::InstanceStats)>,
     /// The rollout's decisions and generations, when the scenario has one.
     pub rollout: Option<rollout::Log>,
+    /// The config generations made after the first, in order: when and why.
+    pub generations: Vec<GenerationMade>,
+}
+
+/// A config generation made during a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationMade {
+    /// Its number in the run's lineage (0 is the scenario's mesh).
+    pub number: u32,
+    /// When it was made (each proxy receives it after its own push delay).
+    pub at: proxy_engine::Time,
+    /// Why: `timeline[i]`, `instances ready`, or `rollout`.
+    pub cause: String,
 }
 
 impl RunMetrics {
@@ -550,6 +563,7 @@ impl Recorder {
                 v
             },
             rollout: None,
+            generations: Vec::new(),
         }
     }
 }

@@ -299,9 +299,25 @@ pub struct Report {
     pub resilience: Vec<EventsReport>,
     /// Per instance that traffic reached, sorted by name.
     pub instances: Vec<InstanceReport>,
+    /// The config generations made after the first (timeline changes, instances becoming
+    /// ready, rollout steps), in order.
+    #[serde(default)]
+    pub generations: Vec<GenerationMade>,
     /// The rollout's decision log and generations; `null` without a rollout.
     #[serde(default)]
     pub rollout: Option<crate::rollout::RolloutReport>,
+}
+
+/// A config generation made during the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationMade {
+    /// Its number (0 is the scenario's mesh).
+    pub number: u32,
+    /// When it was made, seconds; each proxy receives it after its own push delay.
+    pub at_s: f64,
+    /// `timeline[i]`, `instances ready` or `rollout`.
+    pub cause: String,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -469,6 +485,13 @@ impl Report {
                 .iter()
                 .map(|(name, s)| InstanceReport::new(name, s))
                 .collect(),
+            generations: (m.generations.iter())
+                .map(|g| GenerationMade {
+                    number: g.number,
+                    at_s: g.at.0 as f64 / 1e9,
+                    cause: g.cause.clone(),
+                })
+                .collect(),
             rollout: m.rollout.as_ref().map(crate::rollout::RolloutReport::new),
         }
     }
@@ -523,6 +546,7 @@ mod tests {
             events: Vec::new(),
             instances: Vec::new(),
             rollout: None,
+            generations: Vec::new(),
         }
     }
 
@@ -597,6 +621,7 @@ mod tests {
                 "timeseries",
                 "resilience",
                 "instances",
+                "generations",
                 "rollout"
             ]
         );

@@ -156,6 +156,22 @@ pub fn summary(r: &Report, wall: Option<WallClock>, look: &Look) -> String {
     table(&mut out, look, "mirror", &r.mirrors);
     events(&mut out, look, r);
     instances(&mut out, look, r);
+    if r.rollout.is_none() && !r.generations.is_empty() {
+        let made: Vec<String> = (r.generations.iter().take(8))
+            .map(|g| {
+                let at = crate::json::trim_decimals(g.at_s, 3);
+                format!("{} at {at} s ({})", g.number, g.cause)
+            })
+            .collect();
+        let more = r.generations.len().saturating_sub(8);
+        let more = if more > 0 {
+            format!(", {more} more")
+        } else {
+            String::new()
+        };
+        let line = format!("\nconfig generations: {}{more}", made.join(", "));
+        let _ = writeln!(out, "{}", look.wrap(&line));
+    }
     if let Some(rollout) = &r.rollout {
         out.push_str(&crate::rollout::text(rollout, look));
     }

@@ -477,7 +477,12 @@ fn flagger_promotion_steps_the_primary_weight_back_up() {
     let seen: Vec<(&str, u32)> = log.iter().map(|d| (d.phase, d.canary_weight)).collect();
     assert_eq!(
         &seen[3..],
-        &[("Promoting", 40), ("Promoting", 20), ("Finalising", 0), ("Succeeded", 0)]
+        &[
+            ("Promoting", 40),
+            ("Promoting", 20),
+            ("Finalising", 0),
+            ("Succeeded", 0)
+        ]
     );
     assert!(log[3..].iter().all(|d| d.routing.canary_weight == 100));
 }

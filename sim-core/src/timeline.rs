@@ -128,6 +128,27 @@ impl Generations {
         Ok(())
     }
 
+    /// What made generation `g`, for reports: `timeline[i]`, `instances ready`, or (when
+    /// `rollout`) the rollout.
+    pub fn cause(&self, g: usize, rollout: bool) -> String {
+        match self.entry.get(g).copied().flatten() {
+            Some(i) => format!("timeline[{i}]"),
+            None if rollout => "rollout".into(),
+            None => "instances ready".into(),
+        }
+    }
+
+    /// Every generation after the first as a report lists them.
+    pub fn made(&self, rollout: bool) -> Vec<metrics::GenerationMade> {
+        (1..self.meshes.len())
+            .map(|g| metrics::GenerationMade {
+                number: self.meshes[g].generation() as u32,
+                at: self.at[g],
+                cause: self.cause(g, rollout),
+            })
+            .collect()
+    }
+
     /// The time ranges during which a generation names an undefined subset.
     pub fn hazards(&self) -> Vec<Hazard> {
         let mut out = Vec::new();

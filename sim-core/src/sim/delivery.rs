@@ -117,6 +117,7 @@ impl Simulation {
         debug_assert!(added.is_ok(), "{added:?}");
         self.generations.meshes.push(next);
         self.generations.at.push(self.now);
+        self.generations.entry.push(None);
         self.schedule_pushes(self.generations.meshes.len() - 1);
     }
 

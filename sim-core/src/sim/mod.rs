@@ -520,6 +520,7 @@ impl Simulation {
         self.metrics.end_at(self.now);
         let rollout = self.rollout.take().map(|r| r.log());
         let mut m = self.metrics.finish();
+        m.generations = self.generations.made(rollout.is_some());
         m.rollout = rollout;
         m
     }

@@ -247,6 +247,11 @@ fn scaled_up_instances_take_traffic_once_ready() {
     );
     let m = run(&scenario(&text));
     assert_eq!(m.totals.success, m.totals.count);
+    // The entry makes a generation at 20 s; the new instances joining another at 25 s.
+    let made: Vec<(u64, &str)> = (m.generations.iter())
+        .map(|g| (g.at.0 / 1_000_000_000, g.cause.as_str()))
+        .collect();
+    assert_eq!(made, vec![(20, "timeline[0]"), (25, "instances ready")]);
     // Spread over 6 from 25 s to 60 s: 35 s × 400 / 6 each.
     let expected = 35.0 * 400.0 / 6.0;
     for name in ["reviews/v1/4", "reviews/v1/5"] {
