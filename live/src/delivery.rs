@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct LiveProbe {
     probe: Mutex<Probe>,
+    /// Each destination's side (by id), for the hops the proxies record.
+    destinations: OnceLock<Vec<Option<Side>>>,
     /// The load's start: time zero of the probe and the controller.
     start: OnceLock<Instant>,
 }
@@ -26,6 +28,7 @@ impl LiveProbe {
     pub fn new(keep: Nanos) -> LiveProbe {
         LiveProbe {
             probe: Mutex::new(Probe::new(keep)),
+            destinations: OnceLock::new(),
             start: OnceLock::new(),
         }
     }
@@ -33,6 +36,27 @@ impl LiveProbe {
     /// Time zero: the load starts now. Answers before it are not counted.
     pub fn start(&self, at: Instant) {
         let _ = self.start.set(at);
+    }
+
+    /// Which side each destination id is on (ids are stable over the generations).
+    pub fn set_destinations(&self, sides: Vec<Option<Side>>) {
+        let _ = self.destinations.set(sides);
+    }
+
+    /// A hop a proxy completed, `latency` after it started, if it went to a side.
+    pub fn record_hop(&self, outcome: &proxy_engine::Outcome, latency: Nanos) {
+        let (Some(t0), Some(sides)) = (self.start.get(), self.destinations.get()) else {
+            return;
+        };
+        let side = outcome
+            .destination
+            .and_then(|d| sides.get(d.0 as usize).copied().flatten());
+        let Some(side) = side else {
+            return;
+        };
+        let at = Time(Instant::now().saturating_duration_since(*t0).as_nanos() as u64);
+        let (status, flags, tries) = (outcome.status, outcome.flags.0, outcome.attempts);
+        lock(&self.probe).record_hop(side, at, status, flags, tries, latency);
     }
 
     /// An answer of `side` with `status`, to a request that arrived at `arrived`.

@@ -69,13 +69,19 @@ pub struct Services {
     registry: proxy_engine::Registry,
 }
 
-fn driver_options(proxy: &ProxySpec, seed: u64, s: &Scenario) -> DriverOptions {
+fn driver_options(
+    proxy: &ProxySpec,
+    seed: u64,
+    s: &Scenario,
+    probe: Option<Arc<LiveProbe>>,
+) -> DriverOptions {
     DriverOptions {
         name: proxy.name.clone(),
         seed: proxy.seed(seed),
         max_response_bytes: Limits::default().max_response_bytes,
         access_log: false,
         window: Some(s.window),
+        probe,
     }
 }
 
@@ -124,6 +130,9 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         })
         .collect();
     let generation = generations[0].clone();
+    if let Some(p) = &probe {
+        p.set_destinations(sim_core::delivery::destination_sides(s, &built.meshes[0]));
+    }
     let mut sidecars = Vec::new();
     for (i, inst) in instances.iter().enumerate() {
         let Some(proxy) = topology.sidecar(i) else {
@@ -131,7 +140,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
                 "instance {i} has no sidecar"
             )));
         };
-        let options = driver_options(proxy, seed, s);
+        let options = driver_options(proxy, seed, s, probe.clone());
         let handle = driver::spawn(generation.clone(), proxy.role.clone(), options);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
@@ -248,7 +257,7 @@ pub async fn run_watched(
             )));
         };
         let name = proxy.name.clone();
-        let options = driver_options(proxy, seed, s);
+        let options = driver_options(proxy, seed, s, services.probe.clone());
         let handle = driver::spawn(services.generation.clone(), proxy.role.clone(), options);
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;

@@ -178,7 +178,7 @@ impl MetricRun {
         let spec = &self.spec;
         let value = source
             .window(spec.version, now, spec.window())
-            .value(spec.query);
+            .value(&spec.query);
         let verdict = match value {
             None => Phase::Error,
             Some(v) => evaluate(spec, v),

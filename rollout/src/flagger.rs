@@ -329,11 +329,11 @@ impl Canary {
         let ordered = (self.a.metrics.iter().filter(builtin))
             .chain(self.a.metrics.iter().filter(|m| !builtin(m)));
         for m in ordered {
-            let Some(query) = builtin_query(&m.name).or(m.query) else {
+            let Some(query) = builtin_query(&m.name).or(m.query.clone()) else {
                 continue; // validated: a custom metric has a query
             };
             let window = source.window(Side::Canary, now, m.interval);
-            let mut value = window.value(query);
+            let mut value = window.value(&query);
             if m.name == "request-duration" {
                 // `time.Duration(int64(value)) * time.Millisecond`: whole milliseconds.
                 value = value.map(f64::trunc);

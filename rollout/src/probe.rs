@@ -1,8 +1,9 @@
 //! What the controllers measure: each version's responses as Istio's destination-side
 //! telemetry records them (`istio_requests_total` and `istio_request_duration_milliseconds`
 //! with `reporter="destination"`: every request that reaches one of the version's instances,
-//! mirrored copies and retried attempts included), kept in 100 ms slots so a metric can be
-//! read over any recent window the way PromQL's `rate(…[1m])` reads it.
+//! mirrored copies and retried attempts included), and the hops callers routed to it as
+//! their proxies saw them (status, response flags, tries, latency), kept in 100 ms slots so
+//! a metric can be read over any recent window the way PromQL's `rate(…[1m])` reads it.
 
 use crate::spec::{Query, Side};
 use proxy_engine::{Nanos, Time};
@@ -16,7 +17,7 @@ pub const DURATION_BUCKETS_MS: [f64; 19] = [
 ];
 
 /// Counts over a window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WindowStats {
     /// Responses.
     pub requests: u64,
@@ -26,6 +27,64 @@ pub struct WindowStats {
     pub buckets: [u64; 20],
     /// The window's length.
     pub span: Nanos,
+    /// The callers' side: hops to the version.
+    pub hops: HopStats,
+}
+
+/// The hops callers' proxies routed to a version, as they saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HopStats {
+    /// Hops.
+    pub count: u64,
+    /// Of those, 5xx or no response.
+    pub failed: u64,
+    /// Tries they took.
+    pub attempts: u64,
+    /// Hops per response flag, by the flag's bit.
+    pub flags: [u64; 32],
+    /// Hops per final status, sorted by status.
+    pub statuses: Vec<(u16, u64)>,
+    /// Hops by latency bucket, as `WindowStats::buckets`.
+    pub buckets: [u64; 20],
+}
+
+impl HopStats {
+    fn add(&mut self, other: &HopStats) {
+        self.count += other.count;
+        self.failed += other.failed;
+        self.attempts += other.attempts;
+        for (a, b) in self.flags.iter_mut().zip(other.flags.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+        for (status, n) in &other.statuses {
+            add_status(&mut self.statuses, *status, *n);
+        }
+    }
+}
+
+fn add_status(statuses: &mut Vec<(u16, u64)>, status: u16, n: u64) {
+    match statuses.binary_search_by_key(&status, |s| s.0) {
+        Ok(i) => statuses[i].1 += n,
+        Err(i) => statuses.insert(i, (status, n)),
+    }
+}
+
+/// The bit of the Envoy response flag named `name` (`UO`), if there is one.
+pub fn flag_bit(name: &str) -> Option<u32> {
+    (proxy_engine::ResponseFlags::ALL.iter())
+        .find(|(_, n)| *n == name)
+        .map(|(f, _)| f.0.trailing_zeros())
+}
+
+fn bucket_of(duration: Nanos) -> usize {
+    let ms = duration.as_millis_f64();
+    DURATION_BUCKETS_MS
+        .iter()
+        .position(|upper| ms <= *upper)
+        .unwrap_or(DURATION_BUCKETS_MS.len())
 }
 
 impl WindowStats {
@@ -35,11 +94,32 @@ impl WindowStats {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
             *a += b;
         }
+        self.hops.add(&other.hops);
     }
 
     /// `query`'s value, `None` when the window holds no response (Prometheus returns no value,
     /// or NaN, for a ratio over no traffic).
-    pub fn value(&self, query: Query) -> Option<f64> {
+    pub fn value(&self, query: &Query) -> Option<f64> {
+        let h = &self.hops;
+        let hops = h.count as f64;
+        match query {
+            Query::HopErrorRatio => return (h.count > 0).then(|| h.failed as f64 / hops),
+            Query::StatusRatio(status) => {
+                let n = (h.statuses.iter())
+                    .find(|s| s.0 == *status)
+                    .map_or(0, |s| s.1);
+                return (h.count > 0).then(|| n as f64 / hops);
+            }
+            Query::FlagRatio(flag) => {
+                let n = flag_bit(flag).map_or(0, |b| h.flags[b as usize]);
+                return (h.count > 0).then(|| n as f64 / hops);
+            }
+            Query::RetryAmplification => return (h.count > 0).then(|| h.attempts as f64 / hops),
+            Query::HopLatencyMs(q) => {
+                return (h.count > 0).then(|| quantile(&h.buckets, h.count, *q));
+            }
+            _ => {}
+        }
         if self.requests == 0 {
             return None;
         }
@@ -49,7 +129,8 @@ impl WindowStats {
             Query::SuccessRatio => self.non_5xx as f64 / n,
             Query::ErrorRatio => (self.requests - self.non_5xx) as f64 / n,
             Query::RequestRate => n / self.span.as_secs_f64().max(1e-9),
-            Query::LatencyMs(q) => self.quantile_ms(q),
+            Query::LatencyMs(q) => self.quantile_ms(*q),
+            _ => return None,
         })
     }
 
@@ -57,10 +138,17 @@ impl WindowStats {
     /// `q × count`, linearly interpolated from its lower bound (0 for the first); a rank in
     /// the `+Inf` bucket gives the highest finite bound.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        let total = self.requests as f64;
+        quantile(&self.buckets, self.requests, q)
+    }
+}
+
+/// `histogram_quantile(q, …)` over `buckets` holding `count` values.
+fn quantile(buckets: &[u64; 20], count: u64, q: f64) -> f64 {
+    {
+        let total = count as f64;
         let rank = q.clamp(0.0, 1.0) * total;
         let mut below = 0.0;
-        for (i, count) in self.buckets.iter().enumerate() {
+        for (i, count) in buckets.iter().enumerate() {
             let count = *count as f64;
             if below + count >= rank && count > 0.0 {
                 let Some(&upper) = DURATION_BUCKETS_MS.get(i) else {
@@ -110,6 +198,47 @@ impl Probe {
     /// forward; a response a little out of order (live, across threads) is counted in the
     /// latest slot.
     pub fn record(&mut self, side: Side, at: Time, status: u16, duration: Nanos) {
+        let Some(s) = self.slot(side, at) else {
+            return;
+        };
+        s.requests += 1;
+        if !(500..600).contains(&status) {
+            s.non_5xx += 1;
+        }
+        s.buckets[bucket_of(duration)] += 1;
+    }
+
+    /// A hop a caller's proxy routed to `side`, completed at `at`: its final status, response
+    /// flags (bits), tries and latency.
+    pub fn record_hop(
+        &mut self,
+        side: Side,
+        at: Time,
+        status: u16,
+        flags: u32,
+        attempts: u32,
+        latency: Nanos,
+    ) {
+        let Some(s) = self.slot(side, at) else {
+            return;
+        };
+        let h = &mut s.hops;
+        h.count += 1;
+        if status == 0 || status >= 500 {
+            h.failed += 1;
+        }
+        h.attempts += u64::from(attempts);
+        for bit in 0..32 {
+            if flags & (1 << bit) != 0 {
+                h.flags[bit] += 1;
+            }
+        }
+        add_status(&mut h.statuses, status, 1);
+        h.buckets[bucket_of(latency)] += 1;
+    }
+
+    /// The slot `at` falls in (the latest, for a time a little out of order).
+    fn slot(&mut self, side: Side, at: Time) -> Option<&mut WindowStats> {
         let n = at.0 / SLOT;
         let slots = &mut self.slots[side as usize];
         if slots.back().is_none_or(|(last, _)| *last < n) {
@@ -121,19 +250,7 @@ impl Probe {
                 slots.pop_front();
             }
         }
-        let Some((_, s)) = slots.back_mut() else {
-            return;
-        };
-        s.requests += 1;
-        if !(500..600).contains(&status) {
-            s.non_5xx += 1;
-        }
-        let ms = duration.as_millis_f64();
-        let bucket = DURATION_BUCKETS_MS
-            .iter()
-            .position(|upper| ms <= *upper)
-            .unwrap_or(DURATION_BUCKETS_MS.len());
-        s.buckets[bucket] += 1;
+        slots.back_mut().map(|(_, s)| s)
     }
 }
 
@@ -180,17 +297,54 @@ mod tests {
         p.record(Side::Stable, at_ms(1500), 200, Nanos::from_millis(1));
         let w = p.window(Side::Canary, at_ms(3000), Nanos::from_secs(60));
         assert_eq!((w.requests, w.non_5xx), (100, 90));
-        assert_eq!(w.value(Query::SuccessRate), Some(90.0));
-        assert_eq!(w.value(Query::ErrorRatio), Some(0.1));
+        assert_eq!(w.value(&Query::SuccessRate), Some(90.0));
+        assert_eq!(w.value(&Query::ErrorRatio), Some(0.1));
         // Only the last second: what arrived from 1.5 s on.
         let w = p.window(Side::Canary, at_ms(2500), Nanos::from_secs(1));
         assert_eq!(w.requests, 50);
         let empty = p.window(Side::Canary, at_ms(200_000), Nanos::from_secs(60));
         assert_eq!(
-            empty.value(Query::SuccessRate),
+            empty.value(&Query::SuccessRate),
             None,
             "no traffic: no value"
         );
+    }
+
+    #[test]
+    fn the_callers_side_counts_hops_statuses_flags_and_tries() {
+        let mut p = Probe::new(Nanos::from_secs(60));
+        let uo = flag_bit("UO").expect("UO is a flag");
+        for i in 0..200u64 {
+            let (status, flags, tries) = match i % 10 {
+                0 => (503, 1 << uo, 1),
+                1 => (200, 0, 3),
+                _ => (200, 0, 1),
+            };
+            p.record_hop(
+                Side::Canary,
+                at_ms(i * 10),
+                status,
+                flags,
+                tries,
+                Nanos::from_millis(7),
+            );
+        }
+        let w = p.window(Side::Canary, at_ms(2000), Nanos::from_secs(60));
+        assert_eq!(w.value(&Query::HopErrorRatio), Some(0.1));
+        assert_eq!(w.value(&Query::StatusRatio(503)), Some(0.1));
+        assert_eq!(w.value(&Query::FlagRatio("UO".into())), Some(0.1));
+        assert_eq!(w.value(&Query::FlagRatio("UF".into())), Some(0.0));
+        // Of every 10 hops, 9 took 1 try and 1 took 3: 12 / 10.
+        assert!((w.value(&Query::RetryAmplification).expect("hops") - 1.2).abs() < 1e-12);
+        // Every hop took 7 ms: in (5, 10], interpolated at rank 0.5 → 7.5 ms.
+        assert_eq!(w.value(&Query::HopLatencyMs(0.5)), Some(7.5));
+        assert_eq!(
+            w.value(&Query::SuccessRate),
+            None,
+            "no destination-side data"
+        );
+        let other = p.window(Side::Stable, at_ms(2000), Nanos::from_secs(60));
+        assert_eq!(other.value(&Query::HopErrorRatio), None);
     }
 
     #[test]

@@ -152,9 +152,11 @@ pub struct ThresholdRange {
     pub max: Option<f64>,
 }
 
-/// What a metric measures, as Istio's destination-side telemetry (`reporter="destination"`)
-/// records it for one version's workload over the metric's window.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// What a metric measures over the metric's window. The first five read Istio's
+/// destination-side telemetry (`reporter="destination"`: what the version's instances
+/// answered); the `Hop…`, `Status…`, `Flag…` and `Retry…` ones read the callers' side (the
+/// hops their proxies routed to the version, as the report's destination table counts them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Query {
     /// Percent of responses that are not 5xx (0–100), Flagger's `request-success-rate`.
     SuccessRate,
@@ -166,6 +168,17 @@ pub enum Query {
     LatencyMs(f64),
     /// Requests per second.
     RequestRate,
+    /// Ratio (0–1) of hops to the version that failed (5xx, or no response).
+    HopErrorRatio,
+    /// Ratio (0–1) of hops to the version that ended with this status.
+    StatusRatio(u16),
+    /// Ratio (0–1) of hops to the version that carried this Envoy response flag (`UO`, `UF`,
+    /// `URX`…).
+    FlagRatio(String),
+    /// Tries per hop to the version (retry amplification; 1 without retries).
+    RetryAmplification,
+    /// A latency quantile (ms) of the hops to the version as their callers saw them.
+    HopLatencyMs(f64),
 }
 
 /// Which version a metric measures.
@@ -393,6 +406,9 @@ impl FlaggerAnalysis {
             if m.interval == Nanos::ZERO {
                 return Err(err(f(&format!("metrics[{i}].interval")), "must be > 0"));
             }
+            if let Some(q) = &m.query {
+                validate_query(q, &f(&format!("metrics[{i}].query")))?;
+            }
             if m.threshold_range.min.is_none() && m.threshold_range.max.is_none() {
                 return Err(err(
                     f(&format!("metrics[{i}].threshold_range")),
@@ -441,6 +457,7 @@ fn validate_metrics(metrics: &[ArgoMetric], field: &str) -> Result<(), SpecError
         if m.interval == Some(Nanos::ZERO) {
             return Err(err(format!("{field}.metrics[{i}].interval"), "must be > 0"));
         }
+        validate_query(&m.query, &format!("{field}.metrics[{i}].query"))?;
         if let Query::LatencyMs(q) = m.query {
             if !(0.0..=1.0).contains(&q) {
                 return Err(err(
@@ -449,6 +466,26 @@ fn validate_metrics(metrics: &[ArgoMetric], field: &str) -> Result<(), SpecError
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// A flag name Envoy knows and a quantile within 0–1.
+fn validate_query(q: &Query, field: &str) -> Result<(), SpecError> {
+    match q {
+        Query::FlagRatio(flag) if crate::probe::flag_bit(flag).is_none() => {
+            let known: Vec<&str> = (proxy_engine::ResponseFlags::ALL.iter())
+                .map(|(_, n)| *n)
+                .collect();
+            return Err(err(
+                field,
+                format!("`{flag}` is not an Envoy response flag ({})", known.join(", ")),
+            ));
+        }
+        Query::LatencyMs(q) | Query::HopLatencyMs(q) if !(0.0..=1.0).contains(q) => {
+            return Err(err(field, "the quantile is between 0 and 1 (0.99 for P99)"));
+        }
+        _ => {}
     }
     Ok(())
 }

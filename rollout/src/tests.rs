@@ -40,6 +40,7 @@ impl MetricSource for Script {
             non_5xx: self.requests.get() - self.errors.get(),
             buckets,
             span: over,
+            hops: Default::default(),
         }
     }
 }

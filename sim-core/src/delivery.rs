@@ -113,6 +113,14 @@ fn selects(rule: &DestinationRule, subset: &str, version: &str) -> bool {
         .any(|x| x.name == subset && (x.labels.iter()).all(|(k, v)| k == "version" && v == version))
 }
 
+/// Each destination of `mesh` (by id) on its side of the rollout: what the callers' side of
+/// the probe records hops to.
+pub fn destination_sides(s: &Scenario, mesh: &CompiledMesh) -> Vec<Option<Side>> {
+    (mesh.destinations().iter())
+        .map(|d| side_of(s, &d.service, &d.version))
+        .collect()
+}
+
 /// What is wrong with a scenario's rollout block: (field, message).
 pub fn problems(s: &Scenario) -> Option<(String, String)> {
     let spec = s.rollout.as_ref()?;

@@ -50,6 +50,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         access_log: config.access_log,
         // Runs indefinitely: cumulative metrics only (`/metrics`), no per-second series.
         window: None,
+        probe: None,
     };
     // Each listener runs its own engine, with its own role.
     let mut listeners = Vec::new();

@@ -179,6 +179,9 @@ impl Shared {
         // knows every generation this proxy ran.
         st.metrics.record_hop(p.start, &outcome, latency);
         st.metrics.record_end_to_end(p.start, &outcome, latency);
+        if let Some(probe) = &self.opts.probe {
+            probe.record_hop(&outcome, latency);
+        }
         if self.opts.access_log {
             let upstream = outcome.endpoint.and_then(|e| Self::addr(st, e));
             let line = crate::access_log::line(

@@ -92,6 +92,8 @@ pub struct DriverOptions {
     /// Time-series window of the metrics; `None` keeps no time series (a proxy that runs
     /// indefinitely: a series grows with uptime, and `/metrics` does not use it).
     pub window: Option<proxy_engine::Nanos>,
+    /// Where a rollout reads the hops this proxy completes (`run --live` with a rollout).
+    pub probe: Option<Arc<crate::delivery::LiveProbe>>,
 }
 
 /// Envoy's header telling the upstream which try this is (1 for the first).

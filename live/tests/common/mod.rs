@@ -144,6 +144,7 @@ pub(crate) async fn proxy_tls(
         max_response_bytes: 1 << 20,
         access_log: false,
         window: Some(proxy_engine::Nanos::from_secs(1)),
+        probe: None,
     };
     let handle = driver::spawn(
         compiled,
@@ -214,6 +215,7 @@ pub(crate) async fn lab(
         max_response_bytes: 1 << 20,
         access_log: false,
         window: Some(s.window),
+        probe: None,
     };
     let role = ProxyRole::Client {
         name: "client".into(),

@@ -20,6 +20,8 @@ pub(super) struct RolloutRun {
     base: MeshConfig,
     /// Each instance's side (by instance number); `None` for the other services and versions.
     pub(super) side: Vec<Option<Side>>,
+    /// Each destination's side (by destination id, stable over the generations).
+    destination_side: Vec<Option<Side>>,
     routing: Routing,
     decisions: Vec<Decision>,
     generations: Vec<Generation>,
@@ -27,7 +29,11 @@ pub(super) struct RolloutRun {
 
 impl RolloutRun {
     /// The run of `s`'s rollout, if it has one.
-    pub(super) fn of(s: &Scenario, topology: &Topology) -> Option<Box<RolloutRun>> {
+    pub(super) fn of(
+        s: &Scenario,
+        topology: &Topology,
+        mesh: &CompiledMesh,
+    ) -> Option<Box<RolloutRun>> {
         let spec = s.rollout.clone()?;
         let controller = Controller::new(&spec);
         let side = (topology.instances.iter())
@@ -40,6 +46,7 @@ impl RolloutRun {
             controller,
             base: s.mesh.clone(),
             side,
+            destination_side: crate::delivery::destination_sides(s, mesh),
             decisions: Vec::new(),
             generations: Vec::new(),
         }))
@@ -119,6 +126,19 @@ impl Simulation {
         self.generations.at.push(self.now);
         self.generations.entry.push(None);
         self.schedule_pushes(self.generations.meshes.len() - 1);
+    }
+
+    /// A hop a caller's proxy completed, for the callers' side of the probe.
+    pub(super) fn probe_hop(&mut self, outcome: &proxy_engine::Outcome, latency: Nanos) {
+        let Some(run) = self.rollout.as_mut() else {
+            return;
+        };
+        let side = (outcome.destination).and_then(|d| run.destination_side.get(d.0 as usize));
+        if let Some(Some(side)) = side {
+            let (status, flags, tries) = (outcome.status, outcome.flags.0, outcome.attempts);
+            run.probe
+                .record_hop(*side, self.now, status, flags, tries, latency);
+        }
     }
 
     /// A response of `instance` with `status`, for the probe.

@@ -262,6 +262,7 @@ impl Simulation {
             let added = metrics.add_generation(next.clone());
             debug_assert!(added.is_ok(), "{added:?}");
         }
+        let rollout = delivery::RolloutRun::of(s, &topology, &mesh);
         let end = Time(s.duration.0);
         let mut sim = Simulation {
             now: Time::ZERO,
@@ -288,7 +289,7 @@ impl Simulation {
             registry,
             push_rngs: Vec::new(),
             push_delay: Dist::default(),
-            rollout: delivery::RolloutRun::of(s, &topology),
+            rollout,
             fault_rng: stream(seed, "faults"),
             checks: None,
         };

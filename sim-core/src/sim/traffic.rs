@@ -173,6 +173,9 @@ impl Simulation {
         let owner = slot.owner;
         let latency = self.now.since(open.start);
         self.metrics.record_hop(open.start, &outcome, latency);
+        if self.rollout.is_some() {
+            self.probe_hop(&outcome, latency);
+        }
         match owner {
             Owner::Client { workload } => {
                 self.metrics

@@ -371,3 +371,66 @@ fn argo_blue_green_previews_then_switches_at_once_and_fails_nothing() {
         );
     }
 }
+
+#[test]
+fn an_analysis_on_the_callers_side_sees_the_retries_users_never_see() {
+    // v2 answers 10 % 503s; the route's retries (2, on 5xx) hide them from users, but each
+    // hop to v2 takes 1 + p + p² tries on average. An Argo metric on retry amplification
+    // catches it at its first measurement and aborts.
+    let text = r#"Scenario(
+    seed: 4,
+    duration: "3m",
+    services: {
+        "web": Service(
+            versions: {"v1": (instances: 2, workers: 32, latency: Constant("1ms"))},
+            calls: [Call(host: "api", path: "/")],
+        ),
+        "api": Service(versions: {
+            "v1": (instances: 2, workers: 32, latency: Constant("2ms")),
+            "v2": (instances: 2, workers: 32, latency: Constant("2ms"), errors: 0.1, error_status: 503),
+        }),
+    },
+    mesh: Mesh(
+        virtual_services: [VirtualService(hosts: ["api"], http: [HttpRoute(
+            route: [(destination: (host: "api", subset: "stable"))],
+            retries: (attempts: 2, retry_on: "5xx"),
+        )])],
+        destination_rules: [DestinationRule(host: "api", subsets: [
+            (name: "stable", labels: {"version": "v1"}),
+            (name: "canary", labels: {"version": "v2"}),
+        ])],
+    ),
+    rollout: (
+        host: "api", stable: "stable", canary: "canary", start: "10s",
+        strategy: ArgoCanary(steps: [
+            SetWeight(50),
+            Analysis(metrics: [(
+                name: "retry-amplification",
+                query: RetryAmplification,
+                initial_delay: "1m",
+                window: "1m",
+                success_condition: "result < 1.05",
+            )]),
+        ]),
+    ),
+    workload: [OpenLoop(host: "web", rate: 200)],
+)"#;
+    let m = run(&scenario(text));
+    let log = m.rollout.as_ref().expect("a rollout log");
+    let last = log.decisions.last().expect("decisions");
+    assert_eq!((last.at.0 / 1_000_000_000, last.phase), (70, "Degraded"));
+    let p: f64 = 0.1;
+    let tries = 1.0 + p + p * p;
+    let value = last.checks[0].value.expect("hops to v2");
+    // ~6,000 hops to v2 in the window; tries per hop have variance p(1-p)(1+3p) or so.
+    assert!(
+        (value - tries).abs() < 5.0 * (p * 1.3 / 6000.0).sqrt(),
+        "{value} vs {tries}"
+    );
+    assert_eq!(last.routing.canary_weight, 0);
+    let failed = m.totals.count - m.totals.success;
+    assert!(
+        (failed as f64) < 0.001 * m.totals.count as f64,
+        "retries hid the errors: {failed}"
+    );
+}
