@@ -479,7 +479,10 @@ fn validate_query(q: &Query, field: &str) -> Result<(), SpecError> {
                 .collect();
             return Err(err(
                 field,
-                format!("`{flag}` is not an Envoy response flag ({})", known.join(", ")),
+                format!(
+                    "`{flag}` is not an Envoy response flag ({})",
+                    known.join(", ")
+                ),
             ));
         }
         Query::LatencyMs(q) | Query::HopLatencyMs(q) if !(0.0..=1.0).contains(q) => {

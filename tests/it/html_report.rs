@@ -111,3 +111,39 @@ fn a_quiet_run_says_so_instead_of_drawing_empty_charts() {
     );
     assert_eq!(doc.select(&select("section#latency svg")).count(), 1);
 }
+
+#[test]
+fn a_rollout_gets_its_section_with_two_charts_and_the_decisions() {
+    // Run whole: the rollout starts at 1 m.
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/canary-mirror.ron");
+    let s = sim_core::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let m = sim_core::run(&s, s.seed, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let info = RunInfo {
+        scenario: "canary-mirror".into(),
+        seed: s.seed,
+        duration_ns: s.duration.0,
+        mode: "sim",
+    };
+    let r = Report::new(&info, &m);
+    let doc = Html::parse_document(&reports::html::render(&r));
+    assert!(doc.errors.is_empty(), "HTML parse errors: {:?}", doc.errors);
+    let svgs: Vec<_> = doc.select(&select("section#rollout figure svg")).collect();
+    assert_eq!(svgs.len(), 2, "weights and shares");
+    let axes: String = svgs[0].text().collect::<Vec<_>>().join("|");
+    assert!(
+        axes.contains("weight (%)") && axes.contains("time since start (s)"),
+        "{axes}"
+    );
+    let legend = texts(&doc, "section#rollout figure:nth-of-type(1) ul.legend li");
+    assert!(
+        legend
+            .iter()
+            .any(|l| l.starts_with("mirrored to the canary")),
+        "{legend:?}"
+    );
+    // One table row per decision, as in the JSON.
+    let rows = doc.select(&select("section#rollout tbody tr")).count();
+    let decisions = r.rollout.as_ref().map_or(0, |x| x.decisions.len());
+    assert_eq!(rows, decisions);
+    assert!(decisions >= 4);
+}
