@@ -1,21 +1,13 @@
 //! The `meshtwin` binary: bad input gives a clear error (file, line, column, field) and a
 //! non-zero exit, never a panic; `run --json` is byte-identical for a seed.
 
+use crate::common::meshtwin;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn meshtwin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshtwin"))
-        .args(args)
-        .output()
-        .expect("meshtwin runs")
-}
+use std::process::Command;
 
 /// A scratch directory unique to this test.
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshtwin-cli-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    crate::common::scratch("cli", test)
 }
 
 const GOOD: &str = r#"Scenario(

@@ -2,6 +2,7 @@
 
 mod circuit_breaking_task;
 mod cli;
+mod common;
 mod compare;
 mod fuzz_scenarios;
 mod gates;

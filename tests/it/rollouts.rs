@@ -1,20 +1,11 @@
 //! Rollouts through the binary: byte-identical reports for a seed, and the same decisions
 //! live as in the simulation.
 
+use crate::common::meshtwin;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn meshtwin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshtwin"))
-        .args(args)
-        .output()
-        .expect("meshtwin runs")
-}
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshtwin-rollouts-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    crate::common::scratch("rollouts", test)
 }
 
 fn bundled(name: &str) -> String {
