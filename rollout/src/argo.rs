@@ -12,8 +12,9 @@ use crate::probe::MetricSource;
 use crate::spec::{ArgoCanary, ArgoStep};
 use proxy_engine::Time;
 
+/// An Argo `Rollout`'s phase (both strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Pending,
     Progressing,
     Paused,
@@ -22,7 +23,18 @@ enum Phase {
 }
 
 impl Phase {
-    fn name(self) -> &'static str {
+    /// How a rollout in this phase stands.
+    pub(crate) fn outcome(self) -> Outcome {
+        match self {
+            Phase::Healthy => Outcome::Promoted,
+            Phase::Degraded => Outcome::RolledBack,
+            Phase::Paused => Outcome::Paused,
+            _ => Outcome::Running,
+        }
+    }
+
+    /// Argo's name for it.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
             Phase::Progressing => "Progressing",
@@ -80,12 +92,7 @@ impl Rollout {
 
     /// How the run stands.
     pub fn outcome(&self) -> Outcome {
-        match self.phase {
-            Phase::Healthy => Outcome::Promoted,
-            Phase::Degraded => Outcome::RolledBack,
-            Phase::Paused => Outcome::Paused,
-            _ => Outcome::Running,
-        }
+        self.phase.outcome()
     }
 
     /// What the twin routes now.

@@ -8,29 +8,22 @@
 //! it.
 
 use crate::analysis::{AnalysisRun, Phase as RunPhase};
+use crate::argo::Phase;
 use crate::decision::{Check, Decision, Outcome, Routing};
 use crate::probe::MetricSource;
 use crate::spec::ArgoBlueGreen;
 use proxy_engine::Time;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Pending,
-    /// The preview is up; waiting for the pre-promotion analysis or the auto-promotion delay.
-    Preview,
-    Paused,
-    /// Switched; the post-promotion analysis runs.
-    Switched,
-    Healthy,
-    Degraded,
-}
 
 /// One Argo `Rollout` (blue/green strategy) in progress.
 #[derive(Clone, Debug)]
 pub struct BlueGreen {
     spec: ArgoBlueGreen,
     start: Time,
+    /// `Progressing` covers the preview (before the switch) and the post-promotion analysis
+    /// (after it).
     phase: Phase,
+    /// The active Service is on the new version.
+    switched: bool,
     run: Option<AnalysisRun>,
     /// When `auto_promotion_seconds` forces the switch.
     forced: Option<Time>,
@@ -43,6 +36,7 @@ impl BlueGreen {
             spec: spec.clone(),
             start,
             phase: Phase::Pending,
+            switched: false,
             run: None,
             forced: None,
         }
@@ -52,7 +46,7 @@ impl BlueGreen {
     pub fn next_tick(&self) -> Option<Time> {
         match self.phase {
             Phase::Pending => Some(self.start),
-            Phase::Preview | Phase::Switched => [
+            Phase::Progressing => [
                 self.run.as_ref().and_then(AnalysisRun::next_due),
                 self.forced,
             ]
@@ -65,24 +59,19 @@ impl BlueGreen {
 
     /// How the run stands.
     pub fn outcome(&self) -> Outcome {
-        match self.phase {
-            Phase::Healthy => Outcome::Promoted,
-            Phase::Degraded => Outcome::RolledBack,
-            Phase::Paused => Outcome::Paused,
-            _ => Outcome::Running,
-        }
+        self.phase.outcome()
     }
 
     /// What the twin routes now: before the switch the preview's requests (only) reach the new
     /// version; after it, everything.
     pub fn routing(&self) -> Routing {
         match self.phase {
-            Phase::Switched | Phase::Healthy => Routing {
+            _ if self.switched => Routing {
                 canary_weight: 100,
                 mirror: None,
                 matched_only: false,
             },
-            Phase::Preview | Phase::Paused if !self.spec.preview_match.is_empty() => Routing {
+            Phase::Progressing | Phase::Paused if !self.spec.preview_match.is_empty() => Routing {
                 canary_weight: 100,
                 mirror: None,
                 matched_only: true,
@@ -91,22 +80,12 @@ impl BlueGreen {
         }
     }
 
-    fn phase_name(&self) -> &'static str {
-        match self.phase {
-            Phase::Pending => "Pending",
-            Phase::Preview | Phase::Switched => "Progressing",
-            Phase::Paused => "Paused",
-            Phase::Healthy => "Healthy",
-            Phase::Degraded => "Degraded",
-        }
-    }
-
     /// Does what is due at `now`.
     pub fn tick(&mut self, now: Time, source: &dyn MetricSource) -> Decision {
         let mut checks: Vec<Check> = Vec::new();
         let mut messages: Vec<String> = Vec::new();
         if self.phase == Phase::Pending {
-            self.phase = Phase::Preview;
+            self.phase = Phase::Progressing;
             messages.push("New revision: preview up behind the preview Service".into());
             self.forced = self.spec.auto_promotion_seconds.map(|d| now + d);
             self.run = (self.spec.pre_promotion_analysis.as_ref())
@@ -119,16 +98,16 @@ impl BlueGreen {
             checks.extend(run.measure(now, source));
         }
         match self.phase {
-            Phase::Preview => self.preview(now, &mut messages),
-            Phase::Switched => self.switched(&mut messages),
+            Phase::Progressing if self.switched => self.post_promotion(&mut messages),
+            Phase::Progressing => self.preview(now, &mut messages),
             _ => {}
         }
         Decision {
             at: now,
-            phase: self.phase_name(),
+            phase: self.phase.name(),
             // Argo has no weight here: the active Service is on the old version or the new.
             canary_weight: match self.phase {
-                Phase::Switched | Phase::Healthy => 100,
+                _ if self.switched => 100,
                 _ => 0,
             },
             counter: 0,
@@ -178,7 +157,7 @@ impl BlueGreen {
             let why = "Paused before the switch: auto_promotion_enabled is false (BlueGreenPause)";
             return self.settle(Phase::Paused, why.into(), messages);
         }
-        self.phase = Phase::Switched;
+        self.switched = true;
         messages.push("Switched the active Service to the new version".into());
         self.run = (self.spec.post_promotion_analysis.as_ref())
             .map(|a| AnalysisRun::start(&a.metrics, now));
@@ -188,7 +167,7 @@ impl BlueGreen {
         }
     }
 
-    fn switched(&mut self, messages: &mut Vec<String>) {
+    fn post_promotion(&mut self, messages: &mut Vec<String>) {
         let (phase, reason) = self.run_state();
         match phase {
             RunPhase::Running => {}
@@ -203,6 +182,7 @@ impl BlueGreen {
                     "Post-promotion analysis {reason}; switched back to the stable version \
                      (Degraded)"
                 );
+                self.switched = false;
                 self.settle(Phase::Degraded, why, messages);
             }
         }

@@ -434,6 +434,19 @@ fn argo_blue_green_gates_pauses_and_switches_back() {
     let d = c.tick(Time(0), &s);
     assert_eq!((d.phase, d.routing.matched_only), ("Paused", true));
     assert_eq!(c.outcome(), Outcome::Paused);
+    // An inconclusive post-promotion analysis pauses after the switch: everything stays on
+    // the new version.
+    let mut post = ratio_metric(None, Some(1));
+    post.failure_condition = Some(Condition::parse("result[0] < 0.5").expect("parses"));
+    let mut c = blue_green(bg(None, Some(post), true));
+    c.tick(Time(0), &s);
+    s.set(1000, 200); // 0.8: neither ≥ 0.95 nor < 0.5
+    let d = c.tick(Time(MIN), &s);
+    assert_eq!(
+        (d.phase, d.routing.canary_weight, d.routing.matched_only),
+        ("Paused", 100, false)
+    );
+    s.set(1000, 0);
     // A failing pre-promotion analysis aborts without switching.
     let mut c = blue_green(bg(Some(ratio_metric(None, Some(1))), None, true));
     s.set(1000, 100);

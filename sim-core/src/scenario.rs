@@ -139,16 +139,6 @@ fn default_grace() -> Nanos {
     Nanos::from_secs(30)
 }
 
-impl Change {
-    /// Whether it changes the deployment (instances) rather than the mesh config.
-    pub fn is_deployment(&self) -> bool {
-        matches!(
-            self,
-            Change::Scale { .. } | Change::AddVersion { .. } | Change::RemoveVersion { .. }
-        )
-    }
-}
-
 /// A config object a timeline applies.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MeshObject {

@@ -128,23 +128,18 @@ impl Generations {
         Ok(())
     }
 
-    /// What made generation `g`, for reports: `timeline[i]`, `instances ready`, or (when
-    /// `rollout`) the rollout.
-    pub fn cause(&self, g: usize, rollout: bool) -> String {
-        match self.entry.get(g).copied().flatten() {
-            Some(i) => format!("timeline[{i}]"),
-            None if rollout => "rollout".into(),
-            None => "instances ready".into(),
-        }
-    }
-
-    /// Every generation after the first as a report lists them.
+    /// Every generation after the first as a report lists them, with what made it:
+    /// `timeline[i]`, `instances ready`, or (when `rollout`) the rollout.
     pub fn made(&self, rollout: bool) -> Vec<metrics::GenerationMade> {
         (1..self.meshes.len())
             .map(|g| metrics::GenerationMade {
                 number: self.meshes[g].generation() as u32,
                 at: self.at[g],
-                cause: self.cause(g, rollout),
+                cause: match self.entry[g] {
+                    Some(i) => format!("timeline[{i}]"),
+                    None if rollout => "rollout".into(),
+                    None => "instances ready".into(),
+                },
             })
             .collect()
     }
