@@ -70,8 +70,11 @@ fn fifty_routes() -> CompiledMesh {
         traffic_policy: None,
     };
     let config = MeshConfig {
+        gateways: Vec::new(),
         virtual_services: vec![VirtualService {
             name: None,
+            namespace: None,
+            gateways: Vec::new(),
             hosts: vec!["reviews".into()],
             http,
         }],

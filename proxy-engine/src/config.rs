@@ -15,6 +15,8 @@ pub struct MeshConfig {
     pub virtual_services: Vec<VirtualService>,
     /// Per-destination policy and subsets, Istio `DestinationRule`.
     pub destination_rules: Vec<DestinationRule>,
+    /// Ingress and egress gateway servers, Istio `Gateway` (see `Gateway`).
+    pub gateways: Vec<Gateway>,
     /// A local rate limit every proxy applies to all its requests (one bucket per proxy), as
     /// Envoy's `local_ratelimit` filter configured through an `EnvoyFilter`. Extension field.
     pub local_rate_limit: Option<LocalRateLimit>,
@@ -70,8 +72,19 @@ pub struct VirtualService {
     /// Name, for reports and error messages; defaults to the first host.
     #[serde(default)]
     pub name: Option<String>,
-    /// Hosts this rule applies to (service names).
+    /// Namespace of the object, for `gateways` names and a gateway server's `namespace/host`
+    /// restriction. Default `default`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Hosts this rule applies to: service names for sidecars (`mesh`); at a gateway, any DNS
+    /// name, with a wildcard left-most label (`*.example.com`) or `*`.
     pub hosts: Vec<String>,
+    /// Gateways and sidecars that apply these routes, as Istio: `mesh` (every sidecar),
+    /// `<name>` or `./<name>` (a `Gateway` in this object's namespace), `<namespace>/<name>`,
+    /// or the legacy `<name>.<namespace>.svc.cluster.local`. Empty means `[mesh]`; once a
+    /// gateway is listed, sidecars apply the routes only if `mesh` is listed too.
+    #[serde(default)]
+    pub gateways: Vec<String>,
     /// Ordered HTTP routes; the first that matches wins.
     #[serde(default)]
     pub http: Vec<HttpRoute>,
@@ -141,6 +154,12 @@ pub struct HttpMatchRequest {
     /// Query parameters that must match.
     #[serde(deserialize_with = "crate::unique::deserialize")]
     pub query_params: BTreeMap<String, StringMatch>,
+    /// The port addressed: at a gateway, the server port the request came in on. Modeled
+    /// services have one port each, so at a sidecar any `port` matches.
+    pub port: Option<u16>,
+    /// Overrides the virtual service's `gateways` for this block (Istio's per-match
+    /// `gateways`): the block applies only at the gateways (or `mesh`) it lists.
+    pub gateways: Vec<String>,
 }
 
 /// Istio `StringMatch`, plus `Present` for Istio's empty match `{}` (the value must exist).
@@ -496,4 +515,71 @@ pub struct RingHash {
 pub struct Maglev {
     /// Lookup table size, a prime; default 65537.
     pub table_size: Option<u64>,
+}
+
+/// Istio `Gateway`: servers (port, protocol, hosts, TLS) that the gateway proxies it selects
+/// listen with. Virtual services bind to it by name (`VirtualService.gateways`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Name, as virtual services' `gateways` name it.
+    pub name: String,
+    /// Namespace. Default `default`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Labels of the gateway proxies this applies to (all of them must match); empty applies
+    /// to every gateway proxy, as a nil selector in Istio.
+    #[serde(default, deserialize_with = "crate::unique::deserialize")]
+    pub selector: BTreeMap<String, String>,
+    /// The servers.
+    pub servers: Vec<Server>,
+}
+
+/// Istio `Server`: one port of a gateway and the hosts it serves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The listener port.
+    pub port: ServerPort,
+    /// `[namespace/]dnsName`: which virtual service hosts bind (`*.example.com`, `*`), and
+    /// from which namespaces (`*/` any, the default; `./` the gateway's own; `ns/`).
+    pub hosts: Vec<String>,
+    /// TLS: termination for `HTTPS`, or `https_redirect` on an `HTTP` server.
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+    /// Optional server name (unique within the gateway).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Istio `Port` of a gateway server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPort {
+    /// Port number (1–65535).
+    pub number: u16,
+    /// `HTTP`, `HTTPS`, `HTTP2` or `GRPC` (meshtwin models HTTP traffic; `TCP`, `TLS` and
+    /// `MONGO` servers are rejected).
+    pub protocol: String,
+    /// Port name.
+    pub name: String,
+}
+
+/// Istio `ServerTLSSettings` (the fields meshtwin models).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTls {
+    /// On an `HTTP` server, answer every request with a 301 to `https://` (Envoy's
+    /// `require_tls: ALL`), whatever the routes say; no effect on an `HTTPS` server.
+    pub https_redirect: bool,
+    /// `PASSTHROUGH` (the default, as the proto's zero value), `SIMPLE`, `MUTUAL`,
+    /// `ISTIO_MUTUAL`, `AUTO_PASSTHROUGH`, `OPTIONAL_MUTUAL`. An `HTTPS` server terminates TLS
+    /// and needs `SIMPLE` (or `ISTIO_MUTUAL`, whose mesh certificates the twin does not model).
+    pub mode: Option<String>,
+    /// PEM certificate chain file (live `SIMPLE` termination).
+    pub server_certificate: Option<String>,
+    /// PEM private key file.
+    pub private_key: Option<String>,
+    /// A Kubernetes secret holding the certificate; accepted, but a live listener needs files.
+    pub credential_name: Option<String>,
 }

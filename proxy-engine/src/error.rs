@@ -88,4 +88,26 @@ pub enum ConfigWarning {
         /// Subset as written.
         subset: String,
     },
+    /// A virtual service binds to a gateway no `Gateway` object defines (Istio's analyzer
+    /// reports it as IST0101); those routes apply nowhere.
+    #[error(
+        "{field}: gateway `{gateway}` is not defined by any Gateway (its routes apply nowhere)"
+    )]
+    UnknownGateway {
+        /// Path of the field.
+        field: String,
+        /// The gateway as resolved (`namespace/name`).
+        gateway: String,
+    },
+    /// A virtual service host no server of the gateways it binds to serves: no request can
+    /// reach those routes there (Istio's IST0132).
+    #[error("{field}: host `{host}` is not served by any server of gateway `{gateway}`")]
+    HostNotInGateway {
+        /// Path of the field.
+        field: String,
+        /// The host.
+        host: String,
+        /// The gateway (`namespace/name`).
+        gateway: String,
+    },
 }

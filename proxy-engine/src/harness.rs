@@ -20,6 +20,7 @@
 //! and outlier ticks happen as the engine asks. Everything the engine did is kept for the
 //! story's assertions (`sent`, `connects`, `events`, `mirrors`).
 
+use crate::gateway::Listener;
 use crate::mesh::CompiledMesh;
 use crate::proxy::{Proxy, ProxyRole};
 use crate::registry::{Endpoint, EndpointId, Registry};
@@ -97,6 +98,8 @@ enum Input {
 }
 
 type UpstreamScript = Box<dyn FnMut(&Sent) -> Reply>;
+/// A local reply's headers, as the engine gave them.
+pub type ReplyHeaders = Vec<(Arc<str>, Arc<str>)>;
 type ConnectScript = Box<dyn FnMut(EndpointId) -> Accept>;
 
 /// A proxy and its scripted upstream on a virtual clock. See the module documentation.
@@ -115,6 +118,8 @@ pub struct Harness {
     pub events: Vec<(Time, EngineEvent)>,
     /// Every mirrored copy's end: status and flags.
     pub mirrors: Vec<(u16, ResponseFlags)>,
+    /// Every local reply's headers (a redirect's `location`), by request.
+    pub reply_headers: BTreeMap<RequestId, ReplyHeaders>,
     now: Time,
     upstream: UpstreamScript,
     accept: ConnectScript,
@@ -144,6 +149,7 @@ impl Harness {
             connects: Vec::new(),
             events: Vec::new(),
             mirrors: Vec::new(),
+            reply_headers: BTreeMap::new(),
             now: Time::ZERO,
             upstream: Box::new(|_| Reply::Status(200)),
             accept: Box::new(|_| Accept::Yes),
@@ -180,6 +186,33 @@ impl Harness {
         req
     }
 
+    /// Hands the proxy (a gateway) a new request on `listener` now; returns its id.
+    pub fn send_on(&mut self, head: RequestHead, listener: Listener) -> RequestId {
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        self.proxy
+            .handle_gateway_request(self.now, req, head, listener);
+        self.drain();
+        req
+    }
+
+    /// Sends a request on a gateway `listener` and runs until it completes; its outcome.
+    ///
+    /// # Panics
+    ///
+    /// If the request never completes: a broken engine contract.
+    pub fn request_on(&mut self, head: RequestHead, listener: Listener) -> Outcome {
+        let req = self.send_on(head, listener);
+        self.wait(req)
+    }
+
+    fn wait(&mut self, req: RequestId) -> Outcome {
+        while !self.done.contains_key(&req) {
+            assert!(self.step(), "request {req:?} never completed");
+        }
+        self.done[&req]
+    }
+
     /// Sends a request and runs until it completes; its outcome.
     ///
     /// # Panics
@@ -187,10 +220,7 @@ impl Harness {
     /// If the request never completes (nothing left to happen): a broken engine contract.
     pub fn request(&mut self, head: RequestHead) -> Outcome {
         let req = self.send(head);
-        while !self.done.contains_key(&req) {
-            assert!(self.step(), "request {req:?} never completed");
-        }
-        self.done[&req]
+        self.wait(req)
     }
 
     /// The outcome of `req`, once it completed.
@@ -304,12 +334,14 @@ impl Harness {
                     self.done.insert(req, outcome);
                 }
                 Action::MirrorDone { status, flags, .. } => self.mirrors.push((status, flags)),
+                Action::LocalReply { req, headers, .. } => {
+                    self.reply_headers.insert(req, headers);
+                }
                 // Late answers to cancelled attempts and closed connections are ignored by the
                 // engine, as the contract says; replies and copies carry nothing to do here.
                 Action::CancelAttempt { .. }
                 | Action::CloseConnection { .. }
                 | Action::Forward { .. }
-                | Action::LocalReply { .. }
                 | Action::Mirror { .. } => {}
             }
         }

@@ -13,6 +13,7 @@
 mod compile;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod harness;
 pub mod hash;
 pub mod head;

@@ -209,6 +209,36 @@ impl HostTable {
         }
     }
 
+    /// The table of `routes` keeping only the blocks for which `keep(route, block index)`
+    /// holds (`None` for a route without match blocks); a route left with no block is left
+    /// out. How a virtual service's routes are cut to one gateway, port or the mesh.
+    pub fn filtered(
+        routes: &[RouteId],
+        all: &[CompiledRoute],
+        keep: impl Fn(RouteId, Option<u32>) -> bool,
+    ) -> HostTable {
+        let full = HostTable::new(routes.to_vec(), all);
+        let blocks: Vec<_> = (full.blocks.into_iter())
+            .filter(|(_, id, j)| keep(*id, *j))
+            .collect();
+        let routes = (routes.iter().copied())
+            .filter(|id| blocks.iter().any(|(_, r, _)| r == id))
+            .collect();
+        HostTable {
+            routes,
+            blocks,
+            miss: None,
+        }
+    }
+
+    /// Appends `other`'s routes and blocks after this table's (Istio merges the virtual
+    /// services bound to one gateway host in order).
+    pub fn extend(&mut self, other: HostTable) {
+        self.routes.extend(other.routes);
+        self.blocks.extend(other.blocks);
+        self.miss = self.miss.or(other.miss);
+    }
+
     /// The first route with a block matching `input`, and that block's index.
     pub fn find(&self, input: &MatchInput<'_>) -> Option<(RouteId, Option<u32>)> {
         self.blocks
@@ -240,6 +270,8 @@ pub struct CompiledMesh {
     /// compile and shared by every proxy's pool, so a proxy holds nothing per cluster of the
     /// mesh that it does not use.
     pub(crate) pool_settings: Arc<[(Limits, bool)]>,
+    /// The `Gateway` objects, in config order.
+    pub(crate) gateways: Vec<crate::gateway::CompiledGateway>,
 }
 
 /// The stable ids of one lineage of compiled meshes: every cluster and endpoint name compiled
@@ -355,6 +387,11 @@ impl CompiledMesh {
         &self.warnings
     }
 
+    /// The compiled `Gateway` objects, in config order.
+    pub fn gateways(&self) -> &[crate::gateway::CompiledGateway] {
+        &self.gateways
+    }
+
     /// The local rate limit every proxy applies to all its requests, if any.
     pub fn rate_limit(&self) -> Option<&TokenBucketSpec> {
         self.rate_limit.as_ref()
@@ -399,8 +436,11 @@ mod tests {
             traffic_policy: None,
         };
         MeshConfig {
+            gateways: Vec::new(),
             virtual_services: vec![VirtualService {
                 name: None,
+                namespace: None,
+                gateways: Vec::new(),
                 hosts: vec!["backend".into()],
                 http: vec![HttpRoute {
                     name: Some("split".into()),

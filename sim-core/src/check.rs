@@ -197,7 +197,8 @@ fn mesh_config_problem(e: &proxy_engine::ConfigError) -> Problem {
 }
 
 /// The mesh must compile against the modeled services, and without warnings: an undefined
-/// subset would silently answer 503 NC, so a scenario treats it as an error.
+/// subset would silently answer 503 NC, a gateway name with a typo or a host no gateway
+/// server serves would silently route nothing, so a scenario treats them as errors.
 fn check_mesh(s: &Scenario) -> Result<(), Problem> {
     use proxy_engine::ConfigWarning as W;
     let registry = crate::topology::Topology::of(s).registry();
@@ -206,6 +207,19 @@ fn check_mesh(s: &Scenario) -> Result<(), Problem> {
         Some(w @ W::UndefinedSubset { field, subset, .. }) => Err(mesh_problem(
             field,
             Some(format!("\"{subset}\"")),
+            w.to_string(),
+        )),
+        Some(w @ W::UnknownGateway { field, gateway }) => {
+            let name = gateway.rsplit('/').next().unwrap_or(gateway);
+            Err(mesh_problem(
+                field,
+                Some(format!("\"{name}")),
+                w.to_string(),
+            ))
+        }
+        Some(w @ W::HostNotInGateway { field, host, .. }) => Err(mesh_problem(
+            field,
+            Some(format!("\"{host}\"")),
             w.to_string(),
         )),
         None => Ok(()),

@@ -35,6 +35,8 @@ pub fn render(base: &MeshConfig, spec: &RolloutSpec, routing: &Routing) -> MeshC
     let index = index.unwrap_or_else(|| {
         config.virtual_services.push(VirtualService {
             name: None,
+            namespace: None,
+            gateways: Vec::new(),
             hosts: vec![spec.host.clone()],
             http: vec![HttpRoute {
                 route: split.clone(),

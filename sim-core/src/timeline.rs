@@ -263,6 +263,8 @@ fn set_weights(
         }
         config.virtual_services.push(VirtualService {
             name: None,
+            namespace: None,
+            gateways: Vec::new(),
             hosts: vec![host.to_owned()],
             http: vec![HttpRoute {
                 route: destinations,

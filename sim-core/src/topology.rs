@@ -52,7 +52,7 @@ impl ProxySpec {
     pub fn caller(&self) -> &str {
         match &self.role {
             ProxyRole::Sidecar { service } => service,
-            ProxyRole::Client { name } | ProxyRole::Gateway { name } => name,
+            ProxyRole::Client { name } | ProxyRole::Gateway { name, .. } => name,
         }
     }
 }

@@ -59,6 +59,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         let role = match &l.role {
             ListenerRole::Ingress => ProxyRole::Gateway {
                 name: l.name.clone(),
+                labels: Default::default(),
             },
             ListenerRole::Sidecar { service } => ProxyRole::Sidecar {
                 service: service.clone(),

@@ -81,6 +81,9 @@ pub enum ProxyRole {
     Gateway {
         /// The gateway's name.
         name: String,
+        /// Its labels, which `Gateway` selectors pick gateway proxies by (Istio's
+        /// `istio: ingressgateway`).
+        labels: std::collections::BTreeMap<String, String>,
     },
     /// The client side of a load generator (a workload's own outbound proxy).
     Client {

@@ -4,10 +4,33 @@
 
 use super::balance::chance;
 use super::*;
+use crate::gateway::{GatewayRoute, Listener};
 
 impl Proxy {
     /// A new downstream request `req` (an id not already open on this proxy).
-    pub fn handle_request(&mut self, now: Time, req: RequestId, mut head: RequestHead) {
+    pub fn handle_request(&mut self, now: Time, req: RequestId, head: RequestHead) {
+        self.start_request(now, req, head, None);
+    }
+
+    /// A new downstream request `req` that came in on a gateway `listener` (a gateway proxy:
+    /// routed by the gateways that select it, see `crate::gateway`).
+    pub fn handle_gateway_request(
+        &mut self,
+        now: Time,
+        req: RequestId,
+        head: RequestHead,
+        listener: Listener,
+    ) {
+        self.start_request(now, req, head, Some(listener));
+    }
+
+    fn start_request(
+        &mut self,
+        now: Time,
+        req: RequestId,
+        mut head: RequestHead,
+        listener: Option<Listener>,
+    ) {
         self.advance(now);
         debug_assert!(
             !self.requests.contains_key(&req),
@@ -18,12 +41,11 @@ impl Proxy {
         if let Cow::Owned(normal) = crate::path::normalize(&head.path) {
             head.path = Arc::from(normal);
         }
-        let matched = self.match_route(&head);
         // A request that matches nothing is still reported under a route, its host's
         // `(no route)` one, so a 404 `NR` at any hop shows in the route table.
-        let reported = match matched {
-            Some((route, _)) => Some(route),
-            None => self.config.unmatched_route(head.host()),
+        let (matched, reported) = match self.match_route(&head, listener) {
+            Ok(m) => (Some(m), Some(m.0)),
+            Err(miss) => (None, miss),
         };
         let block = matched.and_then(|m| m.1);
         let r = Request::new(self.config.clone(), head, reported, block);
@@ -91,7 +113,7 @@ impl Proxy {
             normal.to_mut().path = Arc::from(path);
         }
         let head = &*normal;
-        let Some((route, block)) = self.match_route(head) else {
+        let Ok((route, block)) = self.match_route(head, None) else {
             return Decision::NoRoute;
         };
         let config = self.config.clone();
@@ -114,10 +136,33 @@ impl Proxy {
         }
     }
 
-    /// First route (in order) of the request's host with a matching block, and that block.
-    pub(super) fn match_route(&self, head: &RequestHead) -> Option<(RouteId, Option<u32>)> {
-        let table = self.config.host_table(head.host())?;
-        table.find(&MatchInput::new(head))
+    /// First route (in order) of the request's host with a matching block, and that block;
+    /// at a gateway `listener`, of the virtual host the gateways give. `Err` holds the route a
+    /// miss is reported under.
+    pub(super) fn match_route(
+        &self,
+        head: &RequestHead,
+        listener: Option<Listener>,
+    ) -> Result<(RouteId, Option<u32>), Option<RouteId>> {
+        let Some(listener) = listener else {
+            let Some(table) = self.config.host_table(head.host()) else {
+                return Err(self.config.unknown_host);
+            };
+            return table.find(&MatchInput::new(head)).ok_or(table.miss);
+        };
+        let labels = match &self.role {
+            ProxyRole::Gateway { labels, .. } => labels,
+            _ => return Err(self.config.unknown_host),
+        };
+        let gateways = (self.config.gateways().iter()).filter(|g| g.selects(labels));
+        match crate::gateway::route(gateways, listener.port, &head.authority, listener.tls) {
+            GatewayRoute::NoListener => Err(self.config.unknown_host),
+            GatewayRoute::NoVirtualHost { miss } => Err(Some(miss)),
+            GatewayRoute::RedirectToHttps { route } => Ok((route, None)),
+            GatewayRoute::Table { table, miss } => table
+                .find(&MatchInput::new(head))
+                .ok_or(Some(table.miss.unwrap_or(miss))),
+        }
     }
 
     /// Carries out the matched route's action for `req` (after any fault delay).

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 fn proxy(endpoints: u32) -> Proxy {
     let reg = crate::harness::registry(&[("backend", &[("v1", endpoints)])]);
     let config = MeshConfig {
+        gateways: Vec::new(),
         destination_rules: vec![DestinationRule {
             host: "backend".into(),
             traffic_policy: Some(TrafficPolicy {
@@ -310,6 +311,7 @@ fn state_is_made_for_what_the_proxy_uses() {
         });
     }
     let config = MeshConfig {
+        gateways: Vec::new(),
         destination_rules: rules,
         ..Default::default()
     };

@@ -17,8 +17,11 @@ use std::sync::Arc;
 fn proxy(endpoints: u32, route: HttpRoute, policy: Option<TrafficPolicy>) -> Proxy {
     let reg = registry(&[("backend", &[("v1", endpoints)])]);
     let config = MeshConfig {
+        gateways: Vec::new(),
         virtual_services: vec![VirtualService {
             name: None,
+            namespace: None,
+            gateways: Vec::new(),
             hosts: vec!["backend".into()],
             http: vec![HttpRoute {
                 route: vec![RouteDestination {
