@@ -251,6 +251,13 @@ pub async fn run_watched(
                 "workload[{i}]: live mode runs open-loop workloads only (closed-loop users are simulation-only for now)"
             )));
         };
+        if let Some(via) = &o.via {
+            return Err(LabError::Unsupported(format!(
+                "workload[{i}].via: live mode does not run gateway proxies yet (`{}` is \
+                 simulation-only for now)",
+                via.gateway
+            )));
+        }
         let Some(proxy) = topology.client(i) else {
             return Err(LabError::Unsupported(format!(
                 "workload[{i}] has no client proxy"

@@ -103,6 +103,16 @@ fn check(s: &Scenario) -> Result<(), Problem> {
         check_service(s, name, svc)?;
     }
     check_call_cycles(s)?;
+    for name in s.gateway_proxies.keys() {
+        check_name(format!("gateway_proxies.{name}"), name, name)?;
+        let workload = (s.workload.iter().enumerate()).any(|(i, w)| &w.name(i) == name);
+        if workload || s.services.contains_key(name) {
+            return Err(problem(
+                format!("gateway_proxies.{name}"),
+                format!("`{name}` is already the name of a service or workload"),
+            ));
+        }
+    }
     if s.workload.is_empty() {
         return Err(problem("workload", "at least one workload is required"));
     }
@@ -413,8 +423,12 @@ fn check_call_cycles(s: &Scenario) -> Result<(), Problem> {
 
 fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
     let at = format!("workload[{i}]");
-    if !s.services.contains_key(w.host()) {
-        return Err(unknown_service(format!("{at}.host"), w.host(), s));
+    match w.via() {
+        Some(via) => check_entry(s, &format!("{at}.via"), via)?,
+        None if !s.services.contains_key(w.host()) => {
+            return Err(unknown_service(format!("{at}.host"), w.host(), s));
+        }
+        None => {}
     }
     match w {
         Workload::OpenLoop(o) => {
@@ -459,6 +473,56 @@ fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
         }
     }
     check_mix(&at, w.requests())
+}
+
+/// A workload's entry: a gateway proxy of the scenario with a `Gateway` server on the port
+/// (else a client's connection would be refused), TLS as the server speaks it.
+fn check_entry(s: &Scenario, at: &str, via: &crate::scenario::Entry) -> Result<(), Problem> {
+    let Some(g) = s.gateway_proxies.get(&via.gateway) else {
+        let known: Vec<&str> = s.gateway_proxies.keys().map(String::as_str).collect();
+        return Err(Problem {
+            field: format!("{at}.gateway"),
+            needle: Some(format!("\"{}\"", via.gateway)),
+            message: format!(
+                "unknown gateway proxy `{}`: expected one of those under `gateway_proxies` ({})",
+                via.gateway,
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        });
+    };
+    let selects = |gw: &&proxy_engine::config::Gateway| {
+        gw.selector.iter().all(|(k, v)| g.labels.get(k) == Some(v))
+    };
+    let server = (s.mesh.gateways.iter().filter(selects))
+        .flat_map(|gw| gw.servers.iter())
+        .find(|sv| sv.port.number == via.port);
+    let Some(server) = server else {
+        return Err(problem(
+            format!("{at}.port"),
+            format!(
+                "no Gateway server of gateway proxy `{}` listens on port {} (a client's \
+                 connection would be refused)",
+                via.gateway, via.port
+            ),
+        ));
+    };
+    let https = server.port.protocol.eq_ignore_ascii_case("HTTPS");
+    if https != via.tls {
+        let message = if https {
+            format!("port {} is an HTTPS server: set `tls: true`", via.port)
+        } else {
+            format!(
+                "port {} is a plain-text server: the TLS handshake would fail",
+                via.port
+            )
+        };
+        return Err(problem(format!("{at}.tls"), message));
+    }
+    Ok(())
 }
 
 fn check_rate(field: String, rate: f64) -> Result<(), Problem> {

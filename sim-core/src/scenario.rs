@@ -35,6 +35,11 @@ pub struct Scenario {
     /// Traffic policy.
     #[serde(default)]
     pub mesh: MeshConfig,
+    /// Gateway proxies (Istio's `istio-ingressgateway` deployment) by name, each a proxy of
+    /// its own that the mesh's `Gateway` objects select by label; workloads enter through one
+    /// with `via`.
+    #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
+    pub gateway_proxies: BTreeMap<String, GatewayProxy>,
     /// Load sources.
     pub workload: Vec<Workload>,
     /// Faults over time, applied by the modeled instances.
@@ -270,6 +275,35 @@ fn get() -> String {
     "GET".into()
 }
 
+/// A gateway proxy: one Envoy in gateway mode, with the labels `Gateway` selectors pick it
+/// by (for example `{"istio": "ingressgateway"}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayProxy {
+    /// Its labels.
+    #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where a workload's requests enter the mesh when they come from outside it: a gateway
+/// proxy's server port. The client sits next to the gateway (no network leg, no sidecar).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// The gateway proxy (a key of `gateway_proxies`).
+    pub gateway: String,
+    /// The server port, as the `Gateway` writes it. Default 80.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The client speaks TLS (an `HTTPS` server; requests have scheme `https`). Default false.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+fn default_port() -> u16 {
+    80
+}
+
 /// A load source. Each workload has its own client proxy (named after the workload).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,8 +323,11 @@ pub struct OpenLoop {
     /// Name (client proxy and RNG stream); default `load-<index>`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Service the requests are for.
+    /// Service the requests are for (the `Host` header; at a gateway, any name).
     pub host: String,
+    /// Enter through a gateway proxy instead of the workload's own client proxy.
+    #[serde(default)]
+    pub via: Option<Entry>,
     /// Requests per second at time 0.
     pub rate: f64,
     /// Changes of rate over time, in time order.
@@ -311,8 +348,11 @@ pub struct ClosedLoop {
     /// Name (client proxy and RNG stream); default `load-<index>`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Service the requests are for.
+    /// Service the requests are for (the `Host` header; at a gateway, any name).
     pub host: String,
+    /// Enter through a gateway proxy instead of the workload's own client proxy.
+    #[serde(default)]
+    pub via: Option<Entry>,
     /// Concurrent users; all start at `start`.
     pub users: u32,
     /// When the users send their first requests. Default 0.
@@ -396,6 +436,14 @@ impl Workload {
         match self {
             Workload::OpenLoop(w) => &w.host,
             Workload::ClosedLoop(w) => &w.host,
+        }
+    }
+
+    /// The gateway the workload enters through, if any.
+    pub fn via(&self) -> Option<&Entry> {
+        match self {
+            Workload::OpenLoop(w) => w.via.as_ref(),
+            Workload::ClosedLoop(w) => w.via.as_ref(),
         }
     }
 

@@ -26,6 +26,11 @@ pub enum Owner {
         /// The workload.
         workload: u32,
     },
+    /// Gateway proxy number `gateway` (in `gateway_proxies`' name order).
+    Gateway {
+        /// The gateway proxy.
+        gateway: u32,
+    },
 }
 
 /// One proxy of the run.
@@ -63,7 +68,8 @@ pub struct Topology<'a> {
     /// Every instance, in the stable order (service, version, index); the position is the
     /// instance's number.
     pub instances: Vec<InstanceSpec<'a>>,
-    /// Every proxy: the instances' sidecars in instance order, then the workloads' clients.
+    /// Every proxy: the instances' sidecars in instance order, then the workloads' clients,
+    /// then the gateway proxies.
     pub proxies: Vec<ProxySpec>,
     /// Whether each instance exists from the start (the timeline creates the others).
     initial: Vec<bool>,
@@ -95,6 +101,17 @@ impl<'a> Topology<'a> {
                 role: ProxyRole::Client { name: name.clone() },
                 name,
                 owner: Owner::Client { workload: i as u32 },
+            });
+        }
+        for (i, (name, g)) in s.gateway_proxies.iter().enumerate() {
+            proxies.push(ProxySpec {
+                stream: format!("proxy/{name}"),
+                role: ProxyRole::Gateway {
+                    name: name.clone(),
+                    labels: g.labels.clone(),
+                },
+                name: name.clone(),
+                owner: Owner::Gateway { gateway: i as u32 },
             });
         }
         let initial = (crate::lifecycle::lives(s).iter())
@@ -156,6 +173,19 @@ impl<'a> Topology<'a> {
 
     /// The client proxy of workload number `workload`.
     pub fn client(&self, workload: usize) -> Option<&ProxySpec> {
-        self.proxies.get(self.instances.len() + workload)
+        self.proxies
+            .get(self.instances.len() + workload)
+            .filter(|p| {
+                p.owner
+                    == Owner::Client {
+                        workload: workload as u32,
+                    }
+            })
+    }
+
+    /// The gateway proxy named `name`, and its number among the proxies.
+    pub fn gateway(&self, name: &str) -> Option<(usize, &ProxySpec)> {
+        (self.proxies.iter().enumerate())
+            .find(|(_, p)| matches!(p.owner, Owner::Gateway { .. }) && p.name == name)
     }
 }

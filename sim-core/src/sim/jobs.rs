@@ -94,7 +94,7 @@ impl Simulation {
                 if !incoming.is_empty() {
                     head.headers = propagate(&call.headers, &incoming);
                 }
-                self.issue(sidecar, head, job, Serves::Root(root));
+                self.issue(sidecar, head, job, Serves::Root(root), None);
             }
         } else {
             let service = model.spec.latency.sample(&mut inst.rng);

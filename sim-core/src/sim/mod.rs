@@ -20,6 +20,7 @@ use crate::timeline::{Generations, TimelineError};
 use crate::topology::{Owner, ProxySpec, Topology};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
 use metrics::{Recorder, RunMetrics};
+use proxy_engine::gateway::Listener;
 use proxy_engine::idmap::IdMap;
 use proxy_engine::types::Headers;
 use proxy_engine::{
@@ -109,6 +110,8 @@ struct Open {
     /// The client request this request serves (itself at a client; `None` inside a mirrored
     /// copy, whose failures the client never sees).
     root: Option<RequestId>,
+    /// The workload whose own request this is, at a gateway proxy it entered through.
+    workload: Option<u32>,
 }
 
 struct ProxySlot {
@@ -191,7 +194,10 @@ enum Load {
 }
 
 struct WorkloadState {
+    /// The proxy its requests go to: its client proxy, or the gateway proxy it enters by.
     proxy: u32,
+    /// The gateway listener it enters on, if it comes through a gateway.
+    entry: Option<Listener>,
     mix: Mix,
     rng: Stream,
     load: Load,
@@ -295,6 +301,11 @@ impl Simulation {
         };
         sim.build_instances(s, &topology, seed);
         sim.build_workloads(s, &topology, seed);
+        for spec in &topology.proxies {
+            if matches!(spec.owner, Owner::Gateway { .. }) {
+                sim.add_proxy(spec, seed);
+            }
+        }
         sim.build_faults(s);
         sim.build_pushes(s, &topology, seed);
         sim.build_rollout();
@@ -368,7 +379,15 @@ impl Simulation {
                 debug_assert!(false, "every workload has a client proxy");
                 continue;
             };
-            let proxy = self.add_proxy(client, seed);
+            let mut proxy = self.add_proxy(client, seed);
+            let entry = w.via().and_then(|v| {
+                let (number, _) = topology.gateway(&v.gateway)?;
+                proxy = number as u32;
+                Some(Listener {
+                    port: v.port,
+                    tls: v.tls,
+                })
+            });
             let load = match w {
                 Workload::OpenLoop(o) => Load::Open(ArrivalProcess::new(
                     RateSchedule::new(o.rate, &o.schedule),
@@ -388,6 +407,7 @@ impl Simulation {
             };
             let mut state = WorkloadState {
                 proxy,
+                entry,
                 mix: Mix::new(w.host(), &name, w.requests()),
                 rng: stream(seed, &format!("workload/{name}")),
                 load,

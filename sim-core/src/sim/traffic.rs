@@ -20,12 +20,21 @@ impl Simulation {
         let w = &mut self.workloads[workload as usize];
         let head = w.mix.pick(&mut w.rng);
         let proxy = w.proxy;
+        let entry = w.entry.map(|l| (l, workload));
         self.metrics.generated += 1;
-        self.issue(proxy, head, parent, Serves::Itself);
+        self.issue(proxy, head, parent, Serves::Itself, entry);
     }
 
-    /// Hands a new request to proxy `p` on behalf of `parent`.
-    pub(super) fn issue(&mut self, p: u32, head: RequestHead, parent: u32, serves: Serves) {
+    /// Hands a new request to proxy `p` on behalf of `parent`; a workload's request entering
+    /// through a gateway carries the gateway listener and the workload.
+    pub(super) fn issue(
+        &mut self,
+        p: u32,
+        head: RequestHead,
+        parent: u32,
+        serves: Serves,
+        entry: Option<(Listener, u32)>,
+    ) {
         let req = RequestId(self.next_req);
         self.next_req += 1;
         let slot = &mut self.proxies[p as usize];
@@ -38,9 +47,15 @@ impl Simulation {
                     Serves::Itself => Some(req),
                     Serves::Root(root) => root,
                 },
+                workload: entry.map(|(_, w)| w),
             },
         );
-        slot.proxy.handle_request(self.now, req, head);
+        match entry {
+            Some((listener, _)) => {
+                (slot.proxy).handle_gateway_request(self.now, req, head, listener)
+            }
+            None => slot.proxy.handle_request(self.now, req, head),
+        }
         self.drain(p);
     }
 
@@ -176,8 +191,13 @@ impl Simulation {
         if self.rollout.is_some() {
             self.probe_hop(&outcome, latency);
         }
-        match owner {
-            Owner::Client { workload } => {
+        let client = match owner {
+            Owner::Client { workload } => Some(workload),
+            Owner::Gateway { .. } => open.workload,
+            Owner::Sidecar { .. } => None,
+        };
+        match client {
+            Some(workload) => {
                 self.metrics
                     .record_end_to_end(open.start, &outcome, latency);
                 self.metrics.record_workload(workload, &outcome, latency);
@@ -204,7 +224,7 @@ impl Simulation {
                     }
                 }
             }
-            Owner::Sidecar { .. } => {
+            None => {
                 // A 4xx counts here too: a 404 `NR` or 429 `RL` inside the mesh is a failure
                 // even when the caller carries on.
                 let hop_failed = outcome.status == 0 || outcome.status >= 400;

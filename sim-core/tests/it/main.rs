@@ -1,6 +1,7 @@
 //! The simulator's integration tests, one test binary for all.
 
 mod common;
+mod gateway;
 mod properties;
 mod queueing_theory;
 mod resilience;
