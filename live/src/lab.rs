@@ -109,7 +109,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
         let model = InstanceModel {
             name: spec.name(),
             version: spec.model.clone(),
-            steps: sim_core::model::call_steps(s, spec.service),
+            steps: sim_core::model::call_steps(s, spec.service, spec.version),
             faults: faults.next().unwrap_or_default(),
             probe: side.zip(probe.clone()),
         };

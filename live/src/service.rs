@@ -19,10 +19,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
 use sim_core::admission::{Admission, Admit};
 use sim_core::model::{self, FaultWindow};
 use sim_core::rng::{stream, Stream};
-use sim_core::scenario::{Call, FaultKind, Version};
+use sim_core::scenario::{Call, CallStep, FaultKind, OnFailure, Version};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,8 +37,8 @@ pub struct InstanceModel {
     pub name: String,
     /// The version's parameters.
     pub version: Version,
-    /// Outbound call steps.
-    pub steps: Vec<Vec<Call>>,
+    /// The handler's steps: calls and its own work.
+    pub steps: Vec<CallStep>,
     /// Faults that target this instance.
     pub faults: Vec<FaultWindow>,
     /// Where its answers are counted for a rollout, when it is one of the rollout's versions.
@@ -186,9 +187,24 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> u16 {
     }
     let mut failed = false;
     for step in &state.model.steps {
-        let calls = step.iter().map(|c| call(state, c, &parts.headers));
+        if let CallStep::Work(d) = step {
+            let work = d.sample(&mut *lock(&state.rng));
+            let done = std::time::Instant::now() + Duration::from_nanos(work.0);
+            crate::clock::sleep_until_precise(done).await;
+            continue;
+        }
+        let made: Vec<&Call> = {
+            let mut rng = lock(&state.rng);
+            (step.calls().iter())
+                .filter(|c| c.probability >= 1.0 || rng.gen::<f64>() < c.probability)
+                .collect()
+        };
+        let calls = made
+            .iter()
+            .map(|c| call_with_retries(state, c, &parts.headers));
         let statuses = join_all(calls.collect()).await;
-        failed |= statuses.iter().any(|s| *s == 0 || *s >= 500);
+        failed |= (made.iter().zip(&statuses))
+            .any(|(c, s)| model::call_failed(*s) && c.on_failure == OnFailure::Fail);
     }
     let (service, status) = {
         let mut rng = lock(&state.rng);
@@ -309,6 +325,25 @@ async fn join_all<F: std::future::Future<Output = u16>>(futs: Vec<F>) -> Vec<u16
         out: vec![0; n],
     }
     .await
+}
+
+/// A call as the application makes it: each try under the call's timeout (a try still open
+/// then is dropped, closing its connection: the sidecar sees the client go), retried while it
+/// fails and tries are left; the last try's status (0 for no response).
+async fn call_with_retries(state: &State, c: &Call, incoming: &http::HeaderMap) -> u16 {
+    let mut status = 0;
+    for _ in 0..=c.retries {
+        status = match c.timeout.filter(|t| t.0 > 0) {
+            Some(t) => tokio::time::timeout(Duration::from_nanos(t.0), call(state, c, incoming))
+                .await
+                .unwrap_or(0),
+            None => call(state, c, incoming).await,
+        };
+        if !model::call_failed(status) {
+            break;
+        }
+    }
+    status
 }
 
 /// One outbound call through the sidecar; the status, or 0 when it failed outright.

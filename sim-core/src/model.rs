@@ -28,20 +28,17 @@ pub fn handler_status(call_failed: bool, model: &Version, rng: &mut impl Rng) ->
     }
 }
 
-/// A service's call steps as lists of calls (a `Call` step is a list of one).
-pub fn call_steps(s: &Scenario, service: &str) -> Vec<Vec<crate::scenario::Call>> {
-    s.services
-        .get(service)
-        .map(|svc| {
-            svc.calls
-                .iter()
-                .map(|step| match step {
-                    CallStep::Call(c) => vec![c.clone()],
-                    CallStep::Parallel(cs) => cs.clone(),
-                })
-                .collect()
-        })
+/// A version's handler steps (see `Service::steps_of`), shared by the simulator and the live
+/// modeled services so both run one model.
+pub fn call_steps(s: &Scenario, service: &str, version: &str) -> Vec<CallStep> {
+    (s.services.get(service))
+        .map(|svc| svc.steps_of(version).to_vec())
         .unwrap_or_default()
+}
+
+/// Whether a call's answer counts as a failure for its caller: no response or a 5xx.
+pub fn call_failed(status: u16) -> bool {
+    status == 0 || status >= 500
 }
 
 /// A fault as one instance sees it: its window and what goes wrong. Shared by the simulator

@@ -198,8 +198,9 @@ pub struct Service {
     /// Versions by name (the `version` label of their instances).
     #[serde(deserialize_with = "proxy_engine::unique::deserialize")]
     pub versions: BTreeMap<String, Version>,
-    /// Outbound calls the handler makes, in order, before its own service time; each goes
-    /// through the calling instance's sidecar.
+    /// What the handler does, in order, before its own service time (`latency`): outbound
+    /// calls, each through the calling instance's sidecar, and its own work between them.
+    /// A version's `calls` replaces this.
     #[serde(default)]
     pub calls: Vec<CallStep>,
 }
@@ -226,6 +227,10 @@ pub struct Version {
     /// Status of a modeled error. Default 500.
     #[serde(default = "default_error_status")]
     pub error_status: u16,
+    /// This version's own call steps, replacing the service's (Bookinfo's reviews v1 calls
+    /// nothing, v2 and v3 call ratings). Default: the service's.
+    #[serde(default)]
+    pub calls: Option<Vec<CallStep>>,
 }
 
 fn one() -> u32 {
@@ -248,6 +253,38 @@ pub enum CallStep {
     Call(Call),
     /// Several calls issued together; the step ends when all have answered.
     Parallel(Vec<Call>),
+    /// The handler's own work for a time drawn from the distribution (holding its worker),
+    /// before, between or after calls.
+    Work(Dist),
+}
+
+impl CallStep {
+    /// The calls the step makes (none for `Work`).
+    pub fn calls(&self) -> &[Call] {
+        match self {
+            CallStep::Call(c) => std::slice::from_ref(c),
+            CallStep::Parallel(cs) => cs,
+            CallStep::Work(_) => &[],
+        }
+    }
+}
+
+impl Service {
+    /// The steps `version`'s handler runs: its own `calls`, else the service's.
+    pub fn steps_of(&self, version: &str) -> &[CallStep] {
+        (self.versions.get(version))
+            .and_then(|v| v.calls.as_deref())
+            .unwrap_or(&self.calls)
+    }
+
+    /// Every step any version runs: the service's, then each version's own.
+    pub fn all_steps(&self) -> impl Iterator<Item = &CallStep> {
+        (self.calls.iter()).chain(
+            self.versions
+                .values()
+                .flat_map(|v| v.calls.iter().flatten()),
+        )
+    }
 }
 
 /// An outbound call.
@@ -265,6 +302,36 @@ pub struct Call {
     /// Extra headers.
     #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
     pub headers: BTreeMap<String, String>,
+    /// Probability (0–1) that the handler makes the call at all. Default 1.
+    #[serde(default = "certain")]
+    pub probability: f64,
+    /// The application's own timeout for one try of the call (its HTTP client's, as
+    /// Bookinfo's productpage gives reviews 3 s): a try still unanswered then is abandoned
+    /// (its sidecar sees the client go, `DC`) and counts as failed. Default none.
+    #[serde(default)]
+    pub timeout: Option<Nanos>,
+    /// The application's own retries of a failed try (no response, a 5xx, or its timeout);
+    /// they come on top of any the mesh makes. Default 0.
+    #[serde(default)]
+    pub retries: u32,
+    /// What the handler does when the call still fails after its retries. Default `Fail`.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+fn certain() -> f64 {
+    1.0
+}
+
+/// What a handler does when an outbound call fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnFailure {
+    /// Answer 500 once its steps are done.
+    #[default]
+    Fail,
+    /// Carry on and answer as if the call had succeeded (a page with a part missing, as
+    /// Bookinfo's productpage shows "reviews unavailable").
+    Degrade,
 }
 
 fn root_path() -> String {

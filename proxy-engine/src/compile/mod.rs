@@ -41,6 +41,15 @@ impl CompiledMesh {
     }
 }
 
+/// What a virtual service's routes are named after in reports: its first host, or its name
+/// when that host is a wildcard (a gateway's `*` tells nothing).
+fn report_prefix<'v>(vs: &'v VirtualService, first_host: &'v str) -> &'v str {
+    match &vs.name {
+        Some(name) if first_host.contains('*') => name,
+        _ => first_host,
+    }
+}
+
 /// Builds a `CompiledMesh`, deduplicating clusters by name.
 struct Builder<'a> {
     config: &'a MeshConfig,
@@ -409,6 +418,7 @@ impl<'a> Builder<'a> {
                 self.vs_miss.push(None);
                 continue;
             };
+            let first = report_prefix(vs, first);
             let id = self.push_route(CompiledRoute::unmatched(format!("{first}/(no route)")));
             self.vs_miss.push(Some(id));
             for host in &vs.hosts {
@@ -493,7 +503,7 @@ impl<'a> Builder<'a> {
             let label = route.name.clone().unwrap_or_else(|| r.to_string());
             let compiled = self.route(
                 &format!("{at}.http[{r}]"),
-                format!("{first_host}/{label}"),
+                format!("{}/{label}", report_prefix(vs, first_host)),
                 route,
             )?;
             ids.push(self.push_route(compiled));

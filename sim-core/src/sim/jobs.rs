@@ -3,6 +3,7 @@
 //! instance's sidecar, takes its service time and answers.
 
 use super::*;
+use rand::Rng;
 
 impl Simulation {
     /// A request travels one network leg to `instance`.
@@ -66,40 +67,121 @@ impl Simulation {
         }
     }
 
-    /// Runs the job's next call step through the instance's sidecar, or, when all calls are
-    /// done, its own service time.
+    /// Runs the job's next step — its calls through the instance's sidecar (those it makes:
+    /// each with its probability), or its own work — or, when all steps are done, its
+    /// service time.
     pub(super) fn advance_job(&mut self, job: u32) {
-        let Some(j) = self.jobs[job as usize].as_mut() else {
+        loop {
+            let Some(j) = self.jobs[job as usize].as_mut() else {
+                return;
+            };
+            if j.dead {
+                return self.free_job(job); // its calls are done and nothing waits for it
+            }
+            let instance = j.instance;
+            let inst = &mut self.instances[instance as usize];
+            let model = &self.models[inst.model as usize];
+            let steps = model.steps.clone();
+            let Some(step) = steps.get(j.step as usize) else {
+                let service = model.spec.latency.sample(&mut inst.rng);
+                let service = self.slowed(instance, service);
+                self.queue.push(self.now + service, Event::Finish { job });
+                return;
+            };
+            j.step += 1;
+            let calls = match step {
+                Step::Work(d) => {
+                    let work = d.sample(&mut inst.rng);
+                    self.queue.push(self.now + work, Event::Resume { job });
+                    return;
+                }
+                Step::Calls(calls) => calls,
+            };
+            let rng = &mut inst.rng;
+            let made: Vec<u16> = (calls.iter().enumerate())
+                .filter(|(_, c)| c.probability >= 1.0 || rng.gen::<f64>() < c.probability)
+                .map(|(i, _)| i as u16)
+                .collect();
+            if made.is_empty() {
+                continue;
+            }
+            // Set before issuing: calls may complete synchronously (e.g. 404 NR).
+            j.pending = made.len() as u32;
+            for i in made {
+                self.call(job, i, 0);
+            }
+            return;
+        }
+    }
+
+    /// Issues try `tries` (0 for the first) of call `index` of the job's current step through
+    /// its instance's sidecar, with the application's timeout for the try.
+    pub(super) fn call(&mut self, job: u32, index: u16, tries: u16) {
+        let Some(j) = self.jobs[job as usize].as_ref() else {
             return;
         };
-        if j.dead {
-            return self.free_job(job); // its calls are done and nothing waits for it
+        let inst = &self.instances[j.instance as usize];
+        let steps = self.models[inst.model as usize].steps.clone();
+        let Some(Step::Calls(calls)) = (j.step as usize).checked_sub(1).and_then(|s| steps.get(s))
+        else {
+            return;
+        };
+        let Some(call) = calls.get(index as usize) else {
+            return;
+        };
+        let sidecar = inst.sidecar;
+        let mut head = call.head.clone();
+        head.source = inst.name.clone();
+        if !j.head.headers.is_empty() {
+            head.headers = propagate(&call.head.headers, &j.head.headers);
         }
-        let instance = j.instance;
-        let inst = &mut self.instances[instance as usize];
-        let model = &self.models[inst.model as usize];
-        if let Some(step) = model.steps.get(j.step as usize) {
-            let steps = model.steps.clone();
-            let sidecar = inst.sidecar;
-            let source = inst.name.clone();
-            let incoming = j.head.headers.clone();
-            let root = j.root;
-            let step_index = j.step as usize;
-            j.step += 1;
-            // Set before issuing: calls may complete synchronously (e.g. 404 NR).
-            j.pending = step.len() as u32;
-            for call in &steps[step_index] {
-                let mut head = call.clone();
-                head.source = source.clone();
-                if !incoming.is_empty() {
-                    head.headers = propagate(&call.headers, &incoming);
-                }
-                self.issue(sidecar, head, job, Serves::Root(root), None);
-            }
-        } else {
-            let service = model.spec.latency.sample(&mut inst.rng);
-            let service = self.slowed(instance, service);
-            self.queue.push(self.now + service, Event::Finish { job });
+        let root = j.root;
+        let req = self.issue(sidecar, head, job, Serves::Root(root), None, (index, tries));
+        let open = self.proxies[sidecar as usize].open.contains_key(&req);
+        if let (Some(t), true) = (call.timeout, open) {
+            let at = self.now + t;
+            let event = Event::CallTimeout {
+                proxy: sidecar,
+                req,
+            };
+            self.queue.push(at, event);
+        }
+    }
+
+    /// The application gives up on a try still open at its timeout: the sidecar sees the
+    /// client go (`DC`), and the try's completion decides on a retry.
+    pub(super) fn call_timeout(&mut self, proxy: u32, req: RequestId) {
+        if self.proxies[proxy as usize].open.contains_key(&req) {
+            let now = self.now;
+            (self.proxies[proxy as usize].proxy).handle_downstream_cancel(now, req);
+            self.drain(proxy);
+        }
+    }
+
+    /// A call's try ended with `outcome`: retry it if it failed and the application has
+    /// tries left; else count it against the job (unless it degrades) and move the job on
+    /// when its step's calls are all done.
+    pub(super) fn call_done(&mut self, job: u32, call: (u16, u16), failed: bool) {
+        let Some(j) = self.jobs[job as usize].as_mut() else {
+            debug_assert!(false, "call finished for a freed job");
+            return;
+        };
+        let (index, tries) = call;
+        let model = &self.models[self.instances[j.instance as usize].model as usize];
+        let spec = (j.step as usize)
+            .checked_sub(1)
+            .and_then(|s| match model.steps.get(s) {
+                Some(Step::Calls(calls)) => calls.get(index as usize),
+                _ => None,
+            });
+        let (retries, degrade) = spec.map_or((0, false), |c| (c.retries, c.degrade));
+        if failed && u32::from(tries) < retries && !j.dead {
+            return self.call(job, index, tries + 1);
+        }
+        j.failed |= failed && !degrade;
+        j.pending -= 1;
+        if j.pending == 0 {
+            self.advance_job(job);
         }
     }
 

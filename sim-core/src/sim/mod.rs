@@ -15,7 +15,7 @@ use crate::dist::Dist;
 use crate::model;
 use crate::queue::EventQueue;
 use crate::rng::{stream, Stream};
-use crate::scenario::{CallStep, FaultKind, Scenario, Version, Workload};
+use crate::scenario::{CallStep, FaultKind, OnFailure, Scenario, Version, Workload};
 use crate::timeline::{Generations, TimelineError};
 use crate::topology::{Owner, ProxySpec, Topology};
 use crate::workload::{head, ArrivalProcess, Mix, RateSchedule};
@@ -81,6 +81,10 @@ enum Event {
     Deliver { job: u32 },
     /// An instance finished handling a request.
     Finish { job: u32 },
+    /// A handler's own work step is done.
+    Resume { job: u32 },
+    /// An application's timeout for one try of a call: abandon it if still open.
+    CallTimeout { proxy: u32, req: RequestId },
     /// A response reaches the proxy that sent the attempt.
     Respond {
         proxy: u32,
@@ -112,6 +116,8 @@ struct Open {
     root: Option<RequestId>,
     /// The workload whose own request this is, at a gateway proxy it entered through.
     workload: Option<u32>,
+    /// For a handler's call: its index in the step, and the tries made before this one.
+    call: (u16, u16),
 }
 
 struct ProxySlot {
@@ -129,8 +135,29 @@ struct ProxySlot {
 struct VersionModel {
     /// The scenario's model of the version (workers, queue, latency, errors).
     spec: Version,
-    /// Outbound call steps, each a set of heads issued together.
-    steps: Arc<Vec<Vec<RequestHead>>>,
+    /// The handler's steps: calls issued together, or its own work.
+    steps: Arc<Vec<Step>>,
+}
+
+/// One step of a modeled handler.
+enum Step {
+    /// Calls issued together; the step ends when all have answered.
+    Calls(Vec<CallModel>),
+    /// The handler's own work for a drawn time.
+    Work(Dist),
+}
+
+/// One outbound call of a handler, as the application makes it.
+struct CallModel {
+    head: RequestHead,
+    /// Chance the call is made (1: always, no draw).
+    probability: f64,
+    /// The application's timeout for one try.
+    timeout: Option<proxy_engine::Nanos>,
+    /// The application's retries of a failed try.
+    retries: u32,
+    /// A final failure does not fail the handler.
+    degrade: bool,
 }
 
 struct Instance {
@@ -333,18 +360,20 @@ impl Simulation {
             let model = *model_ids
                 .entry((spec.service, spec.version))
                 .or_insert_with(|| {
-                    let steps = s.services[spec.service]
-                        .calls
-                        .iter()
+                    let steps = (s.services[spec.service].steps_of(spec.version).iter())
                         .map(|step| match step {
-                            CallStep::Call(c) => vec![c],
-                            CallStep::Parallel(cs) => cs.iter().collect(),
-                        })
-                        .map(|calls| {
-                            calls
-                                .into_iter()
-                                .map(|c| head(&c.host, &c.method, &c.path, &c.headers, ""))
-                                .collect()
+                            CallStep::Work(d) => Step::Work(d.clone()),
+                            step => Step::Calls(
+                                (step.calls().iter())
+                                    .map(|c| CallModel {
+                                        head: head(&c.host, &c.method, &c.path, &c.headers, ""),
+                                        probability: c.probability,
+                                        timeout: c.timeout.filter(|t| t.0 > 0),
+                                        retries: c.retries,
+                                        degrade: c.on_failure == OnFailure::Degrade,
+                                    })
+                                    .collect(),
+                            ),
                         })
                         .collect();
                     self.models.push(VersionModel {
@@ -501,6 +530,8 @@ impl Simulation {
             }
             Event::Deliver { job } => self.deliver(job),
             Event::Finish { job } => self.finish_job(job),
+            Event::Resume { job } => self.advance_job(job),
+            Event::CallTimeout { proxy, req } => self.call_timeout(proxy, req),
             Event::Respond {
                 proxy,
                 attempt,

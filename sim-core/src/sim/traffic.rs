@@ -22,7 +22,7 @@ impl Simulation {
         let proxy = w.proxy;
         let entry = w.entry.map(|l| (l, workload));
         self.metrics.generated += 1;
-        self.issue(proxy, head, parent, Serves::Itself, entry);
+        self.issue(proxy, head, parent, Serves::Itself, entry, (0, 0));
     }
 
     /// Hands a new request to proxy `p` on behalf of `parent`; a workload's request entering
@@ -34,7 +34,8 @@ impl Simulation {
         parent: u32,
         serves: Serves,
         entry: Option<(Listener, u32)>,
-    ) {
+        call: (u16, u16),
+    ) -> RequestId {
         let req = RequestId(self.next_req);
         self.next_req += 1;
         let slot = &mut self.proxies[p as usize];
@@ -48,6 +49,7 @@ impl Simulation {
                     Serves::Root(root) => root,
                 },
                 workload: entry.map(|(_, w)| w),
+                call,
             },
         );
         match entry {
@@ -57,6 +59,7 @@ impl Simulation {
             None => slot.proxy.handle_request(self.now, req, head),
         }
         self.drain(p);
+        req
     }
 
     /// One leg of network latency.
@@ -234,16 +237,7 @@ impl Simulation {
                 if self.stopped {
                     return;
                 }
-                let job = open.parent;
-                let Some(j) = self.jobs[job as usize].as_mut() else {
-                    debug_assert!(false, "call finished for a freed job");
-                    return;
-                };
-                j.failed |= !outcome.is_success();
-                j.pending -= 1;
-                if j.pending == 0 {
-                    self.advance_job(job);
-                }
+                self.call_done(open.parent, open.call, !outcome.is_success());
             }
         }
     }

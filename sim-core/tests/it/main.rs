@@ -1,5 +1,6 @@
 //! The simulator's integration tests, one test binary for all.
 
+mod bookinfo;
 mod common;
 mod gateway;
 mod properties;

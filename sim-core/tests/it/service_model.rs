@@ -165,3 +165,52 @@ fn weighted_split_shares_are_binomial() {
         "{v2} of {n}"
     );
 }
+
+#[test]
+fn work_steps_and_call_probabilities_shape_the_handler() {
+    // frontend: 2 ms of work, then b with probability 0.3 (5 ms), then its own 1 ms: a
+    // request takes 3 ms or 8 ms, and b gets a binomial 30 % of them.
+    let s = scenario(
+        r#"Scenario(duration: "20s", services: {
+            "frontend": Service(versions: {"v1": (instances: 1, workers: 100, latency: Constant("1ms"))},
+                calls: [Work(Constant("2ms")), Call(host: "b", probability: 0.3)]),
+            "b": Service(versions: {"v1": (instances: 1, workers: 100, latency: Constant("5ms"))}),
+        }, workload: [OpenLoop(host: "frontend", rate: 200, arrivals: Constant)])"#,
+    );
+    let m = run(&s);
+    let n = m.totals.count;
+    assert_eq!(n, 4000);
+    let b = (m.destinations.iter())
+        .find(|(d, _)| d == "b/v1")
+        .map_or(0, |(_, st)| st.count);
+    let sd = (0.3 * 0.7 * n as f64).sqrt();
+    assert!((b as f64 - 0.3 * n as f64).abs() < 5.0 * sd, "{b} of {n}");
+    let h = &m.totals.latency;
+    assert_eq!(
+        h.count_between(0, 3_000_000),
+        n - b,
+        "3 ms without the call"
+    );
+    assert!(h.equivalent(h.max(), 8_000_000), "8 ms with it");
+}
+
+#[test]
+fn a_version_may_call_what_its_service_does_not() {
+    let s = scenario(
+        r#"Scenario(duration: "10s", services: {
+            "reviews": Service(versions: {
+                "v1": (instances: 1, workers: 100, latency: Constant("1ms")),
+                "v2": (instances: 1, workers: 100, latency: Constant("1ms"), calls: [Call(host: "ratings")]),
+            }),
+            "ratings": Service(versions: {"v1": (instances: 1, workers: 100, latency: Constant("1ms"))}),
+        }, workload: [OpenLoop(host: "reviews", rate: 100)])"#,
+    );
+    let m = run(&s);
+    let count = |d: &str| {
+        (m.destinations.iter())
+            .find(|(n, _)| n == d)
+            .map_or(0, |(_, st)| st.count)
+    };
+    assert_eq!(count("ratings/v1"), count("reviews/v2"));
+    assert!(count("reviews/v1") > 0);
+}

@@ -4,9 +4,12 @@
 
 use crate::dist::Dist;
 use crate::load::{locate, ScenarioError};
-use crate::scenario::{CallStep, RateChange, RequestSpec, Scenario, Workload};
+use crate::scenario::{RateChange, RequestSpec, Scenario, Workload};
 use proxy_engine::{CompiledMesh, Nanos};
 use std::collections::BTreeMap;
+
+mod service;
+use service::{check_call_cycles, check_path, check_service};
 
 /// Semantic checks of a parsed scenario; `text` is the source, used to locate the field.
 pub fn validate(file: &str, text: &str, s: &Scenario) -> Result<(), ScenarioError> {
@@ -302,123 +305,6 @@ fn check_headers(field: &str, headers: &BTreeMap<String, String>) -> Result<(), 
 /// RFC 9110 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn check_service(s: &Scenario, name: &str, svc: &crate::scenario::Service) -> Result<(), Problem> {
-    let at = format!("services.{name}");
-    check_name(at.clone(), name, name)?;
-    if svc.versions.is_empty() {
-        return Err(problem(
-            format!("{at}.versions"),
-            "at least one version is required",
-        ));
-    }
-    for (vname, v) in &svc.versions {
-        let vat = format!("{at}.versions.{vname}");
-        check_name(vat.clone(), vname, vname)?;
-        if v.instances == 0 {
-            return Err(problem(format!("{vat}.instances"), "must be at least 1"));
-        }
-        if v.workers == 0 {
-            return Err(problem(format!("{vat}.workers"), "must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&v.errors) {
-            return Err(problem(
-                format!("{vat}.errors"),
-                format!(
-                    "a probability between 0 and 1 is expected, found {}",
-                    v.errors
-                ),
-            ));
-        }
-        check_status(format!("{vat}.error_status"), v.error_status)?;
-        check_dist(format!("{vat}.latency"), &v.latency)?;
-    }
-    for (i, step) in svc.calls.iter().enumerate() {
-        let calls = match step {
-            CallStep::Call(c) => std::slice::from_ref(c),
-            CallStep::Parallel(cs) => cs.as_slice(),
-        };
-        if calls.is_empty() {
-            return Err(problem(
-                format!("{at}.calls[{i}]"),
-                "a Parallel step needs at least one call",
-            ));
-        }
-        for c in calls {
-            if !s.services.contains_key(&c.host) {
-                return Err(unknown_service(format!("{at}.calls[{i}].host"), &c.host, s));
-            }
-            check_path(format!("{at}.calls[{i}].path"), &c.path)?;
-            check_method(format!("{at}.calls[{i}].method"), &c.method)?;
-            check_headers(&format!("{at}.calls[{i}].headers"), &c.headers)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_path(field: String, path: &str) -> Result<(), Problem> {
-    if path.starts_with('/') {
-        Ok(())
-    } else {
-        Err(problem(
-            field,
-            format!("a path starting with `/` is expected, found `{path}`"),
-        ))
-    }
-}
-
-/// A handler that (transitively) calls itself would never finish: reject call cycles.
-fn check_call_cycles(s: &Scenario) -> Result<(), Problem> {
-    let callees = |name: &str| -> Vec<&str> {
-        s.services[name]
-            .calls
-            .iter()
-            .flat_map(|step| match step {
-                CallStep::Call(c) => std::slice::from_ref(c),
-                CallStep::Parallel(cs) => cs.as_slice(),
-            })
-            .map(|c| c.host.as_str())
-            .collect()
-    };
-    // Depth-first with an explicit stack, so a call chain of any length cannot overflow the
-    // thread's stack. 1 = on the stack, 2 = done; absent = unvisited.
-    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
-    for root in s.services.keys() {
-        if state.contains_key(root.as_str()) {
-            continue;
-        }
-        state.insert(root, 1);
-        // Frames: a service, its callees and the index of the next callee to visit.
-        let mut stack: Vec<(&str, Vec<&str>, usize)> = vec![(root, callees(root), 0)];
-        while let Some((name, calls, next)) = stack.last_mut() {
-            let Some(&callee) = calls.get(*next) else {
-                state.insert(name, 2);
-                stack.pop();
-                continue;
-            };
-            *next += 1;
-            match state.get(callee) {
-                Some(2) => {}
-                Some(_) => {
-                    let mut cycle: Vec<&str> = stack.iter().map(|f| f.0).collect();
-                    cycle.push(callee);
-                    return Err(problem(
-                        format!("services.{root}.calls"),
-                        format!(
-                            "call cycle {}: a handler that calls itself never finishes",
-                            cycle.join(" -> ")
-                        ),
-                    ));
-                }
-                None => {
-                    state.insert(callee, 1);
-                    stack.push((callee, callees(callee), 0));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
