@@ -190,6 +190,14 @@ impl Mix {
         Mix { heads, cumulative }
     }
 
+    /// The same mix with every request's `:scheme` set (`https` for a client speaking TLS).
+    pub fn with_scheme(mut self, scheme: &str) -> Mix {
+        for head in &mut self.heads {
+            head.scheme = Arc::from(scheme);
+        }
+        self
+    }
+
     /// Draws one request head.
     pub fn pick(&self, rng: &mut Stream) -> RequestHead {
         if self.heads.len() == 1 {

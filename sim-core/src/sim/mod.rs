@@ -437,7 +437,12 @@ impl Simulation {
             let mut state = WorkloadState {
                 proxy,
                 entry,
-                mix: Mix::new(w.host(), &name, w.requests()),
+                mix: match entry {
+                    Some(Listener { tls: true, .. }) => {
+                        Mix::new(w.host(), &name, w.requests()).with_scheme("https")
+                    }
+                    _ => Mix::new(w.host(), &name, w.requests()),
+                },
                 rng: stream(seed, &format!("workload/{name}")),
                 load,
             };
