@@ -77,6 +77,16 @@ pub enum ListenerRole {
         /// The service the sidecar belongs to.
         service: String,
     },
+    /// A gateway server: the mesh's `Gateway` objects whose selector `labels` satisfy route
+    /// this listener's requests as their servers on `port` (the `Gateway`'s port number, not
+    /// the bound socket's). A TLS listener is an `HTTPS` server.
+    Gateway {
+        /// The gateway proxy's labels (`{"istio": "ingressgateway"}`).
+        #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
+        labels: std::collections::BTreeMap<String, String>,
+        /// The server port.
+        port: u16,
+    },
 }
 
 /// PEM files of a TLS listener.

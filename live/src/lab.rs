@@ -82,6 +82,7 @@ fn driver_options(
         access_log: false,
         window: Some(s.window),
         probe,
+        listener: None,
     }
 }
 

@@ -51,6 +51,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         // Runs indefinitely: cumulative metrics only (`/metrics`), no per-second series.
         window: None,
         probe: None,
+        listener: None,
     };
     // Each listener runs its own engine, with its own role.
     let mut listeners = Vec::new();
@@ -64,9 +65,21 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
             ListenerRole::Sidecar { service } => ProxyRole::Sidecar {
                 service: service.clone(),
             },
+            ListenerRole::Gateway { labels, .. } => ProxyRole::Gateway {
+                name: l.name.clone(),
+                labels: labels.clone(),
+            },
+        };
+        let listener = match &l.role {
+            ListenerRole::Gateway { port, .. } => Some(proxy_engine::gateway::Listener {
+                port: *port,
+                tls: l.tls.is_some(),
+            }),
+            _ => None,
         };
         let opts = DriverOptions {
             name: l.name.clone(),
+            listener,
             ..opts.clone()
         };
         let handle = driver::spawn(generation.clone(), role, opts);
@@ -81,6 +94,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         let role = match &l.role {
             ListenerRole::Ingress => "ingress".to_owned(),
             ListenerRole::Sidecar { service } => format!("sidecar of {service}"),
+            ListenerRole::Gateway { port, .. } => format!("gateway server :{port}"),
         };
         eprintln!(
             "listener {} ({role}) on {}{tls_note}",

@@ -94,6 +94,9 @@ pub struct DriverOptions {
     pub window: Option<proxy_engine::Nanos>,
     /// Where a rollout reads the hops this proxy completes (`run --live` with a rollout).
     pub probe: Option<Arc<crate::delivery::LiveProbe>>,
+    /// The gateway server this proxy's listener is (a gateway proxy: every request is routed
+    /// as arriving on it, `Proxy::handle_gateway_request`); `None` for other proxies.
+    pub listener: Option<proxy_engine::gateway::Listener>,
 }
 
 /// Envoy's header telling the upstream which try this is (1 for the first).
@@ -321,7 +324,10 @@ impl ProxyHandle {
                     parts,
                 },
             );
-            st.engine.handle_request(now, req, head);
+            match self.shared.opts.listener {
+                Some(l) => st.engine.handle_gateway_request(now, req, head, l),
+                None => st.engine.handle_request(now, req, head),
+            }
             self.shared.drain(&mut st, now, None)
         }
     }

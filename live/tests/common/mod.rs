@@ -145,6 +145,7 @@ pub(crate) async fn proxy_tls(
         access_log: false,
         window: Some(proxy_engine::Nanos::from_secs(1)),
         probe: None,
+        listener: None,
     };
     let handle = driver::spawn(
         compiled,
@@ -216,6 +217,7 @@ pub(crate) async fn lab(
         access_log: false,
         window: Some(s.window),
         probe: None,
+        listener: None,
     };
     let role = ProxyRole::Client {
         name: "client".into(),

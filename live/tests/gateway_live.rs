@@ -1,0 +1,127 @@
+//! A live gateway proxy on loopback: HTTP and HTTPS (SIMPLE termination with rustls) gateway
+//! servers routing by the virtual services bound to them, 404 `NR` for a host no server
+//! serves and for a virtual service bound only to the mesh, `https_redirect`'s 301.
+
+mod common;
+use common::{echo, generation, get, parse_mesh};
+use live::config::Limits;
+use live::driver::{self, DriverOptions, ProxyHandle};
+use live::server::{self, Listener};
+use proxy_engine::gateway;
+use proxy_engine::ProxyRole;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const MESH: &str = r#"Mesh(
+    gateways: [Gateway(name: "gw", selector: {"istio": "ingressgateway"}, servers: [
+        (port: (number: 80, protocol: "HTTP", name: "http"), hosts: ["foo.bar"]),
+        (port: (number: 80, protocol: "HTTP", name: "http-redirect"), hosts: ["secure.bar"],
+            tls: (https_redirect: true)),
+        (port: (number: 443, protocol: "HTTPS", name: "https"), hosts: ["secure.bar"],
+            tls: (mode: "SIMPLE", credential_name: "secure-cert")),
+    ])],
+    virtual_services: [
+        VirtualService(name: "edge", hosts: ["*"], gateways: ["gw"], http: [
+            HttpRoute(match: [(uri: Prefix("/productpage"))], route: [(destination: (host: "productpage"))]),
+        ]),
+        VirtualService(hosts: ["productpage"], http: [HttpRoute(route: [(destination: (host: "productpage"))])]),
+    ],
+)"#;
+
+async fn gateway_listener(
+    services: &[(&str, Vec<(SocketAddr, &str)>)],
+    port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (ProxyHandle, Listener) {
+    let compiled = generation(&parse_mesh(MESH), services, None);
+    let opts = DriverOptions {
+        name: format!("gw-{port}"),
+        seed: 7,
+        max_response_bytes: 1 << 20,
+        access_log: false,
+        window: Some(proxy_engine::Nanos::from_secs(1)),
+        probe: None,
+        listener: Some(gateway::Listener {
+            port,
+            tls: tls.is_some(),
+        }),
+    };
+    let role = ProxyRole::Gateway {
+        name: "istio-ingressgateway".into(),
+        labels: BTreeMap::from([("istio".into(), "ingressgateway".into())]),
+    };
+    let handle = driver::spawn(compiled, role, opts);
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    let listener = server::listen(addr, handle.clone(), Limits::default(), tls)
+        .await
+        .expect("listen");
+    (handle, listener)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_gateway_routes_bound_hosts_and_answers_404_and_301() {
+    let page = echo("productpage").await;
+    let services = [("productpage", vec![(page.addr, "v1")])];
+    let (handle, l) = gateway_listener(&services, 80, None).await;
+    let got = get(l.addr, "foo.bar", "/productpage", &[]).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "productpage"));
+    let got = get(l.addr, "foo.bar:8080", "/productpage", &[]).await;
+    assert_eq!(got.status, 200, "the port in Host is ignored");
+    let got = get(l.addr, "bad.bar", "/productpage", &[]).await;
+    assert_eq!(got.status, 404, "no server host");
+    let got = get(l.addr, "productpage", "/", &[]).await;
+    assert_eq!(got.status, 404, "a mesh-only virtual service");
+    let got = get(l.addr, "secure.bar", "/productpage?x=1", &[]).await;
+    assert_eq!(got.status, 301);
+    let location = got.headers.get("location").and_then(|v| v.to_str().ok());
+    assert_eq!(location, Some("https://secure.bar/productpage?x=1"));
+    let m = handle.snapshot().finish();
+    assert_eq!(m.totals.count, 5, "every request recorded once");
+    let nr = m.totals.flags().find(|(f, _)| *f == "NR").map(|(_, n)| n);
+    assert_eq!(nr, Some(2));
+    assert_eq!(page.hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_gateway_terminates_tls_and_routes() {
+    let page = echo("productpage").await;
+    let services = [("productpage", vec![(page.addr, "v1")])];
+    let cert = rcgen::generate_simple_self_signed(vec!["secure.bar".to_owned()]).expect("cert");
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let server = live::tls::server_config_der(vec![der.clone()], key).expect("tls config");
+    let (_handle, l) = gateway_listener(&services, 443, Some(server)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    for (host, path, want) in [
+        ("secure.bar", "/productpage", 200),
+        ("secure.bar", "/other", 404),
+        ("foo.bar", "/productpage", 404),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(l.addr)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("secure.bar").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("handshake");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .expect("http/1.1 over TLS");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(path)
+            .header("host", host)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("req");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), want, "{host}{path}: no redirect over TLS");
+    }
+}
