@@ -71,6 +71,8 @@ fn fifty_routes() -> CompiledMesh {
     };
     let config = MeshConfig {
         gateways: Vec::new(),
+        service_entries: Vec::new(),
+        outbound_traffic_policy: None,
         virtual_services: vec![VirtualService {
             name: None,
             namespace: None,

@@ -17,6 +17,11 @@ pub struct MeshConfig {
     pub destination_rules: Vec<DestinationRule>,
     /// Ingress and egress gateway servers, Istio `Gateway` (see `Gateway`).
     pub gateways: Vec<Gateway>,
+    /// Hosts outside the mesh made known to it, Istio `ServiceEntry`.
+    pub service_entries: Vec<ServiceEntry>,
+    /// What sidecars do with a host the mesh does not know (mesh config
+    /// `outboundTrafficPolicy`). Default `ALLOW_ANY`.
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     /// A local rate limit every proxy applies to all its requests (one bucket per proxy), as
     /// Envoy's `local_ratelimit` filter configured through an `EnvoyFilter`. Extension field.
     pub local_rate_limit: Option<LocalRateLimit>,
@@ -582,4 +587,49 @@ pub struct ServerTls {
     pub private_key: Option<String>,
     /// A Kubernetes secret holding the certificate; accepted, but a live listener needs files.
     pub credential_name: Option<String>,
+}
+
+/// Istio `ServiceEntry` (the fields meshtwin models): hosts outside the mesh made known to it,
+/// so `REGISTRY_ONLY` lets them through and routes and policies may name them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// Name, for messages.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Namespace. Default `default`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// DNS names (a wildcard left-most label allowed; `*` alone is not).
+    pub hosts: Vec<String>,
+    /// Ports: number, protocol, name.
+    #[serde(default)]
+    pub ports: Vec<ServerPort>,
+    /// `MESH_EXTERNAL` (the default) or `MESH_INTERNAL`.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// `NONE` (the default), `STATIC`, `DNS`, `DNS_ROUND_ROBIN` or `DYNAMIC_DNS`.
+    #[serde(default)]
+    pub resolution: Option<String>,
+    /// Endpoint addresses (`STATIC`, `DNS`); in the twin the modeled service's instances
+    /// serve the host whatever they say.
+    #[serde(default)]
+    pub endpoints: Vec<WorkloadEntry>,
+}
+
+/// Istio `WorkloadEntry` as a ServiceEntry endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadEntry {
+    /// IP address or host name.
+    pub address: String,
+}
+
+/// Istio's `outboundTrafficPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// `ALLOW_ANY` (Istio's default: unknown hosts pass through, `PassthroughCluster`) or
+    /// `REGISTRY_ONLY` (an unknown host over HTTP gets 502 from the `block_all` route).
+    pub mode: String,
 }

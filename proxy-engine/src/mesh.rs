@@ -272,6 +272,9 @@ pub struct CompiledMesh {
     pub(crate) pool_settings: Arc<[(Limits, bool)]>,
     /// The `Gateway` objects, in config order.
     pub(crate) gateways: Vec<crate::gateway::CompiledGateway>,
+    /// Under `REGISTRY_ONLY`, the route a request for a host the mesh does not know takes
+    /// (a 502, Istio's `block_all`).
+    pub(crate) block_all: Option<RouteId>,
 }
 
 /// The stable ids of one lineage of compiled meshes: every cluster and endpoint name compiled
@@ -437,6 +440,8 @@ mod tests {
         };
         MeshConfig {
             gateways: Vec::new(),
+            service_entries: Vec::new(),
+            outbound_traffic_policy: None,
             virtual_services: vec![VirtualService {
                 name: None,
                 namespace: None,

@@ -31,6 +31,9 @@ pub struct RegistryService {
     pub name: String,
     /// The endpoints, in a stable order.
     pub endpoints: Vec<Endpoint>,
+    /// Outside the mesh (Istio `MESH_EXTERNAL`): reachable as a registered host only when a
+    /// `ServiceEntry` lists it; else by the outbound traffic policy.
+    pub external: bool,
 }
 
 /// All services a mesh knows about.
@@ -46,6 +49,16 @@ impl Registry {
         self.services.push(RegistryService {
             name: name.into(),
             endpoints,
+            external: false,
+        });
+    }
+
+    /// Adds a service outside the mesh (see `RegistryService::external`).
+    pub fn add_external_service(&mut self, name: impl Into<String>, endpoints: Vec<Endpoint>) {
+        self.services.push(RegistryService {
+            name: name.into(),
+            endpoints,
+            external: true,
         });
     }
 

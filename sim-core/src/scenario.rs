@@ -203,6 +203,11 @@ pub struct Service {
     /// A version's `calls` replaces this.
     #[serde(default)]
     pub calls: Vec<CallStep>,
+    /// Outside the mesh (Istio `MESH_EXTERNAL`: an external API): no sidecar, so it makes no
+    /// calls; sidecars reach it as the outbound traffic policy and ServiceEntries say.
+    /// Default false.
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// One version of a service: identical instances.

@@ -73,6 +73,8 @@ pub struct Topology<'a> {
     pub proxies: Vec<ProxySpec>,
     /// Whether each instance exists from the start (the timeline creates the others).
     initial: Vec<bool>,
+    /// The services outside the mesh.
+    external: std::collections::BTreeSet<&'a str>,
 }
 
 impl<'a> Topology<'a> {
@@ -117,10 +119,15 @@ impl<'a> Topology<'a> {
         let initial = (crate::lifecycle::lives(s).iter())
             .map(|l| l.created == proxy_engine::Time::ZERO && l.startup.is_none())
             .collect();
+        let external = (s.services.iter())
+            .filter(|(_, svc)| svc.external)
+            .map(|(name, _)| name.as_str())
+            .collect();
         Topology {
             instances,
             proxies,
             initial,
+            external,
         }
     }
 
@@ -147,7 +154,10 @@ impl<'a> Topology<'a> {
         }
         let mut reg = Registry::default();
         for (service, endpoints) in services {
-            reg.add_service(service, endpoints);
+            match self.external.contains(service) {
+                true => reg.add_external_service(service, endpoints),
+                false => reg.add_service(service, endpoints),
+            }
         }
         reg
     }

@@ -15,6 +15,7 @@ use crate::registry::{EndpointId, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+mod egress;
 mod gateway;
 mod route;
 
@@ -81,19 +82,25 @@ impl<'a> Builder<'a> {
         for (i, vs) in config.virtual_services.iter().enumerate() {
             b.add_virtual_service(i, vs)?;
         }
+        let outbound = b.check_egress()?;
         for (s, svc) in registry.services.iter().enumerate() {
             if !b
                 .mesh
                 .hosts
                 .contains_key(svc.name.to_ascii_lowercase().as_str())
             {
-                let cluster = b.cluster_for(s, None)?;
-                let action = RouteAction::Forward(vec![WeightedCluster {
-                    cumulative: 1,
-                    cluster: Some(cluster),
-                }]);
+                let (action, label) = if svc.external && !b.registered(&svc.name) {
+                    b.unregistered_action(s, outbound)?
+                } else {
+                    let cluster = b.cluster_for(s, None)?;
+                    let action = RouteAction::Forward(vec![WeightedCluster {
+                        cumulative: 1,
+                        cluster: Some(cluster),
+                    }]);
+                    (action, "default")
+                };
                 let retry = Some(Arc::new(RetryPolicy::istio_default()));
-                let name = format!("{}/default", svc.name);
+                let name = format!("{}/{label}", svc.name);
                 let id = b.push_route(CompiledRoute::plain(name, action, retry));
                 let table = HostTable::new(vec![id], &b.mesh.routes);
                 b.mesh
@@ -102,6 +109,14 @@ impl<'a> Builder<'a> {
             }
         }
         b.add_unmatched_routes();
+        if outbound == egress::Outbound::RegistryOnly {
+            let action = RouteAction::Direct {
+                status: 502,
+                body: None,
+            };
+            let id = b.push_route(CompiledRoute::plain("block_all".into(), action, None));
+            b.mesh.block_all = Some(id);
+        }
         b.add_gateways()?;
         Ok(b.finish())
     }
@@ -123,6 +138,7 @@ impl<'a> Builder<'a> {
             unknown_host: None,
             pool_settings: Arc::from(Vec::new()),
             gateways: Vec::new(),
+            block_all: None,
             rate_limit: config
                 .local_rate_limit
                 .as_ref()

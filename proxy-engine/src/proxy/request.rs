@@ -146,7 +146,10 @@ impl Proxy {
     ) -> Result<(RouteId, Option<u32>), Option<RouteId>> {
         let Some(listener) = listener else {
             let Some(table) = self.config.host_table(head.host()) else {
-                return Err(self.config.unknown_host);
+                return match self.config.block_all {
+                    Some(route) => Ok((route, None)),
+                    None => Err(self.config.unknown_host),
+                };
             };
             return table.find(&MatchInput::new(head)).ok_or(table.miss);
         };

@@ -11,6 +11,8 @@ fn proxy(endpoints: u32) -> Proxy {
     let reg = crate::harness::registry(&[("backend", &[("v1", endpoints)])]);
     let config = MeshConfig {
         gateways: Vec::new(),
+        service_entries: Vec::new(),
+        outbound_traffic_policy: None,
         destination_rules: vec![DestinationRule {
             host: "backend".into(),
             traffic_policy: Some(TrafficPolicy {
@@ -312,6 +314,8 @@ fn state_is_made_for_what_the_proxy_uses() {
     }
     let config = MeshConfig {
         gateways: Vec::new(),
+        service_entries: Vec::new(),
+        outbound_traffic_policy: None,
         destination_rules: rules,
         ..Default::default()
     };

@@ -2,6 +2,7 @@
 
 mod common;
 mod consistent_hash;
+mod egress;
 mod gateway;
 mod reload;
 mod retry_and_outlier;

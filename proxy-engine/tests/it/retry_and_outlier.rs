@@ -18,6 +18,8 @@ fn proxy(endpoints: u32, route: HttpRoute, policy: Option<TrafficPolicy>) -> Pro
     let reg = registry(&[("backend", &[("v1", endpoints)])]);
     let config = MeshConfig {
         gateways: Vec::new(),
+        service_entries: Vec::new(),
+        outbound_traffic_policy: None,
         virtual_services: vec![VirtualService {
             name: None,
             namespace: None,

@@ -42,6 +42,12 @@ pub(super) fn check_service(
         check_status(format!("{vat}.error_status"), v.error_status)?;
         check_dist(format!("{vat}.latency"), &v.latency)?;
     }
+    if svc.external && svc.all_steps().next().is_some() {
+        return Err(problem(
+            format!("{at}.calls"),
+            "an external service has no sidecar, so it makes no calls in the twin",
+        ));
+    }
     check_steps(s, &format!("{at}.calls"), &svc.calls)?;
     for (vname, v) in &svc.versions {
         if let Some(steps) = &v.calls {

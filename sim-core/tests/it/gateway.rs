@@ -78,3 +78,54 @@ fn a_port_without_a_server_or_an_unknown_gateway_is_a_scenario_error() {
         "{err}"
     );
 }
+
+/// A mesh service calling an external API: passed through under `ALLOW_ANY`, blocked with
+/// 502 under `REGISTRY_ONLY` (counted on the `block_all` route), let through again by a
+/// ServiceEntry.
+#[test]
+fn outbound_traffic_policy_and_service_entries_in_the_simulator() {
+    let text = |mesh: &str| {
+        format!(
+            r#"Scenario(seed: 3, duration: "10s", services: {{
+            "web": Service(versions: {{"v1": (instances: 1, workers: 50, latency: Constant("1ms"))}},
+                calls: [Call(host: "httpbin.org", path: "/get")]),
+            "httpbin.org": Service(external: true,
+                versions: {{"v1": (instances: 1, workers: 50, latency: Constant("20ms"))}}),
+        }}, mesh: {mesh}, workload: [OpenLoop(host: "web", rate: 50)])"#
+        )
+    };
+    let route = |m: &metrics::RunMetrics, name: &str| {
+        (m.routes.iter())
+            .find(|(r, _)| r == name)
+            .map(|(_, s)| s.clone())
+    };
+    let m = run(&scenario(&text("Mesh()")));
+    let through = route(&m, "httpbin.org/PassthroughCluster").expect("passthrough");
+    assert_eq!(through.count, m.generated);
+    assert_eq!(status_count(&m, 200), m.generated);
+    let m = run(&scenario(&text(
+        r#"Mesh(outbound_traffic_policy: (mode: "REGISTRY_ONLY"))"#,
+    )));
+    let blocked = route(&m, "httpbin.org/block_all").expect("block_all");
+    assert_eq!(blocked.count, m.generated, "every call blocked");
+    assert_eq!(blocked.by_status, vec![(502, m.generated)]);
+    assert_eq!(
+        status_count(&m, 500),
+        m.generated,
+        "web fails without its API"
+    );
+    assert!(
+        m.destinations.iter().all(|(d, _)| d != "httpbin.org/v1"),
+        "nothing reached it"
+    );
+    let m = run(&scenario(&text(
+        r#"Mesh(outbound_traffic_policy: (mode: "REGISTRY_ONLY"),
+            service_entries: [(hosts: ["httpbin.org"], ports: [(number: 80, name: "http", protocol: "HTTP")],
+                resolution: "DNS")])"#,
+    )));
+    assert_eq!(status_count(&m, 200), m.generated);
+    assert_eq!(
+        route(&m, "httpbin.org/default").map(|s| s.count),
+        Some(m.generated)
+    );
+}
