@@ -581,11 +581,12 @@ pub struct ServerTls {
     /// `ISTIO_MUTUAL`, `AUTO_PASSTHROUGH`, `OPTIONAL_MUTUAL`. An `HTTPS` server terminates TLS
     /// and needs `SIMPLE` (or `ISTIO_MUTUAL`, whose mesh certificates the twin does not model).
     pub mode: Option<String>,
-    /// PEM certificate chain file (live `SIMPLE` termination).
+    /// PEM certificate chain file. Accepted and checked for consistency only: a live
+    /// gateway listener serves the certificate of its own `tls` files.
     pub server_certificate: Option<String>,
-    /// PEM private key file.
+    /// PEM private key file (as `server_certificate`).
     pub private_key: Option<String>,
-    /// A Kubernetes secret holding the certificate; accepted, but a live listener needs files.
+    /// A Kubernetes secret holding the certificate (as `server_certificate`).
     pub credential_name: Option<String>,
 }
 

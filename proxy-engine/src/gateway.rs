@@ -125,17 +125,6 @@ pub enum ListenerProtocol {
     Https,
 }
 
-/// A certificate a listener presents for some hosts (`SIMPLE` termination).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerCertificate {
-    /// The server's hosts (SNI names; wildcards allowed), without namespace prefixes.
-    pub hosts: Vec<Domain>,
-    /// PEM certificate chain file, if the server names one.
-    pub certificate: Option<String>,
-    /// PEM private key file.
-    pub private_key: Option<String>,
-}
-
 /// One port of a gateway: the servers on it merged, as Istio merges them into one listener.
 #[derive(Clone, Debug)]
 pub struct GatewayListener {
@@ -143,8 +132,6 @@ pub struct GatewayListener {
     pub port: u16,
     /// What it speaks.
     pub protocol: ListenerProtocol,
-    /// Certificates of its `HTTPS` servers, in server order.
-    pub certificates: Vec<ServerCertificate>,
     /// Virtual hosts, in the order they were made.
     pub vhosts: Vec<VirtualHost>,
     /// Report-only route for a request no virtual host or route takes (404 `NR`).

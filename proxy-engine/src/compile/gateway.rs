@@ -5,9 +5,7 @@
 
 use super::Builder;
 use crate::config::{Gateway, Server, VirtualService};
-use crate::gateway::{
-    CompiledGateway, Domain, GatewayListener, ListenerProtocol, ServerCertificate, VirtualHost,
-};
+use crate::gateway::{CompiledGateway, Domain, GatewayListener, ListenerProtocol, VirtualHost};
 use crate::mesh::{
     CompiledRoute, ConfigError, ConfigWarning, HostTable, Redirect, RouteAction, RouteId,
 };
@@ -92,6 +90,17 @@ fn server_host(host: &str, gateway_ns: &str) -> (Option<String>, Domain) {
         Some((ns, h)) => (Some(ns.to_owned()), Domain::parse(h)),
         None => (None, Domain::parse(host)),
     }
+}
+
+/// The virtual host domain a server with `hosts` gives the host `vs_host` of a virtual
+/// service in namespace `vs_ns`: the narrower of the first overlapping server host the
+/// namespace may bind and the virtual service's host; `None` if the server does not serve it.
+fn serving(hosts: &[(Option<String>, Domain)], vs_ns: &str, vs_host: &str) -> Option<Domain> {
+    let vd = Domain::parse(vs_host);
+    (hosts.iter())
+        .filter(|(ns, _)| ns.as_deref().is_none_or(|n| n == vs_ns))
+        .find(|(_, d)| d.overlaps(&vd))
+        .map(|(_, d)| d.narrower(&vd))
 }
 
 /// The listener protocol of a server, checked as Istio's `validateServer` does.
@@ -255,7 +264,6 @@ impl Builder<'_> {
                     listeners.push(GatewayListener {
                         port,
                         protocol,
-                        certificates: Vec::new(),
                         vhosts: Vec::new(),
                         miss,
                         redirect,
@@ -265,14 +273,6 @@ impl Builder<'_> {
             };
             let hosts: Vec<(Option<String>, Domain)> =
                 s.hosts.iter().map(|h| server_host(h, gw_ns)).collect();
-            if protocol == ListenerProtocol::Https {
-                let tls = s.tls.as_ref();
-                listeners[li].certificates.push(ServerCertificate {
-                    hosts: hosts.iter().map(|(_, d)| d.clone()).collect(),
-                    certificate: tls.and_then(|t| t.server_certificate.clone()),
-                    private_key: tls.and_then(|t| t.private_key.clone()),
-                });
-            }
             let require_tls = protocol == ListenerProtocol::Http
                 && s.tls.as_ref().is_some_and(|t| t.https_redirect);
             for (v, vs) in config.virtual_services.iter().enumerate() {
@@ -283,13 +283,9 @@ impl Builder<'_> {
                 let routes = self.vs_routes.get(v).cloned().unwrap_or_default();
                 let miss = self.vs_miss.get(v).copied().flatten();
                 for vs_host in &vs.hosts {
-                    let vd = Domain::parse(vs_host);
-                    let domain = hosts
-                        .iter()
-                        .filter(|(ns, _)| ns.as_deref().is_none_or(|n| n == vs_ns))
-                        .find(|(_, d)| d.overlaps(&vd))
-                        .map(|(_, d)| d.narrower(&vd));
-                    let Some(domain) = domain else { continue };
+                    let Some(domain) = serving(&hosts, vs_ns, vs_host) else {
+                        continue;
+                    };
                     let mut table =
                         HostTable::filtered(&routes, &self.mesh.routes, |route, block| {
                             block_applies(vs, &routes, route, block, &at_gw, Some(port))
@@ -319,11 +315,14 @@ impl Builder<'_> {
             }
             let vs_ns = namespace(&vs.namespace);
             for (h, vs_host) in vs.hosts.iter().enumerate() {
-                let vd = Domain::parse(vs_host);
-                let served = g.servers.iter().flat_map(|s| s.hosts.iter()).any(|sh| {
-                    let (ns, d) = server_host(sh, gw_ns);
-                    ns.as_deref().is_none_or(|n| n == vs_ns) && d.overlaps(&vd)
-                });
+                let served = (g.servers.iter())
+                    .map(|s| {
+                        s.hosts
+                            .iter()
+                            .map(|h| server_host(h, gw_ns))
+                            .collect::<Vec<_>>()
+                    })
+                    .any(|hosts| serving(&hosts, vs_ns, vs_host).is_some());
                 if !served {
                     self.mesh.warnings.push(ConfigWarning::HostNotInGateway {
                         field: format!("virtual_services[{v}].hosts[{h}]"),

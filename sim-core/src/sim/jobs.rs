@@ -158,7 +158,8 @@ impl Simulation {
         }
     }
 
-    /// A call's try ended with `outcome`: retry it if it failed and the application has
+    /// A call's try ended (`failed`: no response or a 5xx): retry it if it failed and the
+    /// application has
     /// tries left; else count it against the job (unless it degrades) and move the job on
     /// when its step's calls are all done.
     pub(super) fn call_done(&mut self, job: u32, call: (u16, u16), failed: bool) {

@@ -237,7 +237,8 @@ impl Simulation {
                 if self.stopped {
                     return;
                 }
-                self.call_done(open.parent, open.call, !outcome.is_success());
+                let failed = crate::model::call_failed(outcome.status);
+                self.call_done(open.parent, open.call, failed);
             }
         }
     }
