@@ -330,8 +330,9 @@ pub struct DestinationRule {
 pub struct Subset {
     /// Subset name, referenced from `Destination.subset`.
     pub name: String,
-    /// Labels an endpoint must carry (for example `{"version": "v1"}`).
-    #[serde(deserialize_with = "crate::unique::deserialize")]
+    /// Labels an endpoint must carry (for example `{"version": "v1"}`); none (the default)
+    /// selects every endpoint, as the egress tasks' subset `cnn` of the egress gateway does.
+    #[serde(default, deserialize_with = "crate::unique::deserialize")]
     pub labels: BTreeMap<String, String>,
     /// Policy for this subset; each block it sets replaces the rule's block whole.
     #[serde(default)]

@@ -355,6 +355,23 @@ pub struct GatewayProxy {
     /// Its labels.
     #[serde(default, deserialize_with = "proxy_engine::unique::deserialize")]
     pub labels: BTreeMap<String, String>,
+    /// The mesh service in front of it, for a gateway that sidecars send to (an egress
+    /// gateway, as `istio-egressgateway` is): routes name it as a destination host.
+    #[serde(default)]
+    pub service: Option<GatewayService>,
+}
+
+/// The mesh service of a gateway proxy: sidecars reach the gateway's server on `port` by this
+/// name (a Kubernetes Service in front of the gateway pod, as Istio installs
+/// `istio-egressgateway`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayService {
+    /// The service name (unique among the scenario's services).
+    pub name: String,
+    /// The `Gateway` server port its requests arrive on. Default 80.
+    #[serde(default = "default_port")]
+    pub port: u16,
 }
 
 /// Where a workload's requests enter the mesh when they come from outside it: a gateway

@@ -75,6 +75,9 @@ pub struct Topology<'a> {
     initial: Vec<bool>,
     /// The services outside the mesh.
     external: std::collections::BTreeSet<&'a str>,
+    /// The gateway proxies that serve as a mesh service: (gateway number, service name, the
+    /// endpoint, named as the proxy and labelled with its labels).
+    gateway_services: Vec<(u32, &'a str, Endpoint)>,
 }
 
 impl<'a> Topology<'a> {
@@ -123,11 +126,22 @@ impl<'a> Topology<'a> {
             .filter(|(_, svc)| svc.external)
             .map(|(name, _)| name.as_str())
             .collect();
+        let gateway_services = (s.gateway_proxies.iter().enumerate())
+            .filter_map(|(i, (name, g))| {
+                let service = g.service.as_ref()?;
+                let endpoint = Endpoint {
+                    name: name.clone(),
+                    labels: g.labels.clone(),
+                };
+                Some((i as u32, service.name.as_str(), endpoint))
+            })
+            .collect();
         Topology {
             instances,
             proxies,
             initial,
             external,
+            gateway_services,
         }
     }
 
@@ -139,7 +153,8 @@ impl<'a> Topology<'a> {
     }
 
     /// The registry of the instances (by number) for which `live` holds; every service is
-    /// listed, with no endpoint when none of its instances is live.
+    /// listed, with no endpoint when none of its instances is live. A gateway proxy's service
+    /// always has the gateway as its one endpoint.
     pub fn registry_where(&self, live: impl Fn(usize) -> bool) -> Registry {
         let mut services: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
         for (i, spec) in self.instances.iter().enumerate() {
@@ -159,16 +174,30 @@ impl<'a> Topology<'a> {
                 false => reg.add_service(service, endpoints),
             }
         }
+        for (_, service, endpoint) in &self.gateway_services {
+            reg.add_service(*service, vec![endpoint.clone()]);
+        }
         reg
     }
 
     /// The instance number of each endpoint of `mesh` (compiled from `registry()`), which
-    /// each driver maps to its own address.
+    /// each driver maps to its own address. A gateway proxy serving as a service is endpoint
+    /// number `instances.len()` + its gateway number (see [`Topology::gateway_target`]).
     pub fn endpoint_map(&self, mesh: &CompiledMesh) -> EndpointMap<u32> {
-        let numbers: BTreeMap<String, u32> = (self.instances.iter().enumerate())
+        let mut numbers: BTreeMap<String, u32> = (self.instances.iter().enumerate())
             .map(|(i, spec)| (spec.name(), i as u32))
             .collect();
+        let first = self.instances.len() as u32;
+        for (gateway, _, endpoint) in &self.gateway_services {
+            numbers.insert(endpoint.name.clone(), first + gateway);
+        }
         mesh.endpoint_map(|name| numbers.get(name).copied())
+    }
+
+    /// The gateway number an endpoint number of [`Topology::endpoint_map`] stands for, when
+    /// it is not an instance's.
+    pub fn gateway_target(&self, number: u32) -> Option<u32> {
+        number.checked_sub(self.instances.len() as u32)
     }
 
     /// The sidecar of instance number `instance`.

@@ -106,7 +106,7 @@ fn check(s: &Scenario) -> Result<(), Problem> {
         check_service(s, name, svc)?;
     }
     check_call_cycles(s)?;
-    for name in s.gateway_proxies.keys() {
+    for (name, g) in &s.gateway_proxies {
         check_name(format!("gateway_proxies.{name}"), name, name)?;
         let workload = (s.workload.iter().enumerate()).any(|(i, w)| &w.name(i) == name);
         if workload || s.services.contains_key(name) {
@@ -114,6 +114,9 @@ fn check(s: &Scenario) -> Result<(), Problem> {
                 format!("gateway_proxies.{name}"),
                 format!("`{name}` is already the name of a service or workload"),
             ));
+        }
+        if let Some(service) = &g.service {
+            check_gateway_service(s, name, g, service)?;
         }
     }
     if s.workload.is_empty() {
@@ -361,6 +364,70 @@ fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
     check_mix(&at, w.requests())
 }
 
+/// The `Gateway` server of gateway proxy `g` on `port`, if the mesh has one.
+fn gateway_server<'a>(
+    s: &'a Scenario,
+    g: &crate::scenario::GatewayProxy,
+    port: u16,
+) -> Option<&'a proxy_engine::config::Server> {
+    let selects = |gw: &&proxy_engine::config::Gateway| {
+        gw.selector.iter().all(|(k, v)| g.labels.get(k) == Some(v))
+    };
+    (s.mesh.gateways.iter().filter(selects))
+        .flat_map(|gw| gw.servers.iter())
+        .find(|sv| sv.port.number == port)
+}
+
+/// A gateway proxy's service: a name of its own, a `Gateway` server of the proxy on its port,
+/// and routes to it that name no other port (the twin's gateway service has the one).
+fn check_gateway_service(
+    s: &Scenario,
+    name: &str,
+    g: &crate::scenario::GatewayProxy,
+    service: &crate::scenario::GatewayService,
+) -> Result<(), Problem> {
+    let at = format!("gateway_proxies.{name}.service");
+    check_name(format!("{at}.name"), &service.name, &service.name)?;
+    let other_gateway = (s.gateway_proxies.iter())
+        .any(|(n, o)| n != name && o.service.as_ref().is_some_and(|o| o.name == service.name));
+    if s.services.contains_key(&service.name) || other_gateway {
+        return Err(problem(
+            format!("{at}.name"),
+            format!("`{}` is already a service's name", service.name),
+        ));
+    }
+    if gateway_server(s, g, service.port).is_none() {
+        return Err(problem(
+            format!("{at}.port"),
+            format!(
+                "no Gateway server of gateway proxy `{name}` listens on port {} (sidecars \
+                 sending to `{}` would be refused)",
+                service.port, service.name
+            ),
+        ));
+    }
+    for (v, vs) in s.mesh.virtual_services.iter().enumerate() {
+        for (r, route) in vs.http.iter().enumerate() {
+            for (d, dest) in route.route.iter().enumerate() {
+                let port = dest.destination.port;
+                if dest.destination.host == service.name && port.is_some_and(|p| p != service.port)
+                {
+                    return Err(problem(
+                        format!("mesh.virtual_services[{v}].http[{r}].route[{d}].destination.port"),
+                        format!(
+                            "`{}` (gateway proxy `{name}`) is reached on port {} only, found {}",
+                            service.name,
+                            service.port,
+                            port.unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A workload's entry: a gateway proxy of the scenario with a `Gateway` server on the port
 /// (else a client's connection would be refused), TLS as the server speaks it.
 fn check_entry(s: &Scenario, at: &str, via: &crate::scenario::Entry) -> Result<(), Problem> {
@@ -380,13 +447,7 @@ fn check_entry(s: &Scenario, at: &str, via: &crate::scenario::Entry) -> Result<(
             ),
         });
     };
-    let selects = |gw: &&proxy_engine::config::Gateway| {
-        gw.selector.iter().all(|(k, v)| g.labels.get(k) == Some(v))
-    };
-    let server = (s.mesh.gateways.iter().filter(selects))
-        .flat_map(|gw| gw.servers.iter())
-        .find(|sv| sv.port.number == via.port);
-    let Some(server) = server else {
+    let Some(server) = gateway_server(s, g, via.port) else {
         return Err(problem(
             format!("{at}.port"),
             format!(

@@ -20,19 +20,19 @@ impl Simulation {
     }
 
     pub(super) fn crashed(&self, instance: u32) -> bool {
-        let faults = &self.instances[instance as usize].faults;
+        let faults = faults_of(&self.instances, instance);
         model::has_active(faults, self.now, |k| matches!(k, FaultKind::Crash))
     }
 
     pub(super) fn hung(&self, instance: u32) -> bool {
-        let faults = &self.instances[instance as usize].faults;
+        let faults = faults_of(&self.instances, instance);
         model::has_active(faults, self.now, |k| matches!(k, FaultKind::Hang))
     }
 
     /// Whether a partition cuts proxy `p`'s caller off from `instance`.
     pub(super) fn partitioned(&self, p: u32, instance: u32) -> bool {
         let caller = &self.proxies[p as usize].caller;
-        let faults = &self.instances[instance as usize].faults;
+        let faults = faults_of(&self.instances, instance);
         model::has_active(
             faults,
             self.now,
@@ -42,7 +42,7 @@ impl Simulation {
 
     /// An error burst's answer for a request reaching `instance` now, if one hits it.
     pub(super) fn error_burst(&mut self, instance: u32) -> Option<u16> {
-        let faults = &self.instances[instance as usize].faults;
+        let faults = faults_of(&self.instances, instance);
         if faults.is_empty() {
             return None;
         }
@@ -55,7 +55,7 @@ impl Simulation {
         instance: u32,
         service: proxy_engine::Nanos,
     ) -> proxy_engine::Nanos {
-        let faults = &self.instances[instance as usize].faults;
+        let faults = faults_of(&self.instances, instance);
         if faults.is_empty() {
             return service;
         }
@@ -109,4 +109,12 @@ impl Simulation {
             self.drain(p as u32);
         }
     }
+}
+
+/// The faults that target `instance`; none for a gateway proxy serving as a service (faults
+/// name service versions).
+fn faults_of(instances: &[Instance], instance: u32) -> &[model::FaultWindow] {
+    instances
+        .get(instance as usize)
+        .map_or(&[], |i| i.faults.as_slice())
 }

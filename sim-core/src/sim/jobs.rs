@@ -29,6 +29,40 @@ impl Simulation {
         self.queue.push(self.now + leg, Event::Deliver { job });
     }
 
+    /// The job reached gateway number `gateway` through its service (a sidecar sending to an
+    /// egress gateway): the gateway routes it as its server on the service's port, and its
+    /// outcome answers the job's sender (`relay_done`).
+    pub(super) fn relay(&mut self, job: u32, gateway: u32) {
+        let Some(&Some((proxy, port))) = self.gateway_entry.get(gateway as usize) else {
+            debug_assert!(false, "gateway {gateway} serves no service");
+            return self.reset_job(job);
+        };
+        let Some(j) = self.jobs[job as usize].as_ref() else {
+            return;
+        };
+        let (head, root, reply) = (j.head.clone(), j.root, j.reply_to);
+        let entry = Some((Listener { port, tls: false }, None));
+        let req = self.issue(proxy, head, job, Serves::Root(root), entry, (0, 0));
+        // Not answered at once (a local reply would have freed the job already).
+        if self.proxies[proxy as usize].open.contains_key(&req) {
+            let sender = &mut self.proxies[reply.proxy as usize];
+            sender.relayed.insert(reply.attempt, (proxy, req));
+        }
+    }
+
+    /// A gateway's relayed request ended with `status` (0: no response): its sender gets the
+    /// answer, or a reset.
+    pub(super) fn relay_done(&mut self, job: u32, status: u16) {
+        if let Some(j) = self.jobs[job as usize].as_ref() {
+            let ReplyTo { proxy, attempt, .. } = j.reply_to;
+            self.proxies[proxy as usize].relayed.remove(&attempt);
+        }
+        match status {
+            0 => self.reset_job(job),
+            status => self.respond(job, status),
+        }
+    }
+
     pub(super) fn alloc_job(&mut self, job: Job) -> u32 {
         match self.free_jobs.pop() {
             Some(i) => {
@@ -46,6 +80,9 @@ impl Simulation {
         let Some(instance) = self.jobs[job as usize].as_ref().map(|j| j.instance) else {
             return;
         };
+        if let Some(gateway) = instance.checked_sub(self.instances.len() as u32) {
+            return self.relay(job, gateway);
+        }
         if self.crashed(instance) {
             return self.reset_job(job);
         }

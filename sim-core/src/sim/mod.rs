@@ -128,6 +128,9 @@ struct ProxySlot {
     /// Connection → instance it goes to.
     conns: IdMap<ConnId, u32>,
     open: IdMap<RequestId, Open>,
+    /// Its attempts that a gateway proxy is relaying: attempt → (gateway proxy, the request
+    /// there), so cancelling the attempt resets the gateway's request as a stream reset does.
+    relayed: IdMap<AttemptId, (u32, RequestId)>,
     armed: Option<Time>,
 }
 
@@ -249,8 +252,12 @@ struct Simulation {
     push_delay: Dist,
     /// The rollout, when the scenario has one.
     rollout: Option<Box<delivery::RolloutRun>>,
-    /// The instance number of each endpoint of `mesh`.
+    /// The instance number of each endpoint of `mesh`; numbers past the instances are
+    /// gateway proxies serving as a service (`Topology::endpoint_map`).
     instance_of: EndpointMap<u32>,
+    /// By gateway number: its proxy and the server port its service's requests arrive on
+    /// (`None` for a gateway that is no service's).
+    gateway_entry: Vec<Option<(u32, u16)>>,
     proxies: Vec<ProxySlot>,
     models: Vec<VersionModel>,
     instances: Vec<Instance>,
@@ -325,12 +332,17 @@ impl Simulation {
             rollout,
             fault_rng: stream(seed, "faults"),
             checks: None,
+            gateway_entry: Vec::new(),
         };
         sim.build_instances(s, &topology, seed);
         sim.build_workloads(s, &topology, seed);
         for spec in &topology.proxies {
             if matches!(spec.owner, Owner::Gateway { .. }) {
-                sim.add_proxy(spec, seed);
+                let proxy = sim.add_proxy(spec, seed);
+                let port = (s.gateway_proxies.get(&spec.name))
+                    .and_then(|g| g.service.as_ref())
+                    .map(|service| (proxy, service.port));
+                sim.gateway_entry.push(port);
             }
         }
         sim.build_faults(s);
@@ -348,6 +360,7 @@ impl Simulation {
             caller: Arc::from(spec.caller()),
             conns: IdMap::default(),
             open: IdMap::default(),
+            relayed: IdMap::default(),
             armed: None,
         });
         (self.proxies.len() - 1) as u32

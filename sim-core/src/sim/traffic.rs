@@ -20,20 +20,21 @@ impl Simulation {
         let w = &mut self.workloads[workload as usize];
         let head = w.mix.pick(&mut w.rng);
         let proxy = w.proxy;
-        let entry = w.entry.map(|l| (l, workload));
+        let entry = w.entry.map(|l| (l, Some(workload)));
         self.metrics.generated += 1;
         self.issue(proxy, head, parent, Serves::Itself, entry, (0, 0));
     }
 
-    /// Hands a new request to proxy `p` on behalf of `parent`; a workload's request entering
-    /// through a gateway carries the gateway listener and the workload.
+    /// Hands a new request to proxy `p` on behalf of `parent`; a request entering a gateway
+    /// carries the gateway listener, and the workload when it is a workload's own (else it is
+    /// a sidecar's, relayed: `parent` is the job standing for it).
     pub(super) fn issue(
         &mut self,
         p: u32,
         head: RequestHead,
         parent: u32,
         serves: Serves,
-        entry: Option<(Listener, u32)>,
+        entry: Option<(Listener, Option<u32>)>,
         call: (u16, u16),
     ) -> RequestId {
         let req = RequestId(self.next_req);
@@ -48,7 +49,7 @@ impl Simulation {
                     Serves::Itself => Some(req),
                     Serves::Root(root) => root,
                 },
-                workload: entry.map(|(_, w)| w),
+                workload: entry.and_then(|(_, w)| w),
                 call,
             },
         );
@@ -154,14 +155,22 @@ impl Simulation {
                 Action::CloseConnection { conn } => {
                     self.proxies[p as usize].conns.remove(&conn);
                 }
+                // A gateway relaying the attempt sees its downstream reset (`DC` there).
+                Action::CancelAttempt { attempt } => {
+                    let relayed = self.proxies[p as usize].relayed.remove(&attempt);
+                    if let Some((gateway, req)) = relayed {
+                        let g = &mut self.proxies[gateway as usize];
+                        if g.open.contains_key(&req) {
+                            g.proxy.handle_downstream_cancel(self.now, req);
+                            self.drain(gateway);
+                        }
+                    }
+                }
                 // The instance keeps working on a cancelled attempt; the engine ignores its
                 // late response. Forward and LocalReply carry nothing the model needs: the
                 // request's `Complete` follows.
                 // A copy's attempts come as sends; the model keeps no body to hold for them.
-                Action::CancelAttempt { .. }
-                | Action::Forward { .. }
-                | Action::LocalReply { .. }
-                | Action::Mirror { .. } => {}
+                Action::Forward { .. } | Action::LocalReply { .. } | Action::Mirror { .. } => {}
                 Action::Event(event) => self.metrics.record_event_from(p, self.now, &event),
                 Action::Complete { req, outcome } => self.complete(p, req, outcome),
             }
@@ -236,6 +245,9 @@ impl Simulation {
                 }
                 if self.stopped {
                     return;
+                }
+                if matches!(owner, Owner::Gateway { .. }) {
+                    return self.relay_done(open.parent, outcome.status);
                 }
                 let failed = crate::model::call_failed(outcome.status);
                 self.call_done(open.parent, open.call, failed);

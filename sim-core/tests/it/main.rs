@@ -2,6 +2,7 @@
 
 mod bookinfo;
 mod common;
+mod egress_gateway;
 mod gateway;
 mod properties;
 mod queueing_theory;
