@@ -23,6 +23,7 @@ pub mod hires;
 pub mod http_util;
 pub mod lab;
 pub mod loadgen;
+pub mod origination;
 pub mod server;
 pub mod service;
 pub mod stop;

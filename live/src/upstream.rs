@@ -14,6 +14,7 @@
 //! flag on the exchange's waker, which the exchange checks each time it is polled.
 
 use crate::http_util::Body;
+use crate::origination::{Originate, Stream};
 use atomic_waker::AtomicWaker;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -29,8 +30,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// hyper's HTTP/1.1 connection state machine over a loopback or remote TCP stream.
-type H1Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+/// hyper's HTTP/1.1 connection state machine over a loopback or remote TCP stream (or TLS
+/// over it).
+type H1Connection = http1::Connection<TokioIo<Stream>, Body>;
 
 /// An open HTTP/1.1 connection: the request handle and the connection it drives.
 pub struct H1 {
@@ -223,21 +225,32 @@ pub async fn connect(
     timeout: Duration,
     http2: bool,
 ) -> Result<Sender, ConnectFailure> {
-    match tokio::time::timeout(timeout, connect_untimed(addr, http2)).await {
+    match tokio::time::timeout(timeout, connect_untimed(addr, http2, None)).await {
         Err(_) => Err(ConnectFailure::Timeout),
         Ok(r) => r,
     }
 }
 
-/// Connects to `addr`, speaking HTTP/2 if `http2`, for as long as it takes: for a caller whose
+/// Connects to `addr`, speaking HTTP/2 if `http2`, over TLS when `tls` is set (originated:
+/// a failed handshake is `ConnectFailure::Tls`), for as long as it takes: for a caller whose
 /// connect deadline is decided elsewhere (the engine's `connect_timeout`: the proxy driver
 /// drops this future when the engine closes the connection).
-pub async fn connect_untimed(addr: SocketAddr, http2: bool) -> Result<Sender, ConnectFailure> {
-    let stream = match TcpStream::connect(addr).await {
+pub async fn connect_untimed(
+    addr: SocketAddr,
+    http2: bool,
+    tls: Option<&Originate>,
+) -> Result<Sender, ConnectFailure> {
+    let tcp = match TcpStream::connect(addr).await {
         Err(_) => return Err(ConnectFailure::Refused),
         Ok(s) => s,
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => Stream::handshake(tcp, tls)
+            .await
+            .map_err(|_| ConnectFailure::Tls)?,
+    };
     let io = TokioIo::new(stream);
     // Each connection task ends when the engine closes it (senders dropped) or the peer does.
     if http2 {

@@ -352,6 +352,33 @@ pub struct TrafficPolicy {
     /// Envoy's retry budget: it replaces `connection_pool.http.max_retries`. Extension field
     /// (Istio master's `trafficPolicy.retryBudget`).
     pub retry_budget: Option<RetryBudget>,
+    /// TLS to the destination's endpoints (TLS origination). meshtwin's services have one
+    /// port, so Istio's `portLevelSettings[port].tls` is written here.
+    pub tls: Option<ClientTlsSettings>,
+}
+
+/// Istio `ClientTLSSettings` (the fields meshtwin models): how a client proxy secures its
+/// connections to a destination.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTlsSettings {
+    /// `DISABLE` (the default: plain text), `SIMPLE` (originate TLS and verify the server),
+    /// `MUTUAL` (as `SIMPLE`, presenting `client_certificate`), or `ISTIO_MUTUAL` (the mesh's
+    /// own mutual TLS, whose certificates the twin does not model: plain text, as between
+    /// sidecars).
+    pub mode: Option<String>,
+    /// The name sent in the handshake (SNI) and verified against the server's certificate.
+    /// Default: the destination's host, as Istio's automatic SNI takes the request's host.
+    pub sni: Option<String>,
+    /// PEM file of the certificate authorities the server's certificate must chain to.
+    /// Default: the system's (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca_certificates: Option<String>,
+    /// PEM certificate chain file presented to the server (`MUTUAL`).
+    pub client_certificate: Option<String>,
+    /// PEM private key file of `client_certificate` (`MUTUAL`).
+    pub private_key: Option<String>,
+    /// Accept any server certificate. Default false.
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// Istio `ConnectionPoolSettings`: Envoy's circuit breakers. Limits are per cluster per client

@@ -33,6 +33,7 @@ pub mod registry;
 mod rewrite;
 pub mod time;
 mod timers;
+pub mod tls;
 pub mod types;
 pub mod unique;
 

@@ -155,6 +155,8 @@ pub struct Cluster {
     pub budget: Option<Budget>,
     /// Outlier detection, when the destination rule has the block.
     pub outlier: Option<OutlierSpec>,
+    /// TLS originated to its endpoints (`tls` mode `SIMPLE` or `MUTUAL`).
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 /// One endpoint as the engine sees it.

@@ -34,6 +34,9 @@ pub enum ConnectFailure {
     Refused,
     /// The connect did not finish in time.
     Timeout,
+    /// The TLS handshake failed: the server's certificate did not verify, or the server does
+    /// not speak TLS (503 `UF`, as Envoy's "TLS error" connection failure).
+    Tls,
 }
 
 /// Envoy-style response flags (`UH`, `UF`, `NR`, …), a bit set.
@@ -195,6 +198,9 @@ pub enum Action {
         /// Opened for a mirrored copy: a driver that models the network draws the
         /// handshake's legs from its mirror stream, so mirrors never move the primary's draws.
         mirror: bool,
+        /// Originate TLS on it (the cluster's `DestinationRule` `tls`); a failed handshake is
+        /// `ConnectFailure::Tls`.
+        tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
     },
     /// Send an attempt on an established connection.
     Send {

@@ -22,24 +22,34 @@ impl Shared {
                     conn,
                     endpoint,
                     http2,
+                    tls,
                     ..
-                } => match Self::addr(st, endpoint) {
-                    Some(addr) => {
-                        st.conns.insert(conn, None);
-                        let (tx, abort) = tokio::sync::oneshot::channel();
-                        st.connecting.insert(conn, tx);
-                        work.push(Work::Connect {
-                            conn,
-                            addr,
-                            http2,
-                            abort,
-                        });
+                } => {
+                    let originate = tls.map(|t| self.originate(st, &t, http2));
+                    match (Self::addr(st, endpoint), originate) {
+                        // TLS that cannot be set up (a bad file): the handshake cannot happen.
+                        (_, Some(None)) => {
+                            st.engine
+                                .handle_connect_failed(now, conn, ConnectFailure::Tls);
+                        }
+                        (Some(addr), tls) => {
+                            st.conns.insert(conn, None);
+                            let (tx, abort) = tokio::sync::oneshot::channel();
+                            st.connecting.insert(conn, tx);
+                            work.push(Work::Connect {
+                                conn,
+                                addr,
+                                http2,
+                                tls: tls.flatten(),
+                                abort,
+                            });
+                        }
+                        (None, _) => {
+                            st.engine
+                                .handle_connect_failed(now, conn, ConnectFailure::Refused);
+                        }
                     }
-                    None => {
-                        st.engine
-                            .handle_connect_failed(now, conn, ConnectFailure::Refused);
-                    }
-                },
+                }
                 Action::Send {
                     req,
                     attempt,

@@ -21,10 +21,12 @@ use bytes::Bytes;
 use http::Response;
 use metrics::{Recorder, RunMetrics};
 use proxy_engine::idmap::IdMap;
+use proxy_engine::tls::UpstreamTls;
 use proxy_engine::{
     Action, AttemptEnd, AttemptId, CompiledMesh, ConnId, ConnectFailure, EndpointId, EndpointMap,
     Outcome, Proxy, ProxyRole, RequestHead, RequestId, ResponseHead, Time,
 };
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -118,6 +120,8 @@ enum Work {
         conn: ConnId,
         addr: SocketAddr,
         http2: bool,
+        /// The TLS to originate, if the cluster's destination rule asks for it.
+        tls: Option<crate::origination::Originate>,
         /// Fires (or is dropped) when the engine gives up on the connection.
         abort: tokio::sync::oneshot::Receiver<()>,
     },
@@ -216,6 +220,9 @@ struct State {
     armed: Option<Time>,
     /// Where the current generation's endpoints listen.
     addrs: EndpointMap<SocketAddr>,
+    /// TLS origination setups built so far, by settings and HTTP/2 (an error is kept too, so
+    /// a bad file is read and warned about once).
+    originate: BTreeMap<(UpstreamTls, bool), Option<crate::origination::Originate>>,
 }
 
 struct Shared {
@@ -253,6 +260,7 @@ pub fn spawn(generation: Generation, role: ProxyRole, opts: DriverOptions) -> Pr
             metrics: recorder(mesh, opts.window),
             armed: None,
             addrs,
+            originate: std::collections::BTreeMap::new(),
         }),
         clock: Clock::new(),
         opts,
@@ -495,9 +503,10 @@ impl Shared {
                 conn,
                 addr,
                 http2,
+                tls,
                 abort,
             } => {
-                let connect = upstream::connect_untimed(addr, http2);
+                let connect = upstream::connect_untimed(addr, http2, tls.as_ref());
                 let result = tokio::select! {
                     r = Box::pin(connect) => r,
                     // The engine closed the connection (its connect timeout): nothing to report.
@@ -592,6 +601,33 @@ impl Shared {
 
     fn addr(st: &State, endpoint: EndpointId) -> Option<SocketAddr> {
         st.addrs.get(endpoint).copied()
+    }
+
+    /// The TLS origination setup for `tls`, built on first use; `None` when it cannot be
+    /// (a missing or bad PEM file: warned about once, on stderr, and every such connect
+    /// fails as a failed handshake would).
+    fn originate(
+        &self,
+        st: &mut State,
+        tls: &proxy_engine::tls::UpstreamTls,
+        http2: bool,
+    ) -> Option<crate::origination::Originate> {
+        let key = (tls.clone(), http2);
+        if let Some(built) = st.originate.get(&key) {
+            return built.clone();
+        }
+        let built = match crate::origination::originate(tls, http2) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!(
+                    "meshtwin: proxy {}: TLS origination to `{}` cannot start: {e}",
+                    self.opts.name, tls.sni
+                );
+                None
+            }
+        };
+        st.originate.insert(key, built.clone());
+        built
     }
 }
 

@@ -369,6 +369,13 @@ impl<'a> Builder<'a> {
             == Some(crate::config::H2UpgradePolicy::Upgrade);
         let field = format!("destination_rules (host {})", svc.name);
         let resilience = Resilience::compile(&field, rule_policy, subset_policy)?;
+        let tls = match subset_policy
+            .and_then(|p| p.tls.as_ref())
+            .or_else(|| rule_policy?.tls.as_ref())
+        {
+            Some(tls) => crate::tls::compile(&format!("{field}.tls"), &svc.name, tls)?,
+            None => None,
+        };
         let members = self.members(service, labels);
         let endpoints: Vec<EndpointId> = members
             .iter()
@@ -393,6 +400,7 @@ impl<'a> Builder<'a> {
             limits: resilience.limits,
             budget: resilience.budget,
             outlier: resilience.outlier,
+            tls,
         });
         self.cluster_ids.insert(name, id);
         Ok(id)

@@ -57,13 +57,11 @@ impl Proxy {
                     let mirror = opened_for
                         .and_then(|a| self.attempts.get(&a))
                         .is_some_and(|a| a.req.is_mirror_copy());
-                    let timeout = self
-                        .config
-                        .clusters()
-                        .get(cluster.0 as usize)
-                        .map_or(crate::policy::DEFAULT_CONNECT_TIMEOUT, |c| {
-                            c.limits.connect_timeout
-                        });
+                    let spec = self.config.clusters().get(cluster.0 as usize);
+                    let timeout = spec.map_or(crate::policy::DEFAULT_CONNECT_TIMEOUT, |c| {
+                        c.limits.connect_timeout
+                    });
+                    let tls = spec.and_then(|c| c.tls.clone());
                     self.timers
                         .after(self.now, timeout, Timer::ConnectTimeout(conn));
                     self.actions.push_back(Action::Connect {
@@ -71,6 +69,7 @@ impl Proxy {
                         endpoint,
                         http2,
                         mirror,
+                        tls,
                     });
                 }
                 PoolEvent::Send { attempt, conn } => self.send(attempt, conn),

@@ -92,6 +92,7 @@ impl Simulation {
                     conn,
                     endpoint,
                     mirror,
+                    tls,
                     ..
                 } => {
                     let Some(&instance) = self.instance_of.get(endpoint) else {
@@ -103,8 +104,12 @@ impl Simulation {
                         continue; // the SYN is lost: the engine's connect timeout decides
                     }
                     // A TCP handshake costs a round trip before the request can go (a refusal
-                    // too: the RST comes back).
-                    let rtt = self.leg_of(mirror) + self.leg_of(mirror);
+                    // too: the RST comes back); originated TLS one more (TLS 1.3's full
+                    // handshake).
+                    let mut rtt = self.leg_of(mirror) + self.leg_of(mirror);
+                    if tls.is_some() && !self.crashed(instance) {
+                        rtt = rtt + self.leg_of(mirror) + self.leg_of(mirror);
+                    }
                     let event = if self.crashed(instance) {
                         Event::ConnectFailed { proxy: p, conn }
                     } else {

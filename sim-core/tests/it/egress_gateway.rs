@@ -81,7 +81,9 @@ fn sidecar_to_egress_gateway_to_the_external_host_hop_by_hop() {
         let at_gateway = stats(&m.routes, "edition.cnn.com/to-cnn");
         let median = |s: &Stats| s.latency.value_at_quantile(0.5);
         assert!(median(through_gateway) >= median(at_gateway));
-        let least = at_gateway.latency.highest_equivalent(at_gateway.latency.min());
+        let least = at_gateway
+            .latency
+            .highest_equivalent(at_gateway.latency.min());
         assert!(least >= 20_000_000, "cnn takes 20 ms, {least} ns");
     }
 }
