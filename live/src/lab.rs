@@ -8,6 +8,7 @@ use crate::config::Limits;
 use crate::delivery::{LiveProbe, LiveRollout, Targets};
 use crate::driver::{self, DriverOptions, Generation, ProxyHandle};
 use crate::loadgen::{self, LoadOptions, Progress};
+use crate::lab_gateways::{self, GatewayServer};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
 use metrics::{Recorder, RunMetrics};
@@ -16,6 +17,7 @@ use sim_core::scenario::{FaultKind, Scenario, Workload};
 use sim_core::timeline::Generations;
 use sim_core::topology::{ProxySpec, Topology};
 use sim_core::workload::Mix;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,11 +52,14 @@ pub struct Connections {
     pub max: usize,
 }
 
-/// The scenario's services running live, each instance with its sidecar.
+/// The scenario's services running live, each instance with its sidecar, and its gateway
+/// proxies' server ports.
 pub struct Services {
     /// The instances, in the simulator's order.
     pub instances: Vec<Arc<Instance>>,
     sidecars: Vec<(ProxyHandle, Listener)>,
+    /// The gateway proxies' server ports the run uses.
+    gateways: Vec<GatewayServer>,
     /// The compiled mesh over the live endpoints, and their addresses.
     pub generation: Generation,
     /// The timeline's later generations, each with when it is made.
@@ -123,7 +128,28 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
     let built = Generations::build(s, seed)?;
     // The last generation's ids cover every endpoint of the lineage.
     let last = &built.meshes[built.meshes.len() - 1];
-    let endpoint_addrs = (topology.endpoint_map(last)).map(|&i| addrs.get(i as usize).copied());
+    let endpoints = topology.endpoint_map(last);
+    // The gateways start first: sidecars reach a gateway's service at its listener. A gateway
+    // has no route to itself, so its own generation leaves its address out.
+    let partial = Generation {
+        mesh: built.meshes[0].clone(),
+        addrs: endpoints.map(|&i| addrs.get(i as usize).copied()),
+    };
+    let gateways = lab_gateways::start(s, &topology, &partial, |p| {
+        driver_options(p, seed, s, probe.clone())
+    })
+    .await?;
+    let service_addr: BTreeMap<u32, SocketAddr> = (s.gateway_proxies.iter().enumerate())
+        .filter_map(|(g, (name, gw))| {
+            let port = gw.service.as_ref()?.port;
+            let server = lab_gateways::find(&gateways, name, port)?;
+            Some((g as u32, server.listener.addr))
+        })
+        .collect();
+    let endpoint_addrs = endpoints.map(|&i| match topology.gateway_target(i) {
+        Some(g) => service_addr.get(&g).copied(),
+        None => addrs.get(i as usize).copied(),
+    });
     let generations: Vec<Generation> = (built.meshes.iter())
         .map(|mesh| Generation {
             mesh: mesh.clone(),
@@ -163,6 +189,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
     Ok(Services {
         instances,
         sidecars,
+        gateways,
         generation,
         made: built.made(false),
         timeline: (generations.into_iter().zip(built.at)).skip(1).collect(),
@@ -185,17 +212,28 @@ async fn crash(inst: Arc<Instance>, epoch: std::time::Instant, start: Time, end:
 }
 
 impl Services {
-    /// Every sidecar's hop records, merged.
+    /// Every sidecar's and gateway's hop records, merged.
     pub fn hops(&self, into: &mut Recorder) {
         for (h, _) in &self.sidecars {
             into.merge_hops(&h.snapshot());
         }
+        for g in &self.gateways {
+            into.merge_hops(&g.handle.snapshot());
+        }
+    }
+
+    /// The driver of gateway `name`'s server `port`, and where it listens.
+    fn gateway(&self, name: &str, port: u16) -> Option<&GatewayServer> {
+        lab_gateways::find(&self.gateways, name, port)
     }
 
     /// Stops the sidecars (gracefully) and the instances.
     pub async fn stop(self) {
         for c in &self.crashes {
             c.abort();
+        }
+        for g in self.gateways {
+            g.listener.shutdown().await;
         }
         for (_, l) in self.sidecars {
             l.shutdown().await;
@@ -207,10 +245,10 @@ impl Services {
     }
 }
 
-/// A client proxy, the load aimed at it, and that load's own progress.
+/// A workload's client proxy (none for a workload entering through a gateway: its load goes to
+/// the gateway's listener), the load, and that load's own progress.
 struct Client {
-    handle: ProxyHandle,
-    listener: Listener,
+    own: Option<(ProxyHandle, Listener)>,
     load: LoadOptions,
     progress: Arc<Progress>,
 }
@@ -252,25 +290,35 @@ pub async fn run_watched(
                 "workload[{i}]: live mode runs open-loop workloads only (closed-loop users are simulation-only for now)"
             )));
         };
-        if let Some(via) = &o.via {
-            return Err(LabError::Unsupported(format!(
-                "workload[{i}].via: live mode does not run gateway proxies yet (`{}` is \
-                 simulation-only for now)",
-                via.gateway
-            )));
-        }
         let Some(proxy) = topology.client(i) else {
             return Err(LabError::Unsupported(format!(
                 "workload[{i}] has no client proxy"
             )));
         };
         let name = proxy.name.clone();
-        let options = driver_options(proxy, seed, s, services.probe.clone());
-        let handle = driver::spawn(services.generation.clone(), proxy.role.clone(), options);
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
+        let (own, target) = match &o.via {
+            Some(via) => match services.gateway(&via.gateway, via.port) {
+                Some(g) => (None, g.listener.addr),
+                None => {
+                    return Err(LabError::Unsupported(format!(
+                        "workload[{i}].via: gateway `{}` port {} is not running",
+                        via.gateway, via.port
+                    )))
+                }
+            },
+            None => {
+                let options = driver_options(proxy, seed, s, services.probe.clone());
+                let handle =
+                    driver::spawn(services.generation.clone(), proxy.role.clone(), options);
+                let any = SocketAddr::from(([127, 0, 0, 1], 0));
+                let listener =
+                    server::listen(any, handle.clone(), Limits::default(), None).await?;
+                let addr = listener.addr;
+                (Some((handle, listener)), addr)
+            }
+        };
         let load = LoadOptions {
-            target: listener.addr,
+            target,
             mix: Mix::new(&o.host, &name, &o.requests),
             rate: o.rate,
             schedule: o.schedule.clone(),
@@ -283,8 +331,7 @@ pub async fn run_watched(
             window: s.window,
         };
         clients.push(Client {
-            handle,
-            listener,
+            own,
             load,
             progress: Arc::new(Progress::default()),
         });
@@ -297,11 +344,8 @@ pub async fn run_watched(
     let started = std::time::Instant::now();
     let pushes = push_timeline(s, seed, &services, &clients, started);
     let rollout = services.probe.clone().and_then(|probe| {
-        let names = topology.proxies.iter().map(|p| p.name.clone());
-        let handles = (services.sidecars.iter().map(|(h, _)| h.clone()))
-            .chain(clients.iter().map(|c| c.handle.clone()));
         let targets = Targets {
-            proxies: names.zip(handles).collect(),
+            proxies: proxy_handles(&topology, &services, &clients),
             first: services.generation.clone(),
             registry: services.registry.clone(),
         };
@@ -350,9 +394,10 @@ pub async fn run_watched(
     let generated: u64 = results.iter().map(|(_, m)| m.generated).sum();
     let settle = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
-        let seen: u64 = clients
-            .iter()
-            .map(|c| c.handle.snapshot().finish().totals.count)
+        let seen: u64 = (clients.iter().filter_map(|c| c.own.as_ref()))
+            .map(|(h, _)| h)
+            .chain(services.gateways.iter().map(|g| &g.handle))
+            .map(|h| h.snapshot().finish().totals.count)
             .sum();
         if seen >= generated || tokio::time::Instant::now() >= settle {
             break;
@@ -364,8 +409,8 @@ pub async fn run_watched(
     }
     let mut m = assemble(s, &clients, &services, results, rollout.as_ref());
     m.rollout = rollout.map(LiveRollout::finish);
-    for c in clients {
-        c.listener.shutdown().await;
+    for (_, listener) in clients.into_iter().filter_map(|c| c.own) {
+        listener.shutdown().await;
     }
     services.stop().await;
     if let Some(e) = failure {
@@ -389,11 +434,9 @@ fn push_timeline(
         return Vec::new();
     }
     let topology = Topology::of(s);
-    let handles =
-        (services.sidecars.iter().map(|(h, _)| h)).chain(clients.iter().map(|c| &c.handle));
     let mut tasks = Vec::new();
-    for (spec, handle) in topology.proxies.iter().zip(handles) {
-        let mut rng = sim_core::rng::stream(seed, &format!("push/{}", spec.name));
+    for (name, handle) in proxy_handles(&topology, services, clients) {
+        let mut rng = sim_core::rng::stream(seed, &format!("push/{name}"));
         let mut due: Vec<(std::time::Instant, Generation)> = (services.timeline.iter())
             .map(|(g, at)| {
                 let delay = s.push_delay.sample(&mut rng);
@@ -401,7 +444,6 @@ fn push_timeline(
             })
             .collect();
         due.sort_by_key(|(t, _)| *t);
-        let handle = handle.clone();
         tasks.push(tokio::spawn(async move {
             for (t, g) in due {
                 tokio::time::sleep_until(t.into()).await;
@@ -413,6 +455,24 @@ fn push_timeline(
         }));
     }
     tasks
+}
+
+/// Every running proxy driver with its proxy's name, in the simulator's order (sidecars,
+/// clients, gateways); a gateway proxy running several server ports is listed once per port,
+/// each drawing the proxy's own push delays.
+fn proxy_handles(
+    topology: &Topology,
+    services: &Services,
+    clients: &[Client],
+) -> Vec<(String, ProxyHandle)> {
+    let sidecars = (services.sidecars.iter().enumerate())
+        .filter_map(|(i, (h, _))| Some((topology.sidecar(i)?.name.clone(), h.clone())));
+    let clients = (clients.iter().enumerate()).filter_map(|(i, c)| {
+        let (h, _) = c.own.as_ref()?;
+        Some((topology.client(i)?.name.clone(), h.clone()))
+    });
+    let gateways = (services.gateways.iter()).map(|g| (g.name.clone(), g.handle.clone()));
+    sidecars.chain(clients).chain(gateways).collect()
 }
 
 /// The caller's progress: the sums of the workloads' own.
@@ -446,8 +506,8 @@ fn assemble(
         let added = hops.add_generation(mesh);
         debug_assert!(added.is_ok(), "{added:?}");
     }
-    for c in clients {
-        hops.merge_hops(&c.handle.snapshot());
+    for (h, _) in clients.iter().filter_map(|c| c.own.as_ref()) {
+        hops.merge_hops(&h.snapshot());
     }
     services.hops(&mut hops);
     let mut m = hops.finish();

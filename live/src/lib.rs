@@ -22,6 +22,7 @@ pub mod header_timer;
 pub mod hires;
 pub mod http_util;
 pub mod lab;
+pub mod lab_gateways;
 pub mod loadgen;
 pub mod origination;
 pub mod server;

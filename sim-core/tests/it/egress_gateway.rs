@@ -137,3 +137,40 @@ fn a_gateway_service_needs_a_server_on_its_port_and_a_name_of_its_own() {
         "{err}"
     );
 }
+
+/// Istio's "Egress TLS origination" task: the application sends plain HTTP and the proxy
+/// originates TLS (`DestinationRule` `tls.mode: SIMPLE`). In the twin the handshake costs one
+/// round trip more per new connection (TLS 1.3's full handshake) and changes nothing else.
+#[test]
+fn tls_origination_costs_one_round_trip_per_new_connection() {
+    let text = |tls: &str| {
+        format!(
+            r#"Scenario(seed: 5, duration: "10s", network: (latency: Constant("1ms")),
+            services: {{
+                "web": (versions: {{"v1": (instances: 1, workers: 8, latency: Constant("1ms"))}},
+                    calls: [Call(host: "edition.cnn.com")]),
+                "edition.cnn.com": (external: true,
+                    versions: {{"v1": (instances: 1, workers: 8, latency: Constant("10ms"))}}),
+            }},
+            mesh: Mesh(destination_rules: [DestinationRule(host: "edition.cnn.com",
+                traffic_policy: (
+                    connection_pool: (http: (max_requests_per_connection: 1)){tls}))]),
+            workload: [OpenLoop(host: "web", rate: 20)])"#
+        )
+    };
+    let hop = |m: &RunMetrics| {
+        let s = stats(&m.destinations, "edition.cnn.com/v1");
+        (s.count, s.latency.min(), s.latency.max())
+    };
+    let plain = run(&scenario(&text("")));
+    let tls = run(&scenario(&text(r#", tls: (mode: "SIMPLE", sni: "edition.cnn.com")"#)));
+    let (n, low, high) = hop(&plain);
+    assert_eq!(hop(&tls).0, n, "the same requests");
+    assert_eq!(status_count(&tls, 200), tls.generated);
+    // Plain: connect (2 legs), request and answer (2 legs), 10 ms of work = 14 ms; TLS adds
+    // 2 legs. Every connection is new (one request each), so every hop pays it.
+    let ms = |ns: u64| (ns as f64 / 1e6 * 10.0).round() / 10.0;
+    assert_eq!((ms(low), ms(high)), (14.0, 14.0), "plain");
+    let (_, low, high) = hop(&tls);
+    assert_eq!((ms(low), ms(high)), (16.0, 16.0), "TLS");
+}
