@@ -125,3 +125,32 @@ async fn https_gateway_terminates_tls_and_routes() {
         assert_eq!(resp.status(), want, "{host}{path}: no redirect over TLS");
     }
 }
+
+/// `run --live` on `scenarios/egress-gateway.ron` (Istio's egress-gateway task): sleep's
+/// sidecar sends edition.cnn.com to the live egress gateway's listener, which routes it on to
+/// the external service; every request shows at each hop, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_through_a_live_egress_gateway_hop_by_hop() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/egress-gateway.ron");
+    let mut s = sim_core::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    s.duration = proxy_engine::Nanos::from_secs(3);
+    let connections = live::lab::Connections {
+        initial: 16,
+        max: 1_000,
+    };
+    let progress = Arc::new(live::loadgen::Progress::default());
+    let m = live::lab::run(&s, s.seed, connections, progress)
+        .await
+        .expect("live runs");
+    let n = m.generated;
+    assert!(n > 150, "{n} requests");
+    assert_eq!(m.totals.by_status, vec![(200, n)]);
+    let count = |table: &[(String, metrics::Stats)], name: &str| {
+        table.iter().find(|(t, _)| t == name).map_or(0, |(_, st)| st.count)
+    };
+    assert_eq!(count(&m.routes, "edition.cnn.com/to-gateway"), n, "the sidecar's hop");
+    assert_eq!(count(&m.routes, "edition.cnn.com/to-cnn"), n, "the gateway's hop");
+    assert_eq!(count(&m.clusters, "istio-egressgateway|cnn"), n);
+    assert_eq!(count(&m.destinations, "edition.cnn.com/v1"), n);
+}
