@@ -237,6 +237,8 @@ impl ProxyConfig {
         if let Some(w) = mesh.warnings().first() {
             return Err(ConfigFileError::Invalid(format!("{file}: mesh.{w}")));
         }
+        crate::origination::check(&mesh)
+            .map_err(|e| ConfigFileError::Invalid(format!("{file}: mesh: {e}")))?;
         let addrs = self.addresses(&mesh);
         Ok(Generation {
             mesh: Arc::new(mesh),

@@ -7,8 +7,8 @@
 use crate::config::Limits;
 use crate::delivery::{LiveProbe, LiveRollout, Targets};
 use crate::driver::{self, DriverOptions, Generation, ProxyHandle};
-use crate::loadgen::{self, LoadOptions, Progress};
 use crate::lab_gateways::{self, GatewayServer};
+use crate::loadgen::{self, LoadOptions, Progress};
 use crate::server::{self, Listener};
 use crate::service::{Instance, InstanceModel};
 use metrics::{Recorder, RunMetrics};
@@ -35,6 +35,9 @@ pub enum LabError {
     /// The scenario uses something live mode does not run.
     #[error("{0}")]
     Unsupported(String),
+    /// A file the live proxies need cannot be used (a TLS origination PEM file).
+    #[error("mesh config: {0}")]
+    Files(String),
     /// The timeline does not apply (checked when the scenario is loaded).
     #[error("{0}")]
     Timeline(#[from] sim_core::timeline::TimelineError),
@@ -156,6 +159,9 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
             addrs: endpoint_addrs.clone(),
         })
         .collect();
+    for g in &generations {
+        crate::origination::check(&g.mesh).map_err(LabError::Files)?;
+    }
     let generation = generations[0].clone();
     if let Some(p) = &probe {
         p.set_destinations(sim_core::delivery::destination_sides(s, &built.meshes[0]));
@@ -311,8 +317,7 @@ pub async fn run_watched(
                 let handle =
                     driver::spawn(services.generation.clone(), proxy.role.clone(), options);
                 let any = SocketAddr::from(([127, 0, 0, 1], 0));
-                let listener =
-                    server::listen(any, handle.clone(), Limits::default(), None).await?;
+                let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
                 let addr = listener.addr;
                 (Some((handle, listener)), addr)
             }

@@ -41,7 +41,10 @@ pub fn ports(s: &Scenario) -> Result<BTreeMap<&str, BTreeSet<u16>>, LabError> {
                  TLS client at `meshtwin proxy`)"
             )));
         }
-        ports.entry(via.gateway.as_str()).or_default().insert(via.port);
+        ports
+            .entry(via.gateway.as_str())
+            .or_default()
+            .insert(via.port);
     }
     for (name, g) in &s.gateway_proxies {
         if let Some(service) = &g.service {

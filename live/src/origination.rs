@@ -229,3 +229,15 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// Builds every TLS origination setup `mesh` asks for, so a missing or bad PEM file is an
+/// error when the config is loaded (`cluster: file: why`) rather than a failed connection.
+pub fn check(mesh: &proxy_engine::CompiledMesh) -> Result<(), String> {
+    for cluster in mesh.clusters() {
+        if let Some(tls) = &cluster.tls {
+            originate(tls, cluster.http2)
+                .map_err(|e| format!("cluster `{}`: TLS origination: {e}", cluster.name))?;
+        }
+    }
+    Ok(())
+}

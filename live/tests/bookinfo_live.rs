@@ -21,7 +21,10 @@ const JASON_V2: &str = r#"VirtualService(hosts: ["reviews"], http: [
     HttpRoute(route: [(destination: (host: "reviews", subset: "v1"))])])"#;
 
 fn count(table: &[(String, Stats)], name: &str) -> u64 {
-    table.iter().find(|(n, _)| n == name).map_or(0, |(_, s)| s.count)
+    table
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, s)| s.count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,10 +53,18 @@ async fn bookinfo_through_a_live_ingress_gateway_matches_the_simulation() {
         let n = m.generated;
         assert!(n > 300, "{what}: {n} requests");
         assert_eq!(m.totals.count, n, "{what}: nothing lost");
-        assert_eq!(m.totals.by_status, vec![(200, n)], "{what}: every page answered");
+        assert_eq!(
+            m.totals.by_status,
+            vec![(200, n)],
+            "{what}: every page answered"
+        );
         let jason = count(&m.workloads, "jason");
         assert_eq!(count(&m.workloads, "visitors") + jason, n, "{what}");
-        assert_eq!(count(&m.destinations, "reviews/v2"), jason, "{what}: jason sees v2");
+        assert_eq!(
+            count(&m.destinations, "reviews/v2"),
+            jason,
+            "{what}: jason sees v2"
+        );
         assert_eq!(count(&m.destinations, "reviews/v3"), 0, "{what}");
         assert_eq!(count(&m.destinations, "reviews/v1"), n - jason, "{what}");
         // The gateway's route took every page.

@@ -147,10 +147,21 @@ async fn egress_through_a_live_egress_gateway_hop_by_hop() {
     assert!(n > 150, "{n} requests");
     assert_eq!(m.totals.by_status, vec![(200, n)]);
     let count = |table: &[(String, metrics::Stats)], name: &str| {
-        table.iter().find(|(t, _)| t == name).map_or(0, |(_, st)| st.count)
+        table
+            .iter()
+            .find(|(t, _)| t == name)
+            .map_or(0, |(_, st)| st.count)
     };
-    assert_eq!(count(&m.routes, "edition.cnn.com/to-gateway"), n, "the sidecar's hop");
-    assert_eq!(count(&m.routes, "edition.cnn.com/to-cnn"), n, "the gateway's hop");
+    assert_eq!(
+        count(&m.routes, "edition.cnn.com/to-gateway"),
+        n,
+        "the sidecar's hop"
+    );
+    assert_eq!(
+        count(&m.routes, "edition.cnn.com/to-cnn"),
+        n,
+        "the gateway's hop"
+    );
     assert_eq!(count(&m.clusters, "istio-egressgateway|cnn"), n);
     assert_eq!(count(&m.destinations, "edition.cnn.com/v1"), n);
 }

@@ -163,7 +163,9 @@ fn tls_origination_costs_one_round_trip_per_new_connection() {
         (s.count, s.latency.min(), s.latency.max())
     };
     let plain = run(&scenario(&text("")));
-    let tls = run(&scenario(&text(r#", tls: (mode: "SIMPLE", sni: "edition.cnn.com")"#)));
+    let tls = run(&scenario(&text(
+        r#", tls: (mode: "SIMPLE", sni: "edition.cnn.com")"#,
+    )));
     let (n, low, high) = hop(&plain);
     assert_eq!(hop(&tls).0, n, "the same requests");
     assert_eq!(status_count(&tls, 200), tls.generated);
