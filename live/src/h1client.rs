@@ -9,6 +9,7 @@
 //! request and answer across a channel; here a send is a write and the reads of its answer, in
 //! the caller's task.
 
+use crate::origination::{Originate, Stream};
 use bytes::{Buf, BytesMut};
 use proxy_engine::RequestHead;
 use std::io;
@@ -51,19 +52,30 @@ enum Framing {
 /// An HTTP/1.1 connection carrying one request at a time.
 #[derive(Debug)]
 pub struct H1Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     /// Set when the connection cannot carry another request.
     closed: bool,
 }
 
 impl H1Conn {
-    /// Connects to `addr` (TCP_NODELAY), failing after `timeout`.
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<H1Conn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    /// Connects to `addr` (TCP_NODELAY), over TLS with `tls`, failing after `timeout`.
+    pub async fn connect(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&Originate>,
+    ) -> io::Result<H1Conn> {
+        let open = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            match tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(tls) => Stream::handshake(tcp, tls).await,
+            }
+        };
+        let stream = tokio::time::timeout(timeout, open)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
         Ok(H1Conn {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
@@ -80,12 +92,8 @@ impl H1Conn {
     /// Whether the connection can no longer carry a request: an earlier answer ended it, or
     /// the server closed it (or sent something unasked) while it was idle.
     pub fn is_closed(&mut self) -> bool {
-        if !self.closed {
-            let mut probe = [0u8; 1];
-            match self.stream.try_read(&mut probe) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                _ => self.closed = true,
-            }
+        if !self.closed && !self.stream.is_idle_open() {
+            self.closed = true;
         }
         self.closed
     }
@@ -388,7 +396,7 @@ mod tests {
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno",
         ])
         .await;
-        let mut c = H1Conn::connect(addr, Duration::from_secs(5))
+        let mut c = H1Conn::connect(addr, Duration::from_secs(5), None)
             .await
             .expect("connect");
         let req = get();
@@ -406,7 +414,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_to_the_close_and_a_short_answer() {
         let addr = serve(vec![b"HTTP/1.1 200 OK\r\n\r\nall of it"]).await;
-        let mut c = H1Conn::connect(addr, Duration::from_secs(5))
+        let mut c = H1Conn::connect(addr, Duration::from_secs(5), None)
             .await
             .expect("connect");
         assert_eq!(
@@ -415,7 +423,7 @@ mod tests {
         );
         assert!(c.is_closed());
         let addr = serve(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
-        let mut c = H1Conn::connect(addr, Duration::from_secs(5))
+        let mut c = H1Conn::connect(addr, Duration::from_secs(5), None)
             .await
             .expect("connect");
         assert!(matches!(
@@ -428,7 +436,7 @@ mod tests {
     #[tokio::test]
     async fn limits_and_garbage_fail_the_exchange() {
         let addr = serve(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"]).await;
-        let mut c = H1Conn::connect(addr, Duration::from_secs(5))
+        let mut c = H1Conn::connect(addr, Duration::from_secs(5), None)
             .await
             .expect("connect");
         assert!(matches!(
@@ -436,7 +444,7 @@ mod tests {
             Err(H1Error::TooLarge)
         ));
         let addr = serve(vec![b"SMTP ready\r\n\r\n"]).await;
-        let mut c = H1Conn::connect(addr, Duration::from_secs(5))
+        let mut c = H1Conn::connect(addr, Duration::from_secs(5), None)
             .await
             .expect("connect");
         assert!(matches!(

@@ -302,9 +302,15 @@ pub async fn run_watched(
             )));
         };
         let name = proxy.name.clone();
-        let (own, target) = match &o.via {
+        let (own, target, tls) = match &o.via {
             Some(via) => match services.gateway(&via.gateway, via.port) {
-                Some(g) => (None, g.listener.addr),
+                Some(g) => {
+                    let tls = match via.tls {
+                        true => Some(lab_gateways::client_tls(&o.host)?),
+                        false => None,
+                    };
+                    (None, g.listener.addr, tls)
+                }
                 None => {
                     return Err(LabError::Unsupported(format!(
                         "workload[{i}].via: gateway `{}` port {} is not running",
@@ -319,12 +325,16 @@ pub async fn run_watched(
                 let any = SocketAddr::from(([127, 0, 0, 1], 0));
                 let listener = server::listen(any, handle.clone(), Limits::default(), None).await?;
                 let addr = listener.addr;
-                (Some((handle, listener)), addr)
+                (Some((handle, listener)), addr, None)
             }
         };
         let load = LoadOptions {
             target,
-            mix: Mix::new(&o.host, &name, &o.requests),
+            tls,
+            mix: match o.via.as_ref().is_some_and(|v| v.tls) {
+                true => Mix::new(&o.host, &name, &o.requests).with_scheme("https"),
+                false => Mix::new(&o.host, &name, &o.requests),
+            },
             rate: o.rate,
             schedule: o.schedule.clone(),
             arrivals: o.arrivals,

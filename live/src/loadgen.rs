@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 pub struct LoadOptions {
     /// Where to connect.
     pub target: SocketAddr,
+    /// Speak TLS to it (an `HTTPS` gateway server), with this client setup.
+    pub tls: Option<crate::origination::Originate>,
     /// Weighted request mix (authority = Host).
     pub mix: Mix,
     /// Requests per second at time 0.
@@ -187,6 +189,7 @@ struct Pool {
 /// What every send task shares.
 struct Ctx {
     target: SocketAddr,
+    tls: Option<crate::origination::Originate>,
     epoch: Instant,
     /// When the drain ends: a request still unanswered is cut off (`DC`).
     cutoff: Instant,
@@ -202,7 +205,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
     // Connections opened up front, before the clock starts (as wrk2 connects first).
     let mut idle = Vec::new();
     for _ in 0..opts.connections.min(opts.max_connections.max(1)) {
-        if let Ok(s) = H1Conn::connect(opts.target, CONNECT_TIMEOUT).await {
+        if let Ok(s) = H1Conn::connect(opts.target, CONNECT_TIMEOUT, opts.tls.as_ref()).await {
             idle.push(s);
         }
     }
@@ -215,6 +218,7 @@ pub async fn run(opts: LoadOptions, progress: Arc<Progress>) -> Result<LoadRun, 
     crate::lock(&progress.runs).push(shared.clone());
     let ctx = Arc::new(Ctx {
         target: opts.target,
+        tls: opts.tls.clone(),
         epoch,
         cutoff: epoch + opts.duration + opts.drain,
         drain: opts.drain,
@@ -360,7 +364,7 @@ fn issue(
             }
         };
         let outcome = tokio::select! {
-            o = send(&mut sender, ctx.target, &head) => o,
+            o = send(&mut sender, ctx.target, ctx.tls.as_ref(), &head) => o,
             () = cut_off => {
                 sender = None; // closed: the proxy sees the cancel
                 Outcome::bare(0, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION)
@@ -394,10 +398,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// One request on the connection (reconnecting if needed); its outcome.
-async fn send(sender: &mut Option<H1Conn>, target: SocketAddr, head: &RequestHead) -> Outcome {
+async fn send(
+    sender: &mut Option<H1Conn>,
+    target: SocketAddr,
+    tls: Option<&crate::origination::Originate>,
+    head: &RequestHead,
+) -> Outcome {
     let broken = Outcome::bare(0, ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
     if sender.as_mut().is_none_or(|s| s.is_closed()) {
-        match H1Conn::connect(target, CONNECT_TIMEOUT).await {
+        match H1Conn::connect(target, CONNECT_TIMEOUT, tls).await {
             Ok(s) => *sender = Some(s),
             Err(_) => return Outcome::bare(0, ResponseFlags::UPSTREAM_CONNECTION_FAILURE),
         }

@@ -156,6 +156,7 @@ impl ServerCertVerifier for AcceptAny {
 }
 
 /// An upstream connection's bytes: plain TCP, or TLS over it.
+#[derive(Debug)]
 pub enum Stream {
     /// Plain text.
     Plain(TcpStream),
@@ -164,6 +165,28 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Whether an idle connection is still open: nothing to read and no end of stream (a
+    /// server that closed it, or sent something unasked, makes it unusable). Does not wait.
+    pub fn is_idle_open(&mut self) -> bool {
+        match self {
+            Stream::Plain(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Tls(s) => {
+                // A TLS read may consume records that carry no data (session tickets) and
+                // still be pending: only that is an open, idle connection.
+                let mut probe = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut probe);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                matches!(
+                    Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf),
+                    Poll::Pending
+                )
+            }
+        }
+    }
+
     /// Runs the client handshake of `tls` over `tcp`.
     pub async fn handshake(tcp: TcpStream, tls: &Originate) -> io::Result<Stream> {
         let connector = tokio_rustls::TlsConnector::from(tls.config.clone());

@@ -24,6 +24,7 @@ async fn every_request_is_counted_once_even_when_an_instance_dies() {
     let (services, client, listener, s) = common::lab(SCENARIO).await;
     let load = LoadOptions {
         target: listener.addr,
+        tls: None,
         mix: Mix::new("api", "load", &[]),
         rate: 200.0,
         schedule: Vec::new(),

@@ -165,3 +165,42 @@ async fn egress_through_a_live_egress_gateway_hop_by_hop() {
     assert_eq!(count(&m.clusters, "istio-egressgateway|cnn"), n);
     assert_eq!(count(&m.destinations, "edition.cnn.com/v1"), n);
 }
+
+/// `run --live` with a workload entering an `HTTPS` gateway server: the lab's gateway listener
+/// terminates TLS (a certificate made at start, as the server names a Kubernetes secret) and
+/// the load generator speaks TLS to it; every request is routed and counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_enters_a_live_https_gateway_server() {
+    let text = r#"Scenario(seed: 4, duration: "2s",
+        services: {"productpage": (versions: {"v1": (instances: 1, workers: 16, latency: Constant("1ms"))})},
+        gateway_proxies: {"istio-ingressgateway": (labels: {"istio": "ingressgateway"})},
+        mesh: Mesh(
+            gateways: [Gateway(name: "gw", selector: {"istio": "ingressgateway"}, servers: [
+                (port: (number: 443, protocol: "HTTPS", name: "https"), hosts: ["secure.bar"],
+                    tls: (mode: "SIMPLE", credential_name: "secure-cert")),
+            ])],
+            virtual_services: [VirtualService(name: "edge", hosts: ["secure.bar"], gateways: ["gw"],
+                http: [HttpRoute(name: "pages", route: [(destination: (host: "productpage"))])])],
+        ),
+        workload: [OpenLoop(host: "secure.bar", via: (gateway: "istio-ingressgateway", port: 443, tls: true),
+            rate: 50)])"#;
+    let s = sim_core::load::parse("https.ron", text).unwrap_or_else(|e| panic!("{e}"));
+    sim_core::load::validate("https.ron", text, &s).unwrap_or_else(|e| panic!("{e}"));
+    let connections = live::lab::Connections {
+        initial: 4,
+        max: 100,
+    };
+    let progress = Arc::new(live::loadgen::Progress::default());
+    let m = live::lab::run(&s, s.seed, connections, progress)
+        .await
+        .expect("live runs");
+    let n = m.generated;
+    assert!(n > 50, "{n} requests");
+    assert_eq!(
+        m.totals.by_status,
+        vec![(200, n)],
+        "every request over TLS answered"
+    );
+    let pages = (m.routes.iter()).find(|(r, _)| r == "secure.bar/pages");
+    assert_eq!(pages.map(|(_, st)| st.count), Some(n));
+}

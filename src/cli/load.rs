@@ -133,6 +133,7 @@ pub(super) fn load(args: LoadArgs) -> anyhow::Result<()> {
     let host = host.unwrap_or(authority);
     let opts = LoadOptions {
         target,
+        tls: None,
         mix: Mix::new(&host, "loadgen", &[spec]),
         rate: args.rate,
         schedule: Vec::new(),
