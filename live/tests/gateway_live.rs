@@ -135,14 +135,7 @@ async fn egress_through_a_live_egress_gateway_hop_by_hop() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/egress-gateway.ron");
     let mut s = sim_core::load(&path).unwrap_or_else(|e| panic!("{e}"));
     s.duration = proxy_engine::Nanos::from_secs(3);
-    let connections = live::lab::Connections {
-        initial: 16,
-        max: 1_000,
-    };
-    let progress = Arc::new(live::loadgen::Progress::default());
-    let m = live::lab::run(&s, s.seed, connections, progress)
-        .await
-        .expect("live runs");
+    let m = run_live(&s).await;
     let n = m.generated;
     assert!(n > 150, "{n} requests");
     assert_eq!(m.totals.by_status, vec![(200, n)]);
@@ -186,14 +179,7 @@ async fn a_workload_enters_a_live_https_gateway_server() {
             rate: 50)])"#;
     let s = sim_core::load::parse("https.ron", text).unwrap_or_else(|e| panic!("{e}"));
     sim_core::load::validate("https.ron", text, &s).unwrap_or_else(|e| panic!("{e}"));
-    let connections = live::lab::Connections {
-        initial: 4,
-        max: 100,
-    };
-    let progress = Arc::new(live::loadgen::Progress::default());
-    let m = live::lab::run(&s, s.seed, connections, progress)
-        .await
-        .expect("live runs");
+    let m = run_live(&s).await;
     let n = m.generated;
     assert!(n > 50, "{n} requests");
     assert_eq!(
@@ -203,4 +189,16 @@ async fn a_workload_enters_a_live_https_gateway_server() {
     );
     let pages = (m.routes.iter()).find(|(r, _)| r == "secure.bar/pages");
     assert_eq!(pages.map(|(_, st)| st.count), Some(n));
+}
+
+/// `run --live` on `s` with its own seed.
+async fn run_live(s: &sim_core::Scenario) -> metrics::RunMetrics {
+    let connections = live::lab::Connections {
+        initial: 8,
+        max: 1_000,
+    };
+    let progress = Arc::new(live::loadgen::Progress::default());
+    live::lab::run(s, s.seed, connections, progress)
+        .await
+        .expect("live runs")
 }

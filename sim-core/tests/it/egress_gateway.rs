@@ -4,7 +4,7 @@
 //! on to the external service. Every hop shows in the report: the sidecar's route and the
 //! gateway's, each destination, each cluster; every request is counted once.
 
-use crate::common::{flag_count, run, scenario, status_count};
+use crate::common::{flag_count, invalid, run, scenario, status_count};
 use metrics::{RunMetrics, Stats};
 
 /// The task's objects (`ServiceEntry cnn`, `Gateway istio-egressgateway`, `DestinationRule
@@ -109,14 +109,8 @@ fn an_application_timeout_resets_the_relayed_request_at_the_gateway() {
 
 #[test]
 fn a_gateway_service_needs_a_server_on_its_port_and_a_name_of_its_own() {
-    let check = |text: &str| {
-        let s = sim_core::load::parse("t.ron", text).expect("parses");
-        sim_core::load::validate("t.ron", text, &s)
-            .expect_err("invalid")
-            .to_string()
-    };
     let base = egress("ALLOW_ANY", "None");
-    let err = check(&base.replace(
+    let err = invalid(&base.replace(
         "service: (name: \"istio-egressgateway\", port: 80)",
         "service: (name: \"istio-egressgateway\", port: 8080)",
     ));
@@ -126,12 +120,12 @@ fn a_gateway_service_needs_a_server_on_its_port_and_a_name_of_its_own() {
         ),
         "{err}"
     );
-    let err = check(&base.replace(
+    let err = invalid(&base.replace(
         "service: (name: \"istio-egressgateway\", port: 80)",
         "service: (name: \"sleep\")",
     ));
     assert!(err.contains("`sleep` is already a service's name"), "{err}");
-    let err = check(&base.replace("subset: \"cnn\", port: 80", "subset: \"cnn\", port: 443"));
+    let err = invalid(&base.replace("subset: \"cnn\", port: 80", "subset: \"cnn\", port: 443"));
     assert!(
         err.contains("is reached on port 80 only, found 443"),
         "{err}"

@@ -2,7 +2,7 @@
 //! port, the gateway proxy routes by the virtual services bound to it, and what no virtual
 //! host or route takes is answered 404 `NR` at the gateway; every request is counted once.
 
-use crate::common::{flag_count, run, scenario, status_count};
+use crate::common::{flag_count, invalid, run, scenario, status_count};
 
 const INGRESS: &str = r#"Scenario(
     seed: 11, duration: "20s",
@@ -54,22 +54,16 @@ fn workload_enters_through_the_gateway_and_misses_get_404_nr() {
 
 #[test]
 fn a_port_without_a_server_or_an_unknown_gateway_is_a_scenario_error() {
-    let check = |text: &str| {
-        let s = sim_core::load::parse("t.ron", text).expect("parses");
-        sim_core::load::validate("t.ron", text, &s)
-            .expect_err("invalid")
-            .to_string()
-    };
-    let err = check(&INGRESS.replace("port: 8080)", "port: 80)"));
+    let err = invalid(&INGRESS.replace("port: 8080)", "port: 80)"));
     assert!(
         err.contains(
             "no Gateway server of gateway proxy `istio-ingressgateway` listens on port 80"
         ),
         "{err}"
     );
-    let err = check(&INGRESS.replace("gateway: \"istio-ingressgateway\"", "gateway: \"nope\""));
+    let err = invalid(&INGRESS.replace("gateway: \"istio-ingressgateway\"", "gateway: \"nope\""));
     assert!(err.contains("unknown gateway proxy `nope`"), "{err}");
-    let err = check(&INGRESS.replace(
+    let err = invalid(&INGRESS.replace(
         "gateways: [\"bookinfo-gateway\"]",
         "gateways: [\"bookinfo-gw\"]",
     ));

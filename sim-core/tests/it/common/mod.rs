@@ -12,6 +12,14 @@ pub(crate) fn scenario(text: &str) -> Scenario {
     s
 }
 
+/// The validation error of scenario text that parses but is invalid (tests only).
+pub(crate) fn invalid(text: &str) -> String {
+    let s = sim_core::load::parse("t.ron", text).expect("parses");
+    sim_core::load::validate("t.ron", text, &s)
+        .expect_err("invalid")
+        .to_string()
+}
+
 /// Runs a scenario with its own seed; asserts nothing was lost.
 pub(crate) fn run(s: &Scenario) -> RunMetrics {
     let m =
