@@ -59,13 +59,7 @@ fn server_tls(
     name: &str,
     port: u16,
 ) -> Result<std::sync::Arc<rustls::ServerConfig>, LabError> {
-    let labels = s.gateway_proxies.get(name).map(|g| &g.labels);
-    let selects = |gw: &&proxy_engine::config::Gateway| {
-        (gw.selector.iter()).all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    };
-    let server = (s.mesh.gateways.iter().filter(selects))
-        .flat_map(|gw| gw.servers.iter())
-        .find(|sv| sv.port.number == port);
+    let server = (s.gateway_proxies.get(name)).and_then(|g| g.server(&s.mesh, port));
     let tls = server.and_then(|sv| sv.tls.as_ref());
     let files = tls.and_then(|t| t.server_certificate.as_ref().zip(t.private_key.as_ref()));
     let failed = |e: String| LabError::Files(format!("gateway `{name}` port {port}: {e}"));

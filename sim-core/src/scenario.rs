@@ -361,6 +361,25 @@ pub struct GatewayProxy {
     pub service: Option<GatewayService>,
 }
 
+impl GatewayProxy {
+    /// The `Gateway` server of this proxy on `port` in `mesh`: the first server on that port
+    /// of a `Gateway` whose selector its labels satisfy.
+    pub fn server<'a>(
+        &self,
+        mesh: &'a proxy_engine::MeshConfig,
+        port: u16,
+    ) -> Option<&'a proxy_engine::config::Server> {
+        let selects = |gw: &&proxy_engine::config::Gateway| {
+            gw.selector
+                .iter()
+                .all(|(k, v)| self.labels.get(k) == Some(v))
+        };
+        (mesh.gateways.iter().filter(selects))
+            .flat_map(|gw| gw.servers.iter())
+            .find(|sv| sv.port.number == port)
+    }
+}
+
 /// The mesh service of a gateway proxy: sidecars reach the gateway's server on `port` by this
 /// name (a Kubernetes Service in front of the gateway pod, as Istio installs
 /// `istio-egressgateway`).

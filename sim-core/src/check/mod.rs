@@ -364,20 +364,6 @@ fn check_workload(s: &Scenario, i: usize, w: &Workload) -> Result<(), Problem> {
     check_mix(&at, w.requests())
 }
 
-/// The `Gateway` server of gateway proxy `g` on `port`, if the mesh has one.
-fn gateway_server<'a>(
-    s: &'a Scenario,
-    g: &crate::scenario::GatewayProxy,
-    port: u16,
-) -> Option<&'a proxy_engine::config::Server> {
-    let selects = |gw: &&proxy_engine::config::Gateway| {
-        gw.selector.iter().all(|(k, v)| g.labels.get(k) == Some(v))
-    };
-    (s.mesh.gateways.iter().filter(selects))
-        .flat_map(|gw| gw.servers.iter())
-        .find(|sv| sv.port.number == port)
-}
-
 /// A gateway proxy's service: a name of its own, a `Gateway` server of the proxy on its port,
 /// and routes to it that name no other port (the twin's gateway service has the one).
 fn check_gateway_service(
@@ -396,7 +382,7 @@ fn check_gateway_service(
             format!("`{}` is already a service's name", service.name),
         ));
     }
-    if gateway_server(s, g, service.port).is_none() {
+    if g.server(&s.mesh, service.port).is_none() {
         return Err(problem(
             format!("{at}.port"),
             format!(
@@ -447,7 +433,7 @@ fn check_entry(s: &Scenario, at: &str, via: &crate::scenario::Entry) -> Result<(
             ),
         });
     };
-    let Some(server) = gateway_server(s, g, via.port) else {
+    let Some(server) = g.server(&s.mesh, via.port) else {
         return Err(problem(
             format!("{at}.port"),
             format!(
