@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod harness;
 pub mod hash;
 pub mod head;
+pub mod hosts;
 pub mod idmap;
 pub mod ids;
 mod lb;

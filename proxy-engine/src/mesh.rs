@@ -337,13 +337,24 @@ impl CompiledMesh {
 
     /// The route table of `host`, if the mesh knows the host. Hosts are matched without regard
     /// to ASCII case, as Envoy matches virtual host domains (`Host: WEB` routes like `web`);
-    /// the keys are stored lower-case.
+    /// the keys are stored lower-case. A service's Kubernetes name (`reviews.default.svc.cluster.local`) finds the service's
+    /// table, as the virtual host Istio builds for a service lists it among its domains.
     pub fn host_table(&self, host: &str) -> Option<&HostTable> {
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let found = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.get(host.to_ascii_lowercase().as_str())
         } else {
             self.hosts.get(host)
-        }
+        };
+        found.or_else(|| {
+            let suffix = crate::hosts::CLUSTER_SUFFIX;
+            let tail = host.len().checked_sub(suffix.len())?;
+            if !host.get(tail..)?.eq_ignore_ascii_case(suffix) {
+                return None;
+            }
+            let lower = host.to_ascii_lowercase();
+            let short = crate::hosts::service_name(&lower, &|h| self.hosts.contains_key(h))?;
+            self.hosts.get(short)
+        })
     }
 
     /// A route by id. Ids come from this mesh, so the index is in bounds.

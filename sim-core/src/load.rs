@@ -65,8 +65,62 @@ pub fn load_with(path: &Path, settings: &[Setting]) -> Result<Scenario, Scenario
     if scenario.name.is_none() {
         scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
+    shorten_hosts(&mut scenario);
     validate(&file, &text, &scenario)?;
     Ok(scenario)
+}
+
+/// Rewrites the mesh hosts that name a modeled service (or gateway service) by its Kubernetes
+/// name (`reviews.default.svc.cluster.local`) to its short name, in the mesh and in the
+/// objects the timeline applies (see `proxy_engine::hosts`).
+pub fn shorten_hosts(s: &mut Scenario) {
+    let names: std::collections::BTreeSet<String> = s
+        .services
+        .keys()
+        .cloned()
+        .chain(
+            s.gateway_proxies
+                .values()
+                .filter_map(|g| g.service.as_ref().map(|svc| svc.name.clone())),
+        )
+        .collect();
+    let is_service = |h: &str| names.contains(h);
+    proxy_engine::hosts::shorten(&mut s.mesh, &is_service);
+    for entry in &mut s.timeline {
+        if let crate::scenario::Change::Apply(object) = &mut entry.change {
+            let mut one = proxy_engine::config::MeshConfig::default();
+            match object {
+                crate::scenario::MeshObject::VirtualService(vs) => {
+                    one.virtual_services.push(vs.clone());
+                    proxy_engine::hosts::shorten(&mut one, &is_service);
+                    if let Some(v) = one.virtual_services.pop() {
+                        *vs = v;
+                    }
+                }
+                crate::scenario::MeshObject::DestinationRule(dr) => {
+                    one.destination_rules.push((**dr).clone());
+                    proxy_engine::hosts::shorten(&mut one, &is_service);
+                    if let Some(d) = one.destination_rules.pop() {
+                        **dr = d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replaces the scenario's mesh with `mesh` (one imported from Istio YAML, for `--istio`),
+/// shortens its service hosts and checks the scenario again. `file` and `text` are the
+/// scenario's, for the positions of errors outside the mesh.
+pub fn replace_mesh(
+    file: &str,
+    text: &str,
+    s: &mut Scenario,
+    mesh: proxy_engine::config::MeshConfig,
+) -> Result<(), ScenarioError> {
+    s.mesh = mesh;
+    shorten_hosts(s);
+    validate(file, text, s)
 }
 
 /// Reads `path` (a `what`, for the message) as UTF-8 text. Bytes that are not UTF-8 are an
