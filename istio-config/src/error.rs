@@ -56,13 +56,10 @@ pub struct Note {
     pub message: String,
 }
 
+/// `file:line:col: object: field: message`; the level is the printer's to add.
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let level = match self.level {
-            Level::Warning => "warning",
-            Level::Info => "note",
-        };
-        write!(f, "{}:{}: {level}: {}", self.file, self.at, self.object)?;
+        write!(f, "{}:{}: {}", self.file, self.at, self.object)?;
         if !self.field.is_empty() {
             write!(f, ": {}", self.field)?;
         }

@@ -319,7 +319,7 @@ fn document(
     };
     let spec = doc.get("spec").unwrap_or(&empty);
     let mut walk = Walk::new(file, origin.resource(), options.strict, &mut imported.notes);
-    let mut json = walk.object(spec, msg, "", "")?;
+    let mut json = walk.object(spec, msg, "spec", "")?;
     let ns = origin.namespace.clone();
     let named = |json: &mut Map<String, Json>| {
         json.insert("name".into(), Json::String(name.to_owned()));
@@ -337,8 +337,12 @@ fn document(
         }
         "DestinationRule" => {
             let port_level = spec
-                .get("portLevelSettings")
-                .or_else(|| spec.get("port_level_settings"));
+                .get("trafficPolicy")
+                .or_else(|| spec.get("traffic_policy"))
+                .and_then(|p| {
+                    p.get("portLevelSettings")
+                        .or_else(|| p.get("port_level_settings"))
+                });
             let mut dr: DestinationRule = walk.finish(json, spec.at, kind)?;
             if let Some(levels) = port_level {
                 port_level_settings(&mut walk, levels, &mut dr)?;

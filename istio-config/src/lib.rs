@@ -5,6 +5,7 @@
 pub mod error;
 pub mod import;
 mod schema;
+pub mod to_ron;
 mod walk;
 pub mod yaml;
 

@@ -293,7 +293,7 @@ impl<'a> Walk<'a> {
             let field = if istio.is_empty() {
                 format!("{kind}.spec")
             } else {
-                format!("spec.{istio}")
+                istio
             };
             self.error(at, &field, message)
         })

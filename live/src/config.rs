@@ -176,6 +176,9 @@ impl ProxyConfig {
                 "{file}: listeners: at least one listener is required"
             )));
         }
+        // `reviews.default.svc.cluster.local` names the service `reviews`.
+        let services: Vec<String> = config.endpoints.keys().cloned().collect();
+        proxy_engine::hosts::shorten(&mut config.mesh, &|h| services.iter().any(|s| s == h));
         // Located like a scenario's mesh errors: file, line, column and field.
         CompiledMesh::compile(&config.mesh, &config.registry()).map_err(|e| {
             let e = match e {

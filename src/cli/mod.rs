@@ -3,6 +3,7 @@
 mod cert;
 mod compare;
 mod gate;
+mod istio;
 mod load;
 mod look;
 mod proxy;
@@ -74,6 +75,11 @@ enum Command {
     /// Example: meshtwin sweep scenarios/retry-storm.ron --set
     /// 'mesh.virtual_services[0].http[0].retries.attempts=0,1,2,3' --seeds 10 -o sweep
     Sweep(sweep::SweepArgs),
+    /// Import Istio YAML (VirtualService, DestinationRule, Gateway, ServiceEntry, Sidecar)
+    /// as a meshtwin mesh config (RON), with a warning per field meshtwin does not model.
+    ///
+    /// Example: meshtwin import samples/bookinfo/networking/ -o mesh.ron
+    Import(istio::ImportArgs),
     /// Write a self-signed certificate and key (PEM) for a TLS listener.
     ///
     /// Example: meshtwin cert --cert cert.pem --key key.pem
@@ -92,6 +98,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => gate::check(args),
         Command::Compare(args) => compare::compare(args),
         Command::Sweep(args) => sweep::sweep(args),
+        Command::Import(args) => istio::run_import(args),
         Command::Cert(args) => cert::cert(args),
     }
 }

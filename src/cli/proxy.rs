@@ -26,14 +26,26 @@ pub(super) struct ProxyArgs {
     /// Seed of the engine's RNG (splits, random balancing).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    istio: super::istio::IstioArgs,
 }
 
 /// Starts listeners and the admin endpoint; reloads on SIGHUP or when a file changes; drains
 /// and stops on ctrl-c or SIGTERM.
 pub(super) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let config = ProxyConfig::load(&args.config, args.endpoints.as_deref())?;
+    let config = load(&args, false)?;
     let rt = super::runtime(args.workers)?;
     rt.block_on(run(args, config))
+}
+
+/// The proxy config, its mesh taken from `--istio` when given (re-imported on every load, so
+/// a reload picks up edited YAML).
+fn load(args: &ProxyArgs, quiet: bool) -> anyhow::Result<ProxyConfig> {
+    let mut config = ProxyConfig::load(&args.config, args.endpoints.as_deref())?;
+    if let Some(imported) = args.istio.import(quiet)? {
+        super::istio::into_proxy(&args.config, &mut config, &imported)?;
+    }
+    Ok(config)
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
@@ -116,6 +128,7 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
     }
     let watched: Vec<PathBuf> = std::iter::once(args.config.clone())
         .chain(args.endpoints.clone())
+        .chain(istio_config::import::files(&args.istio.istio)?)
         .collect();
     let mut stamps: Vec<Option<SystemTime>> = watched.iter().map(|p| mtime(p)).collect();
     let mut hup = hangup()?;
@@ -152,14 +165,12 @@ fn reload(
 ) {
     let file = args.config.display().to_string();
     let running = handles.first().map(|(_, h)| h.mesh());
-    let loaded = ProxyConfig::load(&args.config, args.endpoints.as_deref())
-        .map_err(anyhow::Error::from)
-        .and_then(|c| {
-            Ok((
-                c.compile(&file, running.as_deref())?,
-                serde_json::to_value(&c)?,
-            ))
-        });
+    let loaded = load(args, true).and_then(|c| {
+        Ok((
+            c.compile(&file, running.as_deref())?,
+            serde_json::to_value(&c)?,
+        ))
+    });
     match loaded {
         Ok((generation, value)) => {
             for (name, h) in handles {

@@ -48,6 +48,8 @@ pub(super) struct RunArgs {
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     #[command(flatten)]
+    istio: super::istio::IstioArgs,
+    #[command(flatten)]
     gates: super::gate::GateArgs,
 }
 
@@ -125,6 +127,9 @@ pub(super) fn parse_settings(texts: &[String]) -> anyhow::Result<Vec<sim_core::S
 pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = parse_settings(&args.set)?;
     let mut scenario = sim_core::load_with(&args.scenario, &settings)?;
+    if let Some(imported) = args.istio.import(args.quiet)? {
+        super::istio::into_scenario(&args.scenario, &mut scenario, &imported)?;
+    }
     if !args.quiet {
         for w in sim_core::timeline::warnings(&scenario) {
             super::look::warn(&format!("{}: {w}", args.scenario.display()));

@@ -8,16 +8,30 @@ use std::path::{Path, PathBuf};
 pub(super) struct ValidateArgs {
     /// Scenario or proxy config files (RON) to check; a proxy config is a file whose top-level
     /// value is `Proxy(...)`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "istio")]
     files: Vec<PathBuf>,
     /// Check the scenarios with a field set, PATH=VALUE (RON), as `run --set` would.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     set: Vec<String>,
+    #[command(flatten)]
+    istio: super::istio::IstioArgs,
 }
 
 /// Checks every file; prints a one-line summary per valid file and fails on the first error.
 pub(super) fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let settings = super::run::parse_settings(&args.set)?;
+    let imported = args.istio.import(false)?;
+    if let (Some(imported), true) = (&imported, args.files.is_empty()) {
+        let m = &imported.mesh;
+        let line = format!(
+            "--istio: ok ({}, {}, {}, {})\n",
+            count(m.virtual_services.len(), "VirtualService"),
+            count(m.destination_rules.len(), "DestinationRule"),
+            count(m.gateways.len(), "Gateway"),
+            count(m.service_entries.len(), "ServiceEntry"),
+        );
+        return super::run::to_stdout(&line);
+    }
     for file in &args.files {
         let line = if is_proxy_config(file) {
             anyhow::ensure!(
@@ -25,9 +39,9 @@ pub(super) fn validate(args: ValidateArgs) -> anyhow::Result<()> {
                 "{}: --set applies to scenarios, and this is a proxy config",
                 file.display()
             );
-            proxy_config(file)?
+            proxy_config(file, imported.as_ref())?
         } else {
-            scenario(file, &settings)?
+            scenario(file, &settings, imported.as_ref())?
         };
         super::run::to_stdout(&format!("{line}\n"))?;
     }
@@ -43,8 +57,15 @@ fn count(n: usize, thing: &str) -> String {
     }
 }
 
-fn scenario(file: &Path, settings: &[sim_core::Setting]) -> anyhow::Result<String> {
-    let s = sim_core::load_with(file, settings)?;
+fn scenario(
+    file: &Path,
+    settings: &[sim_core::Setting],
+    imported: Option<&istio_config::Imported>,
+) -> anyhow::Result<String> {
+    let mut s = sim_core::load_with(file, settings)?;
+    if let Some(imported) = imported {
+        super::istio::into_scenario(file, &mut s, imported)?;
+    }
     for (i, t) in s.thresholds.iter().enumerate() {
         reports::gate::Threshold::parse(t)
             .and_then(|t| reports::gate::validate(&t.query))
@@ -68,8 +89,11 @@ fn scenario(file: &Path, settings: &[sim_core::Setting]) -> anyhow::Result<Strin
     ))
 }
 
-fn proxy_config(file: &Path) -> anyhow::Result<String> {
-    let c = live::config::ProxyConfig::load(file, None)?;
+fn proxy_config(file: &Path, imported: Option<&istio_config::Imported>) -> anyhow::Result<String> {
+    let mut c = live::config::ProxyConfig::load(file, None)?;
+    if let Some(imported) = imported {
+        super::istio::into_proxy(file, &mut c, imported)?;
+    }
     let endpoints: usize = c.endpoints.values().map(Vec::len).sum();
     Ok(format!(
         "{}: ok (proxy config: {}, {}, {})",

@@ -8,6 +8,7 @@ mod fuzz_scenarios;
 mod gates;
 mod hop_visibility;
 mod html_report;
+mod istio_import;
 mod proxy_cli;
 mod rollouts;
 mod scenario_library;
