@@ -41,6 +41,8 @@ pub struct Origin {
     pub file: String,
     /// The line of its document.
     pub line: usize,
+    /// For a DestinationRule whose `tls` came from `portLevelSettings`: that port.
+    pub port_level_tls: Option<u16>,
 }
 
 impl Origin {
@@ -74,6 +76,9 @@ pub struct Imported {
     pub origins: Origins,
     /// Warnings (unmodeled fields) and notes (skipped documents), in file order.
     pub notes: Vec<Note>,
+    /// `(namespace, name)` of the Kubernetes Services among the skipped documents: hosts
+    /// `analyze` knows.
+    pub kubernetes_services: Vec<(String, String)>,
 }
 
 /// Import options.
@@ -237,6 +242,12 @@ fn document(
         None => None,
     };
     let (group, version) = api.split_once('/').unwrap_or(("", api));
+    if api == "v1" && kind == "Service" {
+        if let Some(name) = name {
+            let ns = namespace.unwrap_or("default").to_owned();
+            imported.kubernetes_services.push((ns, name.to_owned()));
+        }
+    }
     if group != NETWORKING_GROUP {
         imported.notes.push(Note {
             level: Level::Info,
@@ -290,12 +301,13 @@ fn document(
             "missing field `metadata.name`",
         )
     })?;
-    let origin = Origin {
+    let mut origin = Origin {
         kind,
         namespace: namespace.unwrap_or("default").to_owned(),
         name: name.to_owned(),
         file: file.to_owned(),
         line: doc.at.line,
+        port_level_tls: None,
     };
     for (key, _) in match &doc.value {
         Value::Map(entries) => entries.as_slice(),
@@ -345,7 +357,7 @@ fn document(
                 });
             let mut dr: DestinationRule = walk.finish(json, spec.at, kind)?;
             if let Some(levels) = port_level {
-                port_level_settings(&mut walk, levels, &mut dr)?;
+                origin.port_level_tls = port_level_settings(&mut walk, levels, &mut dr)?;
             }
             for (s, subset) in dr.subsets.iter_mut().enumerate() {
                 let node = spec
@@ -361,7 +373,7 @@ fn document(
                     });
                 if let Some(levels) = node {
                     let mut policy = subset.traffic_policy.take().unwrap_or_default();
-                    port_level_into(
+                    let _ = port_level_into(
                         &mut walk,
                         levels,
                         &mut policy,
@@ -452,11 +464,12 @@ fn port_level_settings(
     walk: &mut Walk<'_>,
     levels: &Node,
     dr: &mut DestinationRule,
-) -> Result<(), ImportError> {
+) -> Result<Option<u16>, ImportError> {
+    let had_tls = dr.traffic_policy.as_ref().is_some_and(|p| p.tls.is_some());
     let mut policy = dr.traffic_policy.take().unwrap_or_default();
-    port_level_into(walk, levels, &mut policy, "trafficPolicy")?;
+    let port = port_level_into(walk, levels, &mut policy, "trafficPolicy")?;
     dr.traffic_policy = Some(policy);
-    Ok(())
+    Ok(port.filter(|_| !had_tls))
 }
 
 /// meshtwin's services have one port: a port-level `tls` is written as the policy's `tls`
@@ -466,7 +479,8 @@ fn port_level_into(
     levels: &Node,
     policy: &mut TrafficPolicy,
     at: &str,
-) -> Result<(), ImportError> {
+) -> Result<Option<u16>, ImportError> {
+    let mut used = None;
     let Value::Seq(items) = &levels.value else {
         return Err(walk.error(
             levels.at,
@@ -493,6 +507,7 @@ fn port_level_into(
                 }
                 let tls: ClientTlsSettings = walk.finish(fields, field_at, "DestinationRule")?;
                 policy.tls = Some(tls);
+                used = json.get("port").and_then(Json::as_u64).and_then(|p| u16::try_from(p).ok());
                 walk.warn(
                     field_at,
                     &format!("{path}.tls"),
@@ -507,7 +522,7 @@ fn port_level_into(
             }
         }
     }
-    Ok(())
+    Ok(used)
 }
 
 /// A host as Istio resolves a short name written in namespace `ns`.

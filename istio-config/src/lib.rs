@@ -1,7 +1,9 @@
 //! Istio networking YAML for meshtwin: `import` reads VirtualService, DestinationRule,
 //! Gateway, ServiceEntry and Sidecar documents into meshtwin's `MeshConfig`, keeping where each
-//! object was written and warning about the fields meshtwin does not model.
+//! object was written and warning about the fields meshtwin does not model; `analyze` gives
+//! `istioctl analyze`-style diagnostics over a mesh config (imported or a scenario's own).
 
+pub mod analyze;
 pub mod error;
 pub mod import;
 mod schema;

@@ -1,5 +1,6 @@
 //! Argument parsing (clap derive) and one module per subcommand.
 
+mod analyze;
 mod cert;
 mod compare;
 mod gate;
@@ -75,6 +76,14 @@ enum Command {
     /// Example: meshtwin sweep scenarios/retry-storm.ron --set
     /// 'mesh.virtual_services[0].http[0].retries.attempts=0,1,2,3' --seeds 10 -o sweep
     Sweep(sweep::SweepArgs),
+    /// Diagnostics in the shape of `istioctl analyze` (IST codes a twin can reproduce, and
+    /// meshtwin's MT codes), over a scenario's mesh or --istio YAML.
+    ///
+    /// Exit 0 when clean, 79 when a message reaches --failure-threshold, 65 for an input that
+    /// cannot be read.
+    ///
+    /// Example: meshtwin analyze scenarios/bookinfo.ron --istio samples/bookinfo/networking/
+    Analyze(analyze::AnalyzeArgs),
     /// Import Istio YAML (VirtualService, DestinationRule, Gateway, ServiceEntry, Sidecar)
     /// as a meshtwin mesh config (RON), with a warning per field meshtwin does not model.
     ///
@@ -99,6 +108,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(args) => compare::compare(args),
         Command::Sweep(args) => sweep::sweep(args),
         Command::Import(args) => istio::run_import(args),
+        Command::Analyze(args) => analyze::analyze(args),
         Command::Cert(args) => cert::cert(args),
     }
 }

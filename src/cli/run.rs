@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use istio_config::analyze::Level;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proxy_engine::Nanos;
 use reports::text::{summary, WallClock};
@@ -127,10 +128,16 @@ pub(super) fn parse_settings(texts: &[String]) -> anyhow::Result<Vec<sim_core::S
 pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = parse_settings(&args.set)?;
     let mut scenario = sim_core::load_with(&args.scenario, &settings)?;
-    if let Some(imported) = args.istio.import(args.quiet)? {
-        super::istio::into_scenario(&args.scenario, &mut scenario, &imported)?;
+    let imported = args.istio.import(args.quiet)?;
+    if let Some(imported) = &imported {
+        super::istio::into_scenario(&args.scenario, &mut scenario, imported)?;
     }
     if !args.quiet {
+        // The analyzer's warnings and errors (the timeline's MT0004 is printed just below).
+        let found = super::analyze::diagnostics(Some((&args.scenario, &scenario)), imported.as_ref());
+        for d in found.iter().filter(|d| d.level <= Level::Warning && d.code != "MT0004") {
+            eprintln!("{d}");
+        }
         for w in sim_core::timeline::warnings(&scenario) {
             super::look::warn(&format!("{}: {w}", args.scenario.display()));
         }
