@@ -507,7 +507,10 @@ fn port_level_into(
                 }
                 let tls: ClientTlsSettings = walk.finish(fields, field_at, "DestinationRule")?;
                 policy.tls = Some(tls);
-                used = json.get("port").and_then(Json::as_u64).and_then(|p| u16::try_from(p).ok());
+                used = json
+                    .get("port")
+                    .and_then(Json::as_u64)
+                    .and_then(|p| u16::try_from(p).ok());
                 walk.warn(
                     field_at,
                     &format!("{path}.tls"),

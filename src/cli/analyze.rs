@@ -130,7 +130,10 @@ pub(super) fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         };
         eprintln!("✔ No validation issues found when analyzing {target}.");
     }
-    let failing = shown.iter().filter(|d| d.level <= args.failure_threshold).count();
+    let failing = shown
+        .iter()
+        .filter(|d| d.level <= args.failure_threshold)
+        .count();
     if failing > 0 {
         return Err(anyhow::Error::new(super::Exit {
             code: EXIT_ISSUES,

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use istio_config::analyze::Level;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use istio_config::analyze::Level;
 use proxy_engine::Nanos;
 use reports::text::{summary, WallClock};
 use reports::{Report, RunInfo};
@@ -134,8 +134,12 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if !args.quiet {
         // The analyzer's warnings and errors (the timeline's MT0004 is printed just below).
-        let found = super::analyze::diagnostics(Some((&args.scenario, &scenario)), imported.as_ref());
-        for d in found.iter().filter(|d| d.level <= Level::Warning && d.code != "MT0004") {
+        let found =
+            super::analyze::diagnostics(Some((&args.scenario, &scenario)), imported.as_ref());
+        for d in found
+            .iter()
+            .filter(|d| d.level <= Level::Warning && d.code != "MT0004")
+        {
             eprintln!("{d}");
         }
         for w in sim_core::timeline::warnings(&scenario) {

@@ -174,7 +174,9 @@ impl Input<'_> {
         }
         let m = self.mesh;
         let ns = match object {
-            Object::VirtualService(i) => m.virtual_services.get(i).and_then(|v| v.namespace.clone()),
+            Object::VirtualService(i) => {
+                m.virtual_services.get(i).and_then(|v| v.namespace.clone())
+            }
             Object::DestinationRule(_) => None,
             Object::Gateway(i) => m.gateways.get(i).and_then(|g| g.namespace.clone()),
         };
@@ -190,7 +192,13 @@ pub(crate) struct Report<'a> {
 
 impl Report<'_> {
     /// Adds a diagnostic about `object`.
-    pub(crate) fn add(&mut self, code: &'static str, level: Level, object: Object, message: String) {
+    pub(crate) fn add(
+        &mut self,
+        code: &'static str,
+        level: Level,
+        object: Object,
+        message: String,
+    ) {
         let (origin, reference) = self.input.origin(object);
         self.out.push(Diagnostic {
             code,
@@ -213,7 +221,11 @@ pub fn analyze(input: Input<'_>) -> Vec<Diagnostic> {
     twin::check(&mut report);
     let mut out = report.out;
     out.sort_by(|a, b| {
-        (a.origin.as_str(), a.code, a.message.as_str()).cmp(&(b.origin.as_str(), b.code, b.message.as_str()))
+        (a.origin.as_str(), a.code, a.message.as_str()).cmp(&(
+            b.origin.as_str(),
+            b.code,
+            b.message.as_str(),
+        ))
     });
     out.dedup();
     out

@@ -130,7 +130,12 @@ fn gateway_key(name: &str, ns: &str) -> Option<String> {
 fn gateway_index(report: &Report<'_>) -> BTreeMap<String, usize> {
     let input = report.input;
     (input.mesh.gateways.iter().enumerate())
-        .map(|(i, g)| (format!("{}/{}", input.namespace(Object::Gateway(i)), g.name), i))
+        .map(|(i, g)| {
+            (
+                format!("{}/{}", input.namespace(Object::Gateway(i)), g.name),
+                i,
+            )
+        })
         .collect()
 }
 
@@ -182,20 +187,33 @@ fn destinations(report: &mut Report<'_>, hosts: &Hosts) {
             checks.extend(route.mirror.iter().map(|d| (d, true)));
             checks.extend(route.mirrors.iter().map(|m| (&m.destination, true)));
         }
+        // An imported short name was expanded with the namespace: name it as written.
+        let suffix = format!(".{ns}.svc.cluster.local");
+        let imported = report.input.origins.is_some();
         for (dest, mirror) in checks {
             let canon = hosts.canon(&dest.host, &ns);
+            let written = match dest.host.strip_suffix(&suffix) {
+                Some(short) if imported => short,
+                _ => dest.host.as_str(),
+            };
             if !hosts.known(&canon) {
                 let what = if mirror { "mirror host" } else { "host" };
-                let message = format!("Referenced {what} not found: {:?}", dest.host);
+                let message = format!("Referenced {what} not found: {written:?}");
                 report.add("IST0101", Level::Error, Object::VirtualService(v), message);
                 continue;
             }
             if let Some(subset) = &dest.subset {
-                if !subsets.get(&canon).is_some_and(|s| s.contains(subset.as_str())) {
-                    let what = if mirror { "mirror+subset" } else { "host+subset" };
+                if !subsets
+                    .get(&canon)
+                    .is_some_and(|s| s.contains(subset.as_str()))
+                {
+                    let what = if mirror {
+                        "mirror+subset"
+                    } else {
+                        "host+subset"
+                    };
                     let message = format!(
-                        "Referenced {what} in destinationrule not found: \"{}+{subset}\"",
-                        dest.host
+                        "Referenced {what} in destinationrule not found: \"{written}+{subset}\""
                     );
                     report.add("IST0101", Level::Error, Object::VirtualService(v), message);
                 }
@@ -319,7 +337,12 @@ fn hosts_in_gateways(report: &mut Report<'_>) {
                     vs_origin.trim_start_matches("VirtualService "),
                     gw.name
                 );
-                report.add("IST0132", Level::Warning, Object::VirtualService(v), message);
+                report.add(
+                    "IST0132",
+                    Level::Warning,
+                    Object::VirtualService(v),
+                    message,
+                );
             }
         }
     }
@@ -327,7 +350,11 @@ fn hosts_in_gateways(report: &mut Report<'_>) {
 
 /// `k=v,k2=v2`, as istioctl prints a selector.
 fn selector(gw: &Gateway) -> String {
-    let parts: Vec<String> = gw.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let parts: Vec<String> = gw
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     parts.join(",")
 }
 
@@ -343,7 +370,11 @@ fn conflicting_gateways(report: &mut Report<'_>) {
             let (ga, gb) = (&mesh.gateways[a], &mesh.gateways[b]);
             let mut ports: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
             for sa in &ga.servers {
-                for sb in gb.servers.iter().filter(|s| s.port.number == sa.port.number) {
+                for sb in gb
+                    .servers
+                    .iter()
+                    .filter(|s| s.port.number == sa.port.number)
+                {
                     for ha in &sa.hosts {
                         if sb.hosts.iter().any(|hb| host_matches(ha, hb)) {
                             ports.entry(sa.port.number).or_default().insert(ha);
@@ -379,10 +410,12 @@ fn workloads(report: &mut Report<'_>, hosts: &Hosts) {
             continue;
         };
         for subset in &dr.subsets {
-            let selects = service
-                .endpoints
-                .iter()
-                .any(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+            let selects = service.endpoints.iter().any(|e| {
+                subset
+                    .labels
+                    .iter()
+                    .all(|(k, v)| e.labels.get(k) == Some(v))
+            });
             if !selects {
                 let message = format!(
                     "The Subset {} defined in the DestinationRule does not select any pods. \
@@ -412,7 +445,11 @@ fn workloads(report: &mut Report<'_>, hosts: &Hosts) {
             }
         }
         for name in &selected {
-            if let Some(svc) = s.gateway_proxies.get(*name).and_then(|p| p.service.as_ref()) {
+            if let Some(svc) = s
+                .gateway_proxies
+                .get(*name)
+                .and_then(|p| p.service.as_ref())
+            {
                 reached.insert(svc.port);
             }
         }

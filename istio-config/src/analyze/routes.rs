@@ -16,7 +16,11 @@ pub(super) fn check(report: &mut Report<'_>) {
         let mut found = Vec::new();
         unreachable(&vs.http, &mut |level, message| found.push((level, message)));
         for (level, message) in found {
-            let code = if level == Level::Warning { "IST0130" } else { "IST0131" };
+            let code = if level == Level::Warning {
+                "IST0130"
+            } else {
+                "IST0131"
+            };
             report.add(code, level, object, message);
         }
     }
@@ -60,10 +64,17 @@ fn exact_or_prefix(m: Option<&StringMatch>) -> String {
 }
 
 fn values(map: &BTreeMap<String, StringMatch>) -> BTreeMap<String, String> {
-    map.iter().map(|(k, v)| (k.clone(), exact_or_prefix(Some(v)))).collect()
+    map.iter()
+        .map(|(k, v)| (k.clone(), exact_or_prefix(Some(v))))
+        .collect()
 }
 
-fn prefix_match(route: &HttpRoute, m: &HttpMatchRequest, r: usize, i: usize) -> Option<PrefixMatch> {
+fn prefix_match(
+    route: &HttpRoute,
+    m: &HttpMatchRequest,
+    r: usize,
+    i: usize,
+) -> Option<PrefixMatch> {
     let Some(StringMatch::Prefix(prefix)) = &m.uri else {
         return None;
     };
@@ -83,7 +94,11 @@ fn prefix_match(route: &HttpRoute, m: &HttpMatchRequest, r: usize, i: usize) -> 
 /// Whether the earlier match `a` covers the later `b` (Istio's `coveredValidation`).
 fn covered(a: &PrefixMatch, b: &PrefixMatch) -> bool {
     let maps = |x: &BTreeMap<String, String>, y: &BTreeMap<String, String>| {
-        x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| v == w || v.starts_with(w.as_str())))
+        x.len() == y.len()
+            && x.iter().all(|(k, v)| {
+                y.get(k)
+                    .is_some_and(|w| v == w || v.starts_with(w.as_str()))
+            })
     };
     b.prefix.starts_with(&a.prefix)
         && a.port == b.port
@@ -98,7 +113,10 @@ fn covered(a: &PrefixMatch, b: &PrefixMatch) -> bool {
 /// of `routes`, as messages.
 pub(crate) fn unreachable(routes: &[HttpRoute], found: &mut dyn FnMut(Level, String)) {
     let mut unreachable = |rule: &str, reason: &str| {
-        found(Level::Warning, format!("VirtualService rule {rule} not used ({reason})."))
+        found(
+            Level::Warning,
+            format!("VirtualService rule {rule} not used ({reason})."),
+        )
     };
     let mut ineffective = Vec::new();
     let mut seen: Vec<(HttpMatchRequest, usize)> = Vec::new();
@@ -107,7 +125,10 @@ pub(crate) fn unreachable(routes: &[HttpRoute], found: &mut dyn FnMut(Level, Str
     for (r, route) in routes.iter().enumerate() {
         if route.matches.is_empty() {
             if empty.is_some() {
-                unreachable(&rule_name(route, r), "only the last rule can have no matches");
+                unreachable(
+                    &rule_name(route, r),
+                    "only the last rule can have no matches",
+                );
             }
             empty = Some(r);
             continue;
@@ -121,7 +142,11 @@ pub(crate) fn unreachable(routes: &[HttpRoute], found: &mut dyn FnMut(Level, Str
             let mut key = m.clone();
             key.name = None;
             if let Some((_, dup)) = seen.iter().find(|(k, _)| *k == key) {
-                ineffective.push((rule_name(route, r), match_name(m, i), rule_name(&routes[*dup], *dup)));
+                ineffective.push((
+                    rule_name(route, r),
+                    match_name(m, i),
+                    rule_name(&routes[*dup], *dup),
+                ));
                 duplicates += 1;
                 continue;
             }
@@ -139,7 +164,10 @@ pub(crate) fn unreachable(routes: &[HttpRoute], found: &mut dyn FnMut(Level, Str
             }
             if covered(first, later) {
                 let m = format!("{} of prefix {}", later.name, later.prefix);
-                let dup = format!("{} of prefix {} on {}", first.name, first.prefix, first.rule);
+                let dup = format!(
+                    "{} of prefix {} on {}",
+                    first.name, first.prefix, first.rule
+                );
                 ineffective.push((later.rule.clone(), m, dup));
             }
         }

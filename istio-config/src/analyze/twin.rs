@@ -33,11 +33,23 @@ pub(super) fn check(report: &mut Report<'_>) {
     amplification(report, s);
     caller_timeouts(report, s);
     for w in sim_core::timeline::warnings(s) {
-        push(report, "MT0004", Level::Warning, "Scenario timeline".into(), w);
+        push(
+            report,
+            "MT0004",
+            Level::Warning,
+            "Scenario timeline".into(),
+            w,
+        );
     }
 }
 
-fn push(report: &mut Report<'_>, code: &'static str, level: Level, origin: String, message: String) {
+fn push(
+    report: &mut Report<'_>,
+    code: &'static str,
+    level: Level,
+    origin: String,
+    message: String,
+) {
     let reference = report.input.file.unwrap_or_default().to_owned();
     report.out.push(Diagnostic {
         code,
@@ -49,7 +61,11 @@ fn push(report: &mut Report<'_>, code: &'static str, level: Level, origin: Strin
 }
 
 fn route_name(vs: &VirtualService, route: &HttpRoute, r: usize) -> String {
-    let prefix = vs.name.as_deref().or(vs.hosts.first().map(String::as_str)).unwrap_or("?");
+    let prefix = vs
+        .name
+        .as_deref()
+        .or(vs.hosts.first().map(String::as_str))
+        .unwrap_or("?");
     match &route.name {
         Some(n) => format!("{prefix}/{n}"),
         None => format!("{prefix}/{r}"),
@@ -96,9 +112,18 @@ fn routes_of<'m>(report: &Report<'m>, host: &str) -> Vec<(usize, usize, &'m Http
 fn mesh_tries(report: &Report<'_>, host: &str) -> u64 {
     let routes = routes_of(report, host);
     let tries = |route: &HttpRoute| {
-        1 + u64::from(route.retries.as_ref().map_or(DEFAULT_ATTEMPTS, |r| r.attempts))
+        1 + u64::from(
+            route
+                .retries
+                .as_ref()
+                .map_or(DEFAULT_ATTEMPTS, |r| r.attempts),
+        )
     };
-    routes.iter().map(|(_, _, r)| tries(r)).max().unwrap_or(1 + u64::from(DEFAULT_ATTEMPTS))
+    routes
+        .iter()
+        .map(|(_, _, r)| tries(r))
+        .max()
+        .unwrap_or(1 + u64::from(DEFAULT_ATTEMPTS))
 }
 
 /// MT0002: the worst product of tries along the call graph, from each workload.
@@ -111,7 +136,12 @@ fn amplification(report: &mut Report<'_>, s: &Scenario) {
             continue;
         }
         let t = mesh_tries(report, w.host());
-        stack.push((w.host().to_owned(), t, usize::from(t > 1), vec![format!("{} ×{t}", w.host())]));
+        stack.push((
+            w.host().to_owned(),
+            t,
+            usize::from(t > 1),
+            vec![format!("{} ×{t}", w.host())],
+        ));
     }
     // Requests entering through a gateway: from every service a gateway route sends to.
     if s.workload.iter().any(|w| w.via().is_some()) {
@@ -122,9 +152,19 @@ fn amplification(report: &mut Report<'_>, s: &Scenario) {
             for route in &vs.http {
                 for d in &route.route {
                     if s.services.contains_key(&d.destination.host) {
-                        let t = 1 + u64::from(route.retries.as_ref().map_or(DEFAULT_ATTEMPTS, |r| r.attempts));
+                        let t = 1 + u64::from(
+                            route
+                                .retries
+                                .as_ref()
+                                .map_or(DEFAULT_ATTEMPTS, |r| r.attempts),
+                        );
                         let host = d.destination.host.clone();
-                        stack.push((host.clone(), t, usize::from(t > 1), vec![format!("{host} ×{t}")]));
+                        stack.push((
+                            host.clone(),
+                            t,
+                            usize::from(t > 1),
+                            vec![format!("{host} ×{t}")],
+                        ));
                     }
                 }
             }
@@ -170,7 +210,13 @@ fn amplification(report: &mut Report<'_>, s: &Scenario) {
                  at {host} ({}); retry at one layer, or bound the others",
                 path.join(" → ")
             );
-            push(report, "MT0002", Level::Info, format!("Service {host}"), message);
+            push(
+                report,
+                "MT0002",
+                Level::Info,
+                format!("Service {host}"),
+                message,
+            );
         }
     }
 }
