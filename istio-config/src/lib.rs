@@ -1,11 +1,13 @@
 //! Istio networking YAML for meshtwin: `import` reads VirtualService, DestinationRule,
 //! Gateway, ServiceEntry and Sidecar documents into meshtwin's `MeshConfig`, keeping where each
 //! object was written and warning about the fields meshtwin does not model; `analyze` gives
-//! `istioctl analyze`-style diagnostics over a mesh config (imported or a scenario's own).
+//! `istioctl analyze`-style diagnostics over a mesh config (imported or a scenario's own);
+//! `routetest` runs route unit tests (the istio-config-validator format) against the engine.
 
 pub mod analyze;
 pub mod error;
 pub mod import;
+pub mod routetest;
 mod schema;
 pub mod to_ron;
 mod walk;

@@ -182,7 +182,8 @@ static HTTP_MATCH: Message = Message {
     ],
 };
 
-static ROUTE_DESTINATION: Message = Message {
+/// `HTTPRouteDestination`.
+pub(crate) static ROUTE_DESTINATION: Message = Message {
     name: "HTTPRouteDestination",
     fields: &[
         f("destination", "destination", Object(&DESTINATION)),
@@ -213,7 +214,8 @@ static MIRROR_POLICY: Message = Message {
     ],
 };
 
-static REDIRECT: Message = Message {
+/// `HTTPRedirect`.
+pub(crate) static REDIRECT: Message = Message {
     name: "HTTPRedirect",
     fields: &[
         f("uri", "uri", Plain),
@@ -234,7 +236,8 @@ static DIRECT_RESPONSE: Message = Message {
     fields: &[f("status", "status", Plain), f("body", "body", Body)],
 };
 
-static REWRITE: Message = Message {
+/// `HTTPRewrite`.
+pub(crate) static REWRITE: Message = Message {
     name: "HTTPRewrite",
     fields: &[
         f("uri", "uri", Plain),
@@ -267,7 +270,8 @@ static RETRY: Message = Message {
     ],
 };
 
-static FAULT: Message = Message {
+/// `HTTPFaultInjection`.
+pub(crate) static FAULT: Message = Message {
     name: "HTTPFaultInjection",
     fields: &[
         f("delay", "delay", Object(&DELAY)),

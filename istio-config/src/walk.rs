@@ -19,6 +19,8 @@ pub(crate) struct Walk<'a> {
     pub(crate) object: String,
     /// Unmodeled fields are errors.
     pub(crate) strict: bool,
+    /// Why an unmodeled field is an error when `strict` (`--strict`), for messages.
+    pub(crate) refusal: &'static str,
     /// Warnings collected.
     pub(crate) notes: &'a mut Vec<Note>,
     /// (meshtwin path, Istio path, position) of every field carried over.
@@ -37,6 +39,7 @@ impl<'a> Walk<'a> {
             file,
             object,
             strict,
+            refusal: "--strict",
             notes,
             paths: Vec::new(),
         }
@@ -56,7 +59,7 @@ impl<'a> Walk<'a> {
     pub(crate) fn unmodeled(&mut self, at: Pos, field: &str, why: &str) -> Result<(), ImportError> {
         let message = format!("not modeled ({why}); ignored");
         if self.strict {
-            return Err(self.error(at, field, format!("not modeled ({why}); --strict")));
+            return Err(self.error(at, field, format!("not modeled ({why}); {}", self.refusal)));
         }
         self.notes.push(Note {
             level: Level::Warning,

@@ -277,6 +277,9 @@ pub struct CompiledMesh {
     /// Under `REGISTRY_ONLY`, the route a request for a host the mesh does not know takes
     /// (a 502, Istio's `block_all`).
     pub(crate) block_all: Option<RouteId>,
+    /// Each virtual service's compiled routes, indexed like `MeshConfig::virtual_services`
+    /// and then like its `http` list.
+    pub(crate) vs_routes: Vec<Vec<RouteId>>,
 }
 
 /// The stable ids of one lineage of compiled meshes: every cluster and endpoint name compiled
@@ -292,6 +295,27 @@ pub(crate) struct IdBook {
 }
 
 impl CompiledMesh {
+    /// Which config rule `route` was compiled from: `(virtual service index, http route
+    /// index)` into the `MeshConfig` this mesh was compiled from; `None` for the routes the
+    /// compiler makes itself (a host's default route, `(no route)`, `block_all`, HTTPS
+    /// redirects).
+    pub fn route_source(&self, route: RouteId) -> Option<(usize, usize)> {
+        self.vs_routes
+            .iter()
+            .enumerate()
+            .find_map(|(v, ids)| ids.iter().position(|&id| id == route).map(|r| (v, r)))
+    }
+
+    /// The routes sidecars evaluate (every host table's), in id order.
+    pub fn sidecar_routes(&self) -> Vec<RouteId> {
+        let mut routes: Vec<RouteId> = (self.hosts.values())
+            .flat_map(|t| t.routes.iter().copied())
+            .collect();
+        routes.sort_unstable();
+        routes.dedup();
+        routes
+    }
+
     /// Each cluster's pool settings (limits, HTTP/2), indexed by `ClusterId`.
     pub fn pool_settings(&self) -> &Arc<[(Limits, bool)]> {
         &self.pool_settings

@@ -11,6 +11,7 @@ mod proxy;
 mod run;
 mod serve;
 mod sweep;
+mod test;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -89,6 +90,14 @@ enum Command {
     ///
     /// Example: meshtwin import samples/bookinfo/networking/ -o mesh.ron
     Import(istio::ImportArgs),
+    /// Route unit tests (the istio-config-validator format) against the engine's routing,
+    /// with route coverage as Envoy's router_check_tool reports it.
+    ///
+    /// Exit 0 when every case passes and coverage reaches --fail-under, 1 when a case fails
+    /// or coverage is under, 65 for a test or config file that cannot be read.
+    ///
+    /// Example: meshtwin test tests/routes/ --istio samples/bookinfo/networking/ --fail-under 80
+    Test(test::TestArgs),
     /// Write a self-signed certificate and key (PEM) for a TLS listener.
     ///
     /// Example: meshtwin cert --cert cert.pem --key key.pem
@@ -109,6 +118,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::sweep(args),
         Command::Import(args) => istio::run_import(args),
         Command::Analyze(args) => analyze::analyze(args),
+        Command::Test(args) => test::test(args),
         Command::Cert(args) => cert::cert(args),
     }
 }

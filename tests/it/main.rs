@@ -11,6 +11,7 @@ mod html_report;
 mod istio_import;
 mod proxy_cli;
 mod rollouts;
+mod route_tests;
 mod scenario_library;
 mod sweep;
 mod traffic_management;

@@ -139,6 +139,7 @@ impl<'a> Builder<'a> {
             pool_settings: Arc::from(Vec::new()),
             gateways: Vec::new(),
             block_all: None,
+            vs_routes: Vec::new(),
             rate_limit: config
                 .local_rate_limit
                 .as_ref()
@@ -458,6 +459,7 @@ impl<'a> Builder<'a> {
     /// The mesh, with every cluster of the lineage in its id's slot: built by this compile,
     /// or a tombstone of an earlier generation's (no endpoints).
     fn finish(mut self) -> CompiledMesh {
+        self.mesh.vs_routes = std::mem::take(&mut self.vs_routes);
         let count = self.mesh.ids.clusters.len();
         self.built.resize(count, None);
         self.mesh.clusters = self

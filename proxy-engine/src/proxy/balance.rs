@@ -10,12 +10,25 @@ impl Proxy {
         &mut self,
         clusters: &[crate::mesh::WeightedCluster],
     ) -> Option<ClusterId> {
+        self.pick_cluster_with(clusters, None)
+    }
+
+    /// The weighted pick with the draw fixed to `dice % total` when `dice` is given (Envoy
+    /// `router_check_tool`'s `random_value`), from the RNG otherwise.
+    pub(super) fn pick_cluster_with(
+        &mut self,
+        clusters: &[crate::mesh::WeightedCluster],
+        dice: Option<u64>,
+    ) -> Option<ClusterId> {
         if let [only] = clusters {
             return only.cluster;
         }
         // Compilation guarantees a non-empty list with a positive total.
-        let total = clusters.last().map_or(1, |c| c.cumulative);
-        let draw = self.rng.gen_range(0..total);
+        let total = clusters.last().map_or(1, |c| c.cumulative).max(1);
+        let draw = match dice {
+            Some(d) => (d % u64::from(total)) as u32,
+            None => self.rng.gen_range(0..total),
+        };
         let i = clusters.partition_point(|c| c.cumulative <= draw);
         clusters.get(i).and_then(|c| c.cluster)
     }

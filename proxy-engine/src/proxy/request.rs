@@ -108,12 +108,24 @@ impl Proxy {
     /// path uses (fault injection and mirrors aside). Like a real pick it advances the
     /// balancer's state (round-robin cursor, RNG).
     pub fn decide(&mut self, head: &RequestHead) -> Decision {
+        self.decide_at(head, None, None)
+    }
+
+    /// `decide` at a gateway `listener` (`None`: as a sidecar), with the weighted pick's draw
+    /// fixed by `dice` (`dice % total weight`, as Envoy's `router_check_tool` `random_value`;
+    /// `None`: drawn from the RNG).
+    pub fn decide_at(
+        &mut self,
+        head: &RequestHead,
+        listener: Option<Listener>,
+        dice: Option<u64>,
+    ) -> Decision {
         let mut normal = Cow::Borrowed(head);
         if let Cow::Owned(path) = crate::path::normalize(&head.path) {
             normal.to_mut().path = Arc::from(path);
         }
         let head = &*normal;
-        let Ok((route, block)) = self.match_route(head, None) else {
+        let Ok((route, block)) = self.match_route(head, listener) else {
             return Decision::NoRoute;
         };
         let config = self.config.clone();
@@ -121,7 +133,7 @@ impl Proxy {
         let RouteAction::Forward(clusters) = &compiled.action else {
             return Decision::LocalReply { route };
         };
-        let Some(cluster) = self.pick_cluster(clusters) else {
+        let Some(cluster) = self.pick_cluster_with(clusters, dice) else {
             return Decision::NoCluster { route };
         };
         let block = block.and_then(|b| compiled.matches.get(b as usize));
