@@ -79,6 +79,25 @@ pub struct Imported {
     /// `(namespace, name)` of the Kubernetes Services among the skipped documents: hosts
     /// `analyze` knows.
     pub kubernetes_services: Vec<(String, String)>,
+    /// The rollout of a Flagger `Canary` document, and where it was written.
+    pub rollout: Option<(rollout::spec::RolloutSpec, Origin)>,
+    /// The Deployments among the skipped documents, as a starting service model
+    /// (`meshtwin import --services`).
+    pub deployments: Vec<Deployment>,
+}
+
+/// What a Kubernetes Deployment says of the service model: which service and version its
+/// pods are (Istio's `app` and `version` pod labels), and how many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// The service: the pod template's `app` label, else the Deployment's name.
+    pub service: String,
+    /// The version: the pod template's `version` label, else `v1`.
+    pub version: String,
+    /// `spec.replicas` (Kubernetes' default 1).
+    pub replicas: u32,
+    /// Where it was written.
+    pub origin: Origin,
 }
 
 /// Import options.
@@ -247,6 +266,76 @@ fn document(
             let ns = namespace.unwrap_or("default").to_owned();
             imported.kubernetes_services.push((ns, name.to_owned()));
         }
+    }
+    if api == "apps/v1" && kind == "Deployment" {
+        if let Some(name) = name {
+            let labels = doc
+                .get("spec")
+                .and_then(|s| s.get("template"))
+                .and_then(|t| t.get("metadata"))
+                .and_then(|m| m.get("labels"));
+            let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Node::as_str);
+            let replicas = match doc.get("spec").and_then(|s| s.get("replicas")) {
+                None => 1,
+                Some(Node {
+                    value: Value::Int(n),
+                    ..
+                }) if (0..=i64::from(u32::MAX)).contains(n) => *n as u32,
+                Some(n) => {
+                    return Err(invalid(
+                        file,
+                        n.at,
+                        "spec.replicas",
+                        format!("expected a whole number ≥ 0, found {}", n.kind()),
+                    ))
+                }
+            };
+            imported.deployments.push(Deployment {
+                service: label("app").unwrap_or(name).to_owned(),
+                version: label("version").unwrap_or("v1").to_owned(),
+                replicas,
+                origin: Origin {
+                    kind: "Deployment",
+                    namespace: namespace.unwrap_or("default").to_owned(),
+                    name: name.to_owned(),
+                    file: file.to_owned(),
+                    line: doc.at.line,
+                    port_level_tls: None,
+                },
+            });
+        }
+    }
+    if group == crate::flagger::GROUP && kind == "Canary" {
+        let Some(name) = name else {
+            return Err(invalid(
+                file,
+                doc.at,
+                "metadata.name",
+                "missing field `metadata.name`",
+            ));
+        };
+        let origin = Origin {
+            kind: "Canary",
+            namespace: namespace.unwrap_or("default").to_owned(),
+            name: name.to_owned(),
+            file: file.to_owned(),
+            line: doc.at.line,
+            port_level_tls: None,
+        };
+        return crate::flagger::canary(imported, file, doc, origin, options.strict);
+    }
+    if group == "argoproj.io" && kind == "Rollout" {
+        imported.notes.push(Note {
+            level: Level::Warning,
+            file: file.to_owned(),
+            at: doc.at,
+            object: format!("Rollout {}", name.unwrap_or("(unnamed)")),
+            field: String::new(),
+            message: "skipped: Argo Rollouts documents are not imported; write the rollout \
+                      block (ArgoCanary, ArgoBlueGreen) in the scenario"
+                .into(),
+        });
+        return Ok(());
     }
     if group != NETWORKING_GROUP {
         imported.notes.push(Note {

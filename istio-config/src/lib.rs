@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod error;
+pub mod flagger;
 pub mod import;
 pub mod routetest;
 mod schema;
@@ -14,4 +15,4 @@ mod walk;
 pub mod yaml;
 
 pub use error::{ImportError, Level, Note};
-pub use import::{import_paths, import_text, Imported, Options, Origin, Origins};
+pub use import::{import_paths, import_text, Deployment, Imported, Options, Origin, Origins};

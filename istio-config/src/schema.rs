@@ -90,8 +90,23 @@ const fn to(camel: &'static str, snake: &'static str, to: &'static str, kind: Ki
     }
 }
 
+/// A field copied as written under its snake_case name.
+pub(crate) const fn plain(camel: &'static str, snake: &'static str) -> Field {
+    f(camel, snake, Plain)
+}
+
+/// A field the importer reads itself.
+pub(crate) const fn special(camel: &'static str, snake: &'static str) -> Field {
+    f(camel, snake, Special)
+}
+
+/// A list of Istio `HTTPMatchRequest`s.
+pub(crate) const fn matches(camel: &'static str, snake: &'static str) -> Field {
+    f(camel, snake, List(&HTTP_MATCH))
+}
+
 /// A field meshtwin does not model.
-const fn skip(camel: &'static str, snake: &'static str, why: &'static str) -> Field {
+pub(crate) const fn skip(camel: &'static str, snake: &'static str, why: &'static str) -> Field {
     Field {
         camel,
         snake,

@@ -109,6 +109,16 @@ pub(super) fn into_scenario(
 ) -> anyhow::Result<()> {
     let text = sim_core::load::read_text(file, "scenario")?;
     let name = file.display().to_string();
+    if let Some((rollout, origin)) = &imported.rollout {
+        anyhow::ensure!(
+            scenario.timeline.is_empty(),
+            "{}:{}: {}: the scenario has a timeline, and a rollout and a timeline cannot be combined",
+            origin.file,
+            origin.line,
+            origin.resource()
+        );
+        scenario.rollout = Some(rollout.clone());
+    }
     match sim_core::load::replace_mesh(&name, &text, scenario, imported.mesh.clone()) {
         Ok(()) => Ok(()),
         Err(sim_core::ScenarioError::Invalid { field, message, .. })
@@ -127,6 +137,15 @@ pub(super) fn into_proxy(
     config: &mut live::config::ProxyConfig,
     imported: &Imported,
 ) -> anyhow::Result<()> {
+    if let Some((_, origin)) = &imported.rollout {
+        super::look::warn(&format!(
+            "{}:{}: {}: the proxy does not run rollouts; ignored (rehearse it with `meshtwin run \
+             SCENARIO --istio …`)",
+            origin.file,
+            origin.line,
+            origin.resource()
+        ));
+    }
     config.mesh = imported.mesh.clone();
     let services: Vec<String> = config.endpoints.keys().cloned().collect();
     proxy_engine::hosts::shorten(&mut config.mesh, &|h| services.iter().any(|s| s == h));
@@ -151,6 +170,10 @@ pub(super) struct ImportArgs {
     /// Istio fields meshtwin does not model are errors, not warnings.
     #[arg(long)]
     strict: bool,
+    /// Write a starting scenario instead of the mesh alone: the Deployments' `app` and
+    /// `version` labels and replicas as its services (latency, calls and load left to fill).
+    #[arg(long)]
+    services: bool,
     /// Do not print the warnings and notes.
     #[arg(short, long)]
     quiet: bool,
@@ -173,14 +196,36 @@ pub(super) fn run_import(args: ImportArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let ron = istio_config::to_ron::mesh(&imported.mesh)?;
+    if let Some((_, origin)) = &imported.rollout {
+        eprintln!(
+            "note: {}:{}: {} is a rollout, not mesh config: it is not written here; it becomes \
+             a scenario's rollout block with --istio on run or validate",
+            origin.file,
+            origin.line,
+            origin.resource()
+        );
+    }
+    let ron = match args.services {
+        true => {
+            anyhow::ensure!(
+                !imported.deployments.is_empty(),
+                "--services: no apps/v1 Deployment among the files, so no service to model"
+            );
+            istio_config::to_ron::scenario(&imported)?
+        }
+        false => istio_config::to_ron::mesh(&imported.mesh)?,
+    };
     match &args.output {
         Some(path) => {
             std::fs::write(path, &ron)
                 .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
             let m = &imported.mesh;
+            let services = match args.services {
+                true => format!("{} Deployments as services, ", imported.deployments.len()),
+                false => String::new(),
+            };
             eprintln!(
-                "wrote {} ({} VirtualServices, {} DestinationRules, {} Gateways, {} ServiceEntries)",
+                "wrote {} ({services}{} VirtualServices, {} DestinationRules, {} Gateways, {} ServiceEntries)",
                 path.display(),
                 m.virtual_services.len(),
                 m.destination_rules.len(),

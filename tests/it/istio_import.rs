@@ -164,3 +164,99 @@ fn a_mesh_error_in_imported_yaml_names_the_yaml_object() {
     ]);
     assert!(out.status.success(), "{:?}", text(&out));
 }
+
+#[test]
+fn a_flagger_canary_from_yaml_makes_the_same_decisions_as_the_rollout_in_ron() {
+    let dir = scratch("istio", "flagger");
+    let written = dir.join("written.json");
+    let imported = dir.join("imported.json");
+    let base = ["run", "scenarios/canary-rollback.ron", "--quiet"];
+    let out = meshtwin(&[&base[..], &["--json", &written.display().to_string()]].concat());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let imported_path = imported.display().to_string();
+    let args = [
+        &base[..],
+        &[
+            "--json",
+            &imported_path,
+            "--istio",
+            "scenarios/istio/canary-rollback/",
+        ],
+    ]
+    .concat();
+    let out = meshtwin(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let a = std::fs::read(&written).expect("written report");
+    let b = std::fs::read(&imported).expect("imported report");
+    assert!(a == b, "the two reports differ");
+    // And the YAML is what decides: with a threshold of 5 the two failed checks do not roll
+    // the canary back.
+    let yaml = std::fs::read_to_string("scenarios/istio/canary-rollback/reviews-canary.yaml")
+        .expect("canary yaml");
+    let lenient = dir.join("lenient");
+    std::fs::create_dir_all(&lenient).expect("dir");
+    std::fs::write(
+        lenient.join("canary.yaml"),
+        yaml.replace("threshold: 2", "threshold: 5"),
+    )
+    .expect("write");
+    std::fs::copy(
+        "scenarios/istio/canary-rollback/reviews-destination-rule.yaml",
+        lenient.join("dr.yaml"),
+    )
+    .expect("copy");
+    let json = dir.join("lenient.json").display().to_string();
+    let lenient = lenient.display().to_string();
+    let out = meshtwin(&[&base[..], &["--json", &json, "--istio", &lenient]].concat());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let outcome = |path: &str| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).expect("report")).expect("json");
+        v["rollout"]["outcome"].as_str().map(str::to_owned)
+    };
+    assert_eq!(
+        outcome(&written.display().to_string()).as_deref(),
+        Some("rolled_back")
+    );
+    assert_eq!(outcome(&json).as_deref(), Some("running"));
+}
+
+#[test]
+fn import_services_turns_the_deployments_into_a_starting_scenario_that_validates() {
+    let dir = scratch("istio", "services");
+    let out_path = dir.join("bookinfo.ron").display().to_string();
+    let out = meshtwin(&[
+        "import",
+        &sample("bookinfo.yaml"),
+        &sample("destination-rule-reviews.yaml"),
+        "--services",
+        "-o",
+        &out_path,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let s = sim_core::load::load(std::path::Path::new(&out_path)).expect("the scenario loads");
+    let versions = |svc: &str| -> Vec<(String, u32)> {
+        s.services[svc]
+            .versions
+            .iter()
+            .map(|(v, spec)| (v.clone(), spec.instances))
+            .collect()
+    };
+    assert_eq!(s.services.len(), 4);
+    assert_eq!(
+        versions("reviews"),
+        [("v1".into(), 1), ("v2".into(), 1), ("v3".into(), 1)]
+    );
+    assert_eq!(versions("details"), [("v1".into(), 1)]);
+    assert_eq!(s.mesh.destination_rules[0].host, "reviews");
+    let out = meshtwin(&["validate", &out_path]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // Without Deployments there is nothing to model.
+    let out = meshtwin(&["import", &sample("bookinfo-gateway.yaml"), "--services"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("no apps/v1 Deployment"),
+        "{:?}",
+        text(&out)
+    );
+}

@@ -1,0 +1,113 @@
+//! Flagger `Canary` documents imported into the rollout block.
+
+use istio_config::{import_paths, import_text, Imported, Level, Options};
+use std::path::PathBuf;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+#[test]
+fn the_canary_yaml_is_the_rollout_written_in_ron() {
+    let ron = sim_core::load::load(&repo("scenarios/canary-rollback.ron")).expect("loads");
+    let imported = import_paths(
+        &[repo("scenarios/istio/canary-rollback")],
+        Options::default(),
+    )
+    .expect("imports");
+    let (spec, origin) = imported.rollout.expect("a rollout");
+    assert_eq!(Some(spec), ron.rollout);
+    assert_eq!(origin.resource(), "Canary default/reviews");
+    // `service.port` is how Flagger names the port, nothing to warn about.
+    assert!(
+        imported.notes.iter().all(|n| n.level == Level::Info),
+        "{:?}",
+        imported.notes
+    );
+}
+
+fn import(text: &str) -> Result<Imported, String> {
+    let mut imported = Imported::default();
+    import_text(&mut imported, "canary.yaml", text, Options::default())
+        .map_err(|e| e.to_string())?;
+    Ok(imported)
+}
+
+const CANARY: &str = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  analysis:
+    interval: 30s
+    stepWeights: [5, 20, 50]
+    metrics:
+    - name: request-success-rate
+      threshold: 99
+";
+
+#[test]
+fn flagger_defaults_and_names_carry_over() {
+    let imported = import(CANARY).expect("imports");
+    let (spec, _) = imported.rollout.expect("a rollout");
+    assert_eq!(spec.host, "podinfo");
+    assert_eq!(
+        (spec.stable.as_str(), spec.canary.as_str()),
+        ("primary", "canary")
+    );
+    let rollout::spec::Strategy::Flagger(a) = spec.strategy else {
+        panic!("a Flagger strategy");
+    };
+    assert_eq!(a.interval, proxy_engine::Nanos::from_secs(30));
+    assert_eq!(a.step_weights, vec![5, 20, 50]);
+    assert_eq!(
+        a.threshold, 0,
+        "unset: the controller reads 0 as Flagger's 1"
+    );
+    // The legacy `threshold` of request-success-rate is a minimum.
+    assert_eq!(a.metrics[0].threshold_range.min, Some(99.0));
+    assert_eq!(a.metrics[0].threshold_range.max, None);
+    assert_eq!(a.metrics[0].interval, proxy_engine::Nanos::from_secs(60));
+}
+
+#[test]
+fn what_the_twin_cannot_rehearse_is_refused_or_warned_about() {
+    let e = import(&CANARY.replace(
+        "      threshold: 99\n",
+        "      templateRef: {name: latency}\n",
+    ))
+    .expect_err("PromQL");
+    assert!(
+        e.starts_with("canary.yaml:11:7: spec.analysis.metrics[0].templateRef: a PromQL metric"),
+        "{e}"
+    );
+    let e =
+        import(&CANARY.replace("spec:\n", "spec:\n  provider: linkerd\n")).expect_err("provider");
+    assert!(e.contains("spec.provider: provider `linkerd`"), "{e}");
+    let e =
+        import(&CANARY.replace("    interval: 30s\n", "    intervall: 30s\n")).expect_err("typo");
+    assert!(
+        e.starts_with(
+            "canary.yaml:7:5: spec.analysis.intervall: unknown field `intervall` of CanaryAnalysis"
+        ),
+        "{e}"
+    );
+    let e = import(&CANARY.replace("[5, 20, 50]", "[5, 20, 150]")).expect_err("weights");
+    assert!(e.contains("spec.analysis"), "{e}");
+    let e = import(&format!("{CANARY}---\n{CANARY}")).expect_err("two rollouts");
+    assert!(e.contains("a second rollout"), "{e}");
+    let hooks = CANARY.replace(
+        "    metrics:\n",
+        "    webhooks:\n    - {name: load-test, url: http://flagger-loadtester/}\n    metrics:\n",
+    );
+    let imported = import(&hooks).expect("warns");
+    let warning = imported
+        .notes
+        .iter()
+        .find(|n| n.level == Level::Warning)
+        .expect("a warning");
+    assert_eq!(warning.field, "spec.analysis.webhooks");
+    assert!(warning.message.contains("webhooks are not called"));
+}
