@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Args, Default)]
 pub(super) struct IstioArgs {
     /// Take the mesh config from Istio YAML (VirtualService, DestinationRule, Gateway,
-    /// ServiceEntry, Sidecar; files or directories, searched for *.yaml and *.yml) instead of
-    /// the file's `mesh`. Repeat the flag or list several after it.
+    /// ServiceEntry, Sidecar; a Flagger Canary as the rollout; files or directories, searched
+    /// for *.yaml and *.yml) instead of the file's `mesh`. Repeat the flag or list several
+    /// after it (after the positional arguments).
     #[arg(long = "istio", value_name = "FILES|DIRS", num_args = 1..)]
     pub(super) istio: Vec<PathBuf>,
     /// With --istio: Istio fields meshtwin does not model are errors, not warnings.
