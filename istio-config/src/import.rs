@@ -209,7 +209,8 @@ fn header<'n>(
     }
 }
 
-fn invalid(file: &str, at: Pos, field: &str, message: impl Into<String>) -> ImportError {
+/// An `ImportError::Invalid` at `file:at` about `field`.
+pub(crate) fn invalid(file: &str, at: Pos, field: &str, message: impl Into<String>) -> ImportError {
     ImportError::Invalid {
         file: file.to_owned(),
         at,

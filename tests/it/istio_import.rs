@@ -19,11 +19,26 @@ fn text(out: &std::process::Output) -> (String, String) {
     )
 }
 
-#[test]
-fn imported_bookinfo_yaml_gives_the_same_report_as_the_hand_written_mesh() {
-    let dir = scratch("istio", "bookinfo-report");
+/// Runs `base` (a `run` command line) written, then with `--istio istio…`, and asserts the
+/// two JSON reports are byte for byte the same; returns the written report's path.
+fn same_report(test: &str, base: &[&str], istio: &[&str]) -> PathBuf {
+    let dir = scratch("istio", test);
     let written = dir.join("written.json");
     let imported = dir.join("imported.json");
+    let out = meshtwin(&[base, &["--json", &written.display().to_string()]].concat());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let imported_path = imported.display().to_string();
+    let args = [base, &["--json", &imported_path, "--istio"], istio].concat();
+    let out = meshtwin(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let a = std::fs::read(&written).expect("written report");
+    let b = std::fs::read(&imported).expect("imported report");
+    assert!(a == b, "the two reports differ");
+    written
+}
+
+#[test]
+fn imported_bookinfo_yaml_gives_the_same_report_as_the_hand_written_mesh() {
     let base = [
         "run",
         "scenarios/bookinfo.ron",
@@ -31,21 +46,9 @@ fn imported_bookinfo_yaml_gives_the_same_report_as_the_hand_written_mesh() {
         "10s",
         "--quiet",
     ];
-    let out = meshtwin(&[&base[..], &["--json", &written.display().to_string()]].concat());
-    assert!(out.status.success(), "{:?}", text(&out));
     let gateway = sample("bookinfo-gateway.yaml");
     let rules = sample("destination-rule-all.yaml");
-    let imported_path = imported.display().to_string();
-    let args = [
-        &base[..],
-        &["--json", &imported_path, "--istio", &gateway, &rules],
-    ]
-    .concat();
-    let out = meshtwin(&args);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let a = std::fs::read(&written).expect("written report");
-    let b = std::fs::read(&imported).expect("imported report");
-    assert!(a == b, "the two reports differ");
+    same_report("bookinfo-report", &base, &[&gateway, &rules]);
 }
 
 #[test]
@@ -167,28 +170,9 @@ fn a_mesh_error_in_imported_yaml_names_the_yaml_object() {
 
 #[test]
 fn a_flagger_canary_from_yaml_makes_the_same_decisions_as_the_rollout_in_ron() {
-    let dir = scratch("istio", "flagger");
-    let written = dir.join("written.json");
-    let imported = dir.join("imported.json");
     let base = ["run", "scenarios/canary-rollback.ron", "--quiet"];
-    let out = meshtwin(&[&base[..], &["--json", &written.display().to_string()]].concat());
-    assert!(out.status.success(), "{:?}", text(&out));
-    let imported_path = imported.display().to_string();
-    let args = [
-        &base[..],
-        &[
-            "--json",
-            &imported_path,
-            "--istio",
-            "scenarios/istio/canary-rollback/",
-        ],
-    ]
-    .concat();
-    let out = meshtwin(&args);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let a = std::fs::read(&written).expect("written report");
-    let b = std::fs::read(&imported).expect("imported report");
-    assert!(a == b, "the two reports differ");
+    let written = same_report("flagger", &base, &["scenarios/istio/canary-rollback/"]);
+    let dir = scratch("istio", "flagger");
     // And the YAML is what decides: with a threshold of 5 the two failed checks do not roll
     // the canary back.
     let yaml = std::fs::read_to_string("scenarios/istio/canary-rollback/reviews-canary.yaml")

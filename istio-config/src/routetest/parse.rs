@@ -9,9 +9,10 @@
 
 use super::{Expect, Request, TestCase};
 use crate::error::ImportError;
+use crate::import::invalid;
 use crate::schema::{self, Message};
 use crate::walk::Walk;
-use crate::yaml::{self, Node, Pos, Value};
+use crate::yaml::{self, Node, Value};
 use serde::de::DeserializeOwned;
 
 /// The fields of a test case.
@@ -69,15 +70,6 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<TestCase>, ImportError> {
         }
     }
     Ok(cases)
-}
-
-fn invalid(file: &str, at: Pos, field: &str, message: impl Into<String>) -> ImportError {
-    ImportError::Invalid {
-        file: file.to_owned(),
-        at,
-        field: field.to_owned(),
-        message: message.into(),
-    }
 }
 
 /// One test case at `path` (`testCases[3]`).
