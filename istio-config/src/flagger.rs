@@ -194,16 +194,7 @@ pub(crate) fn canary(
             .and_then(|a| a.get(key))
             .and_then(Node::as_str)
     };
-    let start = match annotation("meshtwin.io/start") {
-        None => proxy_engine::Nanos::ZERO,
-        Some(s) => proxy_engine::Nanos::parse(s).map_err(|e| {
-            walk.error(
-                doc.at,
-                "metadata.annotations.meshtwin.io/start",
-                e.to_string(),
-            )
-        })?,
-    };
+    let start = start(file, doc)?;
     let spec = RolloutSpec {
         host: host.to_owned(),
         stable: annotation("meshtwin.io/stable-subset")
@@ -217,8 +208,38 @@ pub(crate) fn canary(
     };
     spec.validate()
         .map_err(|e| walk.error(analysis.at, analysis_field, e.to_string()))?;
+    keep(imported, file, doc, spec, origin)
+}
+
+/// The `meshtwin.io/start` annotation of `doc`: when the new revision is applied (default 0).
+pub(crate) fn start(file: &str, doc: &Node) -> Result<proxy_engine::Nanos, ImportError> {
+    let value = doc
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get("meshtwin.io/start"));
+    match value {
+        None => Ok(proxy_engine::Nanos::ZERO),
+        Some(n) => n
+            .as_str()
+            .ok_or_else(|| "expected a duration such as `1m`".to_owned())
+            .and_then(|s| proxy_engine::Nanos::parse(s).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                crate::import::invalid(file, n.at, "metadata.annotations.meshtwin.io/start", e)
+            }),
+    }
+}
+
+/// Keeps `spec` as the import's rollout; a second one is an error (a scenario has one).
+pub(crate) fn keep(
+    imported: &mut Imported,
+    file: &str,
+    doc: &Node,
+    spec: RolloutSpec,
+    origin: crate::Origin,
+) -> Result<(), ImportError> {
     if let Some((_, first)) = &imported.rollout {
-        return Err(walk.error(
+        return Err(crate::import::invalid(
+            file,
             doc.at,
             "kind",
             format!(

@@ -325,18 +325,25 @@ fn document(
         };
         return crate::flagger::canary(imported, file, doc, origin, options.strict);
     }
-    if group == "argoproj.io" && kind == "Rollout" {
-        imported.notes.push(Note {
-            level: Level::Warning,
+    if group == crate::argo::GROUP && kind == "Rollout" {
+        let Some(name) = name else {
+            return Err(invalid(
+                file,
+                doc.at,
+                "metadata.name",
+                "missing field `metadata.name`",
+            ));
+        };
+        let origin = Origin {
+            kind: "Rollout",
+            namespace: namespace.unwrap_or("default").to_owned(),
+            name: name.to_owned(),
             file: file.to_owned(),
-            at: doc.at,
-            object: format!("Rollout {}", name.unwrap_or("(unnamed)")),
-            field: String::new(),
-            message: "skipped: Argo Rollouts documents are not imported; write the rollout \
-                      block (ArgoCanary, ArgoBlueGreen) in the scenario"
-                .into(),
-        });
-        return Ok(());
+            line: doc.at.line,
+            port_level_tls: None,
+        };
+        let start = crate::flagger::start(file, doc)?;
+        return crate::argo::rollout(imported, file, doc, origin, start);
     }
     if group != NETWORKING_GROUP {
         imported.notes.push(Note {

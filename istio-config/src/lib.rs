@@ -5,6 +5,7 @@
 //! `routetest` runs route unit tests (the istio-config-validator format) against the engine.
 
 pub mod analyze;
+pub mod argo;
 pub mod error;
 pub mod flagger;
 pub mod import;

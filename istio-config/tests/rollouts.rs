@@ -1,4 +1,4 @@
-//! Flagger `Canary` documents imported into the rollout block.
+//! Flagger `Canary` and Argo `Rollout` documents imported into the rollout block.
 
 use istio_config::{import_paths, import_text, Imported, Level, Options};
 use std::path::PathBuf;
@@ -110,4 +110,98 @@ fn what_the_twin_cannot_rehearse_is_refused_or_warned_about() {
         .expect("a warning");
     assert_eq!(warning.field, "spec.analysis.webhooks");
     assert!(warning.message.contains("webhooks are not called"));
+}
+
+const RULE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: rollout-destrule}
+spec:
+  host: reviews
+  subsets:
+  - {name: stable, labels: {version: v1}}
+  - {name: canary, labels: {version: v2}}
+---
+";
+
+const ROLLOUT: &str = "apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: reviews
+  annotations: {meshtwin.io/start: 1m}
+spec:
+  replicas: 4
+  strategy:
+    canary:
+      canaryService: reviews-canary
+      steps:
+      - setWeight: 20
+      - pause: {duration: 1m}
+      - setWeight: 40
+      - pause: {duration: 90}
+      - setWeight: 60
+      - pause: {}
+      trafficRouting:
+        istio:
+          virtualService: {name: reviews-vsvc, routes: [primary]}
+          destinationRule:
+            name: rollout-destrule
+            stableSubsetName: stable
+            canarySubsetName: canary
+";
+
+#[test]
+fn an_argo_canary_is_its_steps_over_the_destination_rule_subsets() {
+    let imported = import(&format!("{RULE}{ROLLOUT}")).expect("imports");
+    let (spec, origin) = imported.rollout.expect("a rollout");
+    assert_eq!(origin.resource(), "Rollout default/reviews");
+    // As a scenario file writes it.
+    let options = ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+        .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+    let written: rollout::spec::RolloutSpec = options
+        .from_str(
+            r#"(host: "reviews", stable: "stable", canary: "canary", start: "1m",
+            strategy: ArgoCanary(steps: [
+                SetWeight(20), Pause(duration: "1m"), SetWeight(40),
+                Pause(duration: "90s"), SetWeight(60), Pause(),
+            ]))"#,
+        )
+        .expect("RON");
+    assert_eq!(spec, written);
+}
+
+#[test]
+fn argo_analysis_blue_green_and_unknown_steps_are_refused_clearly() {
+    let e = import(ROLLOUT).expect_err("no rule");
+    assert!(
+        e.contains("no DestinationRule default/rollout-destrule among the documents read before"),
+        "{e}"
+    );
+    let with = |from: &str, to: &str| import(&format!("{RULE}{}", ROLLOUT.replace(from, to)));
+    let e = with(
+        "      - setWeight: 60\n",
+        "      - analysis: {templates: [{templateName: ok}]}\n",
+    )
+    .expect_err("analysis");
+    assert!(
+        e.contains("steps[4].analysis: an analysis step runs AnalysisTemplates' PromQL"),
+        "{e}"
+    );
+    let e = with(
+        "      - setWeight: 60\n",
+        "      - setCanaryScale: {replicas: 1}\n",
+    )
+    .expect_err("scale");
+    assert!(e.contains("step `setCanaryScale` is not modeled"), "{e}");
+    let e = with(
+        "    canary:\n",
+        "    blueGreen: {activeService: a}\n    canary:\n",
+    )
+    .expect_err("blue/green");
+    assert!(e.contains("spec.strategy.blueGreen"), "{e}");
+    let e = with("setWeight: 40", "setWeight: 140").expect_err("weight");
+    assert!(
+        e.contains("steps[2].setWeight: expected a percentage from 0 to 100"),
+        "{e}"
+    );
 }
