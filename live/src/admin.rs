@@ -24,28 +24,140 @@ pub struct AdminState {
     pub config: Arc<Mutex<serde_json::Value>>,
 }
 
+/// Admin connections served at once; more are closed as they are accepted (Envoy's admin
+/// has no cap, but it is not meant to face many clients either).
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send a request head (Envoy's edge recommendation for
+/// `request_headers_timeout`), idle keep-alive connections included.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause after a failed accept (out of file descriptors) before accepting again, so the
+/// loop neither spins nor ends.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Serves the admin endpoint on `addr` until the task is dropped; returns the bound address.
+/// At most `MAX_CONNECTIONS` at once, each with `HEADER_TIMEOUT` to send a head; an accept
+/// error (such as `EMFILE`) pauses the loop for `ACCEPT_BACKOFF` instead of ending it.
 pub async fn serve(
     addr: SocketAddr,
     state: AdminState,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let state = state.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| route(req, state.clone()));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                drop(slot);
             });
         }
     });
     Ok((bound, task))
 }
 
+/// Whether a request's `Host` may be served: an IP address or `localhost` (with any port), or
+/// none given. A page that rebinds its own DNS name to 127.0.0.1 still sends its name, so it
+/// is refused (421) and cannot read the admin endpoint.
+fn host_allowed<B>(req: &Request<B>) -> bool {
+    let host = match req.headers().get(header::HOST) {
+        Some(v) => match v.to_str() {
+            Ok(h) => h,
+            Err(_) => return false,
+        },
+        None => match req.uri().host() {
+            Some(h) => h,
+            None => return true,
+        },
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+}
+
+/// Header names whose values `/config` does not show.
+fn secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || ["token", "secret", "password", "api-key", "apikey", "auth"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// `json` with the values of secret headers (in match blocks and header operations)
+/// replaced by `<redacted>`.
+pub fn redact(json: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match json {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let header_map =
+                        matches!(k.as_str(), "headers" | "without_headers" | "set" | "add");
+                    let v = match (header_map, v) {
+                        (true, Value::Object(headers)) => Value::Object(
+                            headers
+                                .iter()
+                                .map(|(name, value)| match secret_header(name) {
+                                    true => (name.clone(), Value::from("<redacted>")),
+                                    false => (name.clone(), redact(value)),
+                                })
+                                .collect(),
+                        ),
+                        _ => redact(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
 async fn route(req: Request<Incoming>, state: AdminState) -> Result<Response<Body>, Infallible> {
+    if !host_allowed(&req) {
+        return Ok(http_util::text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the admin endpoint answers Host: localhost or an IP address only\n",
+        ));
+    }
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        let mut resp = http_util::text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(resp);
+    }
     Ok(match req.uri().path() {
         "/ready" => http_util::text(StatusCode::OK, "LIVE\n"),
         "/metrics" => {
@@ -60,7 +172,7 @@ async fn route(req: Request<Incoming>, state: AdminState) -> Result<Response<Bod
             let json = state
                 .config
                 .lock()
-                .map(|c| serde_json::to_string_pretty(&*c).unwrap_or_default())
+                .map(|c| serde_json::to_string_pretty(&redact(&c)).unwrap_or_default())
                 .unwrap_or_default();
             let mut resp = http_util::text(StatusCode::OK, json + "\n");
             resp.headers_mut().insert(

@@ -180,7 +180,7 @@ fn reload(
                 }
             }
             if let Ok(mut j) = json.lock() {
-                *j = value;
+                *j = applied(&j, value, &file);
             }
             eprintln!("reloaded {file} ({why})");
         }
@@ -188,9 +188,46 @@ fn reload(
     }
 }
 
+/// What `/config` shows after a reload: the new file's `mesh` and `endpoints` (what a reload
+/// applies) over the running config; the other sections (`listeners`, `admin`, `limits`,
+/// `access_log`) apply at a restart, and a change to them is reported as not applied.
+fn applied(running: &serde_json::Value, new: serde_json::Value, file: &str) -> serde_json::Value {
+    let mut shown = running.clone();
+    let (Some(shown_map), serde_json::Value::Object(new_map)) = (shown.as_object_mut(), new) else {
+        return running.clone();
+    };
+    for (key, value) in new_map {
+        if matches!(key.as_str(), "mesh" | "endpoints") {
+            shown_map.insert(key, value);
+        } else if shown_map.get(&key) != Some(&value) {
+            eprintln!("{file}: `{key}` changed: it applies at a restart, not on reload");
+        }
+    }
+    shown
+}
+
 #[cfg(unix)]
 fn hangup() -> anyhow::Result<tokio::signal::unix::Signal> {
     Ok(tokio::signal::unix::signal(
         tokio::signal::unix::SignalKind::hangup(),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_reload_shows_the_new_mesh_and_endpoints_and_keeps_what_needs_a_restart() {
+        let running = json!({"listeners": [{"bind": "127.0.0.1:8080"}], "mesh": {"a": 1},
+            "endpoints": {"svc": []}, "access_log": false});
+        let new = json!({"listeners": [{"bind": "127.0.0.1:9090"}], "mesh": {"a": 2},
+            "endpoints": {"svc": [1]}, "access_log": true});
+        let shown = super::applied(&running, new, "proxy.ron");
+        assert_eq!(
+            shown,
+            json!({"listeners": [{"bind": "127.0.0.1:8080"}], "mesh": {"a": 2},
+                "endpoints": {"svc": [1]}, "access_log": false})
+        );
+    }
 }

@@ -106,7 +106,7 @@ fn running(test: &str, body: &str) -> (Proc, PathBuf, u16, u16) {
     std::fs::write(&cfg, config(port, admin, body)).expect("write");
     let p = start(&cfg);
     wait_for("/ready", || {
-        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+        get(admin, "127.0.0.1", "/ready").is_some_and(|r| r.0 == 200)
     });
     (p, cfg, port, admin)
 }
@@ -115,7 +115,7 @@ fn running(test: &str, body: &str) -> (Proc, PathBuf, u16, u16) {
 fn admin_reload_and_graceful_drain() {
     let (p, cfg, port, admin) = running("reload", "one");
     assert_eq!(get(port, "svc", "/"), Some((200, "one".into())));
-    let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
+    let (_, metrics) = get(admin, "127.0.0.1", "/metrics").expect("metrics");
     assert!(
         metrics.contains(
             r#"meshtwin_route_requests_total{listener="main",route="svc/hello",code="200"} 1"#
@@ -130,7 +130,7 @@ fn admin_reload_and_graceful_drain() {
         metrics.contains(r#"meshtwin_downstream_connections{listener="main"}"#),
         "{metrics}"
     );
-    let (_, json) = get(admin, "admin", "/config").expect("config");
+    let (_, json) = get(admin, "127.0.0.1", "/config").expect("config");
     assert!(json.contains("\"one\""), "{json}");
 
     // Reload on SIGHUP, with a slow request in flight that must not be dropped.
@@ -206,7 +206,7 @@ fn load_generator_reports_every_request() {
     assert_eq!(v["totals"]["by_status"]["200"].as_u64(), Some(generated));
     // Constant rate 200/s for 2 s: 400 sends (±1 per connection at the edges).
     assert!((396..=404).contains(&generated), "{generated}");
-    let (_, metrics) = get(admin, "admin", "/metrics").expect("metrics");
+    let (_, metrics) = get(admin, "127.0.0.1", "/metrics").expect("metrics");
     assert!(
         metrics.contains(&format!(
             r#"meshtwin_route_requests_total{{listener="main",route="svc/hello",code="200"}} {generated}"#
@@ -259,7 +259,7 @@ fn the_readme_proxy_example_runs_as_written() {
     let _proxy = Proc(child);
     let (ingress, tls, admin) = (ports[0], ports[1], ports[2]);
     wait_for("/ready", || {
-        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+        get(admin, "127.0.0.1", "/ready").is_some_and(|r| r.0 == 200)
     });
     // Nothing listens on the example's upstreams here: the engine answers 503 (`UF`).
     assert_eq!(get(ingress, "reviews", "/").map(|r| r.0), Some(503));
@@ -355,7 +355,7 @@ fn an_endpoints_file_change_keeps_other_hosts_ejected() {
         .expect("proxy starts");
     let _p = Proc(child);
     wait_for("/ready", || {
-        get(admin, "admin", "/ready").is_some_and(|r| r.0 == 200)
+        get(admin, "127.0.0.1", "/ready").is_some_and(|r| r.0 == 200)
     });
     // Round robin reaches the bad host within three requests; its first 503 ejects it.
     for _ in 0..6 {
