@@ -129,6 +129,13 @@ pub struct Limits {
     /// Most downstream connections open at once per listener; more wait in the accept queue.
     /// Default 10 000.
     pub max_connections: usize,
+    /// Longest wait for a whole request body once its head has arrived; slower gets 408
+    /// (Envoy's `request_timeout`). Default 300 s, Envoy's edge recommendation.
+    pub request_timeout: Nanos,
+    /// On SIGTERM, how long in-flight requests may take to finish before their connections are
+    /// closed (503 `DC` in the engine's accounting). Default 30 s (Kubernetes' default
+    /// termination grace period).
+    pub drain_timeout: Nanos,
 }
 
 impl Default for Limits {
@@ -139,6 +146,8 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             max_connections: 10_000,
+            request_timeout: Nanos::from_secs(300),
+            drain_timeout: Nanos::from_secs(30),
         }
     }
 }

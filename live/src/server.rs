@@ -98,7 +98,10 @@ async fn accept_loop(
             _ = stopped.changed() => break,
         };
         let Ok((stream, peer)) = accepted else {
-            continue; // e.g. too many open files: try again
+            // E.g. out of file descriptors: pause rather than spin, then try again.
+            drop(permit);
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
@@ -111,7 +114,13 @@ async fn accept_loop(
                 .fetch_add(1, Ordering::Relaxed);
             match tls {
                 Some(acceptor) => {
-                    if let Ok(s) = acceptor.accept(stream).await {
+                    // The handshake, ClientHello included, within the header read timeout.
+                    let timeout = Duration::from_nanos(ctx.limits.header_read_timeout.0);
+                    let shake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+                    if shake.is_err() {
+                        gauges.protocol_errors_total.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Ok(Ok(s)) = shake {
                         let proto = match s.get_ref().1.alpn_protocol() {
                             Some(b"h2") => Proto::Http2,
                             Some(_) => Proto::Http1,
@@ -138,10 +147,22 @@ async fn accept_loop(
         });
         while conns.try_join_next().is_some() {}
     }
-    // Graceful: the connections are told and finish their in-flight requests.
+    // The socket closes now, so the kernel stops accepting connections no one will serve.
+    drop(listener);
+    // Graceful: the connections are told and finish their in-flight requests, for at most
+    // `drain_timeout`; then the rest are closed.
     signal.fire();
-    while conns.join_next().await.is_some() {}
+    let drain = Duration::from_nanos(ctx.limits.drain_timeout.0);
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
 }
+
+/// The pause after a failed accept (out of file descriptors) before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The protocol a downstream connection speaks, when known before serving it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +227,17 @@ where
             ctx.scheme,
         )),
         ctx,
+        seen_request: std::sync::atomic::AtomicBool::new(false),
     });
+    let first = conn.clone();
+    // hyper's header read timeout is HTTP/1's; an HTTP/2 (or undecided) connection must
+    // bring its first request head within the same time, or it is closed.
+    let watchdog = async move {
+        tokio::time::sleep(header_timeout).await;
+        if first.seen_request.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let svc = service_fn(move |req| handle(req, conn.clone()));
     let ok = match proto {
         Proto::Http1 => {
@@ -226,10 +257,13 @@ where
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
                 .max_header_list_size(max_h2_headers);
-            drive(b.serve_connection(io, svc), &mut stop, |c| {
+            let served = drive(b.serve_connection(io, svc), &mut stop, |c| {
                 c.graceful_shutdown()
-            })
-            .await
+            });
+            tokio::select! {
+                ok = served => ok,
+                () = watchdog => false,
+            }
         }
         Proto::Unknown => {
             let mut b = auto::Builder::new(TokioExecutor::new());
@@ -241,10 +275,13 @@ where
             b.http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_h2_headers);
-            drive(b.serve_connection(io, svc), &mut stop, |c| {
+            let served = drive(b.serve_connection(io, svc), &mut stop, |c| {
                 c.graceful_shutdown()
-            })
-            .await
+            });
+            tokio::select! {
+                ok = served => ok,
+                () = watchdog => false,
+            }
         }
     };
     if !ok {
@@ -257,6 +294,8 @@ struct Conn {
     ctx: Arc<Ctx>,
     /// Strings shared by the requests' heads (HTTP/2 may run several at once, hence the lock).
     strings: std::sync::Mutex<http_util::ConnStrings>,
+    /// A request head has arrived on the connection (the first-request watchdog stands down).
+    seen_request: std::sync::atomic::AtomicBool,
 }
 
 /// Sends `Cancel` for a request whose downstream future is dropped before its response.
@@ -276,12 +315,27 @@ impl Drop for CancelGuard<'_> {
 
 async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body>, Infallible> {
     let ctx = &conn.ctx;
+    conn.seen_request.store(true, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let body: Bytes = if body.is_end_stream() {
         Bytes::new()
     } else {
         // Boxed: only requests with a body pay for this future's size.
-        match Box::pin(Limited::new(body, ctx.limits.max_body_bytes).collect()).await {
+        let collect = Box::pin(Limited::new(body, ctx.limits.max_body_bytes).collect());
+        let within = Duration::from_nanos(ctx.limits.request_timeout.0);
+        let Ok(collected) = tokio::time::timeout(within, collect).await else {
+            ctx.proxy
+                .gauges
+                .rejected_total
+                .fetch_add(1, Ordering::Relaxed);
+            let mut resp = http_util::text(StatusCode::REQUEST_TIMEOUT, "request timeout");
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Ok(resp);
+        };
+        match collected {
             Ok(c) => c.to_bytes(),
             Err(e)
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
