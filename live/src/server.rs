@@ -163,6 +163,12 @@ async fn accept_loop(
 
 /// The pause after a failed accept (out of file descriptors) before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// HTTP/2 streams a client may open at once on one connection (Envoy's edge recommendation).
+const H2_MAX_STREAMS: u32 = 100;
+/// HTTP/2 flow-control window per stream, bytes (Envoy's edge recommendation: 64 KiB).
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 flow-control window per connection, bytes (Envoy's edge recommendation: 1 MiB).
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// The protocol a downstream connection speaks, when known before serving it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +262,10 @@ where
         Proto::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
-                .max_header_list_size(max_h2_headers);
+                .max_header_list_size(max_h2_headers)
+                .max_concurrent_streams(H2_MAX_STREAMS)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW);
             let served = drive(b.serve_connection(io, svc), &mut stop, |c| {
                 c.graceful_shutdown()
             });
@@ -274,7 +283,10 @@ where
                 .max_buf_size(max_buf);
             b.http2()
                 .timer(TokioTimer::new())
-                .max_header_list_size(max_h2_headers);
+                .max_header_list_size(max_h2_headers)
+                .max_concurrent_streams(H2_MAX_STREAMS)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW);
             let served = drive(b.serve_connection(io, svc), &mut stop, |c| {
                 c.graceful_shutdown()
             });
