@@ -7,24 +7,13 @@
 
 use crate::error::ImportError;
 use crate::import::invalid;
-use crate::yaml::{Node, Pos, Value};
+use crate::yaml::{Node, Value};
 use crate::{Imported, Level, Note, Origin};
 use proxy_engine::Nanos;
 use rollout::spec::{ArgoCanary, ArgoStep, Pause, RolloutSpec, Strategy};
 
 /// Argo's API group.
 pub const GROUP: &str = "argoproj.io";
-
-/// Where the key `name` of a mapping was written, else the mapping's own position.
-fn key_at(node: &Node, name: &str) -> Pos {
-    match &node.value {
-        Value::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| k.name == name)
-            .map_or(node.at, |(k, _)| k.at),
-        _ => node.at,
-    }
-}
 
 /// Imports the Rollout `doc` into `imported.rollout`.
 pub(crate) fn rollout(
@@ -39,7 +28,9 @@ pub(crate) fn rollout(
     if strategy.and_then(|s| s.get("blueGreen")).is_some() {
         return Err(invalid(
             file,
-            strategy.map_or(spec.at, |s| key_at(s, "blueGreen")),
+            strategy
+                .and_then(|s| s.key_at("blueGreen"))
+                .unwrap_or(spec.at),
             "spec.strategy.blueGreen",
             "a blue/green Rollout switches Services, which the twin models as subsets: write it \
              as an ArgoBlueGreen rollout block in the scenario",
@@ -53,7 +44,7 @@ pub(crate) fn rollout(
             "missing field `canary`",
         ));
     };
-    let at = |key: &str| key_at(canary, key);
+    let at = |key: &str| canary.key_at(key).unwrap_or(canary.at);
     if canary.get("analysis").is_some() {
         return Err(invalid(
             file,

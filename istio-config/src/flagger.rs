@@ -274,7 +274,7 @@ fn metrics_json(
         let path = format!("{analysis}.metrics[{i}]");
         let mut m: Map<String, Json> = walk.object(item, &METRIC, &path, "")?;
         for key in ["templateRef", "query"] {
-            if let Some(at) = key_at(item, key) {
+            if let Some(at) = item.key_at(key) {
                 return Err(walk.error(
                     at,
                     &format!("{path}.{key}"),
@@ -307,15 +307,4 @@ fn metrics_json(
         out.push(Json::Object(m));
     }
     Ok(out)
-}
-
-/// Where the key `name` of a mapping was written.
-fn key_at(node: &Node, name: &str) -> Option<crate::yaml::Pos> {
-    match &node.value {
-        Value::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| k.name == name)
-            .map(|(k, _)| k.at),
-        _ => None,
-    }
 }

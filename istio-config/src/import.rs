@@ -306,7 +306,12 @@ fn document(
             });
         }
     }
-    if group == crate::flagger::GROUP && kind == "Canary" {
+    let rollout_kind = match (group, kind) {
+        (crate::flagger::GROUP, "Canary") => Some("Canary"),
+        (crate::argo::GROUP, "Rollout") => Some("Rollout"),
+        _ => None,
+    };
+    if let Some(rollout_kind) = rollout_kind {
         let Some(name) = name else {
             return Err(invalid(
                 file,
@@ -316,34 +321,20 @@ fn document(
             ));
         };
         let origin = Origin {
-            kind: "Canary",
+            kind: rollout_kind,
             namespace: namespace.unwrap_or("default").to_owned(),
             name: name.to_owned(),
             file: file.to_owned(),
             line: doc.at.line,
             port_level_tls: None,
         };
-        return crate::flagger::canary(imported, file, doc, origin, options.strict);
-    }
-    if group == crate::argo::GROUP && kind == "Rollout" {
-        let Some(name) = name else {
-            return Err(invalid(
-                file,
-                doc.at,
-                "metadata.name",
-                "missing field `metadata.name`",
-            ));
+        return match rollout_kind {
+            "Canary" => crate::flagger::canary(imported, file, doc, origin, options.strict),
+            _ => {
+                let start = crate::flagger::start(file, doc)?;
+                crate::argo::rollout(imported, file, doc, origin, start)
+            }
         };
-        let origin = Origin {
-            kind: "Rollout",
-            namespace: namespace.unwrap_or("default").to_owned(),
-            name: name.to_owned(),
-            file: file.to_owned(),
-            line: doc.at.line,
-            port_level_tls: None,
-        };
-        let start = crate::flagger::start(file, doc)?;
-        return crate::argo::rollout(imported, file, doc, origin, start);
     }
     if group != NETWORKING_GROUP {
         imported.notes.push(Note {

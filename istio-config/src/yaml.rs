@@ -74,6 +74,17 @@ impl Node {
         }
     }
 
+    /// Where the key `name` of this mapping was written, if it has it.
+    pub fn key_at(&self, name: &str) -> Option<Pos> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.name == name)
+                .map(|(k, _)| k.at),
+            _ => None,
+        }
+    }
+
     /// The string value, if this is a string scalar.
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
