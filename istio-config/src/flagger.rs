@@ -7,6 +7,7 @@
 //! (default `primary`) and `meshtwin.io/canary-subset` (default `canary`);
 //! `meshtwin.io/start` sets when the new revision is applied (default 0).
 
+use crate::analysis::FlaggerVars;
 use crate::error::ImportError;
 use crate::schema::{self, Message};
 use crate::walk::Walk;
@@ -107,11 +108,7 @@ static METRIC: Message = Message {
         schema::special("threshold", "threshold"),
         schema::special("templateRef", "template_ref"),
         schema::special("query", "query"),
-        schema::skip(
-            "templateVariables",
-            "template_variables",
-            "metric templates are not read",
-        ),
+        schema::special("templateVariables", "template_variables"),
     ],
 };
 
@@ -181,34 +178,104 @@ pub(crate) fn canary(
         }
     };
     let mut json = walk.object(analysis, &ANALYSIS, analysis_field, "")?;
+    let mut queries = Vec::new();
     if let Some(metrics) = analysis.get("metrics") {
-        json.insert(
-            "metrics".into(),
-            Json::Array(metrics_json(&mut walk, metrics, analysis_field)?),
-        );
+        let (list, pending) = metrics_json(&mut walk, metrics, analysis_field)?;
+        json.insert("metrics".into(), Json::Array(list));
+        queries = pending;
     }
-    let flagger: FlaggerAnalysis = walk.finish(json, analysis.at, analysis_field)?;
+    let mut flagger: FlaggerAnalysis = walk.finish(json, analysis.at, analysis_field)?;
     let annotation = |key: &str| {
         doc.get("metadata")
             .and_then(|m| m.get("annotations"))
             .and_then(|a| a.get(key))
             .and_then(Node::as_str)
     };
+    let stable = annotation("meshtwin.io/stable-subset").unwrap_or("primary");
+    let canary_subset = annotation("meshtwin.io/canary-subset").unwrap_or("canary");
+    let target = target.and_then(Node::as_str).unwrap_or(host);
+    let names = crate::analysis::names(
+        imported,
+        host,
+        &origin.namespace,
+        [stable, canary_subset],
+        [
+            vec![format!("{target}-primary")],
+            vec![target.to_owned()],
+            Vec::new(),
+        ],
+        [
+            vec![format!("{host}-primary")],
+            vec![format!("{host}-canary")],
+            vec![host.to_owned()],
+        ],
+    );
+    for q in queries {
+        let metric = &mut flagger.metrics[q.index];
+        let vars = FlaggerVars {
+            namespace: &origin.namespace,
+            name: &origin.name,
+            target,
+            service: host,
+            interval: q.interval.clone(),
+            variables: q.variables.clone(),
+            names: &names,
+        };
+        let (query, window) = if q.template {
+            crate::analysis::flagger_template(
+                imported,
+                file,
+                q.node,
+                &q.path,
+                &vars,
+                &metric.name,
+                strict,
+            )?
+        } else {
+            let mut walk = Walk::new(file, origin.resource(), strict, &mut imported.notes);
+            let raw = q.node.as_str().ok_or_else(|| {
+                walk.error(q.node.at, &format!("{}.query", q.path), "expected a string")
+            })?;
+            let field = format!("{}.query", q.path);
+            let r = crate::analysis::flagger_query(
+                &mut walk,
+                q.node.at,
+                &field,
+                raw,
+                &vars,
+                &metric.name,
+            )?;
+            (r.query, r.window)
+        };
+        metric.query = Some(query);
+        metric.interval = window;
+    }
     let start = start(file, doc)?;
     let spec = RolloutSpec {
         host: host.to_owned(),
-        stable: annotation("meshtwin.io/stable-subset")
-            .unwrap_or("primary")
-            .to_owned(),
-        canary: annotation("meshtwin.io/canary-subset")
-            .unwrap_or("canary")
-            .to_owned(),
+        stable: stable.to_owned(),
+        canary: canary_subset.to_owned(),
         start,
         strategy: Strategy::Flagger(flagger),
     };
     spec.validate()
-        .map_err(|e| walk.error(analysis.at, analysis_field, e.to_string()))?;
+        .map_err(|e| crate::import::invalid(file, analysis.at, analysis_field, e.to_string()))?;
     keep(imported, file, doc, spec, origin)
+}
+
+/// A custom metric's PromQL, resolved once the Canary's names are known.
+struct Pending<'n> {
+    /// The metric's index.
+    index: usize,
+    /// Its `templateRef`, or its inline `query`.
+    node: &'n Node,
+    template: bool,
+    /// The metric's path.
+    path: String,
+    /// Its `interval` as written (Flagger's `{{ interval }}`).
+    interval: String,
+    /// Its `templateVariables`.
+    variables: Vec<(String, String)>,
 }
 
 /// The `meshtwin.io/start` annotation of `doc`: when the new revision is applied (default 0).
@@ -256,12 +323,12 @@ pub(crate) fn keep(
 
 /// `analysis.metrics`: each metric's table fields, its legacy `threshold` read as Flagger
 /// reads it (a minimum for `request-success-rate`, a maximum for `request-duration`), and the
-/// PromQL forms (`templateRef`, `query`) refused: the twin cannot run PromQL.
-fn metrics_json(
+/// PromQL forms (`templateRef`, `query`) left to resolve.
+fn metrics_json<'n>(
     walk: &mut Walk<'_>,
-    node: &Node,
+    node: &'n Node,
     analysis: &str,
-) -> Result<Vec<Json>, ImportError> {
+) -> Result<(Vec<Json>, Vec<Pending<'n>>), ImportError> {
     let Value::Seq(items) = &node.value else {
         return Err(walk.error(
             node.at,
@@ -270,18 +337,41 @@ fn metrics_json(
         ));
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut pending = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("{analysis}.metrics[{i}]");
         let mut m: Map<String, Json> = walk.object(item, &METRIC, &path, "")?;
-        for key in ["templateRef", "query"] {
-            if let Some(at) = item.key_at(key) {
-                return Err(walk.error(
-                    at,
-                    &format!("{path}.{key}"),
-                    "a PromQL metric cannot run in the twin; write it in the scenario's rollout \
-                     block with a `query` (SuccessRate, ErrorRatio, LatencyMs(q)…)",
-                ));
+        let reference = match (item.get("templateRef"), item.get("query")) {
+            (Some(t), _) => Some((t, true)),
+            (None, Some(q)) => Some((q, false)),
+            (None, None) => None,
+        };
+        if let Some((node, template)) = reference {
+            let mut variables = Vec::new();
+            if let Some(Value::Map(entries)) = item.get("templateVariables").map(|v| &v.value) {
+                for (k, v) in entries {
+                    let Some(text) = crate::walk::scalar_text(v) else {
+                        return Err(walk.error(
+                            v.at,
+                            &format!("{path}.templateVariables.{}", k.name),
+                            "expected a string",
+                        ));
+                    };
+                    variables.push((k.name.clone(), text));
+                }
             }
+            pending.push(Pending {
+                index: i,
+                node,
+                template,
+                path: path.clone(),
+                interval: item
+                    .get("interval")
+                    .and_then(Node::as_str)
+                    .unwrap_or("1m")
+                    .to_owned(),
+                variables,
+            });
         }
         if let Some(n) = item.get("threshold") {
             let name = item.get("name").and_then(Node::as_str).unwrap_or("");
@@ -306,5 +396,5 @@ fn metrics_json(
         }
         out.push(Json::Object(m));
     }
-    Ok(out)
+    Ok((out, pending))
 }

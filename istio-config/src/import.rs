@@ -79,11 +79,33 @@ pub struct Imported {
     /// `(namespace, name)` of the Kubernetes Services among the skipped documents: hosts
     /// `analyze` knows.
     pub kubernetes_services: Vec<(String, String)>,
-    /// The rollout of a Flagger `Canary` document, and where it was written.
+    /// The rollout of a Flagger `Canary` or Argo `Rollout` document, and where it was
+    /// written.
     pub rollout: Option<(rollout::spec::RolloutSpec, Origin)>,
+    /// The analysis templates read (Argo's `AnalysisTemplate` and `ClusterAnalysisTemplate`,
+    /// Flagger's `MetricTemplate`), for the rollout that names them.
+    pub templates: Vec<Template>,
     /// The Deployments among the skipped documents, as a starting service model
     /// (`meshtwin import --services`).
     pub deployments: Vec<Deployment>,
+}
+
+/// An analysis template document, kept whole until the rollout that names it is read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    /// Where it was written (its kind is `AnalysisTemplate`, `ClusterAnalysisTemplate` or
+    /// `MetricTemplate`).
+    pub origin: Origin,
+    /// The document.
+    pub doc: Node,
+}
+
+/// A rollout document, imported once every document has been read: the templates and the
+/// DestinationRule it names may come after it.
+struct Deferred {
+    file: String,
+    doc: Node,
+    origin: Origin,
 }
 
 /// What a Kubernetes Deployment says of the service model: which service and version its
@@ -152,6 +174,7 @@ fn read_error(path: &Path, reason: std::io::Error) -> ImportError {
 /// Imports every document of the files and directories in `paths`.
 pub fn import_paths(paths: &[PathBuf], options: Options) -> Result<Imported, ImportError> {
     let mut imported = Imported::default();
+    let mut deferred = Vec::new();
     for file in files(paths)? {
         let name = file.display().to_string();
         let size = std::fs::metadata(&file)
@@ -166,8 +189,9 @@ pub fn import_paths(paths: &[PathBuf], options: Options) -> Result<Imported, Imp
             });
         }
         let text = std::fs::read_to_string(&file).map_err(|r| read_error(&file, r))?;
-        import_text(&mut imported, &name, &text, options)?;
+        documents(&mut imported, &name, &text, options, &mut deferred)?;
     }
+    rollouts(&mut imported, deferred, options)?;
     Ok(imported)
 }
 
@@ -178,6 +202,18 @@ pub fn import_text(
     text: &str,
     options: Options,
 ) -> Result<(), ImportError> {
+    let mut deferred = Vec::new();
+    documents(imported, file, text, options, &mut deferred)?;
+    rollouts(imported, deferred, options)
+}
+
+fn documents(
+    imported: &mut Imported,
+    file: &str,
+    text: &str,
+    options: Options,
+    deferred: &mut Vec<Deferred>,
+) -> Result<(), ImportError> {
     let docs = yaml::parse(text).map_err(|e| ImportError::Invalid {
         file: file.to_owned(),
         at: e.at,
@@ -185,7 +221,25 @@ pub fn import_text(
         message: format!("YAML syntax: {}", e.message),
     })?;
     for doc in &docs {
-        document(imported, file, doc, options)?;
+        document(imported, file, doc, options, deferred)?;
+    }
+    Ok(())
+}
+
+/// The rollout documents, once the rest is read.
+fn rollouts(
+    imported: &mut Imported,
+    deferred: Vec<Deferred>,
+    options: Options,
+) -> Result<(), ImportError> {
+    for Deferred { file, doc, origin } in deferred {
+        match origin.kind {
+            "Canary" => crate::flagger::canary(imported, &file, &doc, origin, options.strict)?,
+            _ => {
+                let start = crate::flagger::start(&file, &doc)?;
+                crate::argo::rollout(imported, &file, &doc, origin, start, options.strict)?
+            }
+        }
     }
     Ok(())
 }
@@ -224,6 +278,7 @@ fn document(
     file: &str,
     doc: &Node,
     options: Options,
+    deferred: &mut Vec<Deferred>,
 ) -> Result<(), ImportError> {
     if !matches!(doc.value, Value::Map(_)) {
         return Err(invalid(
@@ -247,7 +302,7 @@ fn document(
         }) = doc.get("items")
         {
             for item in items {
-                document(imported, file, item, options)?;
+                document(imported, file, item, options, deferred)?;
             }
         }
         return Ok(());
@@ -309,6 +364,9 @@ fn document(
     let rollout_kind = match (group, kind) {
         (crate::flagger::GROUP, "Canary") => Some("Canary"),
         (crate::argo::GROUP, "Rollout") => Some("Rollout"),
+        (crate::argo::GROUP, "AnalysisTemplate") => Some("AnalysisTemplate"),
+        (crate::argo::GROUP, "ClusterAnalysisTemplate") => Some("ClusterAnalysisTemplate"),
+        (crate::flagger::GROUP, "MetricTemplate") => Some("MetricTemplate"),
         _ => None,
     };
     if let Some(rollout_kind) = rollout_kind {
@@ -328,13 +386,17 @@ fn document(
             line: doc.at.line,
             port_level_tls: None,
         };
-        return match rollout_kind {
-            "Canary" => crate::flagger::canary(imported, file, doc, origin, options.strict),
-            _ => {
-                let start = crate::flagger::start(file, doc)?;
-                crate::argo::rollout(imported, file, doc, origin, start)
-            }
-        };
+        let doc = doc.clone();
+        if matches!(rollout_kind, "Canary" | "Rollout") {
+            deferred.push(Deferred {
+                file: file.to_owned(),
+                doc,
+                origin,
+            });
+        } else {
+            imported.templates.push(Template { origin, doc });
+        }
+        return Ok(());
     }
     if group != NETWORKING_GROUP {
         imported.notes.push(Note {

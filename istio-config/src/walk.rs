@@ -328,7 +328,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// A scalar as text (a number written for a string field, as YAML allows).
-fn scalar_text(node: &Node) -> Option<String> {
+pub(crate) fn scalar_text(node: &Node) -> Option<String> {
     match &node.value {
         Value::Str(s) => Some(s.clone()),
         Value::Int(i) => Some(i.to_string()),

@@ -78,9 +78,9 @@ fn what_the_twin_cannot_rehearse_is_refused_or_warned_about() {
         "      threshold: 99\n",
         "      templateRef: {name: latency}\n",
     ))
-    .expect_err("PromQL");
+    .expect_err("no template");
     assert!(
-        e.starts_with("canary.yaml:11:7: spec.analysis.metrics[0].templateRef: a PromQL metric"),
+        e.starts_with("canary.yaml:11:20: spec.analysis.metrics[0].templateRef: no MetricTemplate default/latency among the documents read"),
         "{e}"
     );
     let e =
@@ -171,10 +171,10 @@ fn an_argo_canary_is_its_steps_over_the_destination_rule_subsets() {
 }
 
 #[test]
-fn argo_analysis_blue_green_and_unknown_steps_are_refused_clearly() {
+fn argo_missing_templates_two_strategies_and_unknown_steps_are_refused_clearly() {
     let e = import(ROLLOUT).expect_err("no rule");
     assert!(
-        e.contains("no DestinationRule default/rollout-destrule among the documents read before"),
+        e.contains("no DestinationRule default/rollout-destrule among the documents read"),
         "{e}"
     );
     let with = |from: &str, to: &str| import(&format!("{RULE}{}", ROLLOUT.replace(from, to)));
@@ -184,7 +184,7 @@ fn argo_analysis_blue_green_and_unknown_steps_are_refused_clearly() {
     )
     .expect_err("analysis");
     assert!(
-        e.contains("steps[4].analysis: an analysis step runs AnalysisTemplates' PromQL"),
+        e.contains("steps[4].analysis.templates: no AnalysisTemplate ok in namespace default"),
         "{e}"
     );
     let e = with(
@@ -197,8 +197,11 @@ fn argo_analysis_blue_green_and_unknown_steps_are_refused_clearly() {
         "    canary:\n",
         "    blueGreen: {activeService: a}\n    canary:\n",
     )
-    .expect_err("blue/green");
-    assert!(e.contains("spec.strategy.blueGreen"), "{e}");
+    .expect_err("two strategies");
+    assert!(
+        e.contains("spec.strategy: a Rollout has one strategy"),
+        "{e}"
+    );
     let e = with("setWeight: 40", "setWeight: 140").expect_err("weight");
     assert!(
         e.contains("steps[2].setWeight: expected a percentage from 0 to 100"),

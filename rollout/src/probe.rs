@@ -104,6 +104,13 @@ impl WindowStats {
         let hops = h.count as f64;
         match query {
             Query::HopErrorRatio => return (h.count > 0).then(|| h.failed as f64 / hops),
+            Query::HopSuccessRatio => {
+                let non_5xx: u64 = (h.statuses.iter())
+                    .filter(|s| !(500..600).contains(&s.0))
+                    .map(|s| s.1)
+                    .sum();
+                return (h.count > 0).then(|| non_5xx as f64 / hops);
+            }
             Query::StatusRatio(status) => {
                 let n = (h.statuses.iter())
                     .find(|s| s.0 == *status)
@@ -240,7 +247,7 @@ impl Probe {
     /// The slot `at` falls in (the latest, for a time a little out of order).
     fn slot(&mut self, side: Side, at: Time) -> Option<&mut WindowStats> {
         let n = at.0 / SLOT;
-        let slots = &mut self.slots[side as usize];
+        let slots = self.slots.get_mut(side as usize)?; // `Both` is read, never recorded
         if slots.back().is_none_or(|(last, _)| *last < n) {
             slots.push_back((n, WindowStats::default()));
             while slots
@@ -262,12 +269,18 @@ impl MetricSource for Probe {
             span: over,
             ..WindowStats::default()
         };
-        for (n, s) in self.slots[side as usize].iter().rev() {
-            if *n < from {
-                break;
-            }
-            if *n < to {
-                out.add(s);
+        let sides = match side {
+            Side::Both => &self.slots[..],
+            one => &self.slots[one as usize..=one as usize],
+        };
+        for slots in sides {
+            for (n, s) in slots.iter().rev() {
+                if *n < from {
+                    break;
+                }
+                if *n < to {
+                    out.add(s);
+                }
             }
         }
         out
@@ -345,6 +358,25 @@ mod tests {
         );
         let other = p.window(Side::Stable, at_ms(2000), Nanos::from_secs(60));
         assert_eq!(other.value(&Query::HopErrorRatio), None);
+        // A hop with no response (status 0) is not a 5xx: PromQL's `!~"5.*"` counts it.
+        p.record_hop(Side::Canary, at_ms(2000), 0, 0, 1, Nanos::from_millis(7));
+        let w = p.window(Side::Canary, at_ms(2100), Nanos::from_secs(60));
+        assert!((w.value(&Query::HopSuccessRatio).expect("hops") - 181.0 / 201.0).abs() < 1e-12);
+        assert!((w.value(&Query::HopErrorRatio).expect("hops") - 21.0 / 201.0).abs() < 1e-12);
+        // Both versions: the stable hops join the canary's.
+        for i in 0..100 {
+            p.record_hop(
+                Side::Stable,
+                at_ms(2000 + i),
+                200,
+                0,
+                1,
+                Nanos::from_millis(1),
+            );
+        }
+        let both = p.window(Side::Both, at_ms(2200), Nanos::from_secs(60));
+        assert_eq!(both.hops.count, 301);
+        assert!((both.value(&Query::HopSuccessRatio).expect("hops") - 281.0 / 301.0).abs() < 1e-12);
     }
 
     #[test]

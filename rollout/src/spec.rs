@@ -170,6 +170,10 @@ pub enum Query {
     RequestRate,
     /// Ratio (0–1) of hops to the version that failed (5xx, or no response).
     HopErrorRatio,
+    /// Ratio (0–1) of hops to the version whose final status is not 5xx (a hop with no
+    /// response counts, as `response_code!~"5.*"` over Istio's source-side metric counts its
+    /// `response_code="0"`).
+    HopSuccessRatio,
     /// Ratio (0–1) of hops to the version that ended with this status.
     StatusRatio(u16),
     /// Ratio (0–1) of hops to the version that carried this Envoy response flag (`UO`, `UF`,
@@ -189,6 +193,10 @@ pub enum Side {
     /// The canary subset.
     #[default]
     Canary,
+    /// Both subsets together: the whole host, as a query that selects the service but no
+    /// version reads it. Metrics only; drivers record what each instance is, `Stable` or
+    /// `Canary`.
+    Both,
 }
 
 /// Argo Rollouts' canary strategy.

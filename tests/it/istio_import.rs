@@ -206,6 +206,54 @@ fn a_flagger_canary_from_yaml_makes_the_same_decisions_as_the_rollout_in_ron() {
 }
 
 #[test]
+fn an_argo_rollout_with_analysis_templates_from_yaml_makes_the_same_decisions_as_in_ron() {
+    let base = ["run", "scenarios/argo-canary-steps.ron", "--quiet"];
+    let written = same_report("argo", &base, &["scenarios/istio/argo-canary-steps/"]);
+    // The template's PromQL is what is measured: with a P99 bound of 5 ms (v2 answers in
+    // ~30 ms), every background measurement fails and the 4th exceeds failureLimit 3.
+    let dir = scratch("istio", "argo");
+    let strict = dir.join("strict");
+    std::fs::create_dir_all(&strict).expect("dir");
+    let from = PathBuf::from("scenarios/istio/argo-canary-steps");
+    for name in ["reviews-routing.yaml", "reviews-rollout.yaml"] {
+        std::fs::copy(from.join(name), strict.join(name)).expect("copy");
+    }
+    let templates =
+        std::fs::read_to_string(from.join("analysis-templates.yaml")).expect("templates");
+    assert!(templates.contains("result < 250"));
+    std::fs::write(
+        strict.join("analysis-templates.yaml"),
+        templates.replace("result < 250", "result < 5"),
+    )
+    .expect("write");
+    let json = dir.join("strict.json").display().to_string();
+    let strict = strict.display().to_string();
+    let out = meshtwin(&[&base[..], &["--json", &json, "--istio", &strict]].concat());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let report = |path: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).expect("report")).expect("json")
+    };
+    let (ok, bad) = (report(&written.display().to_string()), report(&json));
+    assert_eq!(ok["rollout"]["outcome"], "promoted");
+    assert_eq!(bad["rollout"]["outcome"], "rolled_back");
+    let decisions = bad["rollout"]["decisions"].as_array().expect("decisions");
+    let failed: Vec<&serde_json::Value> = decisions
+        .iter()
+        .flat_map(|d| d["checks"].as_array().into_iter().flatten())
+        .filter(|c| c["metric"] == "p99-latency" && c["verdict"] == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 4, "failureLimit 3 fails on the 4th failure");
+    let last = decisions.last().expect("a decision");
+    assert_eq!(last["canary_weight"], 0);
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed (4) > failureLimit (3)")),
+        "{last}"
+    );
+}
+
+#[test]
 fn import_services_turns_the_deployments_into_a_starting_scenario_that_validates() {
     let dir = scratch("istio", "services");
     let out_path = dir.join("bookinfo.ron").display().to_string();
