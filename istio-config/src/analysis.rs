@@ -369,6 +369,7 @@ fn metric(
         name: name.clone(),
         query: Query::SuccessRatio,
         version: Side::Canary,
+        route: None,
         window: None,
         interval: None,
         initial_delay: Nanos::ZERO,

@@ -25,9 +25,9 @@ pub struct LiveProbe {
 
 impl LiveProbe {
     /// A probe for windows up to `keep` long.
-    pub fn new(keep: Nanos) -> LiveProbe {
+    pub fn new(spec: &rollout::RolloutSpec) -> LiveProbe {
         LiveProbe {
-            probe: Mutex::new(Probe::new(keep)),
+            probe: Mutex::new(Probe::of(spec)),
             destinations: OnceLock::new(),
             start: OnceLock::new(),
         }
@@ -43,8 +43,13 @@ impl LiveProbe {
         let _ = self.destinations.set(sides);
     }
 
-    /// A hop a proxy completed, `latency` after it started, if it went to a side.
-    pub fn record_hop(&self, outcome: &proxy_engine::Outcome, latency: Nanos) {
+    /// Whether a metric reads a route (the proxies name each hop's route only then).
+    pub fn watches_routes(&self) -> bool {
+        lock(&self.probe).watches_routes()
+    }
+
+    /// A hop a proxy completed by `route`, `latency` after it started, if it went to a side.
+    pub fn record_hop(&self, outcome: &proxy_engine::Outcome, route: Option<&str>, latency: Nanos) {
         let (Some(t0), Some(sides)) = (self.start.get(), self.destinations.get()) else {
             return;
         };
@@ -55,8 +60,7 @@ impl LiveProbe {
             return;
         };
         let at = Time(Instant::now().saturating_duration_since(*t0).as_nanos() as u64);
-        let (status, flags, tries) = (outcome.status, outcome.flags.0, outcome.attempts);
-        lock(&self.probe).record_hop(side, at, status, flags, tries, latency);
+        lock(&self.probe).record_hop(side, route, at, rollout::probe::hop(outcome, latency));
     }
 
     /// An answer of `side` with `status`, to a request that arrived at `arrived`.

@@ -112,7 +112,7 @@ pub async fn start_services(s: &Scenario, seed: u64) -> Result<Services, LabErro
     let topology = Topology::of(s);
     let mut instances = Vec::new();
     let mut faults = sim_core::model::instance_faults(s).into_iter();
-    let probe = (s.rollout.as_ref()).map(|r| Arc::new(LiveProbe::new(r.longest_window())));
+    let probe = (s.rollout.as_ref()).map(|r| Arc::new(LiveProbe::new(r)));
     for spec in &topology.instances {
         let side = sim_core::delivery::side_of(s, spec.service, spec.version);
         let model = InstanceModel {

@@ -402,6 +402,15 @@ impl Recorder {
         Ok(())
     }
 
+    /// The name of route `route` of generation `generation`, if the recorder knows it.
+    pub fn route_name(&self, generation: u32, route: u32) -> Option<&str> {
+        let i = (self.meshes)
+            .binary_search_by_key(&u64::from(generation), |m| m.generation())
+            .ok()?;
+        let r = self.meshes[i].routes().get(route as usize)?;
+        Some(&r.name)
+    }
+
     /// One hop's outcome, as the proxy that handled it saw it; the hop started at `start`.
     pub fn record_hop(&mut self, start: Time, outcome: &Outcome, latency: Nanos) {
         self.hop(HopKey::of(outcome)).record(outcome, latency);
@@ -516,12 +525,8 @@ impl Recorder {
         let mut destinations: Vec<Option<Stats>> = vec![None; mesh.destinations().len()];
         let mut clusters: Vec<Option<Stats>> = vec![None; mesh.clusters().len()];
         for (key, stats) in &self.hops {
-            let route = (self.meshes)
-                .binary_search_by_key(&u64::from(key.generation), |m| m.generation())
-                .ok()
-                .and_then(|i| self.meshes[i].routes().get(key.route as usize));
-            if let Some(r) = route {
-                routes.entry(r.name.clone()).or_default().merge(stats);
+            if let Some(name) = self.route_name(key.generation, key.route) {
+                routes.entry(name.to_owned()).or_default().merge(stats);
             }
             let slots = [
                 (&mut destinations, key.destination),

@@ -177,7 +177,7 @@ impl MetricRun {
     fn measure(&mut self, now: Time, source: &dyn MetricSource) -> Check {
         let spec = &self.spec;
         let value = source
-            .window(spec.version, now, spec.window())
+            .window(spec.version, spec.route.as_deref(), now, spec.window())
             .value(&spec.query);
         let verdict = match value {
             None => Phase::Error,

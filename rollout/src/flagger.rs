@@ -332,7 +332,7 @@ impl Canary {
             let Some(query) = builtin_query(&m.name).or(m.query.clone()) else {
                 continue; // validated: a custom metric has a query
             };
-            let window = source.window(Side::Canary, now, m.interval);
+            let window = source.window(Side::Canary, m.route.as_deref(), now, m.interval);
             let mut value = window.value(&query);
             if m.name == "request-duration" {
                 // `time.Duration(int64(value)) * time.Millisecond`: whole milliseconds.

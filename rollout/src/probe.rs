@@ -176,36 +176,58 @@ fn quantile(buckets: &[u64; 20], count: u64, q: f64) -> f64 {
 
 /// Where the controllers read metrics from: the driver's measurements.
 pub trait MetricSource {
-    /// `side`'s responses in `[now - over, now)`.
-    fn window(&self, side: Side, now: Time, over: Nanos) -> WindowStats;
+    /// `side`'s responses in `[now - over, now)`; with a `route`, only the hops of that route
+    /// (the callers' side).
+    fn window(&self, side: Side, route: Option<&str>, now: Time, over: Nanos) -> WindowStats;
 }
+
+/// Slots per side (stable, canary): (slot number, counts), oldest first.
+type Slots = [VecDeque<(u64, WindowStats)>; 2];
 
 /// The slot width.
 const SLOT: u64 = 100_000_000;
 
-/// Each version's responses in 100 ms slots, for the last `keep` (the longest window read).
-/// Drivers feed it; it is the [`MetricSource`] of the run.
+/// Each version's responses in 100 ms slots, for the last `keep` (the longest window read),
+/// and the hops of each route a metric is scoped to. Drivers feed it; it is the
+/// [`MetricSource`] of the run.
 #[derive(Clone, Debug)]
 pub struct Probe {
     keep_slots: u64,
-    /// Per side: (slot number, counts), oldest first.
-    slots: [VecDeque<(u64, WindowStats)>; 2],
+    slots: Slots,
+    /// The routes watched, sorted (`RolloutSpec::routes`).
+    routes: Vec<String>,
+    /// Per watched route, its hops.
+    route_slots: Vec<Slots>,
 }
 
 impl Probe {
-    /// A probe that can answer windows up to `keep` long.
-    pub fn new(keep: Nanos) -> Probe {
+    /// A probe that can answer windows up to `keep` long, keeping the hops of `routes` apart.
+    pub fn new(keep: Nanos, mut routes: Vec<String>) -> Probe {
+        routes.sort();
+        routes.dedup();
         Probe {
             keep_slots: keep.0.div_ceil(SLOT) + 1,
-            slots: [VecDeque::new(), VecDeque::new()],
+            slots: Default::default(),
+            route_slots: vec![Default::default(); routes.len()],
+            routes,
         }
+    }
+
+    /// The probe of `spec`'s metrics.
+    pub fn of(spec: &crate::RolloutSpec) -> Probe {
+        Probe::new(spec.longest_window(), spec.routes())
+    }
+
+    /// Whether a metric reads a route (drivers name each hop's route only then).
+    pub fn watches_routes(&self) -> bool {
+        !self.routes.is_empty()
     }
 
     /// A response of `side` with `status`, `duration` after it arrived, at `at`. Times go
     /// forward; a response a little out of order (live, across threads) is counted in the
     /// latest slot.
     pub fn record(&mut self, side: Side, at: Time, status: u16, duration: Nanos) {
-        let Some(s) = self.slot(side, at) else {
+        let Some(s) = slot(&mut self.slots, self.keep_slots, side, at) else {
             return;
         };
         s.requests += 1;
@@ -215,21 +237,55 @@ impl Probe {
         s.buckets[bucket_of(duration)] += 1;
     }
 
-    /// A hop a caller's proxy routed to `side`, completed at `at`: its final status, response
-    /// flags (bits), tries and latency.
-    pub fn record_hop(
-        &mut self,
-        side: Side,
-        at: Time,
-        status: u16,
-        flags: u32,
-        attempts: u32,
-        latency: Nanos,
-    ) {
-        let Some(s) = self.slot(side, at) else {
-            return;
-        };
-        let h = &mut s.hops;
+    /// A hop a caller's proxy routed to `side` by `route`, completed at `at`: its final
+    /// status, response flags (bits), tries and latency.
+    pub fn record_hop(&mut self, side: Side, route: Option<&str>, at: Time, hop: Hop) {
+        let watched = route.and_then(|r| self.routes.binary_search_by(|w| w.as_str().cmp(r)).ok());
+        let keep = self.keep_slots;
+        if let Some(i) = watched {
+            if let Some(s) = slot(&mut self.route_slots[i], keep, side, at) {
+                s.hops.count(&hop);
+            }
+        }
+        if let Some(s) = slot(&mut self.slots, keep, side, at) {
+            s.hops.count(&hop);
+        }
+    }
+}
+
+/// The hop of `outcome`, `latency` long.
+pub fn hop(outcome: &proxy_engine::Outcome, latency: Nanos) -> Hop {
+    Hop {
+        status: outcome.status,
+        flags: outcome.flags.0,
+        attempts: outcome.attempts,
+        latency,
+    }
+}
+
+/// One hop as its caller's proxy saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The final status (0: no response).
+    pub status: u16,
+    /// Envoy response flags (bits).
+    pub flags: u32,
+    /// Tries taken.
+    pub attempts: u32,
+    /// From the hop's start to its end.
+    pub latency: Nanos,
+}
+
+impl HopStats {
+    /// Counts one hop.
+    fn count(&mut self, hop: &Hop) {
+        let Hop {
+            status,
+            flags,
+            attempts,
+            latency,
+        } = *hop;
+        let h = self;
         h.count += 1;
         if status == 0 || status >= 500 {
             h.failed += 1;
@@ -243,35 +299,40 @@ impl Probe {
         add_status(&mut h.statuses, status, 1);
         h.buckets[bucket_of(latency)] += 1;
     }
+}
 
-    /// The slot `at` falls in (the latest, for a time a little out of order).
-    fn slot(&mut self, side: Side, at: Time) -> Option<&mut WindowStats> {
-        let n = at.0 / SLOT;
-        let slots = self.slots.get_mut(side as usize)?; // `Both` is read, never recorded
-        if slots.back().is_none_or(|(last, _)| *last < n) {
-            slots.push_back((n, WindowStats::default()));
-            while slots
-                .front()
-                .is_some_and(|(first, _)| first + self.keep_slots < n)
-            {
-                slots.pop_front();
-            }
+/// The slot of `side` that `at` falls in (the latest, for a time a little out of order),
+/// dropping slots older than `keep` slots.
+fn slot(slots: &mut Slots, keep: u64, side: Side, at: Time) -> Option<&mut WindowStats> {
+    let n = at.0 / SLOT;
+    let slots = slots.get_mut(side as usize)?; // `Both` is read, never recorded
+    if slots.back().is_none_or(|(last, _)| *last < n) {
+        slots.push_back((n, WindowStats::default()));
+        while slots.front().is_some_and(|(first, _)| first + keep < n) {
+            slots.pop_front();
         }
-        slots.back_mut().map(|(_, s)| s)
     }
+    slots.back_mut().map(|(_, s)| s)
 }
 
 impl MetricSource for Probe {
-    fn window(&self, side: Side, now: Time, over: Nanos) -> WindowStats {
+    fn window(&self, side: Side, route: Option<&str>, now: Time, over: Nanos) -> WindowStats {
         let from = now.0.saturating_sub(over.0) / SLOT;
         let to = now.0 / SLOT; // exclusive: the slot `now` opens
         let mut out = WindowStats {
             span: over,
             ..WindowStats::default()
         };
+        let all = match route {
+            None => &self.slots,
+            Some(r) => match self.routes.binary_search_by(|w| w.as_str().cmp(r)) {
+                Ok(i) => &self.route_slots[i],
+                Err(_) => return out, // not watched: no hop of it was kept
+            },
+        };
         let sides = match side {
-            Side::Both => &self.slots[..],
-            one => &self.slots[one as usize..=one as usize],
+            Side::Both => &all[..],
+            one => &all[one as usize..=one as usize],
         };
         for slots in sides {
             for (n, s) in slots.iter().rev() {
@@ -295,9 +356,18 @@ mod tests {
         Time(ms * 1_000_000)
     }
 
+    fn hop(status: u16, flags: u32, attempts: u32, latency: Nanos) -> Hop {
+        Hop {
+            status,
+            flags,
+            attempts,
+            latency,
+        }
+    }
+
     #[test]
     fn a_window_counts_what_arrived_in_it() {
-        let mut p = Probe::new(Nanos::from_secs(60));
+        let mut p = Probe::new(Nanos::from_secs(60), Vec::new());
         for i in 0..100 {
             let status = if i % 10 == 0 { 503 } else { 200 };
             p.record(
@@ -308,14 +378,14 @@ mod tests {
             );
         }
         p.record(Side::Stable, at_ms(1500), 200, Nanos::from_millis(1));
-        let w = p.window(Side::Canary, at_ms(3000), Nanos::from_secs(60));
+        let w = p.window(Side::Canary, None, at_ms(3000), Nanos::from_secs(60));
         assert_eq!((w.requests, w.non_5xx), (100, 90));
         assert_eq!(w.value(&Query::SuccessRate), Some(90.0));
         assert_eq!(w.value(&Query::ErrorRatio), Some(0.1));
         // Only the last second: what arrived from 1.5 s on.
-        let w = p.window(Side::Canary, at_ms(2500), Nanos::from_secs(1));
+        let w = p.window(Side::Canary, None, at_ms(2500), Nanos::from_secs(1));
         assert_eq!(w.requests, 50);
-        let empty = p.window(Side::Canary, at_ms(200_000), Nanos::from_secs(60));
+        let empty = p.window(Side::Canary, None, at_ms(200_000), Nanos::from_secs(60));
         assert_eq!(
             empty.value(&Query::SuccessRate),
             None,
@@ -325,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_callers_side_counts_hops_statuses_flags_and_tries() {
-        let mut p = Probe::new(Nanos::from_secs(60));
+        let mut p = Probe::new(Nanos::from_secs(60), Vec::new());
         let uo = flag_bit("UO").expect("UO is a flag");
         for i in 0..200u64 {
             let (status, flags, tries) = match i % 10 {
@@ -333,16 +403,15 @@ mod tests {
                 1 => (200, 0, 3),
                 _ => (200, 0, 1),
             };
+            let latency = Nanos::from_millis(7);
             p.record_hop(
                 Side::Canary,
+                None,
                 at_ms(i * 10),
-                status,
-                flags,
-                tries,
-                Nanos::from_millis(7),
+                hop(status, flags, tries, latency),
             );
         }
-        let w = p.window(Side::Canary, at_ms(2000), Nanos::from_secs(60));
+        let w = p.window(Side::Canary, None, at_ms(2000), Nanos::from_secs(60));
         assert_eq!(w.value(&Query::HopErrorRatio), Some(0.1));
         assert_eq!(w.value(&Query::StatusRatio(503)), Some(0.1));
         assert_eq!(w.value(&Query::FlagRatio("UO".into())), Some(0.1));
@@ -356,27 +425,55 @@ mod tests {
             None,
             "no destination-side data"
         );
-        let other = p.window(Side::Stable, at_ms(2000), Nanos::from_secs(60));
+        let other = p.window(Side::Stable, None, at_ms(2000), Nanos::from_secs(60));
         assert_eq!(other.value(&Query::HopErrorRatio), None);
         // A hop with no response (status 0) is not a 5xx: PromQL's `!~"5.*"` counts it.
-        p.record_hop(Side::Canary, at_ms(2000), 0, 0, 1, Nanos::from_millis(7));
-        let w = p.window(Side::Canary, at_ms(2100), Nanos::from_secs(60));
+        p.record_hop(
+            Side::Canary,
+            None,
+            at_ms(2000),
+            hop(0, 0, 1, Nanos::from_millis(7)),
+        );
+        let w = p.window(Side::Canary, None, at_ms(2100), Nanos::from_secs(60));
         assert!((w.value(&Query::HopSuccessRatio).expect("hops") - 181.0 / 201.0).abs() < 1e-12);
         assert!((w.value(&Query::HopErrorRatio).expect("hops") - 21.0 / 201.0).abs() < 1e-12);
         // Both versions: the stable hops join the canary's.
         for i in 0..100 {
             p.record_hop(
                 Side::Stable,
+                None,
                 at_ms(2000 + i),
-                200,
-                0,
-                1,
-                Nanos::from_millis(1),
+                hop(200, 0, 1, Nanos::from_millis(1)),
             );
         }
-        let both = p.window(Side::Both, at_ms(2200), Nanos::from_secs(60));
+        let both = p.window(Side::Both, None, at_ms(2200), Nanos::from_secs(60));
         assert_eq!(both.hops.count, 301);
         assert!((both.value(&Query::HopSuccessRatio).expect("hops") - 281.0 / 301.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_watched_route_keeps_its_hops_apart() {
+        let mut p = Probe::new(Nanos::from_secs(60), vec!["reviews/insiders".into()]);
+        assert!(p.watches_routes());
+        for i in 0..100u64 {
+            let (route, status) = if i % 4 == 0 {
+                ("reviews/insiders", 503)
+            } else {
+                ("reviews/0", 200)
+            };
+            let h = hop(status, 0, 1, Nanos::from_millis(2));
+            p.record_hop(Side::Canary, Some(route), at_ms(i * 10), h);
+        }
+        let at = at_ms(2000);
+        let over = Nanos::from_secs(60);
+        let insiders = p.window(Side::Canary, Some("reviews/insiders"), at, over);
+        assert_eq!(insiders.value(&Query::HopErrorRatio), Some(1.0));
+        assert_eq!(insiders.hops.count, 25);
+        let all = p.window(Side::Canary, None, at, over);
+        assert_eq!(all.value(&Query::HopErrorRatio), Some(0.25));
+        // A route no metric watches was not kept: no data.
+        let other = p.window(Side::Canary, Some("reviews/0"), at, over);
+        assert_eq!(other.value(&Query::HopErrorRatio), None);
     }
 
     #[test]

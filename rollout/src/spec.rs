@@ -138,6 +138,10 @@ pub struct FlaggerMetric {
     /// What a custom metric measures.
     #[serde(default)]
     pub query: Option<Query>,
+    /// Only the hops of this route (as the report names it: `reviews/primary`), for a
+    /// callers'-side query; none reads every hop to the canary.
+    #[serde(default)]
+    pub route: Option<String>,
 }
 
 /// Flagger's `thresholdRange`: a value below `min` or above `max` fails the check.
@@ -183,6 +187,22 @@ pub enum Query {
     RetryAmplification,
     /// A latency quantile (ms) of the hops to the version as their callers saw them.
     HopLatencyMs(f64),
+}
+
+impl Query {
+    /// Whether it reads the callers' side (the hops their proxies routed), where routes are
+    /// seen, rather than the destination's instances.
+    pub fn callers_side(&self) -> bool {
+        matches!(
+            self,
+            Query::HopErrorRatio
+                | Query::HopSuccessRatio
+                | Query::StatusRatio(_)
+                | Query::FlagRatio(_)
+                | Query::RetryAmplification
+                | Query::HopLatencyMs(_)
+        )
+    }
 }
 
 /// Which version a metric measures.
@@ -262,6 +282,10 @@ pub struct ArgoMetric {
     /// Which version. Default the canary.
     #[serde(default)]
     pub version: Side,
+    /// Only the hops of this route (as the report names it: `reviews/primary`), for a
+    /// callers'-side query; none reads every hop to the version.
+    #[serde(default)]
+    pub route: Option<String>,
     /// The range each measurement covers (the query's `[5m]`). Default: `interval`, else 1 m.
     #[serde(default)]
     pub window: Option<Nanos>,
@@ -312,6 +336,11 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     }
 }
 
+/// Why a destination-side metric cannot have a route.
+const ROUTE_NEEDS_HOPS: &str = "a route is seen by the callers' proxies: scope a \
+     callers'-side query (HopErrorRatio, HopSuccessRatio, StatusRatio, FlagRatio, \
+     RetryAmplification, HopLatencyMs) to it";
+
 /// Flagger's built-in metric names.
 pub const FLAGGER_BUILTINS: [&str; 2] = ["request-success-rate", "request-duration"];
 
@@ -352,8 +381,31 @@ impl RolloutSpec {
 
     /// The longest window any metric reads (how much history a probe keeps).
     pub fn longest_window(&self) -> Nanos {
-        let windows: Vec<Nanos> = match &self.strategy {
-            Strategy::Flagger(a) => a.metrics.iter().map(|m| m.interval).collect(),
+        (self.scopes().into_iter())
+            .map(|(window, _)| window)
+            .max()
+            .unwrap_or(Nanos::from_secs(60))
+    }
+
+    /// The routes metrics are scoped to, sorted, each once: what the probe keeps apart.
+    pub fn routes(&self) -> Vec<String> {
+        let mut routes: Vec<String> = (self.scopes().into_iter())
+            .filter_map(|(_, route)| route.map(str::to_owned))
+            .collect();
+        routes.sort();
+        routes.dedup();
+        routes
+    }
+
+    /// Every metric's window and route.
+    fn scopes(&self) -> Vec<(Nanos, Option<&str>)> {
+        fn argo(m: &ArgoMetric) -> (Nanos, Option<&str>) {
+            (m.window(), m.route.as_deref())
+        }
+        match &self.strategy {
+            Strategy::Flagger(a) => (a.metrics.iter())
+                .map(|m| (m.interval, m.route.as_deref()))
+                .collect(),
             Strategy::ArgoCanary(c) => (c.steps.iter())
                 .filter_map(|s| match s {
                     ArgoStep::Analysis(a) => Some(a.metrics.iter()),
@@ -361,15 +413,14 @@ impl RolloutSpec {
                 })
                 .flatten()
                 .chain(c.analysis.iter().flat_map(|b| b.metrics.iter()))
-                .map(ArgoMetric::window)
+                .map(argo)
                 .collect(),
             Strategy::ArgoBlueGreen(b) => (b.pre_promotion_analysis.iter())
                 .chain(b.post_promotion_analysis.iter())
                 .flat_map(|a| a.metrics.iter())
-                .map(ArgoMetric::window)
+                .map(argo)
                 .collect(),
-        };
-        windows.into_iter().max().unwrap_or(Nanos::from_secs(60))
+        }
     }
 }
 
@@ -416,6 +467,9 @@ impl FlaggerAnalysis {
             }
             if let Some(q) = &m.query {
                 validate_query(q, &f(&format!("metrics[{i}].query")))?;
+            }
+            if m.route.is_some() && !m.query.as_ref().is_some_and(Query::callers_side) {
+                return Err(err(f(&format!("metrics[{i}].route")), ROUTE_NEEDS_HOPS));
             }
             if m.threshold_range.min.is_none() && m.threshold_range.max.is_none() {
                 return Err(err(
@@ -466,6 +520,9 @@ fn validate_metrics(metrics: &[ArgoMetric], field: &str) -> Result<(), SpecError
             return Err(err(format!("{field}.metrics[{i}].interval"), "must be > 0"));
         }
         validate_query(&m.query, &format!("{field}.metrics[{i}].query"))?;
+        if m.route.is_some() && !m.query.callers_side() {
+            return Err(err(format!("{field}.metrics[{i}].route"), ROUTE_NEEDS_HOPS));
+        }
         if let Query::LatencyMs(q) = m.query {
             if !(0.0..=1.0).contains(&q) {
                 return Err(err(

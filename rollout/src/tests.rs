@@ -32,7 +32,7 @@ impl Script {
 }
 
 impl MetricSource for Script {
-    fn window(&self, _side: Side, _now: Time, over: Nanos) -> WindowStats {
+    fn window(&self, _side: Side, _route: Option<&str>, _now: Time, over: Nanos) -> WindowStats {
         let mut buckets = [0; 20];
         buckets[2] = self.requests.get(); // (1, 5] ms
         WindowStats {
@@ -54,6 +54,7 @@ fn success_rate(min: f64) -> FlaggerMetric {
             max: None,
         },
         query: None,
+        route: None,
     }
 }
 
@@ -256,6 +257,7 @@ fn ratio_metric(failure_limit: Option<i32>, count: Option<u32>) -> ArgoMetric {
         name: "success-rate".into(),
         query: Query::SuccessRatio,
         version: Side::Canary,
+        route: None,
         window: None,
         interval: Some(Nanos::from_secs(60)),
         initial_delay: Nanos::ZERO,
@@ -499,4 +501,31 @@ fn flagger_promotion_steps_the_primary_weight_back_up() {
         ]
     );
     assert!(log[3..].iter().all(|d| d.routing.canary_weight == 100));
+}
+
+#[test]
+fn a_route_scopes_only_a_callers_side_query() {
+    let spec = |query: Query| RolloutSpec {
+        host: "reviews".into(),
+        stable: "v1".into(),
+        canary: "v2".into(),
+        start: Nanos::ZERO,
+        strategy: Strategy::ArgoCanary(ArgoCanary {
+            steps: vec![ArgoStep::Analysis(AnalysisSpec {
+                metrics: vec![ArgoMetric {
+                    query,
+                    route: Some("reviews/insiders".into()),
+                    ..ratio_metric(None, Some(1))
+                }],
+            })],
+            analysis: None,
+        }),
+    };
+    let e = spec(Query::SuccessRatio)
+        .validate()
+        .expect_err("destination side");
+    assert_eq!(e.field, "strategy.ArgoCanary.steps[0].metrics[0].route");
+    let ok = spec(Query::HopErrorRatio);
+    ok.validate().expect("callers' side");
+    assert_eq!(ok.routes(), vec!["reviews/insiders".to_owned()]);
 }

@@ -192,11 +192,32 @@ pub fn problems(s: &Scenario) -> Option<(String, String)> {
         matched_only: !spec.matches().is_empty(),
     };
     let registry = crate::topology::Topology::of(s).registry();
-    if let Err(e) = CompiledMesh::compile(&render(&s.mesh, spec, &widest), &registry) {
-        return Some((
-            "rollout".into(),
-            format!("the mesh the rollout routes with: {e}"),
-        ));
+    let mesh = match CompiledMesh::compile(&render(&s.mesh, spec, &widest), &registry) {
+        Ok(mesh) => mesh,
+        Err(e) => {
+            return Some((
+                "rollout".into(),
+                format!("the mesh the rollout routes with: {e}"),
+            ))
+        }
+    };
+    for route in spec.routes() {
+        if !mesh.routes().iter().any(|r| r.name == route) {
+            let mut names: Vec<&str> = (mesh.routes().iter())
+                .map(|r| r.name.as_str())
+                .filter(|n| !n.contains('('))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            return Some((
+                "rollout".into(),
+                format!(
+                    "a metric reads route `{route}`, which the mesh does not have (routes, as \
+                     the report names them: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
     }
     if spec.start.0 >= s.duration.0 {
         return Some((

@@ -190,7 +190,10 @@ impl Shared {
         st.metrics.record_hop(p.start, &outcome, latency);
         st.metrics.record_end_to_end(p.start, &outcome, latency);
         if let Some(probe) = &self.opts.probe {
-            probe.record_hop(&outcome, latency);
+            let route = (outcome.route)
+                .filter(|_| probe.watches_routes())
+                .and_then(|r| st.metrics.route_name(outcome.generation, r.0));
+            probe.record_hop(&outcome, route, latency);
         }
         if self.opts.access_log {
             let upstream = outcome.endpoint.and_then(|e| Self::addr(st, e));

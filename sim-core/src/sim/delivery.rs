@@ -40,7 +40,7 @@ impl RolloutRun {
             .map(|i| crate::delivery::side_of(s, i.service, i.version))
             .collect();
         Some(Box::new(RolloutRun {
-            probe: Probe::new(spec.longest_window()),
+            probe: Probe::of(&spec),
             routing: controller.routing(),
             spec,
             controller,
@@ -135,9 +135,15 @@ impl Simulation {
         };
         let side = (outcome.destination).and_then(|d| run.destination_side.get(d.0 as usize));
         if let Some(Some(side)) = side {
-            let (status, flags, tries) = (outcome.status, outcome.flags.0, outcome.attempts);
-            run.probe
-                .record_hop(*side, self.now, status, flags, tries, latency);
+            let route = (outcome.route)
+                .filter(|_| run.probe.watches_routes())
+                .and_then(|r| self.metrics.route_name(outcome.generation, r.0));
+            run.probe.record_hop(
+                *side,
+                route,
+                self.now,
+                rollout::probe::hop(outcome, latency),
+            );
         }
     }
 

@@ -434,3 +434,81 @@ fn an_analysis_on_the_callers_side_sees_the_retries_users_never_see() {
         "retries hid the errors: {failed}"
     );
 }
+
+#[test]
+fn a_metric_scoped_to_a_route_sees_only_that_routes_hops() {
+    // v2 takes 10 ms; the `insiders` route (10 % of requests) times out at 5 ms, so every
+    // insider hop to v2 fails (504 UT) and no other hop does. Over all hops to v2 the error
+    // ratio is the insiders' share, 0.1, under the 0.2 bound; scoped to the route it is 1.
+    let text = |route: &str| {
+        format!(
+            r#"Scenario(
+    seed: 5,
+    duration: "2m",
+    services: {{"api": Service(versions: {{
+        "v1": (instances: 2, workers: 32, latency: Constant("1ms")),
+        "v2": (instances: 2, workers: 32, latency: Constant("10ms")),
+    }})}},
+    mesh: Mesh(
+        virtual_services: [VirtualService(hosts: ["api"], http: [
+            HttpRoute(name: "insiders", match: [(headers: {{"x-group": Exact("insiders")}})],
+                route: [(destination: (host: "api", subset: "stable"))], timeout: "5ms"),
+            HttpRoute(name: "default", route: [(destination: (host: "api", subset: "stable"))]),
+        ])],
+        destination_rules: [DestinationRule(host: "api", subsets: [
+            (name: "stable", labels: {{"version": "v1"}}),
+            (name: "canary", labels: {{"version": "v2"}}),
+        ])],
+    ),
+    rollout: (
+        host: "api", stable: "stable", canary: "canary", start: "10s",
+        strategy: ArgoCanary(steps: [
+            SetWeight(50),
+            Analysis(metrics: [(
+                name: "errors",
+                query: HopErrorRatio,
+                {route}
+                initial_delay: "30s",
+                window: "30s",
+                success_condition: "result < 0.2",
+            )]),
+        ]),
+    ),
+    workload: [OpenLoop(host: "api", rate: 200, requests: [
+        (weight: 1, headers: {{"x-group": "insiders"}}),
+        (weight: 9),
+    ])],
+)"#
+        )
+    };
+    let scoped = run(&scenario(&text(r#"route: "api/insiders","#)));
+    assert!(
+        scoped.routes.iter().any(|(name, _)| name == "api/insiders"),
+        "the route is named as the metric names it: {:?}",
+        scoped.routes.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    let log = scoped.rollout.as_ref().expect("a rollout log");
+    let last = log.decisions.last().expect("decisions");
+    assert_eq!(last.phase, "Degraded", "{last:?}");
+    assert_eq!(
+        last.checks[0].value,
+        Some(1.0),
+        "every insider hop to v2 timed out"
+    );
+    assert_eq!(last.routing.canary_weight, 0);
+    let typo = crate::common::invalid(&text(r#"route: "api/insider","#));
+    assert!(
+        typo.contains("rollout: a metric reads route `api/insider`, which the mesh does not have (routes, as the report names them: api/default, api/insiders)"),
+        "{typo}"
+    );
+    let all = run(&scenario(&text("")));
+    let log = all.rollout.as_ref().expect("a rollout log");
+    let last = log.decisions.last().expect("decisions");
+    assert_eq!(last.phase, "Healthy", "{last:?}");
+    let first = (log.decisions.iter())
+        .flat_map(|d| d.checks.iter())
+        .find_map(|c| c.value)
+        .expect("a measurement");
+    // ~3,000 hops to v2 in the 30 s window, a tenth of them insiders'.
+    assert!((first - 0.1).abs() < tolerance(0.1, 3000), "{first}");
+}
