@@ -167,8 +167,15 @@ impl Simulation {
             return;
         };
         let sidecar = inst.sidecar;
-        let mut head = call.head.clone();
-        head.source = inst.name.clone();
+        let step = j.step as usize - 1; // `checked_sub` above
+        let Some(mut head) = inst
+            .heads
+            .get(step)
+            .and_then(|h| h.get(index as usize))
+            .cloned()
+        else {
+            return;
+        };
         if !j.head.headers.is_empty() {
             head.headers = propagate(&call.head.headers, &j.head.headers);
         }

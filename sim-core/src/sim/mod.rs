@@ -164,9 +164,11 @@ struct CallModel {
 }
 
 struct Instance {
-    /// `service/version/index`: the source of its sidecar's requests.
-    name: Arc<str>,
     model: u32,
+    /// Its model's call heads with their `source` set to this instance's name
+    /// (`service/version/index`, the source of its sidecar's requests), by step and call
+    /// (empty for a work step): made once, so a call does not copy a head to set its source.
+    heads: Vec<Vec<RequestHead>>,
     sidecar: u32,
     /// Workers and the bounded queue (of job ids), as live modeled services admit.
     admission: Admission<u32>,
@@ -401,13 +403,26 @@ impl Simulation {
                 continue;
             };
             let sidecar = self.add_proxy(proxy, seed);
+            let name: Arc<str> = Arc::from(name.as_str());
+            let heads = (self.models[model as usize].steps.iter())
+                .map(|step| match step {
+                    Step::Work(_) => Vec::new(),
+                    Step::Calls(calls) => (calls.iter())
+                        .map(|c| {
+                            let mut head = c.head.clone();
+                            head.source = name.clone();
+                            head
+                        })
+                        .collect(),
+                })
+                .collect();
             self.instances.push(Instance {
-                name: Arc::from(name.as_str()),
+                rng: stream(seed, &format!("instance/{name}")),
                 model,
+                heads,
                 sidecar,
                 admission: Admission::new(spec.model.workers, spec.model.queue),
                 working: Vec::new(),
-                rng: stream(seed, &format!("instance/{name}")),
                 faults: Vec::new(),
             });
         }
