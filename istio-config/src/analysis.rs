@@ -108,12 +108,7 @@ pub(crate) fn argo_metrics(
             "templates" => {
                 for (i, t) in items(&walk, value, &field)?.iter().enumerate() {
                     let f = format!("{field}[{i}]");
-                    let name = t
-                        .get("templateName")
-                        .and_then(Node::as_str)
-                        .ok_or_else(|| {
-                            walk.error(t.at, &f, "missing field `templateName` (a string)")
-                        })?;
+                    let name = required(&walk, t, "templateName", &f)?;
                     let cluster =
                         t.get("clusterScope").map(|n| &n.value) == Some(&Value::Bool(true));
                     refs.push((t.at, name.to_owned(), cluster));
@@ -201,10 +196,7 @@ fn run_args(
     let mut out = Vec::new();
     for (i, a) in items(walk, node, field)?.iter().enumerate() {
         let f = format!("{field}[{i}]");
-        let name = a
-            .get("name")
-            .and_then(Node::as_str)
-            .ok_or_else(|| walk.error(a.at, &f, "missing field `name` (a string)"))?;
+        let name = required(walk, a, "name", &f)?;
         if let Some(at) = a.key_at("valueFrom") {
             return Err(walk.error(
                 at,
@@ -218,6 +210,17 @@ fn run_args(
         }
     }
     Ok(out)
+}
+
+/// The string field `key` of the mapping `node` (at `field`), which must be there.
+fn required<'n>(
+    walk: &Walk<'_>,
+    node: &'n Node,
+    key: &str,
+    field: &str,
+) -> Result<&'n str, ImportError> {
+    (node.get(key).and_then(Node::as_str))
+        .ok_or_else(|| walk.error(node.at, field, format!("missing field `{key}` (a string)")))
 }
 
 fn scalar(walk: &Walk<'_>, node: &Node, field: &str) -> Result<String, ImportError> {
@@ -287,10 +290,7 @@ fn template_metrics(
             "args" => {
                 for (i, a) in items(&walk, value, &field)?.iter().enumerate() {
                     let f = format!("{field}[{i}]");
-                    let name = a
-                        .get("name")
-                        .and_then(Node::as_str)
-                        .ok_or_else(|| walk.error(a.at, &f, "missing field `name` (a string)"))?;
+                    let name = required(&walk, a, "name", &f)?;
                     let default = match a.get("value") {
                         Some(v) => Some(scalar(&walk, v, &format!("{f}.value"))?),
                         None => None,
@@ -360,11 +360,7 @@ fn metric(
     let Value::Map(entries) = &node.value else {
         return Err(walk.error(node.at, path, "expected a mapping (Metric)"));
     };
-    let name = node
-        .get("name")
-        .and_then(Node::as_str)
-        .ok_or_else(|| walk.error(node.at, path, "missing field `name` (a string)"))?
-        .to_owned();
+    let name = required(walk, node, "name", path)?.to_owned();
     let mut m = ArgoMetric {
         name: name.clone(),
         query: Query::SuccessRatio,

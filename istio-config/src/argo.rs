@@ -38,7 +38,35 @@ struct Ctx<'a> {
     strict: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of Rollout `origin` over `host`'s `subsets` (stable, canary), whose
+    /// versions Argo also names by `services` (stable, canary): the Rollout's name is the
+    /// workload of both versions, the host names both.
+    fn new(
+        imported: &Imported,
+        file: &'a str,
+        origin: &'a Origin,
+        host: &str,
+        subsets: [&str; 2],
+        services: [Vec<String>; 2],
+        strict: bool,
+    ) -> Ctx<'a> {
+        let [stable, canary] = services;
+        Ctx {
+            file,
+            names: analysis::names(
+                imported,
+                host,
+                &origin.namespace,
+                subsets,
+                [Vec::new(), Vec::new(), vec![origin.name.clone()]],
+                [stable, canary, vec![host.to_owned()]],
+            ),
+            origin,
+            strict,
+        }
+    }
+
     /// The metrics of the analysis block `node` at `path`.
     fn analysis(
         &self,
@@ -142,23 +170,16 @@ pub(crate) fn rollout(
             .map(|s| vec![s.to_owned()])
             .unwrap_or_default()
     };
-    let ctx = Ctx {
+    let services = [service("stableService"), service("canaryService")];
+    let ctx = Ctx::new(
+        imported,
         file,
-        names: analysis::names(
-            imported,
-            &host,
-            &origin.namespace,
-            [stable, canary_subset],
-            [Vec::new(), Vec::new(), vec![origin.name.clone()]],
-            [
-                service("stableService"),
-                service("canaryService"),
-                vec![host.clone()],
-            ],
-        ),
-        origin: &origin,
+        &origin,
+        &host,
+        [stable, canary_subset],
+        services,
         strict,
-    };
+    );
     let steps = steps(imported, &ctx, canary.get("steps"))?;
     let background = match canary.get("analysis") {
         None => None,
@@ -356,23 +377,19 @@ fn blue_green(
                 )
             })?,
     };
-    let ctx = Ctx {
+    let services = [
+        vec![active.to_owned()],
+        preview.map(|p| vec![p.to_owned()]).unwrap_or_default(),
+    ];
+    let ctx = Ctx::new(
+        imported,
         file,
-        names: analysis::names(
-            imported,
-            &host,
-            &origin.namespace,
-            [stable, canary],
-            [Vec::new(), Vec::new(), vec![origin.name.clone()]],
-            [
-                vec![active.to_owned()],
-                preview.map(|p| vec![p.to_owned()]).unwrap_or_default(),
-                vec![host.clone()],
-            ],
-        ),
-        origin: &origin,
+        &origin,
+        &host,
+        [stable, canary],
+        services,
         strict,
-    };
+    );
     let mut spec = ArgoBlueGreen {
         preview_match,
         auto_promotion_enabled: true,
