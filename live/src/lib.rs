@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod driver;
+pub mod fdlimit;
 pub mod h1client;
 pub mod header_timer;
 pub mod hires;

@@ -115,6 +115,22 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         listeners.push(listener);
         handles.push((l.name.clone(), handle));
     }
+    match live::fdlimit::raise() {
+        Ok(limit) => {
+            if limit.soft > limit.was {
+                eprintln!(
+                    "open-file limit raised from {} to {}",
+                    limit.was, limit.soft
+                );
+            }
+            let listeners = config.listeners.len();
+            let max = config.limits.max_connections;
+            if let Some(w) = live::fdlimit::warning(&limit, max, listeners) {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(e) => eprintln!("warning: cannot read or raise the open-file limit: {e}"),
+    }
     let config_json = Arc::new(Mutex::new(serde_json::to_value(&config)?));
     if let Some(addr) = config.admin {
         let state = AdminState {
