@@ -34,6 +34,27 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop_index(name).is_some()
 }
 
+/// The headers a `Connection` header names (RFC 9110 §7.6.1: they describe this connection,
+/// and a proxy removes them before forwarding), other than the hop-by-hop ones removed anyway
+/// and `close`. Empty, without allocating, for the usual `connection: keep-alive`.
+fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for value in headers.get_all(http::header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.is_empty() || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if !is_hop_by_hop(&name) && name != http::header::HOST && !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Per-connection strings shared by the heads of its requests, so a request allocates only
 /// what differs (path, headers): the peer address, the scheme, and the last authority seen.
 #[derive(Clone, Debug)]
@@ -105,12 +126,13 @@ pub fn head_from_request(parts: &http::request::Parts, strings: &mut ConnStrings
     let mut host: Option<&HeaderValue> = None;
     let mut hosts = 0;
     let mut headers: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+    let listed = connection_listed(&parts.headers);
     for (n, v) in &parts.headers {
         if *n == http::header::HOST {
             // Not a header of the head: the head carries it as the authority.
             host = Some(v);
             hosts += 1;
-        } else if !is_hop_by_hop(n) {
+        } else if !is_hop_by_hop(n) && !listed.contains(n) {
             if let Ok(v) = v.to_str() {
                 headers.push((Arc::from(n.as_str()), Arc::from(v)));
             }
@@ -207,10 +229,13 @@ fn append(headers: &mut http::HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
     }
 }
 
-/// Removes the hop-by-hop headers: one pass over the (few) names noting which are present,
-/// then a hashed removal of only those (most peers send `connection: keep-alive` and nothing
-/// else hop-by-hop). Allocates nothing.
+/// Removes the hop-by-hop headers and those the `Connection` header names: one pass over the
+/// (few) names noting which are present, then a hashed removal of only those (most peers send
+/// `connection: keep-alive` and nothing else hop-by-hop). Allocates nothing then.
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    for name in connection_listed(headers) {
+        headers.remove(name);
+    }
     let mut present = 0u8;
     for name in headers.keys() {
         if let Some(i) = hop_by_hop_index(name) {
@@ -320,5 +345,28 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(http::header::SERVER));
+    }
+
+    #[test]
+    fn headers_the_connection_header_names_are_not_forwarded() {
+        let req = Request::builder()
+            .uri("/reviews")
+            .header("host", "reviews")
+            .header("connection", "keep-alive, X-Secret-Route")
+            .header("connection", "close,x-other")
+            .header("x-secret-route", "admin")
+            .header("x-other", "1")
+            .header("x-kept", "2")
+            .body(())
+            .expect("a request");
+        let (parts, ()) = req.into_parts();
+        let mut strings = ConnStrings::new("127.0.0.1:5000", "http");
+        let head = head_from_request(&parts, &mut strings);
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["x-kept"], "the engine never routes on them");
+        let out = forward_request(parts, &head, Bytes::new(), &[]).expect("forwardable");
+        let mut sent: Vec<&str> = out.headers().keys().map(HeaderName::as_str).collect();
+        sent.sort_unstable();
+        assert_eq!(sent, ["host", "x-kept"]);
     }
 }

@@ -41,6 +41,19 @@ impl Proxy {
         if let Cow::Owned(normal) = crate::path::normalize(&head.path) {
             head.path = Arc::from(normal);
         }
+        // A gateway is the mesh's edge: the headers that steer Envoy (`x-envoy-max-retries`,
+        // `x-envoy-upstream-rq-timeout-ms`, `x-envoy-attempt-count`…) are the proxies' own,
+        // so a client's are removed before routing, as Envoy sanitizes external requests
+        // (docs: configuration/http/http_conn_man/header_sanitizing).
+        if matches!(self.role, ProxyRole::Gateway { .. })
+            && head.headers.iter().any(|(n, _)| steers_envoy(n))
+        {
+            let kept: Vec<(Arc<str>, Arc<str>)> = (head.headers.iter())
+                .filter(|(n, _)| !steers_envoy(n))
+                .cloned()
+                .collect();
+            head.headers = Arc::from(kept);
+        }
         // A request that matches nothing is still reported under a route, its host's
         // `(no route)` one, so a 404 `NR` at any hop shows in the route table.
         let (matched, reported) = match self.match_route(&head, listener) {
@@ -321,4 +334,9 @@ impl Proxy {
         };
         self.actions.push_back(Action::Complete { req, outcome });
     }
+}
+
+/// An `x-envoy-` header (any case).
+fn steers_envoy(name: &str) -> bool {
+    (name.as_bytes().get(..8)).is_some_and(|p| p.eq_ignore_ascii_case(b"x-envoy-"))
 }

@@ -297,3 +297,51 @@ fn bad_gateway_configs_name_the_field() {
     ))
     .contains("meshtwin models HTTP gateway servers"));
 }
+
+/// A gateway is the mesh's edge: a client's `x-envoy-*` headers (which steer Envoy's retries,
+/// timeouts and attempt counts) are removed before routing, as Envoy sanitizes external
+/// requests; other headers pass, and a sidecar keeps them all.
+#[test]
+fn a_gateway_removes_the_clients_envoy_headers() {
+    let text = r#"Mesh(
+        gateways: [Gateway(name: "gateway", selector: {"istio": "ingressgateway"},
+            servers: [(port: (number: 80, protocol: "HTTP", name: "http"), hosts: ["*"])])],
+        virtual_services: [
+            VirtualService(hosts: ["*"], gateways: ["gateway"], http: [
+                HttpRoute(match: [(headers: {"x-envoy-max-retries": Exact("5")})],
+                    route: [(destination: (host: "a"))]),
+                HttpRoute(route: [(destination: (host: "b"))])]),
+            VirtualService(hosts: ["a"], http: [
+                HttpRoute(match: [(headers: {"x-envoy-max-retries": Exact("5")})],
+                    route: [(destination: (host: "a"))]),
+                HttpRoute(route: [(destination: (host: "b"))])]),
+        ],
+    )"#;
+    let mut head = get("foo.bar", "/");
+    head.headers = Arc::from(vec![
+        (Arc::from("x-envoy-max-retries"), Arc::from("5")),
+        (Arc::from("X-Envoy-Attempt-Count"), Arc::from("7")),
+        (Arc::from("x-user"), Arc::from("1")),
+    ]);
+    let (mut h, m) = ingress(text);
+    let o = h.request_on(head.clone(), HTTP);
+    assert_eq!(
+        went(&m, &o),
+        "b",
+        "the route on the client's header is not taken"
+    );
+    let sent: Vec<&str> = h.sent[0].head.headers.iter().map(|(n, _)| &**n).collect();
+    assert_eq!(sent, ["x-user"]);
+    // A sidecar trusts its own workload's headers.
+    let reg = registry(&[("a", &[("v1", 1)]), ("b", &[("v1", 1)])]);
+    let mesh = Arc::new(CompiledMesh::compile(&crate::common::mesh(text), &reg).expect("compiles"));
+    let role = ProxyRole::Sidecar {
+        service: "web".into(),
+    };
+    let mut h = Harness::with_proxy(Proxy::new(mesh.clone(), role, 7));
+    let mut inside = head;
+    inside.authority = Arc::from("a");
+    let o = h.request(inside);
+    assert_eq!(went(&mesh, &o), "a");
+    assert_eq!(h.sent[0].head.headers.len(), 3);
+}
