@@ -22,6 +22,8 @@ pub struct AdminState {
     pub proxies: Vec<(String, ProxyHandle)>,
     /// The active configuration, as JSON (replaced on reload).
     pub config: Arc<Mutex<serde_json::Value>>,
+    /// The admin listener's failed accepts (`meshtwin_admin_accept_errors_total`).
+    pub accept_errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Admin connections served at once; more are closed as they are accepted (Envoy's admin
@@ -49,6 +51,7 @@ pub async fn serve(
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(_) => {
+                    state.accept_errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -161,7 +164,14 @@ async fn route(req: Request<Incoming>, state: AdminState) -> Result<Response<Bod
     Ok(match req.uri().path() {
         "/ready" => http_util::text(StatusCode::OK, "LIVE\n"),
         "/metrics" => {
-            let mut resp = http_util::text(StatusCode::OK, prometheus(&state.proxies));
+            let mut text = prometheus(&state.proxies);
+            let errors = state.accept_errors.load(Ordering::Relaxed);
+            let _ = writeln!(
+                text,
+                "# TYPE meshtwin_admin_accept_errors_total counter\n\
+                 meshtwin_admin_accept_errors_total {errors}"
+            );
+            let mut resp = http_util::text(StatusCode::OK, text);
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -190,8 +200,12 @@ const BUCKETS_S: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A label value as the Prometheus text format escapes it: backslash, double quote and line
+/// feed, so no name (a route's, a listener's) can end a line or a label early.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One proxy's metrics, named by its listener.
@@ -312,7 +326,7 @@ pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
     });
     resilience(&mut out, &snaps);
     type Gauge = fn(&crate::driver::Gauges) -> u64;
-    let gauges: [(&str, &str, Gauge); 7] = [
+    let gauges: [(&str, &str, Gauge); 8] = [
         ("meshtwin_active_requests", "gauge", |g| {
             g.active_requests.load(Ordering::Relaxed)
         }),
@@ -333,6 +347,9 @@ pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
         ("meshtwin_downstream_rejected_total", "counter", |g| {
             g.rejected_total.load(Ordering::Relaxed)
         }),
+        ("meshtwin_downstream_accept_errors_total", "counter", |g| {
+            g.accept_errors_total.load(Ordering::Relaxed)
+        }),
         ("meshtwin_listener_up", "gauge", |_| 1),
     ];
     for (name, kind, read) in gauges {
@@ -347,4 +364,16 @@ pub fn prometheus(proxies: &[(String, ProxyHandle)]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_escape_what_would_break_a_line() {
+        assert_eq!(
+            super::escape("a\\b\"c\nd"),
+            "a\\\\b\\\"c\\nd",
+            "backslash, quote and newline, as the text format asks"
+        );
+    }
 }

@@ -100,6 +100,7 @@ async fn accept_loop(
         let Ok((stream, peer)) = accepted else {
             // E.g. out of file descriptors: pause rather than spin, then try again.
             drop(permit);
+            (ctx.proxy.gauges.accept_errors_total).fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(ACCEPT_BACKOFF).await;
             continue;
         };

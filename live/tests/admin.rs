@@ -17,6 +17,7 @@ fn start(rt: &tokio::runtime::Runtime) -> SocketAddr {
     let state = AdminState {
         proxies: Vec::new(),
         config: Arc::new(Mutex::new(config)),
+        accept_errors: Default::default(),
     };
     let (addr, _task) = rt
         .block_on(admin::serve("127.0.0.1:0".parse().expect("addr"), state))

@@ -136,11 +136,19 @@ async fn run(args: ProxyArgs, config: ProxyConfig) -> anyhow::Result<()> {
         let state = AdminState {
             proxies: handles.clone(),
             config: config_json.clone(),
+            accept_errors: Default::default(),
         };
         let (bound, _task) = admin::serve(addr, state)
             .await
             .with_context(|| format!("admin: cannot bind {addr}"))?;
         eprintln!("admin on http://{bound} (/metrics /ready /config)");
+        if !bound.ip().is_loopback() {
+            eprintln!(
+                "warning: the admin endpoint listens on {bound}, not a loopback address: \
+                 whoever reaches it reads /config and /metrics (Envoy's advice: bind admin to \
+                 127.0.0.1)"
+            );
+        }
     }
     let watched: Vec<PathBuf> = std::iter::once(args.config.clone())
         .chain(args.endpoints.clone())

@@ -50,6 +50,9 @@ pub struct Gauges {
     /// Requests the listener refused before the engine saw them (413 body too large, 400
     /// missing or invalid Host).
     pub rejected_total: AtomicU64,
+    /// Accepts that failed (out of file descriptors, mostly); each paused the listener's
+    /// accept loop for its backoff.
+    pub accept_errors_total: AtomicU64,
 }
 
 /// One config generation as a driver runs it: the compiled mesh, and the socket address of each
