@@ -122,8 +122,11 @@ pub struct Limits {
     pub header_read_timeout: Nanos,
     /// Largest request head (request line and headers), bytes; larger gets 431. Default 64 KiB.
     pub max_header_bytes: usize,
-    /// Largest request body, bytes; larger gets 413. Default 1 MiB (Envoy's buffer limit).
+    /// Largest request body, bytes; larger gets 413 (at once when `Content-Length` says so,
+    /// before any `100 Continue`). Default 1 MiB (Envoy's buffer limit).
     pub max_body_bytes: usize,
+    /// Most request headers; more gets 431. Default 100 (Envoy's `max_headers_count`).
+    pub max_headers: usize,
     /// Largest upstream response body, bytes; larger is a reset (503). Default 16 MiB.
     pub max_response_bytes: usize,
     /// Most downstream connections open at once per listener; more wait in the accept queue.
@@ -138,12 +141,16 @@ pub struct Limits {
     pub drain_timeout: Nanos,
 }
 
+/// hyper's and Envoy's default header count limit.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_read_timeout: Nanos::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_headers: DEFAULT_MAX_HEADERS,
             max_response_bytes: 16 * 1024 * 1024,
             max_connections: 10_000,
             request_timeout: Nanos::from_secs(300),

@@ -5,7 +5,7 @@
 //! 431), a maximum body (413), a maximum number of open connections. Malformed requests get
 //! hyper's 400. A client that goes away mid-request cancels it through the engine (`DC`).
 
-use crate::config::Limits;
+use crate::config::{Limits, DEFAULT_MAX_HEADERS};
 use crate::driver::ProxyHandle;
 use crate::header_timer::HeaderTimer;
 use crate::http_util::{self, Body};
@@ -227,6 +227,7 @@ where
     let header_timeout = Duration::from_nanos(ctx.limits.header_read_timeout.0);
     let max_buf = ctx.limits.max_header_bytes.max(8192);
     let max_h2_headers = ctx.limits.max_header_bytes as u32;
+    let max_headers = ctx.limits.max_headers;
     let gauges = ctx.proxy.gauges.clone();
     let conn = Arc::new(Conn {
         strings: std::sync::Mutex::new(http_util::ConnStrings::new(
@@ -255,6 +256,9 @@ where
                 .timer(HeaderTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);
+            if max_headers != DEFAULT_MAX_HEADERS {
+                b.max_headers(max_headers); // else hyper's own (on the stack)
+            }
             drive(b.serve_connection(io, svc), &mut stop, |c| {
                 c.graceful_shutdown()
             })
@@ -282,6 +286,9 @@ where
                 .timer(HeaderTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);
+            if max_headers != DEFAULT_MAX_HEADERS {
+                b.http1().max_headers(max_headers);
+            }
             b.http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_h2_headers)
@@ -330,6 +337,36 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body
     let ctx = &conn.ctx;
     conn.seen_request.store(true, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
+    // HTTP/1 heads past the count are hyper's 431; HTTP/2 ones are counted here.
+    if parts.headers.len() > ctx.limits.max_headers {
+        ctx.proxy
+            .gauges
+            .rejected_total
+            .fetch_add(1, Ordering::Relaxed);
+        return Ok(http_util::text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many request headers",
+        ));
+    }
+    // A body announced larger than the limit is refused before it is read, so a client that
+    // sent `Expect: 100-continue` gets the 413 and no `100 Continue` (hyper sends that only
+    // when the body is first read).
+    let announced = (parts.headers.get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > ctx.limits.max_body_bytes as u64) {
+        ctx.proxy
+            .gauges
+            .rejected_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut resp = http_util::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        // The unread body would be the next request's bytes: the connection ends here.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Ok(resp);
+    }
     let body: Bytes = if body.is_end_stream() {
         Bytes::new()
     } else {
