@@ -309,6 +309,17 @@ where
     }
 }
 
+/// The bytes of `parts`' head as HTTP/1.1 writes it: the request line, each header as
+/// `name: value\r\n`, and the blank line (HTTP/2 heads are measured the same way).
+fn head_bytes(parts: &http::request::Parts) -> usize {
+    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = parts.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let headers: usize = (parts.headers.iter())
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    line + headers + 2
+}
+
 /// What a connection's requests share: one `Arc` per request, not one per part.
 struct Conn {
     ctx: Arc<Ctx>,
@@ -337,15 +348,19 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body
     let ctx = &conn.ctx;
     conn.seen_request.store(true, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
-    // HTTP/1 heads past the count are hyper's 431; HTTP/2 ones are counted here.
-    if parts.headers.len() > ctx.limits.max_headers {
+    // HTTP/1 heads past the count are hyper's 431; HTTP/2 ones are counted here. The size is
+    // measured here too, as the head's bytes on the wire: hyper's buffer limit alone lets a
+    // head through that arrives in fewer, larger reads.
+    if parts.headers.len() > ctx.limits.max_headers
+        || head_bytes(&parts) > ctx.limits.max_header_bytes
+    {
         ctx.proxy
             .gauges
             .rejected_total
             .fetch_add(1, Ordering::Relaxed);
         return Ok(http_util::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "too many request headers",
+            "request headers too large",
         ));
     }
     // A body announced larger than the limit is refused before it is read, so a client that

@@ -1,6 +1,7 @@
 //! Protocol limits at the listener: the header count (Envoy's `max_headers_count`, default
-//! 100) over HTTP/1.1 and HTTP/2, and a body announced over `max_body_bytes` refused with 413
-//! before any `100 Continue`.
+//! 100) over HTTP/1.1 and HTTP/2, the head size at exactly `max_header_bytes` however the head
+//! arrives, and a body announced over `max_body_bytes` refused with 413 before any
+//! `100 Continue`.
 
 mod common;
 use common::{echo, proxy};
@@ -109,4 +110,34 @@ async fn an_announced_oversized_body_gets_413_without_100_continue() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
     assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+}
+
+/// A head of `total` bytes on the wire (one padding header makes up the size).
+fn head_of(total: usize) -> Vec<u8> {
+    let start = "GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nx-pad: ";
+    let pad = total - start.len() - "\r\n\r\n".len();
+    format!("{start}{}\r\n\r\n", "a".repeat(pad)).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_size_limit_holds_exactly_whatever_the_read_pattern() {
+    let v1 = echo("v1").await;
+    let limits = Limits::default(); // 64 KiB
+    let max = limits.max_header_bytes;
+    let (_h, l) = proxy("Mesh()", &[("svc", vec![(v1.addr, "v1")])], limits).await;
+    // 112 KiB in one write used to pass a 64 KiB limit.
+    let big = raw(l.addr, &head_of(112 * 1024)).await;
+    assert!(
+        big.starts_with("HTTP/1.1 431"),
+        "{}",
+        &big[..big.len().min(80)]
+    );
+    let over = raw(l.addr, &head_of(max + 1)).await;
+    assert!(over.starts_with("HTTP/1.1 431"), "one byte over");
+    let at = raw(l.addr, &head_of(max)).await;
+    assert!(
+        at.starts_with("HTTP/1.1 200"),
+        "exactly at the limit: {}",
+        &at[..at.len().min(80)]
+    );
 }
