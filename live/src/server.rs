@@ -309,6 +309,22 @@ where
     }
 }
 
+/// A refusal before the engine sees the request (counted as a rejection) that also ends the
+/// connection: the request's body is left unread, so the connection's next bytes would not
+/// be a request.
+fn refuse_and_close(ctx: &Ctx, status: StatusCode, msg: &'static str) -> Response<Body> {
+    ctx.proxy
+        .gauges
+        .rejected_total
+        .fetch_add(1, Ordering::Relaxed);
+    let mut resp = http_util::text(status, msg);
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 /// The bytes of `parts`' head as HTTP/1.1 writes it: the request line, each header as
 /// `name: value\r\n`, and the blank line (HTTP/2 heads are measured the same way).
 fn head_bytes(parts: &http::request::Parts) -> usize {
@@ -370,17 +386,9 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|n| n > ctx.limits.max_body_bytes as u64) {
-        ctx.proxy
-            .gauges
-            .rejected_total
-            .fetch_add(1, Ordering::Relaxed);
-        let mut resp = http_util::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         // The unread body would be the next request's bytes: the connection ends here.
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return Ok(resp);
+        let msg = "request body too large";
+        return Ok(refuse_and_close(ctx, StatusCode::PAYLOAD_TOO_LARGE, msg));
     }
     let body: Bytes = if body.is_end_stream() {
         Bytes::new()
@@ -389,16 +397,8 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body
         let collect = Box::pin(Limited::new(body, ctx.limits.max_body_bytes).collect());
         let within = Duration::from_nanos(ctx.limits.request_timeout.0);
         let Ok(collected) = tokio::time::timeout(within, collect).await else {
-            ctx.proxy
-                .gauges
-                .rejected_total
-                .fetch_add(1, Ordering::Relaxed);
-            let mut resp = http_util::text(StatusCode::REQUEST_TIMEOUT, "request timeout");
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-            return Ok(resp);
+            let msg = "request timeout";
+            return Ok(refuse_and_close(ctx, StatusCode::REQUEST_TIMEOUT, msg));
         };
         match collected {
             Ok(c) => c.to_bytes(),

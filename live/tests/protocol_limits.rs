@@ -50,14 +50,7 @@ async fn the_header_count_is_limited_over_http1_and_http2() {
         .await
         .starts_with("HTTP/1.1 431"));
     // HTTP/2 (h2c with prior knowledge): the listener counts them.
-    let tcp = TcpStream::connect(l.addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(conn);
+    let mut sender = common::h2c(l.addr).await;
     for (n, want) in [(10, 200), (11, 431)] {
         let mut req = http::Request::builder().uri("http://svc/");
         for i in 0..n {

@@ -207,16 +207,7 @@ async fn tls_termination_and_http2() {
 
     // h2c (HTTP/2 with prior knowledge) on a plain listener.
     let (_h2, plain) = common::proxy(r#"Mesh()"#, &services, Limits::default()).await;
-    let tcp = tokio::net::TcpStream::connect(plain.addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(conn);
+    let mut sender = common::h2c(plain.addr).await;
     let req = http::Request::builder()
         .uri("http://reviews/h2c")
         .body(http_body_util::Full::new(bytes::Bytes::new()))

@@ -233,3 +233,18 @@ pub(crate) async fn lab(
     .expect("listen");
     (services, client, listener, s)
 }
+
+/// An HTTP/2 connection with prior knowledge (h2c) to `addr`: its request sender.
+pub(crate) async fn h2c(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    sender
+}
