@@ -120,21 +120,29 @@ fn an_argo_blue_green_with_analyses_is_the_ron_block() {
 #[test]
 fn an_argo_templates_mistakes_point_at_the_template() {
     let all = |templates: &str| import(&format!("{BLUE_GREEN}---\n{RULE}---\n{templates}"));
-    // Line 17 of the templates (after 25 + 1 + 8 + 1 lines) is the PromQL.
+    // The error is where the query's folded text (`>-`) starts: the next line, at its
+    // indentation, in the template's document.
+    let whole = format!("{BLUE_GREEN}---\n{RULE}---\n{TEMPLATES}");
+    let key = whole.find("query: >-").expect("the query");
+    let line = whole[..key].matches('\n').count() + 2;
+    let text = whole[key..].lines().nth(1).expect("the query text");
+    let col = text.len() - text.trim_start().len() + 1;
     let e = all(&TEMPLATES.replace(
         "response_code=\"503\"",
         "response_code=\"503\",le=\"1\"}[30s])) + up{x=\"",
     ))
     .expect_err("PromQL");
-    assert!(e.starts_with("rollout.yaml:"), "{e}");
+    assert!(
+        e.starts_with(&format!("rollout.yaml:{line}:{col}: ")),
+        "{e}"
+    );
     assert!(
         e.contains("spec.metrics[0].provider.prometheus.query"),
         "{e}"
     );
     assert!(e.contains("meshtwin.io/query.preview-503s"), "{e}");
-    let e =
-        all(&TEMPLATES.replace("  args: [{name: preview}]\n", "")).expect("a run arg is enough");
-    drop(e);
+    // A run arg the template does not declare still reaches `{{args.preview}}`.
+    all(&TEMPLATES.replace("  args: [{name: preview}]\n", "")).expect("a run arg is enough");
     let e = import(&format!(
         "{}---\n{RULE}---\n{TEMPLATES}",
         BLUE_GREEN.replace(
