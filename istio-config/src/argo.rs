@@ -395,6 +395,7 @@ fn blue_green(
         auto_promotion_enabled: true,
         auto_promotion_seconds: None,
         scale_down_delay: Nanos::from_secs(30),
+        termination_grace: Nanos::from_secs(30),
         pre_promotion_analysis: None,
         post_promotion_analysis: None,
     };
@@ -458,6 +459,23 @@ fn blue_green(
                 ))
             }
         }
+    }
+    // The old version's pods drain for their own grace period once scaled down.
+    let grace = ["spec", "template", "spec", "terminationGracePeriodSeconds"]
+        .iter()
+        .try_fold(doc, |n, key| n.get(key));
+    if let Some(g) = grace {
+        spec.termination_grace = match g.value {
+            Value::Int(s) if s >= 0 => Nanos::from_secs(s as u64),
+            _ => {
+                return Err(invalid(
+                    file,
+                    g.at,
+                    "spec.template.spec.terminationGracePeriodSeconds",
+                    "expected seconds (a whole number ≥ 0)",
+                ))
+            }
+        };
     }
     imported.notes.push(Note {
         level: Level::Info,

@@ -40,6 +40,8 @@ metadata:
     meshtwin.io/canary-subset: v2
     meshtwin.io/preview-match: '[(headers: {"x-preview": Exact("1")})]'
 spec:
+  template:
+    spec: {terminationGracePeriodSeconds: 10}
   strategy:
     blueGreen:
       activeService: reviews
@@ -95,6 +97,7 @@ fn an_argo_blue_green_with_analyses_is_the_ron_block() {
             preview_match: [(headers: {"x-preview": Exact("1")})],
             auto_promotion_seconds: "2m",
             scale_down_delay: "1m",
+            termination_grace: "10s",
             pre_promotion_analysis: (metrics: [(
                 name: "preview-503s", query: StatusRatio(503), version: Canary, window: "30s",
                 interval: "30s", count: 4, failure_condition: "result > 0.01",

@@ -3,7 +3,8 @@
 //! instances feed (each answer a version's instance gives, timed from its arrival, as Istio's
 //! destination-side telemetry counts it); each routing change is rendered and compiled as the
 //! simulator does it and pushed through every proxy's reload after that proxy's own
-//! `push_delay` draw (the same `push/<proxy>` streams).
+//! `push_delay` draw (the same `push/<proxy>` streams). A scale-down pushes a generation
+//! without that side's instances and kills them once their termination grace has passed.
 
 use crate::driver::{Generation, ProxyHandle};
 use crate::lock;
@@ -105,6 +106,10 @@ pub struct Targets {
     pub first: Generation,
     /// The registry generations are compiled against.
     pub registry: Registry,
+    /// The registry once each side has scaled down (`sim_core::delivery::scaled_registries`).
+    pub scaled: [Registry; 3],
+    /// Every instance, with its side of the rollout.
+    pub instances: Vec<(Option<Side>, Arc<crate::service::Instance>)>,
 }
 
 impl LiveRollout {
@@ -172,8 +177,11 @@ async fn drive(
         .map(|(name, _)| sim_core::rng::stream(seed, &format!("push/{name}")))
         .collect();
     let mut routing: Routing = controller.routing();
+    let mut registry = targets.registry.clone();
     let mut latest = targets.first.mesh.clone();
     let mut pushes: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // Owned here: when the load ends and this task is aborted, kills not yet due are too.
+    let mut stops = tokio::task::JoinSet::new();
     while let Some(at) = controller.next_tick() {
         if at.0 >= s.duration.0 {
             break;
@@ -185,18 +193,24 @@ async fn drive(
             controller.tick(at, &*p)
         };
         let next = decision.routing;
+        let scale_down = decision.scale_down;
         {
             let mut r = lock(&record);
             r.decisions.push(decision);
             r.outcome = Some(controller.outcome());
         }
-        if next == routing {
+        if let Some(down) = scale_down {
+            registry = targets.scaled[sim_core::delivery::scaled_index(down.side)].clone();
+            let due = started + Duration::from_nanos((at + down.grace).0);
+            stop_side(&mut stops, &targets, down.side, due);
+        }
+        if next == routing && scale_down.is_none() {
             continue;
         }
         routing = next;
         let config = sim_core::delivery::render(&s.mesh, &spec, &routing);
         // The scenario check compiled the widest routing; every other one compiles too.
-        let Ok(mesh) = CompiledMesh::compile_next(&config, &targets.registry, &latest) else {
+        let Ok(mesh) = CompiledMesh::compile_next(&config, &registry, &latest) else {
             continue;
         };
         latest = Arc::new(mesh);
@@ -229,5 +243,18 @@ async fn drive(
     // Pushes still on their way finish; the lab stops the proxies after the drain.
     for p in pushes {
         let _ = p.await;
+    }
+    while stops.join_next().await.is_some() {}
+}
+
+/// Kills `side`'s instances at `due` (the end of their termination grace), as the simulator
+/// stops them: connections refused, requests they hold reset.
+fn stop_side(stops: &mut tokio::task::JoinSet<()>, targets: &Targets, side: Side, due: Instant) {
+    for (_, inst) in (targets.instances.iter()).filter(|(s, _)| s.is_some_and(|s| side.holds(s))) {
+        let inst = inst.clone();
+        stops.spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            inst.kill();
+        });
     }
 }

@@ -363,6 +363,10 @@ pub async fn run_watched(
             proxies: proxy_handles(&topology, &services, &clients),
             first: services.generation.clone(),
             registry: services.registry.clone(),
+            scaled: sim_core::delivery::scaled_registries(s, &topology),
+            instances: (sim_core::delivery::instance_sides(s, &topology).into_iter())
+                .zip(services.instances.iter().cloned())
+                .collect(),
         };
         LiveRollout::start(s, seed, probe, targets, started)
     });

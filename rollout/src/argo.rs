@@ -134,6 +134,7 @@ impl Rollout {
             checks,
             routing: self.routing(),
             message: messages.join("; "),
+            scale_down: None,
         }
     }
 

@@ -4,14 +4,18 @@
 //! false` pauses before it, `auto_promotion_seconds` forces it after a delay; the switch moves
 //! the active Service to the new version at once, and a post-promotion analysis that fails
 //! switches back and aborts. The old version stays up `scale_down_delay` after the switch
-//! (30 s) — in the twin it simply stays, so proxies that receive the switch late still reach
-//! it.
+//! (30 s), and until a post-promotion analysis succeeded; then it scales down (its instances
+//! leave the endpoints and serve what still reaches them for `termination_grace`). A proxy
+//! that receives the switch later than that sends to instances that are gone: the hazard the
+//! delay exists for ("to give nodes enough time to broadcast the IP table changes", Argo's
+//! docs/features/bluegreen.md). After an abort the new version stays up (Argo scales it down
+//! after `abortScaleDownDelaySeconds`; nothing routes to it then).
 
 use crate::analysis::{AnalysisRun, Phase as RunPhase};
 use crate::argo::Phase;
-use crate::decision::{Check, Decision, Outcome, Routing};
+use crate::decision::{Check, Decision, Outcome, Routing, ScaleDown};
 use crate::probe::MetricSource;
-use crate::spec::ArgoBlueGreen;
+use crate::spec::{ArgoBlueGreen, Side};
 use proxy_engine::Time;
 
 /// One Argo `Rollout` (blue/green strategy) in progress.
@@ -27,6 +31,10 @@ pub struct BlueGreen {
     run: Option<AnalysisRun>,
     /// When `auto_promotion_seconds` forces the switch.
     forced: Option<Time>,
+    /// When the active Service moved to the new version.
+    switched_at: Option<Time>,
+    /// When the old version scales down (set at full promotion, cleared when done).
+    scale_down_at: Option<Time>,
 }
 
 impl BlueGreen {
@@ -39,6 +47,8 @@ impl BlueGreen {
             switched: false,
             run: None,
             forced: None,
+            switched_at: None,
+            scale_down_at: None,
         }
     }
 
@@ -53,6 +63,7 @@ impl BlueGreen {
             .into_iter()
             .flatten()
             .min(),
+            Phase::Healthy => self.scale_down_at,
             _ => None,
         }
     }
@@ -98,10 +109,11 @@ impl BlueGreen {
             checks.extend(run.measure(now, source));
         }
         match self.phase {
-            Phase::Progressing if self.switched => self.post_promotion(&mut messages),
+            Phase::Progressing if self.switched => self.post_promotion(now, &mut messages),
             Phase::Progressing => self.preview(now, &mut messages),
             _ => {}
         }
+        let scale_down = self.scale_down(now, &mut messages);
         Decision {
             at: now,
             phase: self.phase.name(),
@@ -115,6 +127,7 @@ impl BlueGreen {
             checks,
             routing: self.routing(),
             message: messages.join("; "),
+            scale_down,
         }
     }
 
@@ -158,20 +171,21 @@ impl BlueGreen {
             return self.settle(Phase::Paused, why.into(), messages);
         }
         self.switched = true;
+        self.switched_at = Some(now);
         messages.push("Switched the active Service to the new version".into());
         self.run = (self.spec.post_promotion_analysis.as_ref())
             .map(|a| AnalysisRun::start(&a.metrics, now));
         match self.run {
             Some(_) => messages.push("Post-promotion analysis started".into()),
-            None => self.promoted(messages),
+            None => self.promoted(now, messages),
         }
     }
 
-    fn post_promotion(&mut self, messages: &mut Vec<String>) {
+    fn post_promotion(&mut self, now: Time, messages: &mut Vec<String>) {
         let (phase, reason) = self.run_state();
         match phase {
             RunPhase::Running => {}
-            RunPhase::Successful => self.promoted(messages),
+            RunPhase::Successful => self.promoted(now, messages),
             RunPhase::Inconclusive => self.settle(
                 Phase::Paused,
                 "Paused: InconclusiveAnalysis".into(),
@@ -188,12 +202,31 @@ impl BlueGreen {
         }
     }
 
-    fn promoted(&mut self, messages: &mut Vec<String>) {
+    /// Fully promoted at `now`: the old version scales down `scale_down_delay` after the
+    /// switch, or now if that has passed (a post-promotion analysis outlasted it).
+    fn promoted(&mut self, now: Time, messages: &mut Vec<String>) {
         self.phase = Phase::Healthy;
         self.run = None;
+        let due = self
+            .switched_at
+            .map_or(now, |t| t + self.spec.scale_down_delay);
+        self.scale_down_at = Some(due.max(now));
         messages.push(format!(
             "Fully promoted; the old version scales down after {}",
             self.spec.scale_down_delay
         ));
+    }
+
+    /// The old version's scale-down, when it is due at `now`.
+    fn scale_down(&mut self, now: Time, messages: &mut Vec<String>) -> Option<ScaleDown> {
+        if self.phase != Phase::Healthy || self.scale_down_at.is_none_or(|t| t > now) {
+            return None;
+        }
+        self.scale_down_at = None;
+        messages.push("Scaled down the old version".into());
+        Some(ScaleDown {
+            side: Side::Stable,
+            grace: self.spec.termination_grace,
+        })
     }
 }

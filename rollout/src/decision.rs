@@ -51,6 +51,19 @@ pub struct Decision {
     pub routing: Routing,
     /// What happened, as the tool logs it.
     pub message: String,
+    /// Instances the tick scales down (Argo blue/green's old version after
+    /// `scale_down_delay`).
+    pub scale_down: Option<ScaleDown>,
+}
+
+/// A side's instances scaled to zero: they leave the endpoints at once and serve what still
+/// reaches them for `grace`, then stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScaleDown {
+    /// Whose instances.
+    pub side: crate::Side,
+    /// How long they still serve (the pods' termination grace period).
+    pub grace: proxy_engine::Nanos,
 }
 
 /// Whether the rollout has ended, and how.

@@ -150,6 +150,7 @@ impl Canary {
             checks,
             routing: self.routing(),
             message,
+            scale_down: None,
         }
     }
 

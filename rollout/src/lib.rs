@@ -17,7 +17,7 @@ pub mod flagger;
 pub mod probe;
 pub mod spec;
 
-pub use decision::{Check, Decision, Generation, Log, Outcome, Routing};
+pub use decision::{Check, Decision, Generation, Log, Outcome, Routing, ScaleDown};
 pub use probe::{MetricSource, Probe, WindowStats};
 pub use spec::{RolloutSpec, Side, SpecError, Strategy};
 

@@ -54,9 +54,15 @@ pub struct ArgoBlueGreen {
     /// analysis Successful.
     #[serde(default)]
     pub auto_promotion_seconds: Option<Nanos>,
-    /// How long the old version keeps running after the switch. Default 30 s.
+    /// How long the old version keeps running after the switch (and after a post-promotion
+    /// analysis succeeded): then its instances leave the endpoints. Default 30 s, as Argo's
+    /// `scaleDownDelaySeconds`.
     #[serde(default = "thirty_seconds")]
     pub scale_down_delay: Nanos,
+    /// How long a scaled-down instance still serves what reaches it before it stops: the
+    /// pods' `terminationGracePeriodSeconds`. Default 30 s, as Kubernetes'.
+    #[serde(default = "thirty_seconds")]
+    pub termination_grace: Nanos,
     /// Runs on the preview before the switch; the switch waits for Successful, Failed or
     /// Error aborts.
     #[serde(default)]
@@ -217,6 +223,13 @@ pub enum Side {
     /// version reads it. Metrics only; drivers record what each instance is, `Stable` or
     /// `Canary`.
     Both,
+}
+
+impl Side {
+    /// Whether an instance on side `of` is among this side's (`Both` holds both).
+    pub fn holds(self, of: Side) -> bool {
+        self == of || self == Side::Both
+    }
 }
 
 /// Argo Rollouts' canary strategy.

@@ -398,6 +398,7 @@ fn bg(pre: Option<ArgoMetric>, post: Option<ArgoMetric>, auto: bool) -> crate::s
         auto_promotion_enabled: auto,
         auto_promotion_seconds: None,
         scale_down_delay: Nanos::from_secs(30),
+        termination_grace: Nanos::from_secs(30),
         pre_promotion_analysis: pre.map(|m| AnalysisSpec { metrics: vec![m] }),
         post_promotion_analysis: post.map(|m| AnalysisSpec { metrics: vec![m] }),
     }
@@ -454,6 +455,53 @@ fn argo_blue_green_gates_pauses_and_switches_back() {
     s.set(1000, 100);
     let d = c.tick(Time(0), &s);
     assert_eq!((d.phase, d.routing), ("Degraded", Routing::default()));
+}
+
+#[test]
+fn argo_blue_green_scales_the_old_version_down_after_the_delay() {
+    let s = Script::healthy();
+    let sec = |n: u64| Time(n * 1_000_000_000);
+    // No analyses: the switch at the first tick, the scale-down scale_down_delay later.
+    let mut c = blue_green(bg(None, None, true));
+    let d = c.tick(Time(0), &s);
+    assert_eq!((d.routing.canary_weight, d.scale_down), (100, None));
+    assert_eq!(c.next_tick(), Some(sec(30)));
+    let d = c.tick(sec(30), &s);
+    let down = d.scale_down.expect("the old version scales down");
+    assert_eq!(
+        (down.side, down.grace),
+        (Side::Stable, Nanos::from_secs(30))
+    );
+    assert_eq!((c.next_tick(), c.outcome()), (None, Outcome::Promoted));
+    // A post-promotion analysis (2 measurements a minute apart) outlasts the delay: the
+    // old version stays until it succeeds, then scales down in the same tick.
+    let mut c = blue_green(bg(None, Some(ratio_metric(None, Some(2))), true));
+    let log = run(&mut c, &s, 10);
+    let seen: Vec<(Time, &str, bool)> = (log.iter())
+        .map(|d| (d.at, d.phase, d.scale_down.is_some()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Time(0), "Progressing", false), // switched, analysis started
+            (Time(0), "Progressing", false), // measurement 1
+            (Time(MIN), "Healthy", true),    // measurement 2: Successful, 60 s > 30 s
+        ]
+    );
+    // scale_down_delay 0: in the tick that switches.
+    let mut now = bg(None, None, true);
+    now.scale_down_delay = Nanos::ZERO;
+    let d = blue_green(now).tick(Time(0), &s);
+    assert!(d.scale_down.is_some());
+    // Switched back after a failed post-promotion analysis: nothing scales down.
+    let mut c = blue_green(bg(None, Some(ratio_metric(None, Some(1))), true));
+    c.tick(Time(0), &s);
+    s.set(1000, 100);
+    let d = c.tick(Time(MIN), &s);
+    assert_eq!(
+        (d.phase, d.scale_down, c.next_tick()),
+        ("Degraded", None, None)
+    );
 }
 
 #[test]

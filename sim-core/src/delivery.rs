@@ -10,10 +10,11 @@
 //! has. Retries, timeouts, faults and headers of the user's routes stay as written.
 
 use crate::scenario::Scenario;
+use crate::topology::Topology;
 use proxy_engine::config::{
     Destination, DestinationRule, HttpRoute, RouteDestination, VirtualService,
 };
-use proxy_engine::{CompiledMesh, MeshConfig};
+use proxy_engine::{CompiledMesh, MeshConfig, Registry};
 use rollout::{RolloutSpec, Routing, Side};
 
 /// The mesh config that `routing` stands for.
@@ -121,6 +122,31 @@ pub fn destination_sides(s: &Scenario, mesh: &CompiledMesh) -> Vec<Option<Side>>
     (mesh.destinations().iter())
         .map(|d| side_of(s, &d.service, &d.version))
         .collect()
+}
+
+/// Each instance of `topology` (by number) on its side of the rollout.
+pub fn instance_sides(s: &Scenario, topology: &Topology) -> Vec<Option<Side>> {
+    (topology.instances.iter())
+        .map(|i| side_of(s, i.service, i.version))
+        .collect()
+}
+
+/// The registry once a side has scaled down: the scenario's first instances without that
+/// side's, for [`Side::Stable`], [`Side::Canary`] and [`Side::Both`], in that order
+/// (index with [`scaled_index`]).
+pub fn scaled_registries(s: &Scenario, topology: &Topology) -> [Registry; 3] {
+    let sides = instance_sides(s, topology);
+    [Side::Stable, Side::Canary, Side::Both]
+        .map(|gone| topology.initial_registry_where(|i| !sides[i].is_some_and(|x| gone.holds(x))))
+}
+
+/// Where `side`'s registry is in [`scaled_registries`].
+pub fn scaled_index(side: Side) -> usize {
+    match side {
+        Side::Stable => 0,
+        Side::Canary => 1,
+        Side::Both => 2,
+    }
 }
 
 /// What is wrong with a scenario's rollout block: (field, message).

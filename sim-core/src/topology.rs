@@ -149,7 +149,12 @@ impl<'a> Topology<'a> {
     /// with, named as the instance and labelled with its version (the timeline's generations
     /// have their own, `timeline::Generations::build`).
     pub fn registry(&self) -> Registry {
-        self.registry_where(|i| self.initial.get(i).copied().unwrap_or(false))
+        self.initial_registry_where(|_| true)
+    }
+
+    /// The registry of the scenario's first instances for which `keep` holds (by number).
+    pub fn initial_registry_where(&self, keep: impl Fn(usize) -> bool) -> Registry {
+        self.registry_where(|i| self.initial.get(i).copied().unwrap_or(false) && keep(i))
     }
 
     /// The registry of the instances (by number) for which `live` holds; every service is

@@ -141,3 +141,68 @@ fn live_canary_rollback_reaches_the_simulations_decisions_at_the_same_ticks() {
         "{rate}"
     );
 }
+
+/// A blue/green of reviews switched at 2 s, each sidecar receiving every change exactly 2 s
+/// late, blue scaled down `delay` after the switch with no termination grace.
+fn late_switch(delay: &str) -> String {
+    format!(
+        r#"Scenario(
+    seed: 5, duration: "7s", push_delay: Constant("2s"),
+    services: {{
+        "productpage": Service(
+            versions: {{"v1": (instances: 2, workers: 16, latency: Constant("1ms"))}},
+            calls: [Call(host: "reviews", path: "/reviews")],
+        ),
+        "reviews": Service(versions: {{
+            "v1": (instances: 2, workers: 16, latency: Constant("1ms")),
+            "v2": (instances: 2, workers: 16, latency: Constant("1ms")),
+        }}),
+    }},
+    mesh: Mesh(destination_rules: [DestinationRule(host: "reviews", subsets: [
+        (name: "blue", labels: {{"version": "v1"}}),
+        (name: "green", labels: {{"version": "v2"}}),
+    ])]),
+    rollout: (host: "reviews", stable: "blue", canary: "green", start: "2s",
+        strategy: ArgoBlueGreen(scale_down_delay: "{delay}", termination_grace: "0s")),
+    workload: [OpenLoop(host: "productpage", rate: 200)],
+)"#
+    )
+}
+
+#[test]
+fn live_blue_green_scales_blue_down_after_the_delay_as_the_simulation_does() {
+    // Sidecars route to blue until their switch arrives 2 s late; blue stops `delay` after
+    // the switch. Live and simulated, client requests fail for the gap between the two:
+    // 200/s × (2 s − delay)⁺, Poisson (5σ) plus 50 ms of timer slack live.
+    let dir = scratch("scale-down");
+    for (delay, gap) in [("1s", 1.0), ("3s", 0.0)] {
+        let path = dir.join(format!("late-{delay}.ron"));
+        std::fs::write(&path, late_switch(delay)).expect("write");
+        for mode in [&[][..], &["--live"][..]] {
+            let name = format!("{delay}{}", mode.len());
+            let v: serde_json::Value =
+                serde_json::from_str(&report(&dir, &name, &path, mode)).expect("json");
+            let down = (v["rollout"]["decisions"]
+                .as_array()
+                .expect("decisions")
+                .iter())
+            .find(|d| {
+                d["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Scaled down"))
+            })
+            .unwrap_or_else(|| panic!("{mode:?}: blue scales down: {v}"));
+            let at = down["at_s"].as_f64().unwrap_or_else(|| panic!("{down}"));
+            let delay_s: f64 = delay.trim_end_matches('s').parse().expect("seconds");
+            assert!((at - (2.0 + delay_s)).abs() < 0.2, "{mode:?}: at {at}");
+            let count = v["totals"]["count"].as_f64().expect("count");
+            let failed = count - v["totals"]["success"].as_f64().expect("success");
+            let expected: f64 = 200.0 * gap;
+            let slack = 5.0 * expected.sqrt() + 200.0 * 0.05;
+            assert!(
+                (failed - expected).abs() <= slack,
+                "{mode:?} delay {delay}: {failed} of {count} failed, expected {expected} ± {slack}"
+            );
+        }
+    }
+}

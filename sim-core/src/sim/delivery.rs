@@ -1,13 +1,19 @@
 //! The scenario's rollout in virtual time: the controller ticks when it asks to, reading the
 //! probe the instances feed (each response a version's instance gives, as Istio's
 //! destination-side telemetry counts it); a tick that changes the routing makes a new config
-//! generation, which reaches each proxy after its push delay like any other.
+//! generation, which reaches each proxy after its push delay like any other. A scale-down
+//! (Argo blue/green's old version) is a generation without that side's instances, which stop
+//! serving once their termination grace has passed.
 
 use super::{Event, Simulation};
+use crate::model::FaultWindow;
+use crate::scenario::FaultKind;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
-use proxy_engine::{CompiledMesh, MeshConfig, Nanos, Time};
-use rollout::{Controller, Decision, Generation, Log, Probe, RolloutSpec, Routing, Side};
+use proxy_engine::{CompiledMesh, MeshConfig, Nanos, Registry, Time};
+use rollout::{
+    Controller, Decision, Generation, Log, Probe, RolloutSpec, Routing, ScaleDown, Side,
+};
 use std::sync::Arc;
 
 /// A rollout in progress.
@@ -23,6 +29,11 @@ pub(super) struct RolloutRun {
     /// Each destination's side (by destination id, stable over the generations).
     destination_side: Vec<Option<Side>>,
     routing: Routing,
+    /// The registry generations are compiled against: the scenario's, until a side scales
+    /// down.
+    registry: Registry,
+    /// The registry once each side has scaled down (`delivery::scaled_registries`).
+    scaled: [Registry; 3],
     decisions: Vec<Decision>,
     generations: Vec<Generation>,
 }
@@ -36,12 +47,12 @@ impl RolloutRun {
     ) -> Option<Box<RolloutRun>> {
         let spec = s.rollout.clone()?;
         let controller = Controller::new(&spec);
-        let side = (topology.instances.iter())
-            .map(|i| crate::delivery::side_of(s, i.service, i.version))
-            .collect();
+        let side = crate::delivery::instance_sides(s, topology);
         Some(Box::new(RolloutRun {
             probe: Probe::of(&spec),
             routing: controller.routing(),
+            scaled: crate::delivery::scaled_registries(s, topology),
+            registry: topology.registry(),
             spec,
             controller,
             base: s.mesh.clone(),
@@ -89,31 +100,64 @@ impl Simulation {
         };
         let decision = run.controller.tick(self.now, &run.probe);
         let routing = decision.routing;
+        let scale_down = decision.scale_down;
         run.decisions.push(decision);
         let next = run.controller.next_tick();
-        if routing != run.routing {
+        if let Some(ScaleDown { side, .. }) = scale_down {
+            run.registry = run.scaled[crate::delivery::scaled_index(side)].clone();
+        }
+        if routing != run.routing || scale_down.is_some() {
             run.routing = routing;
             let config = crate::delivery::render(&run.base, &run.spec, &routing);
+            let registry = run.registry.clone();
             let number = self.generations.meshes.len() as u32;
             run.generations.push(Generation {
                 number,
                 at: self.now,
                 routing,
             });
-            self.add_generation(&config);
+            self.add_generation(&config, &registry);
+        }
+        if let Some(down) = scale_down {
+            self.stop_side(down);
         }
         if let Some(at) = next {
             self.schedule_tick(at);
         }
     }
 
-    /// Compiles `config` as the next generation and pushes it to every proxy.
-    fn add_generation(&mut self, config: &MeshConfig) {
+    /// The instances of a scaled-down side stop (as a crash: connections refused, what they
+    /// hold reset) once their grace has passed; until then they serve what still reaches
+    /// them.
+    fn stop_side(&mut self, down: ScaleDown) {
+        let Some(run) = self.rollout.as_ref() else {
+            return;
+        };
+        let at = self.now + down.grace;
+        let gone: Vec<usize> = (run.side.iter().enumerate())
+            .filter(|(_, s)| s.is_some_and(|s| down.side.holds(s)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in gone {
+            self.instances[i].faults.push(FaultWindow {
+                start: at,
+                end: Time(u64::MAX),
+                kind: FaultKind::Crash,
+            });
+            if at <= self.deadline {
+                let (instance, crash) = (i as u32, true);
+                self.queue.push(at, Event::FaultStart { instance, crash });
+            }
+        }
+    }
+
+    /// Compiles `config` over `registry` as the next generation and pushes it to every proxy.
+    fn add_generation(&mut self, config: &MeshConfig, registry: &Registry) {
         let Some(previous) = self.generations.meshes.last() else {
             return;
         };
         // The scenario check compiled the widest routing; every other one compiles too.
-        let next = match CompiledMesh::compile_next(config, &self.registry, previous) {
+        let next = match CompiledMesh::compile_next(config, registry, previous) {
             Ok(mesh) => Arc::new(mesh),
             Err(e) => {
                 debug_assert!(false, "a rollout generation does not compile: {e}");

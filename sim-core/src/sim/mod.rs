@@ -247,8 +247,6 @@ struct Simulation {
     /// Every config generation (the timeline's or the rollout's), by number; the first is
     /// `mesh`.
     generations: Generations,
-    /// The engine's registry, which every generation is compiled against.
-    registry: proxy_engine::Registry,
     /// Each proxy's push-delay stream (empty when nothing is ever pushed).
     push_rngs: Vec<Stream>,
     push_delay: Dist,
@@ -286,7 +284,6 @@ struct Simulation {
 impl Simulation {
     fn new(s: &Scenario, seed: u64) -> Result<Simulation, ConfigError> {
         let topology = Topology::of(s);
-        let registry = topology.registry();
         let generations = Generations::build(s, seed).map_err(|e| match e {
             TimelineError::Compile { error, .. } => error,
             // Checked when the scenario is loaded; reported as the engine would.
@@ -328,7 +325,6 @@ impl Simulation {
             instance_of: topology.endpoint_map(&generations.meshes[generations.meshes.len() - 1]),
             mesh,
             generations,
-            registry,
             push_rngs: Vec::new(),
             push_delay: Dist::default(),
             rollout,

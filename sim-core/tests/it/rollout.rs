@@ -512,3 +512,59 @@ fn a_metric_scoped_to_a_route_sees_only_that_routes_hops() {
     // ~3,000 hops to v2 in the 30 s window, a tenth of them insiders'.
     assert!((first - 0.1).abs() < tolerance(0.1, 3000), "{first}");
 }
+
+/// A blue/green of reviews switched at 10 s with no analysis, every sidecar receiving each
+/// change exactly 10 s late, blue scaled down `delay` after the switch and serving for
+/// `grace` more.
+fn late_switch(delay: &str, grace: &str) -> sim_core::Scenario {
+    scenario(&format!(
+        r#"Scenario(
+    seed: 3, duration: "45s", push_delay: Constant("10s"),
+    services: {{
+        "productpage": Service(
+            versions: {{"v1": (instances: 3, workers: 64, latency: Constant("1ms"))}},
+            calls: [Call(host: "reviews", path: "/reviews")],
+        ),
+        "reviews": Service(versions: {{
+            "v1": (instances: 2, workers: 64, latency: Constant("2ms")),
+            "v2": (instances: 2, workers: 64, latency: Constant("2ms")),
+        }}),
+    }},
+    mesh: Mesh(destination_rules: [DestinationRule(host: "reviews", subsets: [
+        (name: "blue", labels: {{"version": "v1"}}),
+        (name: "green", labels: {{"version": "v2"}}),
+    ])]),
+    rollout: (host: "reviews", stable: "blue", canary: "green", start: "10s",
+        strategy: ArgoBlueGreen(scale_down_delay: "{delay}", termination_grace: "{grace}")),
+    workload: [OpenLoop(host: "productpage", rate: 200)],
+)"#
+    ))
+}
+
+#[test]
+fn blue_is_scaled_down_after_the_delay_and_a_late_switch_reaches_it_only_if_it_is_gone() {
+    // A sidecar sends to blue until its switch arrives (10 s late); blue serves until
+    // delay + grace after the switch. Client requests fail for the gap between the two:
+    // 200/s × (10 s − delay − grace)⁺, Poisson counts (5σ), plus the requests blue still
+    // held when it stopped.
+    for (delay, grace, gap) in [("0s", "0s", 10.0), ("3s", "2s", 5.0), ("30s", "30s", 0.0)] {
+        let s = late_switch(delay, grace);
+        let m = run(&s);
+        let log = m.rollout.as_ref().expect("a rollout log");
+        let down = (log.decisions.iter())
+            .find(|d| d.message.contains("Scaled down the old version"))
+            .unwrap_or_else(|| panic!("blue scales down: {:?}", log.decisions));
+        let delay_s: u64 = delay.trim_end_matches('s').parse().expect("seconds");
+        assert_eq!(down.at.0, (10 + delay_s) * 1_000_000_000, "{delay}");
+        let failed = (m.totals.count - m.totals.success) as f64;
+        let expected: f64 = 200.0 * gap;
+        let slack = 5.0 * expected.sqrt() + 200.0 * 0.05;
+        assert!(
+            (failed - expected).abs() <= slack,
+            "delay {delay}, grace {grace}: {failed} failed, expected {expected} ± {slack}"
+        );
+        if gap == 0.0 {
+            assert_eq!(failed, 0.0, "a delay longer than the push: nothing fails");
+        }
+    }
+}
