@@ -211,10 +211,13 @@ impl BlueGreen {
             .switched_at
             .map_or(now, |t| t + self.spec.scale_down_delay);
         self.scale_down_at = Some(due.max(now));
-        messages.push(format!(
-            "Fully promoted; the old version scales down after {}",
-            self.spec.scale_down_delay
-        ));
+        messages.push(match due > now {
+            true => format!(
+                "Fully promoted; the old version scales down {} after the switch",
+                self.spec.scale_down_delay
+            ),
+            false => "Fully promoted".into(),
+        });
     }
 
     /// The old version's scale-down, when it is due at `now`.
