@@ -26,12 +26,10 @@ pub struct BlueGreen {
     /// `Progressing` covers the preview (before the switch) and the post-promotion analysis
     /// (after it).
     phase: Phase,
-    /// The active Service is on the new version.
-    switched: bool,
     run: Option<AnalysisRun>,
     /// When `auto_promotion_seconds` forces the switch.
     forced: Option<Time>,
-    /// When the active Service moved to the new version.
+    /// When the active Service moved to the new version (`None`: it is on the old one).
     switched_at: Option<Time>,
     /// When the old version scales down (set at full promotion, cleared when done).
     scale_down_at: Option<Time>,
@@ -44,7 +42,6 @@ impl BlueGreen {
             spec: spec.clone(),
             start,
             phase: Phase::Pending,
-            switched: false,
             run: None,
             forced: None,
             switched_at: None,
@@ -77,7 +74,7 @@ impl BlueGreen {
     /// version; after it, everything.
     pub fn routing(&self) -> Routing {
         match self.phase {
-            _ if self.switched => Routing {
+            _ if self.switched_at.is_some() => Routing {
                 canary_weight: 100,
                 mirror: None,
                 matched_only: false,
@@ -109,7 +106,9 @@ impl BlueGreen {
             checks.extend(run.measure(now, source));
         }
         match self.phase {
-            Phase::Progressing if self.switched => self.post_promotion(now, &mut messages),
+            Phase::Progressing if self.switched_at.is_some() => {
+                self.post_promotion(now, &mut messages)
+            }
             Phase::Progressing => self.preview(now, &mut messages),
             _ => {}
         }
@@ -119,7 +118,7 @@ impl BlueGreen {
             phase: self.phase.name(),
             // Argo has no weight here: the active Service is on the old version or the new.
             canary_weight: match self.phase {
-                _ if self.switched => 100,
+                _ if self.switched_at.is_some() => 100,
                 _ => 0,
             },
             counter: 0,
@@ -170,7 +169,6 @@ impl BlueGreen {
             let why = "Paused before the switch: auto_promotion_enabled is false (BlueGreenPause)";
             return self.settle(Phase::Paused, why.into(), messages);
         }
-        self.switched = true;
         self.switched_at = Some(now);
         messages.push("Switched the active Service to the new version".into());
         self.run = (self.spec.post_promotion_analysis.as_ref())
@@ -196,7 +194,7 @@ impl BlueGreen {
                     "Post-promotion analysis {reason}; switched back to the stable version \
                      (Degraded)"
                 );
-                self.switched = false;
+                self.switched_at = None;
                 self.settle(Phase::Degraded, why, messages);
             }
         }
